@@ -1,0 +1,62 @@
+"""Gin configuration: one entry point that registers every configurable and parses files.
+
+An experiment is one gin file in the repository's `gin/` folder (or any path). Every tunable is a
+gin binding; `operative_config_str()` after training is the run's record.
+"""
+import importlib
+import os
+from typing import Iterable, Sequence
+
+import gin
+
+# Every module that declares gin configurables. Importing them registers the names.
+CONFIGURABLE_MODULES = (
+    "basic_tf.parallel.remat",
+    "basic_tf.models",
+    "basic_tf.losses",
+    "basic_tf.training.accumulation",
+)
+
+REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def register_configurables() -> None:
+    """Imports every configurable module so gin knows all names (idempotent)."""
+    for name in CONFIGURABLE_MODULES:
+        importlib.import_module(name)
+
+
+def resolve_gin_file(name: str) -> str:
+    """Returns the path of a gin file given a path, or a bare name such as `tiny` or `tiny.gin`."""
+    candidates = [name]
+    base = name if name.endswith(".gin") else name + ".gin"
+    candidates.append(os.path.join(REPO_GIN_DIR, base))
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    available = sorted(f for f in os.listdir(REPO_GIN_DIR) if f.endswith(".gin")) if os.path.isdir(REPO_GIN_DIR) else []
+    raise FileNotFoundError(
+        f"gin file {name!r} not found (looked at {candidates}); available in {REPO_GIN_DIR}: {available}")
+
+
+def parse(gin_files: Iterable[str] | str, bindings: Sequence[str] = (), finalize: bool = False) -> None:
+    """Registers every configurable, clears previous config and parses files then bindings."""
+    register_configurables()
+    if isinstance(gin_files, str):
+        gin_files = [gin_files]
+    gin.clear_config()
+    if os.path.isdir(REPO_GIN_DIR):
+        gin.add_config_file_search_path(REPO_GIN_DIR)
+    paths = [resolve_gin_file(f) for f in gin_files]
+    gin.parse_config_files_and_bindings(paths, list(bindings), finalize_config=finalize,
+                                        skip_unknown=False)
+
+
+def operative_config_str() -> str:
+    """The bindings actually used so far (gin's operative config)."""
+    return gin.operative_config_str()
+
+
+def config_str() -> str:
+    """Every binding parsed, used or not."""
+    return gin.config_str()

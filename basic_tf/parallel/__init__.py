@@ -1,0 +1,1 @@
+"""Parallelism policy: strategy from a flag, recompute (remat) policy, DTensor meshes."""

@@ -1,0 +1,34 @@
+"""basic_tf: BASIC (Pham et al., arXiv 2111.10050) contrastive image-text training in TF/Keras 3."""
+import setuptools
+
+# The pinned stack measured in shared/research/feasibility.md: tf-models-official 2.20.0 (for
+# orbit) fixes TensorFlow at 2.20 and absl-py at 1.x.
+INSTALL_REQUIRES = [
+    "tensorflow==2.20.0",
+    "keras==3.15.1",
+    "tensorflow-text==2.20.1",
+    "tf-models-official==2.20.0",
+    "tensorflow-datasets==4.9.10",
+    "gin-config==0.5.0",
+    "absl-py==1.4.0",
+    "sentencepiece==0.2.3",
+    "numpy>=2.0",
+    "pillow",
+    "matplotlib",
+]
+
+setuptools.setup(
+    name="basic_tf",
+    version="0.1.0",
+    description="BASIC contrastive image-text dual encoders in TensorFlow / Keras 3",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["basic_tf", "basic_tf.*"]),
+    package_data={"basic_tf": ["zeroshot/data/*.json", "zeroshot/data/*.txt"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest>=8", "tensorflow-serving-api==2.20.0"],
+    },
+    entry_points={"console_scripts": []},
+)
