@@ -12,6 +12,7 @@ import gin
 # Every module that declares gin configurables. Importing them registers the names.
 CONFIGURABLE_MODULES = (
     "basic_tf.parallel.remat",
+    "basic_tf.parallel.strategy",
     "basic_tf.models",
     "basic_tf.losses",
     "basic_tf.training.accumulation",

@@ -1,0 +1,135 @@
+"""Contrastive image-text losses with negatives from every replica.
+
+Two losses over a batch of N paired, L2-normalised embeddings (row i of each tower is a pair):
+- "softmax": symmetric InfoNCE (CLIP/ALIGN/BASIC): the mean of the image->text and text->image
+  cross-entropies of the logits `scale * I @ T^T`, the diagonal being the targets (open_clip's
+  convention).
+- "sigmoid": SigLIP: `-sum_ij log sigmoid(z_ij * (scale * I_i . T_j + bias))` over all N^2 pairs,
+  z = +1 on the diagonal and -1 elsewhere, divided by N.
+
+Distribution. In a replica context with more than one replica, both towers' embeddings are
+all-gathered so every replica sees the global batch as negatives, and the value returned is the
+replica's SHARE of the global loss: the sum of the shares over replicas is the global-batch loss,
+and, because `all_gather` back-propagates by summing incoming gradients over replicas, the sum of
+the replicas' gradients is the global-batch loss's gradient (the tf.distribute convention, like
+dividing per-example losses by the global batch). Two ways to get the share:
+- global (default): every replica computes the full N x N loss and returns loss / R
+  (memory O(N^2) per replica);
+- local (`local_loss=True`): a replica computes only its own rows against the global columns
+  (image rows x all texts, text rows x all images), memory O(N^2 / R) (open_clip's
+  `--local-loss --gather-with-grad`).
+Both give the same sums and the same summed gradients.
+"""
+from typing import Optional
+
+import gin
+import tensorflow as tf
+
+LOSS_KINDS = ("softmax", "sigmoid")
+
+
+def _multi_replica_context() -> Optional[tf.distribute.ReplicaContext]:
+    """The replica context if we run in one with more than one replica, else None."""
+    if tf.distribute.in_cross_replica_context():
+        return None
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return None
+    return ctx
+
+
+def _softmax_rows_sum(image_rows, text_rows, all_images, all_texts, scale, row_offset):
+    """Sum over the given rows of the image->text and text->image cross-entropies.
+
+    image_rows/text_rows: [n, D] (rows row_offset..row_offset+n of the global batch);
+    all_images/all_texts: [N, D]. Returns a float32 scalar.
+    """
+    n = tf.shape(image_rows)[0]
+    targets = tf.range(n) + row_offset
+    logits_i2t = scale * tf.matmul(image_rows, all_texts, transpose_b=True)  # [n, N]
+    logits_t2i = scale * tf.matmul(text_rows, all_images, transpose_b=True)  # [n, N]
+    ce_i2t = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits_i2t)
+    ce_t2i = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits_t2i)
+    return tf.reduce_sum(ce_i2t) + tf.reduce_sum(ce_t2i)
+
+
+def _sigmoid_rows_sum(image_rows, all_texts, scale, bias, row_offset):
+    """Sum over the given image rows and every text of -log sigmoid(z * logit). Float32 scalar."""
+    n = tf.shape(image_rows)[0]
+    big_n = tf.shape(all_texts)[0]
+    logits = scale * tf.matmul(image_rows, all_texts, transpose_b=True)  # [n, N]
+    if bias is not None:
+        logits = logits + bias
+    positives = tf.one_hot(tf.range(n) + row_offset, big_n, dtype=logits.dtype)
+    signs = 2.0 * positives - 1.0
+    return -tf.reduce_sum(tf.math.log_sigmoid(signs * logits))
+
+
+def _loss_sum(kind, image_rows, text_rows, all_images, all_texts, scale, bias, row_offset):
+    if kind == "softmax":
+        # The softmax loss averages its two directions: each row contributes half.
+        return 0.5 * _softmax_rows_sum(image_rows, text_rows, all_images, all_texts, scale,
+                                       row_offset)
+    return _sigmoid_rows_sum(image_rows, all_texts, scale, bias, row_offset)
+
+
+@gin.configurable(denylist=["image_emb", "text_emb", "logit_scale", "logit_bias"])
+def contrastive_loss(image_emb: tf.Tensor,
+                     text_emb: tf.Tensor,
+                     logit_scale: tf.Tensor,
+                     kind: str = "softmax",
+                     logit_bias: Optional[tf.Tensor] = None,
+                     local_loss: bool = False) -> tf.Tensor:
+    """Contrastive loss of paired embeddings (this replica's share in a replica context).
+
+    Args:
+      image_emb: float [n, D] L2-normalised image embeddings (this replica's rows).
+      text_emb: float [n, D] L2-normalised text embeddings; row i pairs with image row i.
+      logit_scale: float scalar, the inverse temperature (already exponentiated).
+      kind: "softmax" (symmetric InfoNCE) or "sigmoid" (SigLIP).
+      logit_bias: float scalar added to the logits (sigmoid loss only; None for none).
+      local_loss: in a multi-replica context, compute only this replica's rows against the
+        global columns (O(N^2/R) memory) instead of the full loss / R. Same sums either way.
+
+    Returns:
+      float32 scalar: the loss over the global batch, or, in a multi-replica context, this
+      replica's share of it (the shares sum to the global loss; see the module docstring).
+    """
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"contrastive_loss.kind={kind!r} is not one of {LOSS_KINDS}")
+    if kind == "softmax" and logit_bias is not None:
+        raise ValueError("logit_bias is for the sigmoid loss; the softmax loss is invariant to it")
+    image_emb = tf.cast(image_emb, tf.float32)
+    text_emb = tf.cast(text_emb, tf.float32)
+    scale = tf.cast(logit_scale, tf.float32)
+    bias = None if logit_bias is None else tf.cast(logit_bias, tf.float32)
+
+    ctx = _multi_replica_context()
+    if ctx is None:
+        n = tf.cast(tf.shape(image_emb)[0], tf.float32)
+        total = _loss_sum(kind, image_emb, text_emb, image_emb, text_emb, scale, bias, 0)
+        return total / n
+
+    num_replicas = ctx.num_replicas_in_sync
+    all_images = ctx.all_gather(image_emb, axis=0)
+    all_texts = ctx.all_gather(text_emb, axis=0)
+    global_n = tf.cast(tf.shape(all_images)[0], tf.float32)
+    if local_loss:
+        offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * tf.shape(image_emb)[0]
+        rows = _loss_sum(kind, image_emb, text_emb, all_images, all_texts, scale, bias, offset)
+        return rows / global_n
+    total = _loss_sum(kind, all_images, all_texts, all_images, all_texts, scale, bias, 0)
+    return total / global_n / num_replicas
+
+
+def in_batch_accuracy(image_emb: tf.Tensor, text_emb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Fractions of rows whose paired item is the arg-max: (image->text, text->image).
+
+    Local to the batch given (no gathering): a cheap training signal for logs.
+    """
+    sims = tf.matmul(tf.cast(image_emb, tf.float32), tf.cast(text_emb, tf.float32),
+                     transpose_b=True)
+    targets = tf.range(tf.shape(sims)[0], dtype=tf.int64)
+    i2t = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(sims, axis=1), targets), tf.float32))
+    t2i = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(sims, axis=0), targets), tf.float32))
+    return i2t, t2i

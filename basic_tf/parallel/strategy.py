@@ -1,0 +1,65 @@
+"""One flag picks the tf.distribute strategy: TPU pods, multi-worker, one host's devices, or one.
+
+Scale-out is TensorFlow's own: TPUStrategy on Cloud TPU (the cluster resolver finds the pod's
+hosts), MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy over one host's devices.
+Optimizers must be built inside `strategy.scope()` before the first step (Keras 3 AdamW fails
+otherwise: see shared/research/feasibility.md, section 5).
+"""
+from typing import Optional, Sequence
+
+import gin
+import tensorflow as tf
+
+STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+@gin.configurable
+def make_strategy(name: str = "default",
+                  tpu: Optional[str] = None,
+                  devices: Optional[Sequence[str]] = None) -> tf.distribute.Strategy:
+    """Builds the strategy named by `name`.
+
+    Args:
+      name: one of STRATEGIES. "default" is TF's no-op strategy (one device, replica context
+        everywhere); "one_device" pins to `devices[0]` (default: the first GPU, else CPU).
+      tpu: TPU name or grpc address for "tpu" ('' or 'local' for a TPU VM).
+      devices: device names for "mirrored"/"one_device" (default: all local GPUs, else CPUs).
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy {name!r} is not one of {STRATEGIES}")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+            tpu="" if tpu in (None, "local") else tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if name == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy(devices[0])
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
+def parse_strategy_flag(flag: str) -> dict:
+    """'mirrored:4' -> {'name': 'mirrored', 'devices': first 4 logical devices}; 'tpu' -> name only.
+
+    The optional ':N' asks for the first N logical devices (CPU virtual devices in tests).
+    """
+    name, _, count = flag.partition(":")
+    kwargs = {"name": name}
+    if count:
+        if not count.isdigit() or int(count) < 1:
+            raise ValueError(f"--strategy={flag!r}: the device count after ':' must be a positive "
+                             "integer, e.g. mirrored:4")
+        gpus = tf.config.list_logical_devices("GPU")
+        pool = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+        if int(count) > len(pool):
+            raise ValueError(f"--strategy={flag!r} asks for {count} devices; only {len(pool)} "
+                             f"are visible: {pool}")
+        kwargs["devices"] = pool[:int(count)]
+    return kwargs

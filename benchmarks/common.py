@@ -1,0 +1,83 @@
+"""Shared benchmark plumbing: child-process measurement, results JSON, markdown tables.
+
+Peak memory is measured per subprocess (`ru_maxrss`), since TF's CPU allocator keeps no stats:
+one configuration per process, reporting the peak RSS increase over the RSS just before the
+first step. Step times are medians of timed steps after warm-up (tracing excluded).
+"""
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, MB (Linux /proc)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, MB (ru_maxrss is KB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_child(module: str, config: dict, timeout: float = 900) -> dict:
+    """Runs `python -m <module> --child '<json config>'` and returns the JSON it prints last."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run([sys.executable, "-m", module, "--child", json.dumps(config)],
+                          capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child {module} {config} failed ({proc.returncode}):\n"
+                           f"{proc.stderr[-3000:]}")
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"benchmark child {module} printed no JSON:\n{proc.stdout[-2000:]}")
+    return json.loads(lines[-1])
+
+
+def child_main(measure_fn) -> bool:
+    """In a figure module's __main__: if invoked with --child, measure and print JSON."""
+    if len(sys.argv) >= 3 and sys.argv[1] == "--child":
+        print(json.dumps(measure_fn(json.loads(sys.argv[2]))), flush=True)
+        return True
+    return False
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "date": time.strftime("%Y-%m-%d")}
+
+
+def save(name: str, payload: dict) -> str:
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    payload = dict(payload, machine=machine())
+    with open(path + ".tmp", "w") as f:
+        json.dump(payload, f, indent=2)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load(name: str):
+    path = os.path.join(RESULTS_DIR, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def markdown_table(headers, rows) -> str:
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for r in rows:
+        out.append("| " + " | ".join(str(x) for x in r) + " |")
+    return "\n".join(out)
