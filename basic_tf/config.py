@@ -16,6 +16,7 @@ CONFIGURABLE_MODULES = (
     "basic_tf.models",
     "basic_tf.losses",
     "basic_tf.training.accumulation",
+    "basic_tf.zeroshot",
 )
 
 REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")

@@ -1,0 +1,103 @@
+"""Evaluation results as JSON, a readable table and a confusion-matrix PNG.
+
+`results` is {task name: result dict} with classification results from
+`evaluation.evaluate_classification` and retrieval results from `retrieval.evaluate_retrieval`.
+"""
+import json
+import math
+import os
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+
+def _is_retrieval(result: Dict) -> bool:
+    return "image_to_text" in result
+
+
+def format_table(results: Dict[str, Dict]) -> str:
+    """One line per task: accuracy (%) for classification, R@K (%) both ways for retrieval."""
+    lines = []
+    classification = {n: r for n, r in results.items() if not _is_retrieval(r)}
+    retrieval = {n: r for n, r in results.items() if _is_retrieval(r)}
+    if classification:
+        width = max(12, *(len(n) for n in classification))
+        lines.append(f"{'zero-shot':<{width}}  {'examples':>9}  {'classes':>7}  {'top-1':>7}  "
+                     f"{'top-k':>7}")
+        for name, r in classification.items():
+            k = r["k"]
+            lines.append(f"{name:<{width}}  {r['count']:>9d}  {r['num_classes']:>7d}  "
+                         f"{100 * r['top1']:>6.2f}%  {100 * r[f'top{k}']:>6.2f}% (k={k})")
+            if r.get("skipped_records"):
+                lines.append(f"{'':<{width}}  ({r['skipped_records']} unreadable records skipped)")
+    if retrieval:
+        if lines:
+            lines.append("")
+        width = max(12, *(len(n) for n in retrieval))
+        for name, r in retrieval.items():
+            ks = list(r["image_to_text"])
+            head = "  ".join(f"R@{k:<4}" for k in ks)
+            lines.append(f"{'retrieval':<{width}}  {'images':>7}  {'captions':>8}  direction      "
+                         f"{head}")
+            for direction in ("image_to_text", "text_to_image"):
+                values = "  ".join(f"{100 * r[direction][k]:5.1f}%" for k in ks)
+                lines.append(f"{name:<{width}}  {r['num_images']:>7d}  {r['num_captions']:>8d}  "
+                             f"{direction:<13}  {values}")
+    return "\n".join(lines)
+
+
+def _jsonable(value):
+    """NaN -> None (JSON has no NaN), numpy scalars -> Python, int dict keys -> str."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def write_json(results: Dict[str, Dict], path: str, metadata: Optional[Dict] = None) -> None:
+    """Writes {"metadata": ..., "results": ...} (NaN written as null)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(_jsonable({"metadata": metadata or {}, "results": results}), f, indent=1)
+        f.write("\n")
+
+
+def save_confusion_png(confusion: Sequence[Sequence[int]], class_names: Optional[Sequence[str]],
+                       path: str, title: str = "", max_classes: int = 100) -> None:
+    """Row-normalised confusion matrix (rows = true class) as a PNG; up to `max_classes`."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(confusion, np.float64)
+    n = matrix.shape[0]
+    if matrix.shape != (n, n) or n > max_classes:
+        raise ValueError(f"confusion matrix of shape {matrix.shape}: need square with at most "
+                         f"{max_classes} classes")
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.18 * n, 22)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(rows, cmap="viridis", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    names = list(class_names) if class_names is not None else [str(i) for i in range(n)]
+    font = 8 if n <= 20 else max(3, 8 - n // 20)
+    ax.set_xticks(range(n), names, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), names, fontsize=font)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                if matrix[i, j]:
+                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=6,
+                            color="black" if rows[i, j] > 0.5 else "white")
+    ax.set_xlabel("predicted (top-1)")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
