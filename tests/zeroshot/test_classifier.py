@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from basic_tf.zeroshot import build_zero_shot_classifier, prompts
 
-from conftest import EMBED_DIM, hash_tokenizer
+from zeroshot_helpers import EMBED_DIM, hash_tokenizer
 
 CLASSES = ["cat", "dog", "red car", "blue boat", "tench", "goldfish", "toilet paper"]
 TEMPLATES = ["a photo of a {c}.", "a blurry photo of the {c}.", "{c}"]
