@@ -17,6 +17,8 @@ CONFIGURABLE_MODULES = (
     "basic_tf.losses",
     "basic_tf.training.accumulation",
     "basic_tf.zeroshot",
+    "basic_tf.data.sources",
+    "basic_tf.data.writer",
 )
 
 REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")

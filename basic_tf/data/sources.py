@@ -1,0 +1,255 @@
+"""Where records come from: CSV/JSONL tables, class-folder trees, NumPy arrays, local TFDS sets.
+
+Every source is a generator of `schema.Record`s with a stable `example_id`, so the writer
+(`basic_tf.data.writer`) is the same for all of them. Sources that only know a class name
+(folders, arrays, classification TFDS sets) make captions from templates: every template filled
+with the class name, one caption each (training then picks one at random per step).
+"""
+import csv
+import io
+import json
+import os
+from typing import Iterator, Optional, Sequence
+
+import gin
+import numpy as np
+
+from basic_tf.data import schema
+
+# Training caption templates ("{}" = class name). Zero-shot evaluation uses its own, different
+# prompt set (basic_tf/zeroshot), so that zero-shot accuracy is not measured on training prompts.
+DEFAULT_CAPTION_TEMPLATES = (
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image showing a {}.",
+    "{}",
+    "a close-up photo of the {}.",
+    "a small {} on a plain background.",
+    "a low resolution photo of a {}.",
+    "a black and white picture of a {}.",
+    "this is a {}.",
+    "a cropped photo of one {}.",
+)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+
+@gin.configurable
+def caption_templates(templates: Sequence[str] = DEFAULT_CAPTION_TEMPLATES) -> tuple:
+    """The training caption templates (gin: `caption_templates.templates = [...]`), checked."""
+    templates = tuple(templates)
+    if not templates:
+        raise ValueError("caption templates: the list is empty; give at least one, e.g. "
+                         "'a photo of a {}.'")
+    for t in templates:
+        if t.count("{}") != 1 or "{" in t.replace("{}", ""):
+            raise ValueError(f"caption template {t!r} must contain the placeholder '{{}}' exactly "
+                             "once (and no other braces), e.g. 'a photo of a {}.'")
+    return templates
+
+
+def _templates(templates: Optional[Sequence[str]]) -> tuple:
+    """Explicit templates, else the gin-bound `caption_templates()` (default: the built-in 10)."""
+    return caption_templates() if templates is None else caption_templates(templates)
+
+
+def class_captions(class_name: str, templates: Sequence[str]) -> list:
+    """All templates filled with `class_name`: [len(templates)] captions."""
+    return [t.format(class_name) for t in templates]
+
+
+def from_table(path: str, image_column: str = "image", caption_column: str = "caption",
+               label_column: Optional[str] = None, id_column: Optional[str] = None,
+               image_root: Optional[str] = None,
+               class_names: Optional[Sequence[str]] = None) -> Iterator[schema.Record]:
+    """Rows of a CSV (header row) or JSONL file (by extension: .csv / .jsonl / .json).
+
+    `caption_column` may name several columns separated by commas ("caption,alt_text"); a JSONL
+    value may also be a list of captions. Image paths are relative to `image_root` (default: the
+    table's folder). The id is `id_column`'s value, else the image path as written in the table.
+    Labels are integers; `class_names[label]` becomes the label name when given.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".csv", ".jsonl", ".json"):
+        raise ValueError(f"{path}: table must be .csv or .jsonl (got {ext!r})")
+    root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
+    caption_columns = [c.strip() for c in caption_column.split(",") if c.strip()]
+    for row_number, row in _table_rows(path, ext):
+        where = f"{path} row {row_number}"
+        for col in [image_column] + caption_columns:
+            if col not in row:
+                raise ValueError(f"{where}: no column {col!r}; columns are {sorted(row)}")
+        captions = []
+        for col in caption_columns:
+            value = row[col]
+            captions.extend(value if isinstance(value, list) else [value])
+        image_path = str(row[image_column])
+        full_path = image_path if os.path.isabs(image_path) else os.path.join(root, image_path)
+        label = label_name = None
+        if label_column:
+            try:
+                label = int(row[label_column])
+            except (KeyError, ValueError, TypeError):
+                raise ValueError(f"{where}: column {label_column!r} must hold an integer label, "
+                                 f"got {row.get(label_column)!r}") from None
+            label_name = class_names[label] if class_names else None
+        example_id = str(row[id_column]) if id_column else image_path
+        yield schema.Record(image=_read_image(full_path, where),
+                            captions=[str(c) for c in captions],
+                            example_id=example_id, label=label, label_name=label_name)
+
+
+def from_folder(root: str, templates: Optional[Sequence[str]] = None) -> Iterator[schema.Record]:
+    """An image tree `root/<class name>/**/<image>`; labels are sorted sub-folder indices.
+
+    The class name is the folder name with '_' read as a space. Ids are paths relative to root.
+    Templates default to `caption_templates()` (as in from_arrays and from_tfds).
+    """
+    templates = _templates(templates)
+    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not classes:
+        raise ValueError(f"{root}: no class sub-folders; expected {root}/<class name>/<images>")
+    for label, folder in enumerate(classes):
+        name = folder.replace("_", " ")
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
+            dirnames.sort()
+            for filename in sorted(filenames):
+                if os.path.splitext(filename)[1].lower() not in IMAGE_EXTENSIONS:
+                    continue
+                path = os.path.join(dirpath, filename)
+                yield schema.Record(image=_read_image(path, path),
+                                    captions=class_captions(name, templates),
+                                    example_id=os.path.relpath(path, root), label=label,
+                                    label_name=name)
+
+
+def from_arrays(images: np.ndarray, labels: Optional[np.ndarray] = None,
+                class_names: Optional[Sequence[str]] = None,
+                captions: Optional[Sequence[Sequence[str]]] = None,
+                templates: Optional[Sequence[str]] = None, name: str = "arrays",
+                image_format: str = "png", jpeg_quality: int = 95) -> Iterator[schema.Record]:
+    """uint8 images [N, H, W] (grayscale, stored as 3 channels) or [N, H, W, 3].
+
+    Captions come from `captions[i]` when given, else from templates and `class_names[labels[i]]`.
+    Ids are "<name>/<i:08d>". PNG keeps pixels exact; JPEG enables the fused decode-and-crop.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4) or (
+            images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise ValueError(f"from_arrays: images must be uint8 [N,H,W] or [N,H,W,1|3], got "
+                         f"{images.dtype} {images.shape}")
+    if captions is None and (labels is None or class_names is None):
+        raise ValueError("from_arrays: give captions, or labels and class_names for templates")
+    n = len(images)
+    for arr, what in ((labels, "labels"), (captions, "captions")):
+        if arr is not None and len(arr) != n:
+            raise ValueError(f"from_arrays: {what} has {len(arr)} entries for {n} images")
+    templates = _templates(templates) if captions is None else None
+    for i in range(n):
+        label = int(labels[i]) if labels is not None else None
+        label_name = class_names[label] if (label is not None and class_names) else None
+        caps = list(captions[i]) if captions is not None else class_captions(label_name, templates)
+        yield schema.Record(image=encode_image(images[i], image_format, jpeg_quality),
+                            captions=caps, example_id=f"{name}/{i:08d}", label=label,
+                            label_name=label_name)
+
+
+def from_tfds(name: str, split: str = "train", data_dir: Optional[str] = None,
+              image_key: Optional[str] = None, caption_key: Optional[str] = None,
+              label_key: Optional[str] = "label",
+              templates: Optional[Sequence[str]] = None) -> Iterator[schema.Record]:
+    """A TFDS dataset already prepared in `data_dir` (never downloads).
+
+    Images are taken still encoded (no decode/re-encode). `caption_key` names a text feature,
+    nested names joined by '/' ("captions/text"); without it the dataset must have a ClassLabel
+    `label_key` and captions come from templates. Ids are "<name>/<split>/<tfds_id>".
+    """
+    import tensorflow_datasets as tfds  # heavy import, only for this source
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in data_dir={builder.data_dir!r}; basic_tf "
+            "never downloads at run time: prepare it there first (tfds build) or pass the right "
+            "--tfds_data_dir")
+    features = builder.info.features
+    if image_key is None:
+        image_keys = [k for k, f in features.items() if isinstance(f, tfds.features.Image)]
+        if not image_keys:
+            raise ValueError(f"TFDS {name!r}: no Image feature; features are {list(features)}")
+        image_key = image_keys[0]
+    label_feature = features[label_key] if label_key and label_key in features else None
+    if caption_key is None and not isinstance(label_feature, tfds.features.ClassLabel):
+        raise ValueError(f"TFDS {name!r}: give caption_key (a text feature) or a ClassLabel "
+                         f"label_key; features are {list(features)}")
+    templates = _templates(templates)
+    ds = builder.as_dataset(split=split, shuffle_files=False,
+                            decoders={image_key: tfds.decode.SkipDecoding()},
+                            read_config=tfds.ReadConfig(add_tfds_id=True))
+    for ex in tfds.as_numpy(ds):
+        label = label_name = None
+        if isinstance(label_feature, tfds.features.ClassLabel):
+            label = int(ex[label_key])
+            label_name = label_feature.int2str(label)
+        if caption_key:
+            value = ex
+            for part in caption_key.split("/"):
+                value = value[part]
+            caps = [c.decode("utf-8") for c in np.atleast_1d(value).tolist()]
+        else:
+            caps = class_captions(label_name, templates)
+        tfds_id = ex["tfds_id"].decode("utf-8")
+        yield schema.Record(image=ex[image_key], captions=caps,
+                            example_id=f"{name}/{split}/{tfds_id}", label=label,
+                            label_name=label_name)
+
+
+def encode_image(image: np.ndarray, image_format: str = "png", jpeg_quality: int = 95) -> bytes:
+    """uint8 [H, W], [H, W, 1] or [H, W, 3] -> PNG/JPEG bytes of a 3-channel RGB image."""
+    from PIL import Image
+
+    if image_format not in schema.IMAGE_FORMATS:
+        raise ValueError(f"image_format={image_format!r}, expected one of {schema.IMAGE_FORMATS}")
+    image = np.asarray(image, np.uint8)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    buf = io.BytesIO()
+    if image_format == "png":
+        Image.fromarray(image, "RGB").save(buf, format="PNG")
+    else:
+        Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=jpeg_quality)
+    return buf.getvalue()
+
+
+def _read_image(path: str, where: str) -> bytes:
+    """File bytes; formats other than JPEG/PNG are re-encoded as PNG."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise FileNotFoundError(f"{where}: cannot read image {path!r} ({e.strerror})") from None
+    if schema.sniff_image_format(data) is not None:
+        return data
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        return encode_image(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")), "png")
+    except (UnidentifiedImageError, OSError):
+        return data  # not an image: the writer's image check reports and skips it
+
+
+def _table_rows(path: str, ext: str):
+    """(1-based data row number, dict) for each CSV data row / JSONL line."""
+    with open(path, newline="" if ext == ".csv" else None, encoding="utf-8") as f:
+        if ext == ".csv":
+            for i, row in enumerate(csv.DictReader(f), start=1):
+                yield i, row
+        else:
+            for i, line in enumerate(f, start=1):
+                if line.strip():
+                    try:
+                        yield i, json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path} line {i}: not valid JSON ({e.msg})") from None

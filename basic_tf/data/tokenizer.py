@@ -1,0 +1,90 @@
+"""SentencePiece tokenization in the graph: strings -> fixed-length int32 ids, EOS last.
+
+Id convention of basic_tf (fixed by `train_sentencepiece`, checked when a model is loaded):
+pad = 0, unk = 1, eos = 2, no bos. Each row is the caption's pieces, truncated to seq_len - 1,
+then EOS, then padding 0. So the EOS is always the last non-padding token (what 'eos' pooling of
+the text tower reads), also for truncated and empty captions.
+
+`Tokenizer` is a tf.Module, so an export can track it (its SentencePiece resource goes into the
+SavedModel; loading that SavedModel needs `import tensorflow_text`).
+"""
+import os
+from typing import Iterable, Optional, Union
+
+import sentencepiece as spm
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
+
+
+def train_sentencepiece(captions: Iterable[str], model_prefix: str, vocab_size: int,
+                        model_type: str = "unigram", character_coverage: float = 1.0,
+                        hard_vocab_limit: bool = False, max_sentences: int = 10_000_000,
+                        seed_sentencepiece_size: int = 1_000_000) -> str:
+    """Trains a SentencePiece model on captions; writes `<model_prefix>.model` / `.vocab`.
+
+    Returns the .model path. `hard_vocab_limit=False` lets a small corpus give a smaller
+    vocabulary than asked for instead of failing (SentencePiece's limit depends on the corpus).
+    Ids: pad 0, unk 1, eos 2, bos disabled (see module docstring).
+    """
+    if vocab_size < 4:
+        raise ValueError(f"vocab_size={vocab_size}: must be >= 4 (pad, unk, eos + 1 piece)")
+    lines = (" ".join(str(c).split()) for c in captions)
+    lines = [c for c in lines if c]
+    if not lines:
+        raise ValueError("train_sentencepiece: no non-empty caption to train on")
+    os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_prefix=model_prefix, vocab_size=vocab_size,
+        model_type=model_type, character_coverage=character_coverage,
+        hard_vocab_limit=hard_vocab_limit, input_sentence_size=max_sentences,
+        shuffle_input_sentence=True, seed_sentencepiece_size=seed_sentencepiece_size,
+        pad_id=PAD_ID, unk_id=UNK_ID, eos_id=EOS_ID, bos_id=-1,
+        minloglevel=2)
+    return model_prefix + ".model"
+
+
+class Tokenizer(tf.Module):
+    """tf.string [N] -> int32 [N, seq_len], in graph (tf.data maps, tf.function, SavedModel).
+
+    Args:
+      model: path of a SentencePiece .model file, or its serialized proto bytes.
+      seq_len: fixed output length (>= 2: at least one piece and the EOS).
+    """
+
+    def __init__(self, model: Union[str, bytes], seq_len: int, name: Optional[str] = None):
+        super().__init__(name=name)
+        if seq_len < 2:
+            raise ValueError(f"Tokenizer seq_len={seq_len}: must be >= 2 (a piece and the EOS)")
+        if isinstance(model, str):
+            if not tf.io.gfile.exists(model):
+                raise FileNotFoundError(f"SentencePiece model {model!r} not found; train one "
+                                        "with tools/train_tokenizer.py")
+            with tf.io.gfile.GFile(model, "rb") as f:
+                model = f.read()
+        processor = spm.SentencePieceProcessor(model_proto=model)
+        ids = {"pad": processor.pad_id(), "unk": processor.unk_id(), "eos": processor.eos_id()}
+        if ids != {"pad": PAD_ID, "unk": UNK_ID, "eos": EOS_ID}:
+            raise ValueError(f"SentencePiece model has special ids {ids}; basic_tf needs "
+                             f"pad={PAD_ID}, unk={UNK_ID}, eos={EOS_ID} (train it with "
+                             "basic_tf.data.tokenizer.train_sentencepiece)")
+        self.model_proto = bytes(model)
+        self.seq_len = int(seq_len)
+        self.vocab_size = int(processor.get_piece_size())
+        self._sp = tf_text.SentencepieceTokenizer(model=self.model_proto, out_type=tf.int32,
+                                                  add_bos=False, add_eos=False)
+
+    def __call__(self, strings: tf.Tensor) -> tf.Tensor:
+        """tf.string [N] -> int32 [N, seq_len]: pieces[:seq_len-1] + [EOS] + [0]*padding."""
+        strings = tf.convert_to_tensor(strings, tf.string)
+        pieces = self._sp.tokenize(strings)[:, :self.seq_len - 1]
+        eos = tf.fill([tf.shape(strings)[0], 1], tf.constant(EOS_ID, tf.int32))
+        ids = tf.concat([pieces, tf.RaggedTensor.from_tensor(eos)], axis=1)
+        return ids.to_tensor(default_value=PAD_ID, shape=[strings.shape[0], self.seq_len])
+
+    def detokenize(self, ids: tf.Tensor) -> tf.Tensor:
+        """int32 [N, L] -> tf.string [N]; padding and EOS are dropped."""
+        ids = tf.convert_to_tensor(ids, tf.int32)
+        ragged = tf.ragged.boolean_mask(ids, (ids != PAD_ID) & (ids != EOS_ID))
+        return self._sp.detokenize(ragged)

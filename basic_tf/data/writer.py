@@ -1,0 +1,236 @@
+"""Writes `schema.Record`s into size-bounded TFRecord shards, each with a stats sidecar.
+
+Shards are `<prefix>-00000-of-00004.tfrecord`; a new shard starts when the current one would pass
+`max_shard_bytes`. Before writing, each record is cleaned:
+  * captions that are blank after stripping are dropped; a record left with none is skipped;
+  * captions repeated within a record (same text after lower-casing and whitespace folding,
+    compared by SHA-1) are kept once;
+  * a record whose image bytes and caption set hash like an earlier record's is skipped as a
+    duplicate (an 8-byte digest per record is kept in memory);
+  * with `check_images`, images Pillow cannot decode are skipped.
+Every skip is counted in the summary (`<prefix>.summary.json`) and logged with the example id.
+"""
+import collections
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from typing import Iterable, List, Optional
+
+import gin
+import tensorflow as tf
+from absl import logging
+
+from basic_tf.data import schema
+
+
+@dataclasses.dataclass
+class WriteSummary:
+    """What `write_tfrecords` did: shard paths and how many records were written or skipped."""
+    shards: List[str]
+    written: int = 0
+    duplicate_records: int = 0
+    duplicate_captions: int = 0
+    empty_captions: int = 0
+    empty_records: int = 0
+    bad_images: int = 0
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class Progress:
+    """A one-line progress bar on stderr: count, rate and ETA (total may be unknown)."""
+
+    def __init__(self, total: Optional[int], desc: str = "records", stream=None,
+                 min_interval_s: float = 0.5):
+        self.total, self.desc, self.count = total, desc, 0
+        self.stream = stream or sys.stderr
+        self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._start = self._last = time.monotonic()
+        self._interval = min_interval_s if self._tty else 10 * min_interval_s
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            self._draw(now)
+
+    def close(self) -> None:
+        self._draw(time.monotonic())
+        if self._tty:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def _draw(self, now: float) -> None:
+        rate = self.count / max(now - self._start, 1e-9)
+        if self.total:
+            frac = min(self.count / self.total, 1.0)
+            bar = "#" * int(30 * frac) + "." * (30 - int(30 * frac))
+            eta = (self.total - self.count) / rate if rate > 0 else 0.0
+            line = (f"[{bar}] {self.count}/{self.total} {self.desc} {100 * frac:5.1f}% "
+                    f"{rate:,.0f}/s ETA {time.strftime('%H:%M:%S', time.gmtime(eta))}")
+        else:
+            line = f"{self.count} {self.desc} {rate:,.0f}/s"
+        self.stream.write(("\r" + line) if self._tty else (line + "\n"))
+        self.stream.flush()
+
+
+def normalize_caption(caption: str) -> str:
+    """Lower-case, whitespace-folded caption: the key for caption de-duplication."""
+    return " ".join(caption.lower().split())
+
+
+@gin.configurable(denylist=["records", "output_prefix", "total"])
+def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
+                    max_shard_bytes: int = 256 << 20, dedupe_records: bool = True,
+                    check_images: bool = True, total: Optional[int] = None,
+                    show_progress: bool = True) -> WriteSummary:
+    """Writes records into shards `<output_prefix>-XXXXX-of-NNNNN.tfrecord`.
+
+    Each shard gets `<shard>.stats.json` (records, bytes, captions, caption lengths, labels,
+    image formats, first/last id). Returns the WriteSummary, also saved as
+    `<output_prefix>.summary.json`. `total` (if known) sizes the progress bar.
+    """
+    if max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes={max_shard_bytes} must be > 0")
+    out_dir = os.path.dirname(os.path.abspath(output_prefix))
+    os.makedirs(out_dir, exist_ok=True)
+    summary = WriteSummary(shards=[])
+    seen = set()
+    progress = Progress(total) if show_progress else None
+    tmp_paths, stats = [], []
+    writer = None
+    shard_bytes = 0
+    for record in records:
+        if progress:
+            progress.update()
+        record = _clean(record, summary, seen, dedupe_records, check_images)
+        if record is None:
+            continue
+        serialized = schema.encode_record(record, where=f"example {record.example_id!r}")
+        size = len(serialized) + 16  # TFRecord framing: length, 2 CRCs
+        if writer is None or (shard_bytes > 0 and shard_bytes + size > max_shard_bytes):
+            if writer is not None:
+                writer.close()
+            tmp_paths.append(f"{output_prefix}-{len(tmp_paths):05d}.tfrecord.tmp")
+            stats.append(_ShardStats())
+            writer = tf.io.TFRecordWriter(tmp_paths[-1])
+            shard_bytes = 0
+        writer.write(serialized)
+        shard_bytes += size
+        stats[-1].add(record, size)
+        summary.written += 1
+    if writer is not None:
+        writer.close()
+    if progress:
+        progress.close()
+    n = len(tmp_paths)
+    for i, (tmp, st) in enumerate(zip(tmp_paths, stats)):
+        final = f"{output_prefix}-{i:05d}-of-{n:05d}.tfrecord"
+        os.replace(tmp, final)
+        with open(final + schema.STATS_SUFFIX, "w", encoding="utf-8") as f:
+            json.dump(st.to_json(os.path.basename(final)), f, indent=1)
+        summary.shards.append(final)
+    with open(output_prefix + ".summary.json", "w", encoding="utf-8") as f:
+        json.dump(summary.to_json(), f, indent=1)
+    if not summary.written:
+        logging.warning("write_tfrecords(%s): no record written (summary: %s)", output_prefix,
+                        summary.to_json())
+    return summary
+
+
+def _clean(record, summary, seen, dedupe_records, check_images) -> Optional[schema.Record]:
+    """Applies the cleaning rules of the module docstring; None means skipped (and counted)."""
+    kept, keys = [], set()
+    for caption in record.captions:
+        key = normalize_caption(caption)
+        if not key:
+            summary.empty_captions += 1
+            continue
+        digest = hashlib.sha1(key.encode("utf-8")).digest()
+        if digest in keys:
+            summary.duplicate_captions += 1
+            continue
+        keys.add(digest)
+        kept.append(caption.strip())
+    if not kept:
+        summary.empty_records += 1
+        logging.warning("skipped %s: no non-empty caption", record.example_id)
+        return None
+    if dedupe_records:
+        h = hashlib.sha1(record.image)
+        for digest in sorted(keys):
+            h.update(digest)
+        digest = h.digest()[:8]
+        if digest in seen:
+            summary.duplicate_records += 1
+            return None
+        seen.add(digest)
+    if check_images and not _decodes(record.image):
+        summary.bad_images += 1
+        logging.warning("skipped %s: the image does not decode", record.example_id)
+        return None
+    return dataclasses.replace(record, captions=kept)
+
+
+def _decodes(image: bytes) -> bool:
+    from PIL import Image
+
+    if schema.sniff_image_format(image) is None:
+        return False
+    try:
+        with Image.open(io.BytesIO(image)) as im:
+            im.load()
+        return True
+    except Exception:  # Pillow raises many types (OSError, SyntaxError, ValueError...)
+        return False
+
+
+class _ShardStats:
+    def __init__(self):
+        self.num_records = self.num_bytes = self.num_captions = 0
+        self.caption_chars_min, self.caption_chars_max, self.caption_chars_sum = 1 << 30, 0, 0
+        self.labels = collections.Counter()
+        self.formats = collections.Counter()
+        self.first_id = self.last_id = None
+
+    def add(self, record: schema.Record, size: int) -> None:
+        self.num_records += 1
+        self.num_bytes += size
+        self.num_captions += len(record.captions)
+        for c in record.captions:
+            self.caption_chars_min = min(self.caption_chars_min, len(c))
+            self.caption_chars_max = max(self.caption_chars_max, len(c))
+            self.caption_chars_sum += len(c)
+        self.labels[str(record.label if record.label is not None else schema.NO_LABEL)] += 1
+        self.formats[record.image_format] += 1
+        self.first_id = self.first_id or record.example_id
+        self.last_id = record.example_id
+
+    def to_json(self, shard: str) -> dict:
+        return {
+            "shard": shard,
+            "num_records": self.num_records,
+            "num_bytes": self.num_bytes,
+            "num_captions": self.num_captions,
+            "caption_chars": {"min": self.caption_chars_min, "max": self.caption_chars_max,
+                              "mean": self.caption_chars_sum / max(self.num_captions, 1)},
+            "labels": dict(sorted(self.labels.items(), key=lambda kv: int(kv[0]))),
+            "image_formats": dict(self.formats),
+            "first_id": self.first_id,
+            "last_id": self.last_id,
+        }
+
+
+def read_shard_stats(shard: str) -> Optional[dict]:
+    """The sidecar stats of a shard, or None when it has none."""
+    path = shard + schema.STATS_SUFFIX
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.load(f)

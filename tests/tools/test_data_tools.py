@@ -1,0 +1,57 @@
+"""tools/make_tfrecords.py and tools/train_tokenizer.py run as a user runs them (subprocesses)."""
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from basic_tf.data import schema, validate
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_tool(name, *args):
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, os.path.join(REPO, "tools", name), *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+
+
+def test_help_explains_every_tool():
+    for name, words in (("make_tfrecords.py", ["--source", "--validate", "--max_shard_mb"]),
+                        ("train_tokenizer.py", ["--vocab_size", "--shards"])):
+        out = run_tool(name, "--helpshort")  # absl exits 1 after printing help
+        assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stderr
+        assert all(w in out.stdout for w in words), out.stdout
+
+
+def test_folder_to_shards_to_tokenizer_then_validate(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("red_fox", "owl"):
+        (tmp_path / "img" / cls).mkdir(parents=True)
+        for i in range(5):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(buf, "PNG")
+            (tmp_path / "img" / cls / f"{i}.png").write_bytes(buf.getvalue())
+    (tmp_path / "img" / "owl" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    prefix = str(tmp_path / "out" / "train")
+    out = run_tool("make_tfrecords.py", "--source=folder", f"--input={tmp_path / 'img'}",
+                   f"--output_prefix={prefix}", "--max_shard_mb=0.002",
+                   "--template=a photo of a {}.", "--template={} in the wild")
+    assert out.returncode == 0, out.stderr
+    assert "wrote 10 records in" in out.stdout and "1 bad image" in out.stdout, out.stdout
+    shards = sorted(p for p in os.listdir(tmp_path / "out") if p.endswith(".tfrecord"))
+    assert len(shards) > 1  # 2 KiB shards
+
+    out = run_tool("train_tokenizer.py", f"--shards={prefix}-*", "--vocab_size=20",
+                   f"--model_prefix={tmp_path / 'sp'}")
+    assert out.returncode == 0, out.stderr
+    assert os.path.isfile(tmp_path / "sp.model") and "vocabulary" in out.stdout
+
+    report = validate.validate_shards(schema.list_shards(f"{prefix}-*"))
+    assert (report.records, report.ok, report.problems) == (10, 10, [])
+    with open(tmp_path / "out" / shards[0], "r+b") as f:  # cut the first shard short
+        f.truncate(os.path.getsize(tmp_path / "out" / shards[0]) - 30)
+    out = run_tool("make_tfrecords.py", f"--validate={prefix}-*")
+    assert out.returncode == 1 and "truncated" in out.stdout and "count_mismatch" in out.stdout

@@ -1,0 +1,135 @@
+r"""Writes basic_tf TFRecord shards from a table, a class-folder tree, arrays or a local TFDS set;
+or, with --validate, reads shards back and reports corrupt or empty records.
+
+Examples:
+  # CSV/JSONL with image path and caption columns (paths relative to the table's folder)
+  python3 tools/make_tfrecords.py --source=table --input=pairs.csv --output_prefix=/data/pairs/train
+  # class folders root/<class name>/*.jpg, captions from templates
+  python3 tools/make_tfrecords.py --source=folder --input=/images --output_prefix=/data/img/train
+  # Fashion-MNIST from the Debian package dataset-fashion-mnist
+  python3 tools/make_tfrecords.py --source=fashion_mnist --split=train \
+      --output_prefix=/data/fm/train
+  # .npz with 'images' (uint8 [N,H,W(,3)]), 'labels' and 'class_names' or 'captions'
+  python3 tools/make_tfrecords.py --source=numpy --input=arrays.npz --output_prefix=/data/np/train
+  # a TFDS dataset already prepared in --tfds_data_dir (never downloads)
+  python3 tools/make_tfrecords.py --source=tfds --tfds_name=coco_captions \
+      --caption_key=captions/text --tfds_data_dir=~/tensorflow_datasets --output_prefix=/data/coco/train
+  # check shards: exits 1 when any record is corrupt, empty or lost
+  python3 tools/make_tfrecords.py --validate='/data/fm/train-*.tfrecord'
+
+Output: <prefix>-00000-of-000NN.tfrecord shards (<= --max_shard_mb each), a
+<shard>.stats.json beside each shard and <prefix>.summary.json (records written and skipped).
+"""
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_enum("source", None, ["table", "folder", "numpy", "fashion_mnist", "tfds"],
+                  "Where records come from: table = .csv/.jsonl of image paths and captions; "
+                  "folder = <input>/<class name>/<images>; numpy = .npz arrays; fashion_mnist = "
+                  "the Debian package; tfds = a locally prepared TFDS dataset.")
+flags.DEFINE_string("input", None, "Table file, folder root or .npz file (per --source).")
+flags.DEFINE_string("output_prefix", None, "Shard path prefix, e.g. /data/fm/train.")
+flags.DEFINE_string("validate", None, "Glob of shards to check instead of writing.")
+flags.DEFINE_float("max_shard_mb", 256.0, "Start a new shard before one passes this size (MiB).")
+flags.DEFINE_integer("limit", 0, "Write at most this many source records (0: all).")
+flags.DEFINE_bool("dedupe_records", True, "Skip records whose image and captions repeat.")
+flags.DEFINE_bool("check_images", True, "Skip images that Pillow cannot decode.")
+flags.DEFINE_multi_string("template", None, "Caption template with one '{}' for the class name "
+                          "(repeat the flag for several); default: 10 built-in templates.")
+flags.DEFINE_string("image_column", "image", "table: column of image paths.")
+flags.DEFINE_string("caption_column", "caption", "table: caption column(s), comma-separated.")
+flags.DEFINE_string("label_column", None, "table: integer label column (optional).")
+flags.DEFINE_string("id_column", None, "table: example id column (default: the image path).")
+flags.DEFINE_string("image_root", None, "table: folder image paths are relative to "
+                    "(default: the table's folder).")
+flags.DEFINE_string("class_names_file", None, "Class names, one per line in label order "
+                    "(table labels, numpy arrays without 'class_names').")
+flags.DEFINE_enum("image_format", "png", ["png", "jpeg"], "numpy/fashion_mnist: how to encode "
+                  "arrays (png is lossless; jpeg enables the fused decode-and-crop).")
+flags.DEFINE_integer("jpeg_quality", 95, "numpy/fashion_mnist: JPEG quality.")
+flags.DEFINE_string("split", "train", "fashion_mnist/tfds: split to write.")
+flags.DEFINE_string("fashion_mnist_dir", None, "fashion_mnist: IDX folder (default: the "
+                    "Debian package's).")
+flags.DEFINE_string("tfds_name", None, "tfds: dataset name (with optional :version).")
+flags.DEFINE_string("tfds_data_dir", None, "tfds: where the dataset is prepared.")
+flags.DEFINE_string("image_key", None, "tfds: image feature (default: the first Image).")
+flags.DEFINE_string("caption_key", None, "tfds: text feature, nested with '/' "
+                    "(captions/text); without it captions come from templates and labels.")
+flags.DEFINE_string("label_key", "label", "tfds: ClassLabel feature.")
+
+
+def _records_and_total():
+    from basic_tf.data import fashion_mnist, sources
+
+    templates = tuple(FLAGS.template) if FLAGS.template else None  # None: built-in set
+    class_names = None
+    if FLAGS.class_names_file:
+        with open(FLAGS.class_names_file, encoding="utf-8") as f:
+            class_names = [line.strip() for line in f if line.strip()]
+    src = FLAGS.source
+    if src in ("table", "folder", "numpy") and not FLAGS.input:
+        raise app.UsageError(f"--source={src} needs --input")
+    if src == "table":
+        return sources.from_table(FLAGS.input, FLAGS.image_column, FLAGS.caption_column,
+                                  FLAGS.label_column, FLAGS.id_column, FLAGS.image_root,
+                                  class_names), None
+    if src == "folder":
+        return sources.from_folder(FLAGS.input, templates), None
+    if src == "numpy":
+        import numpy as np
+
+        arrays = np.load(FLAGS.input, allow_pickle=False)
+        if "images" not in arrays:
+            raise app.UsageError(f"{FLAGS.input}: no 'images' array; it has {list(arrays)}")
+        names = class_names or (list(arrays["class_names"]) if "class_names" in arrays else None)
+        captions = arrays["captions"].tolist() if "captions" in arrays else None
+        labels = arrays["labels"] if "labels" in arrays else None
+        return sources.from_arrays(arrays["images"], labels, names, captions, templates,
+                                   name=FLAGS.output_prefix.rsplit("/", 1)[-1],
+                                   image_format=FLAGS.image_format,
+                                   jpeg_quality=FLAGS.jpeg_quality), len(arrays["images"])
+    if src == "fashion_mnist":
+        kwargs = {"data_dir": FLAGS.fashion_mnist_dir} if FLAGS.fashion_mnist_dir else {}
+        images, labels = fashion_mnist.load(FLAGS.split, **kwargs)
+        return sources.from_arrays(images, labels, fashion_mnist.CLASS_NAMES, None, templates,
+                                   name=f"fashion_mnist/{FLAGS.split}",
+                                   image_format=FLAGS.image_format,
+                                   jpeg_quality=FLAGS.jpeg_quality), len(images)
+    if not FLAGS.tfds_name:
+        raise app.UsageError("--source=tfds needs --tfds_name")
+    return sources.from_tfds(FLAGS.tfds_name, FLAGS.split, FLAGS.tfds_data_dir, FLAGS.image_key,
+                             FLAGS.caption_key, FLAGS.label_key, templates), None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if FLAGS.validate:
+        from basic_tf.data import schema, validate
+
+        report = validate.validate_shards(schema.list_shards(FLAGS.validate))
+        print(report)
+        return 1 if report.problems else 0
+    if not FLAGS.source or not FLAGS.output_prefix:
+        raise app.UsageError("give --source and --output_prefix (or --validate=GLOB)")
+    import itertools
+
+    from basic_tf.data import writer
+
+    records, total = _records_and_total()
+    if FLAGS.limit:
+        records = itertools.islice(records, FLAGS.limit)
+        total = min(total, FLAGS.limit) if total else FLAGS.limit
+    summary = writer.write_tfrecords(records, FLAGS.output_prefix,
+                                     max_shard_bytes=int(FLAGS.max_shard_mb * (1 << 20)),
+                                     dedupe_records=FLAGS.dedupe_records,
+                                     check_images=FLAGS.check_images, total=total)
+    print(f"wrote {summary.written} records in {len(summary.shards)} shards "
+          f"({FLAGS.output_prefix}-*); skipped: {summary.duplicate_records} duplicate, "
+          f"{summary.empty_records} without caption, {summary.bad_images} bad image; dropped "
+          f"captions: {summary.duplicate_captions} repeated, {summary.empty_captions} blank")
+    return 0 if summary.written else 1
+
+
+if __name__ == "__main__":
+    app.run(main)
