@@ -13,6 +13,7 @@ import gin
 CONFIGURABLE_MODULES = (
     "basic_tf.parallel.remat",
     "basic_tf.parallel.strategy",
+    "basic_tf.parallel.dtensor",
     "basic_tf.models",
     "basic_tf.losses",
     "basic_tf.training.accumulation",

@@ -1,0 +1,30 @@
+"""Model parallelism with DTensor: a batch x model mesh, layout rules, sharded model and optimizer.
+
+Usage (what the train tool does for --mesh=batch:2,model:4):
+
+    mesh = make_mesh(batch=2, model=4)                # also checks update ordering (mesh.py)
+    model = build the dual encoder and call it once   # unsharded, same init as one device
+    plan = shard_model(model, mesh, layout_rules())   # every variable gets its rule's layout
+    optimizer = keras.optimizers.AdamW(...); optimizer.build(model.trainable_variables)
+    shard_optimizer(optimizer, plan, mesh)            # slots follow their variable's layout
+    step = tf.function(ordinary train step)           # no tf.distribute strategy around it
+    step(shard_batch(images, mesh), shard_batch(token_ids, mesh), replicate(seed, mesh))
+
+Importing this package turns off DTensor's all-reduce combiner before any DTensor program is
+compiled: with it, optimizer slots read right after being written return stale values (the
+divergence in shared/research/feasibility.md section 4; root cause in mesh.py).
+"""
+from basic_tf.parallel.dtensor.mesh import (BATCH_AXIS, MODEL_AXIS, make_mesh, mesh_sizes,
+                                            parse_mesh_flag, updates_are_ordered)
+from basic_tf.parallel.dtensor.layouts import (REPLICATED, Rule, VariableLayout, format_plan,
+                                               layout_rules, plan_layouts)
+from basic_tf.parallel.dtensor.sharding import (measured_device_bytes, per_device_bytes,
+                                                plan_optimizer, replicate, shard_batch,
+                                                shard_model, shard_optimizer, shard_variables,
+                                                to_numpy)
+
+__all__ = ["BATCH_AXIS", "MODEL_AXIS", "make_mesh", "mesh_sizes", "parse_mesh_flag",
+           "updates_are_ordered", "REPLICATED", "Rule", "VariableLayout", "format_plan",
+           "layout_rules", "plan_layouts", "measured_device_bytes", "per_device_bytes",
+           "plan_optimizer", "replicate", "shard_batch", "shard_model", "shard_optimizer",
+           "shard_variables", "to_numpy"]
