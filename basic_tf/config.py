@@ -20,6 +20,7 @@ CONFIGURABLE_MODULES = (
     "basic_tf.zeroshot",
     "basic_tf.data.sources",
     "basic_tf.data.writer",
+    "basic_tf.data.pipeline",
 )
 
 REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")

@@ -1,1 +1,12 @@
-"""basic_tf.data."""
+"""basic_tf.data: image-text TFRecords in, batches out. Knows nothing of models or training.
+
+  schema        the one TFRecord example format (image bytes, captions, label, id)
+  sources       records from CSV/JSONL, class folders, NumPy arrays, local TFDS sets
+  fashion_mnist the Debian package's Fashion-MNIST as arrays, with class names
+  writer        size-bounded shards with caption/record de-duplication and stats sidecars
+  validate      read shards back; report corrupt, empty and truncated records
+  tokenizer     SentencePiece training and the in-graph Tokenizer (pad 0, EOS last)
+  augment       fused JPEG decode-and-crop, centre crop, flip
+  pipeline      make_dataset (gin): sharding, shuffle, decode, skip-and-count, batch, tokenize
+  throughput    examples/s of the pipeline for a config (benchmarks)
+"""

@@ -1,7 +1,9 @@
 """Helpers shared by the data room's tests: tiny images and records."""
 import io
+import json
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image
 
 from basic_tf.data import schema
@@ -40,3 +42,31 @@ def make_records(n: int, fmt: str = "jpeg", size=(20, 24)) -> list:
             captions=[f"a {COLOURS[label]} thing number {i}", f"picture {i} of {COLOURS[label]}"],
             example_id=f"ex/{i:04d}", label=label, label_name=COLOURS[label]))
     return out
+
+
+def write_bad_shard(path, records_before=4):
+    """A shard (stats sidecar claims all records) with: good records, a corrupt JPEG (valid
+    header, garbage body), an empty-caption record, good records, then a truncated last record.
+    Returns the ids of the good records that survive."""
+    good = make_records(records_before + 4)
+    corrupt = jpeg_bytes(random_image(99, 32, 32))
+    corrupt = corrupt[:200] + b"\x00\x11" * 300 + corrupt[-2:]
+    rows = good[:records_before] + [
+        schema.Record(corrupt, ["corrupt image"], "bad/corrupt"),
+        schema.Record(good[0].image, ["   "], "bad/empty")] + good[records_before:]
+    with tf.io.TFRecordWriter(path) as w:
+        for r in rows:
+            w.write(schema.encode_record(r) if r.captions != ["   "] else _empty_caption(r))
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:-40])  # the last record loses its tail
+    with open(path + schema.STATS_SUFFIX, "w") as f:
+        json.dump({"num_records": len(rows)}, f)
+    return [r.example_id for r in good[:-1]], len(rows)
+
+
+def _empty_caption(record):
+    ex = tf.train.Example.FromString(schema.encode_record(
+        schema.Record(record.image, ["x"], record.example_id)))
+    ex.features.feature[schema.CAPTION_KEY].bytes_list.value[0] = b"   "
+    return ex.SerializeToString()

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from basic_tf.data import schema, validate, writer
-from data_helpers import jpeg_bytes, make_records, random_image
+from data_helpers import make_records, write_bad_shard
 
 
 def test_shards_are_bounded_by_size_and_stats_add_up(tmp_path):
@@ -71,34 +71,6 @@ def test_schema_errors_name_shard_record_and_field():
         schema.encode_record(schema.Record(b"GIF89a...", ["x"], "id"), where="row 4")
     with pytest.raises(schema.SchemaError, match="row 4: field 'caption' is empty"):
         schema.encode_record(schema.Record(rec.image, [], "id"), where="row 4")
-
-
-def write_bad_shard(path, records_before=4):
-    """A shard (stats sidecar claims all records) with: good records, a corrupt JPEG (valid
-    header, garbage body), an empty-caption record, good records, then a truncated last record.
-    Returns the ids of the good records that survive."""
-    good = make_records(records_before + 4)
-    corrupt = jpeg_bytes(random_image(99, 32, 32))
-    corrupt = corrupt[:200] + b"\x00\x11" * 300 + corrupt[-2:]
-    rows = good[:records_before] + [
-        schema.Record(corrupt, ["corrupt image"], "bad/corrupt"),
-        schema.Record(good[0].image, ["   "], "bad/empty")] + good[records_before:]
-    with tf.io.TFRecordWriter(path) as w:
-        for r in rows:
-            w.write(schema.encode_record(r) if r.captions != ["   "] else _empty_caption(r))
-    data = open(path, "rb").read()
-    with open(path, "wb") as f:
-        f.write(data[:-40])  # the last record loses its tail
-    with open(path + schema.STATS_SUFFIX, "w") as f:
-        json.dump({"num_records": len(rows)}, f)
-    return [r.example_id for r in good[:-1]], len(rows)
-
-
-def _empty_caption(record):
-    ex = tf.train.Example.FromString(schema.encode_record(
-        schema.Record(record.image, ["x"], record.example_id)))
-    ex.features.feature[schema.CAPTION_KEY].bytes_list.value[0] = b"   "
-    return ex.SerializeToString()
 
 
 def test_validate_reports_corrupt_empty_and_truncated(tmp_path):

@@ -1,0 +1,82 @@
+"""Image decoding with crop, resize and flip: encoded bytes -> float32 [H, W, 3] in [0, 1].
+
+JPEG takes the fused path: only the header is read to choose the crop window, then
+`decode_and_crop_jpeg` decodes just that window (much less work for a small crop of a large
+image). Other formats (PNG) are decoded whole and then cropped. Randomness is stateless, keyed by
+a per-example seed [2], so the same example position gives the same crop after a resume.
+Undecodable bytes raise an op error: the pipeline skips and counts such records.
+"""
+from typing import Sequence
+
+import tensorflow as tf
+
+_WHOLE_IMAGE = [[[0.0, 0.0, 1.0, 1.0]]]  # one box = the whole image (normalised y0 x0 y1 x1)
+
+
+def _decode_crop(image_bytes: tf.Tensor, box_fn) -> tf.Tensor:
+    """Decodes the window box_fn(int32 [3] image shape) -> (offset_hw [2], size_hw [2]).
+
+    JPEG: header-only shape, then fused decode of the window. Others: full decode, then slice.
+    Returns uint8 [h, w, 3].
+    """
+    def jpeg():
+        offset, size = box_fn(tf.image.extract_jpeg_shape(image_bytes))
+        return tf.image.decode_and_crop_jpeg(image_bytes, tf.concat([offset, size], 0),
+                                             channels=3)
+
+    def other():
+        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        offset, size = box_fn(tf.shape(image))
+        return tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [3]], 0))
+
+    return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+
+
+def _finish(crop: tf.Tensor, image_size: int, antialias: bool) -> tf.Tensor:
+    """uint8 [h, w, 3] -> float32 [image_size, image_size, 3] in [0, 1]."""
+    image = tf.image.resize(crop, [image_size, image_size], method="bilinear",
+                            antialias=antialias)
+    image = tf.clip_by_value(image / 255.0, 0.0, 1.0)
+    return tf.ensure_shape(image, [image_size, image_size, 3])
+
+
+def decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int,
+                           area_range: Sequence[float] = (0.5, 1.0),
+                           aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
+                           random_flip: bool = True, antialias: bool = False) -> tf.Tensor:
+    """Training view: a random crop covering `area_range` of the image with an aspect ratio in
+    `aspect_ratio_range`, resized to a square, maybe flipped. seed: int [2].
+
+    Returns float32 [image_size, image_size, 3] in [0, 1].
+    """
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+
+    def random_box(shape):
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            shape, bounding_boxes=tf.constant(_WHOLE_IMAGE), seed=crop_seed, min_object_covered=0.0,
+            aspect_ratio_range=list(aspect_ratio_range), area_range=list(area_range),
+            max_attempts=10, use_image_if_no_bounding_boxes=True)
+        return begin[:2], size[:2]
+
+    image = _finish(_decode_crop(image_bytes, random_box), image_size, antialias)
+    if random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    return image
+
+
+def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 1.0,
+                           antialias: bool = False) -> tf.Tensor:
+    """Evaluation view: the central square of side crop_fraction * min(height, width), resized.
+
+    Returns float32 [image_size, image_size, 3] in [0, 1].
+    """
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ValueError(f"crop_fraction={crop_fraction} must be in (0, 1]")
+
+    def center_box(shape):
+        hw = shape[:2]
+        side = tf.cast(tf.cast(tf.reduce_min(hw), tf.float32) * crop_fraction, tf.int32)
+        side = tf.maximum(side, 1)
+        return (hw - side) // 2, tf.stack([side, side])
+
+    return _finish(_decode_crop(image_bytes, center_box), image_size, antialias)

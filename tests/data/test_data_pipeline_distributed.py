@@ -1,0 +1,43 @@
+"""make_dataset through strategy.distribute_datasets_from_function on 4 virtual CPUs."""
+import numpy as np
+import tensorflow as tf
+
+from basic_tf.data import pipeline
+from data_helpers import write_bad_shard
+
+
+def distributed(strategy, pattern, sp_model, training, global_batch_size=8, **kwargs):
+    def dataset_fn(ctx):
+        return pipeline.make_dataset(
+            ctx, training=training, file_pattern=pattern, global_batch_size=global_batch_size,
+            image_size=16, seq_len=8, tokenizer_path=sp_model, shuffle_buffer=16,
+            cycle_length=2, log_skipped=False, **kwargs)
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def test_mirrored_eval_covers_every_record_once_and_counts_skips(shards_120, sp_model, tmp_path):
+    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    pattern, records = shards_120
+    bad = str(tmp_path / "bad.tfrecord")
+    good_ids, _ = write_bad_shard(bad)
+    counter = pipeline.SkippedRecordsCounter()
+    ids, masks = [], []
+
+    @tf.function
+    def update(batch):
+        return counter.update(batch, strategy)
+
+    for batch in distributed(strategy, [pattern, bad], sp_model, training=False,
+                             global_batch_size=12):
+        images = strategy.experimental_local_results(batch["images"])
+        assert len(images) == 4 and all(x.shape == (3, 16, 16, 3) for x in images)
+        for part_ids, part_mask in zip(strategy.experimental_local_results(batch["example_id"]),
+                                       strategy.experimental_local_results(batch["mask"])):
+            ids += part_ids.numpy().tolist()
+            masks += part_mask.numpy().tolist()
+        update(batch)
+    masks = np.array(masks)
+    real = sorted(np.array(ids)[masks == 1].tolist())
+    assert real == sorted([r.example_id.encode() for r in records] +
+                          [i.encode() for i in good_ids])
+    assert int(counter.total.numpy()) == 3  # corrupt + empty + truncated tail
