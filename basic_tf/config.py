@@ -21,6 +21,7 @@ CONFIGURABLE_MODULES = (
     "basic_tf.data.sources",
     "basic_tf.data.writer",
     "basic_tf.data.pipeline",
+    "basic_tf.export",
 )
 
 REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")

@@ -1,0 +1,135 @@
+"""Exports a trained DualEncoder as a SavedModel that TF Serving loads as is.
+
+Written with `keras.export.ExportArchive`: a plain `tf.saved_model.save` of a tf.Module holding
+Keras 3 layers loads in TF2 Python but not in the TF1/C++ session loader TF Serving uses
+(shared/research/feasibility.md section 6). Tokenization (SentencePiece, a TF Text op) is in the
+graph, so the server needs TF Text ops (stock TF Serving builds have them) and Python loaders
+need `import tensorflow_text`.
+
+The version directory holds, besides saved_model.pb and variables/, in assets/:
+  operative_config.gin   the gin bindings the model was built with
+  tokenizer.model        the SentencePiece model proto used in the graph
+  class_names.json       the baked class names (JSON list, label order)
+  templates.json         the baked prompt templates (JSON list)
+  serving.json           signatures, limits, image size, top_k: what a client needs to know
+"""
+import dataclasses
+import json
+import os
+import time
+from typing import Optional, Sequence
+
+import gin
+import keras
+from absl import logging
+
+import basic_tf
+from basic_tf import config as basic_config
+from basic_tf.export import layout
+from basic_tf.export.inputs import PLACEHOLDER, ServingLimits, serving_limits
+from basic_tf.export.signatures import make_serving_functions
+from basic_tf.zeroshot.classifier import build_zero_shot_classifier
+
+
+def _check_list(values: Sequence[str], field: str) -> list:
+    values = list(values)
+    if not values or not all(isinstance(v, str) and v.strip() for v in values):
+        raise ValueError(f"export_for_serving: {field} must be a non-empty list of non-blank "
+                         f"strings, got {values[:5]!r}{'...' if len(values) > 5 else ''}")
+    return values
+
+
+@gin.configurable(denylist=["model", "tokenizer", "export_dir", "class_names", "templates",
+                            "version", "gin_config"])
+def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[str],
+                       templates: Sequence[str], model_name: str = "basic",
+                       version: Optional[int] = None, top_k: int = 5,
+                       limits: Optional[ServingLimits] = None, crop_fraction: float = 1.0,
+                       antialias: bool = False, prompt_batch_size: int = 256,
+                       gin_config: Optional[str] = None,
+                       base_path_prefix: Optional[str] = None) -> str:
+    """Writes <export_dir>/<model_name>/<version>/ (SavedModel) and <export_dir>/models.config.
+
+    Args:
+      model: a built `basic_tf.models.DualEncoder` (encode_image, encode_text, logit_scale,
+        image_size, max_text_len, embed_dim).
+      tokenizer: `basic_tf.data.tokenizer.Tokenizer` (tf.string [N] -> int32 [N, L]), with
+        L <= model.max_text_len.
+      export_dir: root that TF Serving's models.config points into.
+      class_names, templates: baked into `classify` (templates contain '{c}'); the templates
+        are also `classify_with_labels`' default.
+      model_name: the <name> of /v1/models/<name>:predict.
+      version: integer >= 1; None: one more than the highest existing version.
+      top_k: classes `classify` returns per image.
+      limits: request bounds (default: gin `serving_limits()`).
+      crop_fraction, antialias: the evaluation image view (`decode_and_center_crop`); keep them
+        equal to the evaluation pipeline's.
+      prompt_batch_size: prompts per text-encoder call inside classify_with_labels.
+      gin_config: text stored as assets/operative_config.gin (default: gin's operative config).
+      base_path_prefix: where the server sees export_dir, for models.config (e.g. "/models").
+
+    Returns:
+      The absolute path of the new version directory.
+    """
+    start = time.time()
+    class_names = _check_list(class_names, "class_names")
+    templates = _check_list(templates, "templates")
+    repeated = sorted({n for n in class_names if class_names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"export_for_serving: class_names repeats {repeated[:5]}; each class "
+                         "needs a distinct name")
+    for i, template in enumerate(templates):
+        if PLACEHOLDER not in template:
+            raise ValueError(f"export_for_serving: templates[{i}]={template!r} has no "
+                             f"{PLACEHOLDER!r} where the class name goes")
+    if tokenizer.seq_len > model.max_text_len:
+        raise ValueError(f"export_for_serving: tokenizer.seq_len={tokenizer.seq_len} is longer "
+                         f"than the text tower's max_text_len={model.max_text_len}")
+    limits = limits or serving_limits()
+    final = layout.resolve_version_path(export_dir, model_name, version)
+
+    class_matrix = build_zero_shot_classifier(model.encode_text, tokenizer, class_names,
+                                              templates, batch_size=prompt_batch_size)
+    functions = make_serving_functions(
+        model, tokenizer, class_matrix, class_names, templates, top_k=top_k, limits=limits,
+        crop_fraction=crop_fraction, antialias=antialias, prompt_batch_size=prompt_batch_size)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.track(tokenizer)   # its SentencePiece resource must be in the SavedModel
+    for name, (fn, input_signature) in functions.items():
+        archive.add_endpoint(name, fn, input_signature)
+
+    serving_info = {
+        "basic_tf_version": basic_tf.__version__,
+        "signatures": {name: [spec.name for spec in spec_list]
+                       for name, (_, spec_list) in functions.items()},
+        "serving_default": next(iter(functions)),
+        "optional_inputs": {"classify_with_labels": ["templates"]},
+        "top_k": min(top_k, len(class_names)),
+        "image_size": int(model.image_size),
+        "embed_dim": int(model.embed_dim),
+        "seq_len": int(tokenizer.seq_len),
+        "crop_fraction": crop_fraction,
+        "antialias": antialias,
+        "limits": dataclasses.asdict(limits),
+    }
+    with layout.staged_dir(final) as staging:
+        archive.write_out(staging, verbose=False)
+        assets = os.path.join(staging, "assets")
+        os.makedirs(assets, exist_ok=True)
+        _write(os.path.join(assets, "operative_config.gin"),
+               basic_config.operative_config_str() if gin_config is None else gin_config)
+        _write(os.path.join(assets, "tokenizer.model"), tokenizer.model_proto)
+        _write(os.path.join(assets, "class_names.json"), json.dumps(class_names, indent=1))
+        _write(os.path.join(assets, "templates.json"), json.dumps(templates, indent=1))
+        _write(os.path.join(assets, "serving.json"), json.dumps(serving_info, indent=1))
+    layout.write_models_config(export_dir, base_path_prefix)
+    logging.info("exported %d classes x %d templates to %s in %.1f s", len(class_names),
+                 len(templates), final, time.time() - start)
+    return final
+
+
+def _write(path: str, content) -> None:
+    mode = "wb" if isinstance(content, bytes) else "w"
+    with open(path, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
+        f.write(content)

@@ -1,0 +1,114 @@
+"""TF Serving's on-disk layout: <export_dir>/<model_name>/<version>/ plus <export_dir>/models.config.
+
+TF Serving watches each model's base path (<export_dir>/<model_name>) and serves the highest
+integer-named sub-directory; names that are not integers are ignored. So a version is first
+written under a hidden temporary name and renamed into place only when complete: a server
+polling the base path never loads a half-written version.
+"""
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from typing import Iterator, List, Optional
+
+MODELS_CONFIG = "models.config"
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_model_name(model_name: str) -> str:
+    """A model name is one URL path segment (/v1/models/<name>:predict) and a folder name."""
+    if not isinstance(model_name, str) or not _MODEL_NAME.match(model_name):
+        raise ValueError(f"model_name={model_name!r}: use letters, digits, '_', '.', '-' and start "
+                         "with a letter or digit (it is a URL path segment and a folder name)")
+    return model_name
+
+
+def existing_versions(base_path: str) -> List[int]:
+    """The integer version directories under a model's base path, ascending ([] if none)."""
+    if not os.path.isdir(base_path):
+        return []
+    return sorted(int(name) for name in os.listdir(base_path)
+                  if name.isdigit() and os.path.isdir(os.path.join(base_path, name)))
+
+
+def next_version(base_path: str) -> int:
+    """One more than the highest existing version, or 1."""
+    versions = existing_versions(base_path)
+    return versions[-1] + 1 if versions else 1
+
+
+def resolve_version_path(export_dir: str, model_name: str, version: Optional[int]) -> str:
+    """The absolute <export_dir>/<model_name>/<version> a new export goes to; it must not exist.
+
+    version=None takes `next_version`; otherwise an integer >= 1.
+    """
+    base_path = os.path.join(os.path.abspath(export_dir), check_model_name(model_name))
+    version = next_version(base_path) if version is None else version
+    final = version_path(export_dir, model_name, version)
+    if os.path.exists(final):
+        raise FileExistsError(f"version {version} of model {model_name!r} already exists at "
+                              f"{final}; pass version={next_version(base_path)} (or None for the "
+                              "next free one), or remove that directory")
+    return final
+
+
+@contextlib.contextmanager
+def staged_dir(final: str) -> Iterator[str]:
+    """Yields an empty hidden sibling of `final`; renames it to `final` when the block succeeds.
+
+    On an exception the temporary directory is removed and nothing is left behind.
+    """
+    parent, name = os.path.split(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)
+    try:
+        yield staging
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def version_path(export_dir: str, model_name: str, version: int) -> str:
+    """<export_dir>/<model_name>/<version> (absolute). version must be an integer >= 1."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"version={version!r}: TF Serving versions are integers >= 1")
+    return os.path.join(os.path.abspath(export_dir), check_model_name(model_name), str(version))
+
+
+def _quote(text: str) -> str:
+    """A text-format protobuf string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def models_config_text(base_paths: dict) -> str:
+    """ModelServerConfig text proto serving each {model_name: base_path}, sorted by name."""
+    entries = []
+    for name in sorted(base_paths):
+        entries.append("  config {\n"
+                       f"    name: {_quote(check_model_name(name))}\n"
+                       f"    base_path: {_quote(base_paths[name])}\n"
+                       '    model_platform: "tensorflow"\n'
+                       "  }\n")
+    return "model_config_list {\n" + "".join(entries) + "}\n"
+
+
+def write_models_config(export_dir: str, base_path_prefix: Optional[str] = None) -> str:
+    """Writes <export_dir>/models.config listing every model folder that has a version.
+
+    base_path_prefix: where the server sees export_dir (e.g. "/models" when export_dir is mounted
+    there in a container); default: the absolute export_dir. Returns the config's path.
+    """
+    export_dir = os.path.abspath(export_dir)
+    prefix = (base_path_prefix or export_dir).rstrip("/") or "/"
+    models = {name: os.path.join(prefix, name) for name in sorted(os.listdir(export_dir))
+              if _MODEL_NAME.match(name) and existing_versions(os.path.join(export_dir, name))}
+    if not models:
+        raise ValueError(f"no <model_name>/<version>/ folder in {export_dir}: export a model first")
+    path = os.path.join(export_dir, MODELS_CONFIG)
+    fd, tmp = tempfile.mkstemp(prefix=".models.config-", dir=export_dir)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(models_config_text(models))
+    os.replace(tmp, path)
+    return path

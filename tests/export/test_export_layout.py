@@ -1,0 +1,73 @@
+"""TF Serving's folder layout and models.config (parsed with tensorflow-serving-api's proto)."""
+import os
+
+import pytest
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from basic_tf.export import layout
+
+
+def _parse(text):
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(text, config)
+    return [(c.name, c.base_path, c.model_platform) for c in config.model_config_list.config]
+
+
+def test_models_config_text_parses_with_the_serving_proto():
+    odd_path = '/data/"quoted"\\dir/m'
+    assert _parse(layout.models_config_text({"b": "/models/b", "a.1": odd_path})) == [
+        ("a.1", odd_path, "tensorflow"), ("b", "/models/b", "tensorflow")]
+
+
+def test_write_models_config_lists_models_with_versions(tmp_path):
+    for path in ["clip/1", "clip/3", "other/2", "empty", "clip/.tmp-4-x", "notes/readme"]:
+        os.makedirs(tmp_path / path)
+    assert layout.existing_versions(str(tmp_path / "clip")) == [1, 3]
+    config = layout.write_models_config(str(tmp_path))
+    assert config == str(tmp_path / "models.config")
+    with open(config) as f:
+        assert _parse(f.read()) == [("clip", str(tmp_path / "clip"), "tensorflow"),
+                                    ("other", str(tmp_path / "other"), "tensorflow")]
+    layout.write_models_config(str(tmp_path), base_path_prefix="/models/")
+    with open(config) as f:
+        assert [p for _, p, _ in _parse(f.read())] == ["/models/clip", "/models/other"]
+    assert sorted(os.listdir(tmp_path)) == ["clip", "empty", "models.config", "notes", "other"]
+
+
+def test_write_models_config_without_models_fails(tmp_path):
+    with pytest.raises(ValueError, match="export a model first"):
+        layout.write_models_config(str(tmp_path))
+
+
+def test_resolve_version_path(tmp_path):
+    root = str(tmp_path)
+    assert layout.resolve_version_path(root, "m", None) == str(tmp_path / "m" / "1")
+    os.makedirs(tmp_path / "m" / "1")
+    os.makedirs(tmp_path / "m" / "7")
+    assert layout.resolve_version_path(root, "m", None) == str(tmp_path / "m" / "8")
+    assert layout.resolve_version_path(root, "m", 2) == str(tmp_path / "m" / "2")
+    with pytest.raises(FileExistsError, match="version 7 of model 'm' already exists.*version=8"):
+        layout.resolve_version_path(root, "m", 7)
+    for bad in [0, -1, "2", True, 1.0]:
+        with pytest.raises(ValueError, match="integers >= 1"):
+            layout.resolve_version_path(root, "m", bad)
+    for bad in ["", "a/b", "../m", ".hidden", "sp ace"]:
+        with pytest.raises(ValueError, match="model_name="):
+            layout.resolve_version_path(root, bad, None)
+
+
+def test_staged_dir_renames_on_success_and_cleans_up_on_failure(tmp_path):
+    final = str(tmp_path / "m" / "1")
+    with layout.staged_dir(final) as staging:
+        assert os.path.basename(staging).startswith(".tmp-1-")
+        assert layout.existing_versions(str(tmp_path / "m")) == []   # invisible to the server
+        with open(os.path.join(staging, "saved_model.pb"), "w") as f:
+            f.write("x")
+    assert os.listdir(tmp_path / "m") == ["1"]
+    assert os.listdir(final) == ["saved_model.pb"]
+
+    with pytest.raises(RuntimeError, match="boom"):
+        with layout.staged_dir(str(tmp_path / "m" / "2")):
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path / "m") == ["1"]
