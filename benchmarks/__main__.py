@@ -13,6 +13,7 @@ from benchmarks import common
 # One module per figure, in the order of the README. Each has run() -> dict and table(dict) -> str.
 FIGURES = [
     "memory_accumulation",
+    "openclip_speed",
 ]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -1,0 +1,70 @@
+"""The train step the benchmark figures time, built the same way for every figure (child side).
+
+One step = `contrastive_gradients` (BASIC's exact accumulation over M micro-batches; M = 1 is one
+taped pass) + Keras 3 AdamW `apply_gradients`, in one `tf.function`, on a fixed random batch
+(no input pipeline). TensorFlow is imported inside the functions, so parents can read ADAMW.
+"""
+import time
+
+import numpy as np
+
+ADAMW = {"learning_rate": 1e-3, "weight_decay": 0.1, "epsilon": 1e-7}
+
+
+def build(gin_files, bindings, batch: int, remat: str = None):
+    """(model, images, token_ids) from gin, the model built, on random inputs."""
+    import tensorflow as tf
+    from basic_tf import config
+    config.parse(gin_files, bindings)
+    from basic_tf.models import DualEncoder
+    from basic_tf.parallel.remat import RematPolicy
+    model = DualEncoder() if remat is None else DualEncoder(remat_policy=RematPolicy(mode=remat))
+    rng = np.random.default_rng(0)
+    size, seq = model.image_size, model.max_text_len
+    vocab = model.text_tower.config.vocab_size
+    images = tf.constant(rng.uniform(size=(batch, size, size, 3)).astype(np.float32))
+    tokens = tf.constant(rng.integers(1, vocab, size=(batch, seq)), tf.int32)
+    model({"images": images[:2], "token_ids": tokens[:2]})
+    return model, images, tokens
+
+
+def param_count(model) -> int:
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+def train_step(model, num_micro_batches: int = 1, xla: bool = False, optimizer=True):
+    """A tf.function(images, token_ids, seed) -> loss; the AdamW is built before tracing."""
+    import keras
+    import tensorflow as tf
+    from basic_tf.training.accumulation import contrastive_gradients
+    opt = None
+    if optimizer:
+        opt = keras.optimizers.AdamW(**ADAMW)
+        opt.build(model.trainable_variables)
+
+    def step(images, tokens, seed):
+        loss, grads = contrastive_gradients(model, images, tokens, num_micro_batches, seed=seed)
+        if opt is not None:
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        return loss + 0.0 * tf.linalg.global_norm(grads)
+
+    return tf.function(step, jit_compile=xla)
+
+
+def time_step(step, images, tokens, warmup: int, steps: int) -> dict:
+    """First call (trace + run) time, then the median of `steps` calls after `warmup` calls."""
+    import tensorflow as tf
+    start = time.perf_counter()
+    float(step(images, tokens, tf.constant([0, 0])))
+    first = time.perf_counter() - start
+    for i in range(warmup):
+        float(step(images, tokens, tf.constant([i + 1, 0])))
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        loss = float(step(images, tokens, tf.constant([i + 100, 0])))
+        times.append(time.perf_counter() - start)
+    step_s = float(np.median(times))
+    return {"first_step_s": round(first, 3), "step_s": round(step_s, 4),
+            "pairs_per_s": round(int(images.shape[0]) / step_s, 1), "loss": loss}
