@@ -14,6 +14,8 @@ from benchmarks import common
 FIGURES = [
     "memory_accumulation",
     "openclip_speed",
+    "input_pipeline",
+    "serving_latency",
 ]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

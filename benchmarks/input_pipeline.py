@@ -1,0 +1,87 @@
+"""Input pipeline examples/s against the train step's demand (examples/s) for the same config.
+
+In one child process per config: write synthetic JPEG shards (256x256, two captions each) and a
+SentencePiece model (`basic_tf.data.throughput.write_synthetic_shards`), time the training
+pipeline `make_dataset` (decode, random crop to the config's image size, flip, tokenise,
+batch) with `measure_throughput`, then time the config's train step (benchmarks/steps.py) at
+the same batch. Ratio = pipeline examples/s / step examples/s: above 1 the pipeline is not the
+bottleneck. Both are measured alone on all cores; in training they share them (tf.data runs
+while the step computes), so a ratio near 1 would not be enough.
+"""
+import os
+import shutil
+import tempfile
+
+from benchmarks import common
+
+CONFIGS = [("tiny", ["tiny"], [], 128), ("demo", ["demo"], [], 64)]
+EXAMPLES, SOURCE_SIZE = 512, 256
+PIPELINE_BATCHES, STEPS = 30, 5
+
+
+def measure(cfg: dict) -> dict:
+    from basic_tf import config
+    from basic_tf.data import throughput
+    from benchmarks import steps
+
+    work = tempfile.mkdtemp(prefix="bench_pipeline_", dir=cfg["tmp"])
+    try:
+        config.parse(cfg["gin"], cfg["bindings"])
+        from basic_tf.models import DualEncoder
+        model = DualEncoder()  # for the config's image size and sequence length only
+        image_size, seq_len = model.image_size, model.max_text_len
+        del model
+        data = throughput.write_synthetic_shards(os.path.join(work, "shard"), EXAMPLES,
+                                                 SOURCE_SIZE, num_shards=4, vocab_size=100)
+        pipe = throughput.measure_throughput(
+            num_batches=cfg["pipeline_batches"], warmup_batches=3, global_batch_size=cfg["batch"],
+            image_size=image_size, seq_len=seq_len, shuffle_buffer=EXAMPLES,
+            log_skipped=False, **data)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    model, images, tokens = steps.build(cfg["gin"], cfg["bindings"], cfg["batch"])
+    timing = steps.time_step(steps.train_step(model), images, tokens, 2, cfg["steps"])
+    return {"config": cfg["name"], "batch": cfg["batch"], "image_size": image_size,
+            "seq_len": seq_len, "pipeline_examples_per_s": round(pipe["examples_per_sec"], 1),
+            "pipeline_skipped": pipe["skipped"], "step_examples_per_s": timing["pairs_per_s"],
+            "step_s": timing["step_s"],
+            "ratio": round(pipe["examples_per_sec"] / timing["pairs_per_s"], 2)}
+
+
+def run() -> dict:
+    from basic_tf.config import resolve_gin_file
+    tmp = os.path.join(common.RESULTS_DIR, "tmp")
+    os.makedirs(tmp, exist_ok=True)
+    rows = []
+    for name, gin_files, bindings, batch in CONFIGS:
+        try:
+            resolve_gin_file(gin_files[0])
+        except FileNotFoundError:
+            rows.append({"config": name, "skipped": f"gin file {gin_files[0]!r} not found"})
+            continue
+        rows.append(common.run_child("benchmarks.input_pipeline", dict(
+            name=name, gin=gin_files, bindings=bindings, batch=batch, tmp=tmp,
+            pipeline_batches=PIPELINE_BATCHES, steps=STEPS)))
+        r = rows[-1]
+        print(f"  {name}: pipeline {r['pipeline_examples_per_s']} ex/s, step "
+              f"{r['step_examples_per_s']} ex/s (x{r['ratio']})", flush=True)
+    return {"source_image_size": SOURCE_SIZE, "rows": rows}
+
+
+def table(payload: dict) -> str:
+    rows = []
+    for r in payload["rows"]:
+        if "skipped" in r:
+            rows.append([r["config"]] + ["-"] * 5 + [f"skipped: {r['skipped']}"])
+            continue
+        rows.append([r["config"], r["batch"], f"{r['image_size']}px, {r['seq_len']} tokens",
+                     r["pipeline_examples_per_s"], r["step_examples_per_s"], f"{r['ratio']}x",
+                     f"{r['pipeline_skipped']} records skipped"])
+    return (f"Synthetic {payload['source_image_size']}x{payload['source_image_size']} JPEG "
+            "shards, random crop + flip + tokenisation.\n\n" + common.markdown_table(
+                ["config", "batch", "output", "pipeline ex/s", "train step ex/s",
+                 "pipeline / step", "notes"], rows))
+
+
+if __name__ == "__main__":
+    common.child_main(measure)
