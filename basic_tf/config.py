@@ -18,6 +18,7 @@ CONFIGURABLE_MODULES = (
     "basic_tf.losses",
     "basic_tf.training.accumulation",
     "basic_tf.zeroshot",
+    "basic_tf.zeroshot.run",
     "basic_tf.data.sources",
     "basic_tf.data.writer",
     "basic_tf.data.pipeline",

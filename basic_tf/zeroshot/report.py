@@ -43,6 +43,8 @@ def format_table(results: Dict[str, Dict]) -> str:
                 values = "  ".join(f"{100 * r[direction][k]:5.1f}%" for k in ks)
                 lines.append(f"{name:<{width}}  {r['num_images']:>7d}  {r['num_captions']:>8d}  "
                              f"{direction:<13}  {values}")
+            if r.get("skipped_records"):
+                lines.append(f"{'':<{width}}  ({r['skipped_records']} unreadable records skipped)")
     return "\n".join(lines)
 
 

@@ -31,8 +31,9 @@ def embed_retrieval_dataset(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
                             max_steps: Optional[int] = None):
     """Embeds every real image and caption of `dataset` (batches as in the module docstring).
 
-    Returns numpy (image_emb float32 [N, D], text_emb float32 [M, D], text_to_image int64 [M]):
-    text_to_image[j] = row of the image that caption j describes.
+    Returns (image_emb float32 [N, D], text_emb float32 [M, D], text_to_image int64 [M],
+    skipped_records int): text_to_image[j] = row of the image that caption j describes;
+    skipped_records = sum of the batches' optional "skipped" (unreadable records dropped).
     """
     strategy = strategy or tf.distribute.get_strategy()
 
@@ -44,16 +45,19 @@ def embed_retrieval_dataset(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
             image_emb = tf.cast(encode_image_fn(batch["images"]), tf.float32)
             text_emb = tf.cast(encode_text_fn(tf.reshape(token_ids, [-1, shape[2]])), tf.float32)
             text_emb = tf.reshape(text_emb, [shape[0], shape[1], -1])
-            return image_emb, text_emb, batch["caption_mask"], batch["mask"]
-        outputs = strategy.run(replica_fn, args=(batch,))
-        return [strategy.gather(x, axis=0) for x in outputs]
+            skipped = tf.reduce_sum(batch["skipped"]) if "skipped" in batch else tf.constant(0)
+            return image_emb, text_emb, batch["caption_mask"], batch["mask"], skipped
+        *outputs, skipped = strategy.run(replica_fn, args=(batch,))
+        return ([strategy.gather(x, axis=0) for x in outputs]
+                + [strategy.reduce(tf.distribute.ReduceOp.SUM, skipped, axis=None)])
 
     images, texts, owners = [], [], []
-    offset = 0
+    offset = skipped_records = 0
     for steps, batch in enumerate(distribute(dataset, strategy)):
         if max_steps is not None and steps >= max_steps:
             break
-        image_emb, text_emb, caption_mask, mask = (x.numpy() for x in step(batch))
+        image_emb, text_emb, caption_mask, mask, skipped = (x.numpy() for x in step(batch))
+        skipped_records += int(skipped)
         real = mask > 0
         image_emb, text_emb, caption_mask = image_emb[real], text_emb[real], caption_mask[real] > 0
         rows, cols = np.nonzero(caption_mask)  # row-major: captions stay in order per image
@@ -64,7 +68,7 @@ def embed_retrieval_dataset(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
     if not images:
         raise ValueError("the retrieval dataset yielded no batch")
     return (np.concatenate(images).astype(np.float32), np.concatenate(texts).astype(np.float32),
-            np.concatenate(owners).astype(np.int64))
+            np.concatenate(owners).astype(np.int64), skipped_records)
 
 
 def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarray,
@@ -111,13 +115,14 @@ def evaluate_retrieval(encode_image_fn, encode_text_fn, dataset,
                        ks: Sequence[int] = (1, 5, 10),
                        max_steps: Optional[int] = None) -> Dict:
     """Embeds `dataset` and returns R@K both ways plus counts:
-    {image_to_text: {k: r}, text_to_image: {k: r}, num_images, num_captions, seconds}."""
+    {image_to_text: {k: r}, text_to_image: {k: r}, num_images, num_captions, skipped_records,
+    seconds}."""
     start = time.time()
-    image_emb, text_emb, owners = embed_retrieval_dataset(encode_image_fn, encode_text_fn, dataset,
-                                                          strategy, max_steps)
+    image_emb, text_emb, owners, skipped = embed_retrieval_dataset(
+        encode_image_fn, encode_text_fn, dataset, strategy, max_steps)
     result = recall_at_k(image_emb, text_emb, owners, ks)
     result.update(num_images=int(image_emb.shape[0]), num_captions=int(text_emb.shape[0]),
-                  seconds=time.time() - start)
+                  skipped_records=skipped, seconds=time.time() - start)
     logging.info("retrieval: %d images, %d captions, i2t %s, t2i %s", result["num_images"],
                  result["num_captions"], result["image_to_text"], result["text_to_image"])
     return result

@@ -4,6 +4,7 @@ Contracts: tokenizer tf.string [N] -> int32 [N, L] (0 = padding); encode_text in
 float32 [N, D] unit-norm; encode_image float32 [N, H, W, 3] in [0, 1] -> float32 [N, D] unit-norm.
 """
 import keras
+import numpy as np
 import tensorflow as tf
 
 VOCAB, SEQ_LEN, EMBED_DIM = 97, 8, 16
@@ -41,3 +42,21 @@ class StandInImageEncoder(keras.Model):
     def call(self, images):
         x = self.pool(images)
         return tf.math.l2_normalize(self.proj(tf.reshape(x, [tf.shape(x)[0], -1])), axis=-1)
+
+
+def bucket_encoder(num_buckets):
+    """An 'image encoder' with hand-computable predictions: one-hot of floor(mean pixel * n).
+
+    With the identity as classifier, the top-1 class of an image whose pixels are all
+    (c + 0.5) / n is c; the other logits tie at 0, so top-k adds the lowest other indices.
+    """
+    def encode(images):
+        bucket = tf.cast(tf.floor(tf.reduce_mean(images, axis=[1, 2, 3]) * num_buckets), tf.int32)
+        return tf.one_hot(tf.clip_by_value(bucket, 0, num_buckets - 1), num_buckets)
+    return encode
+
+
+def bucket_image(bucket, num_buckets, size):
+    """uint8 [size, size, 3] whose pixels decode to (bucket + 0.5) / num_buckets (+- 1/510)."""
+    value = int(round((bucket + 0.5) / num_buckets * 255))
+    return np.full([size, size, 3], value, np.uint8)

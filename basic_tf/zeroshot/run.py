@@ -1,0 +1,214 @@
+"""Evaluation tasks and the one entry that runs them on a model: what tools/evaluate.py and the
+trainer's periodic zero-shot hook call.
+
+A task names a dataset function `dataset_fn(input_context) -> tf.data.Dataset` (used with
+`strategy.distribute_datasets_from_function`, so every strategy works) and, for classification,
+the class names and templates its classifier is built from.
+"""
+import dataclasses
+import os
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import gin
+import tensorflow as tf
+from absl import logging
+
+from basic_tf.zeroshot import inputs, prompts, report
+from basic_tf.zeroshot.classifier import build_zero_shot_classifier
+from basic_tf.zeroshot.evaluation import evaluate_classification
+from basic_tf.zeroshot.retrieval import evaluate_retrieval
+
+DatasetFn = Callable[[Optional[tf.distribute.InputContext]], tf.data.Dataset]
+
+
+@dataclasses.dataclass
+class ClassificationTask:
+    """Zero-shot classification: batches of images/labels/mask, class names, templates."""
+    name: str
+    dataset_fn: DatasetFn
+    class_names: List[str]
+    templates: List[str]
+
+
+@dataclasses.dataclass
+class RetrievalTask:
+    """Image-text retrieval: batches of images/token_ids/caption_mask/mask."""
+    name: str
+    dataset_fn: DatasetFn
+
+
+Task = Union[ClassificationTask, RetrievalTask]
+
+
+def tfds_task(name: str, data_dir: Optional[str] = None, split: Optional[str] = None,
+              image_size: int = 224, global_batch_size: int = 256,
+              class_names: Optional[str] = None, templates: Optional[str] = None,
+              crop_fraction: float = 1.0) -> ClassificationTask:
+    """A TFDS classification set; class names/templates default to its preset (inputs.TFDS_PRESETS).
+    Checks now (not at the first batch) that the data is prepared locally."""
+    preset = inputs.TFDS_PRESETS.get(name)
+    class_names = class_names or (preset.class_names if preset else None)
+    templates = templates or (preset.templates if preset else None)
+    if class_names is None or templates is None:
+        raise ValueError(f"TFDS {name!r} has no preset; give --class_names and --templates "
+                         f"(presets: {sorted(inputs.TFDS_PRESETS)})")
+    inputs.tfds_builder(name, data_dir)
+
+    def dataset_fn(ctx=None):
+        return inputs.tfds_classification_dataset(
+            name, split=split, data_dir=data_dir, image_size=image_size,
+            global_batch_size=global_batch_size, class_names=class_names,
+            crop_fraction=crop_fraction, input_context=ctx)
+
+    label = name if split is None else f"{name}:{split}"
+    return ClassificationTask(label, dataset_fn, prompts.load_class_names(class_names),
+                              prompts.load_templates(templates))
+
+
+def tfrecord_task(file_pattern: Union[str, Sequence[str]], class_names: str, templates: str,
+                  tokenizer_path: str, seq_len: int, image_size: int = 224,
+                  global_batch_size: int = 256, name: str = "tfrecords") -> ClassificationTask:
+    """Labelled TFRecords (basic_tf.data.schema) read by the data pipeline in evaluation mode."""
+    from basic_tf.data import pipeline
+
+    def dataset_fn(ctx=None):
+        # Explicit arguments override any make_dataset bindings of a training gin file.
+        return pipeline.make_dataset(
+            ctx, training=False, file_pattern=file_pattern, eval_file_pattern=file_pattern,
+            global_batch_size=global_batch_size, eval_global_batch_size=global_batch_size,
+            image_size=image_size, seq_len=seq_len, tokenizer_path=tokenizer_path)
+
+    return ClassificationTask(name, dataset_fn, prompts.load_class_names(class_names),
+                              prompts.load_templates(templates))
+
+
+def retrieval_task(file_pattern: Union[str, Sequence[str]], tokenizer, image_size: int = 224,
+                   global_batch_size: int = 64, max_captions: int = 5, crop_fraction: float = 1.0,
+                   name: str = "retrieval") -> RetrievalTask:
+    """Captioned TFRecords, every image with up to `max_captions` captions."""
+    def dataset_fn(ctx=None):
+        return inputs.retrieval_dataset(tokenizer, file_pattern=file_pattern,
+                                        image_size=image_size, global_batch_size=global_batch_size,
+                                        max_captions=max_captions, crop_fraction=crop_fraction,
+                                        input_context=ctx)
+    return RetrievalTask(name, dataset_fn)
+
+
+def evaluate_tasks(model, tokenizer, tasks: Sequence[Task],
+                   strategy: Optional[tf.distribute.Strategy] = None,
+                   max_steps: Optional[int] = None) -> Dict[str, Dict]:
+    """Runs every task on `model` (encode_image / encode_text contract of basic_tf.models).
+
+    Classifiers are built once per (class names, templates). Returns {task name: result}.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    classifiers = {}
+    results = {}
+    for task in tasks:
+        dist = strategy.distribute_datasets_from_function(task.dataset_fn)
+        if isinstance(task, ClassificationTask):
+            key = (tuple(task.class_names), tuple(task.templates))
+            if key not in classifiers:
+                classifiers[key] = build_zero_shot_classifier(
+                    model.encode_text, tokenizer, task.class_names, task.templates)
+            results[task.name] = evaluate_classification(
+                model.encode_image, classifiers[key], dist, strategy,
+                class_names=task.class_names, max_steps=max_steps)
+        else:
+            results[task.name] = evaluate_retrieval(model.encode_image, model.encode_text, dist,
+                                                    strategy, max_steps=max_steps)
+    return results
+
+
+def scalar_summary(results: Dict[str, Dict]) -> Dict[str, float]:
+    """{"zeroshot/<task>/top1": ..., "retrieval/<task>/image_to_text_r1": ...}: for logs and
+    TensorBoard (the trainer's periodic evaluation)."""
+    out = {}
+    for name, r in results.items():
+        if "image_to_text" in r:
+            for direction in ("image_to_text", "text_to_image"):
+                for k, value in r[direction].items():
+                    out[f"retrieval/{name}/{direction}_r{k}"] = float(value)
+        else:
+            out[f"zeroshot/{name}/top1"] = float(r["top1"])
+            out[f"zeroshot/{name}/top{r['k']}"] = float(r[f"top{r['k']}"])
+    return out
+
+
+def periodic_eval_fn(tokenizer, tasks: Sequence[Task],
+                     strategy: Optional[tf.distribute.Strategy] = None,
+                     max_steps: Optional[int] = None) -> Callable[[object], Dict[str, float]]:
+    """`eval_fn(model) -> {scalar name: value}` for the trainer's periodic evaluation hook."""
+    def eval_fn(model):
+        return scalar_summary(evaluate_tasks(model, tokenizer, tasks, strategy, max_steps))
+    return eval_fn
+
+
+def restore_model(model, checkpoint: str) -> str:
+    """Loads the model's weights; returns the path used.
+
+    `checkpoint`: a tf.train.Checkpoint prefix (ckpt-1000) or a directory (its latest one), the
+    model held under the key `model` (what the trainer writes); or a Keras `.weights.h5` file.
+    Every model variable must be in the checkpoint: a checkpoint that lacks some (e.g. Keras 3
+    layers kept in a plain Python list are invisible to tf.train.Checkpoint) is an error, never
+    a silent evaluation of random weights.
+    """
+    if checkpoint.endswith(".weights.h5"):
+        if not tf.io.gfile.exists(checkpoint):
+            raise FileNotFoundError(f"Keras weights file {checkpoint!r} not found")
+        model.load_weights(checkpoint)
+        logging.info("loaded model weights from %s", checkpoint)
+        return checkpoint
+    path = checkpoint
+    if tf.io.gfile.isdir(checkpoint):
+        path = tf.train.latest_checkpoint(checkpoint)
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint in directory {checkpoint!r} (expected a "
+                                    "'checkpoint' index file written by tools/train.py)")
+    elif not tf.io.gfile.exists(checkpoint + ".index"):
+        raise FileNotFoundError(f"checkpoint {checkpoint!r} not found (expected {checkpoint}.index"
+                                "; give a prefix such as /model_dir/ckpt-1000 or the model_dir)")
+    saved = [name for name, _ in tf.train.list_variables(path)
+             if name.startswith("model/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
+             and ".OPTIMIZER_SLOT" not in name]
+    if len(saved) < len(model.variables):
+        raise ValueError(f"checkpoint {path!r} holds {len(saved)} variables under the key 'model' "
+                         f"but the model has {len(model.variables)}: it was written from another "
+                         "config, or the model keeps layers where tf.train.Checkpoint cannot see "
+                         "them (Keras 3 layers in a plain Python list are not tracked)")
+    status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(f"checkpoint {path!r} does not match this model under the key 'model': "
+                         f"is the gin config the one it was trained with? ({e})") from None
+    logging.info("restored model weights from %s", path)
+    return path
+
+
+@gin.configurable(denylist=["model", "tokenizer", "tasks", "strategy", "out_path", "metadata"])
+def run_and_report(model, tokenizer, tasks: Sequence[Task], strategy=None,
+                   out_path: Optional[str] = None, metadata: Optional[Dict] = None,
+                   confusion_max_classes: int = 100, max_steps: Optional[int] = None) -> Dict:
+    """evaluate_tasks, then print the table and write `out_path` (JSON), `<out>.txt` (table) and
+    `<out>.<task>.confusion.png` for tasks with <= confusion_max_classes classes."""
+    start = time.time()
+    results = evaluate_tasks(model, tokenizer, tasks, strategy, max_steps)
+    table = report.format_table(results)
+    print(table, flush=True)
+    if out_path:
+        stem = out_path[:-5] if out_path.endswith(".json") else out_path
+        for name, r in results.items():
+            if r.get("confusion") is not None and r["num_classes"] <= confusion_max_classes:
+                safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+                png = f"{stem}.{safe}.confusion.png"
+                report.save_confusion_png(r["confusion"], r["class_names"], png,
+                                          title=f"{name}: top-1 {100 * r['top1']:.2f}%")
+                r["confusion_png"] = os.path.abspath(png)
+        meta = dict(metadata or {}, seconds=time.time() - start)
+        report.write_json(results, out_path, meta)
+        with open(stem + ".txt", "w", encoding="utf-8") as f:
+            f.write(table + "\n")
+        logging.info("wrote %s and %s.txt", out_path, stem)
+    return results

@@ -1,0 +1,93 @@
+"""Checkpoint restore guard, scalar summaries and the report files."""
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from basic_tf.zeroshot import report, run
+
+
+class Tracked(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.first = keras.layers.Dense(3)
+        self.second = keras.layers.Dense(2)
+        self.first.build((None, 4))
+        self.second.build((None, 3))
+        self.built = True
+
+
+class ListHeld(keras.Model):
+    """Keras 3 + tf.train.Checkpoint: layers in a plain list are not saved."""
+    def __init__(self):
+        super().__init__()
+        self.blocks = [keras.layers.Dense(3), keras.layers.Dense(2)]
+        self.blocks[0].build((None, 4))
+        self.blocks[1].build((None, 3))
+        self.built = True
+
+
+def test_restore_round_trip(tmp_path):
+    saved = Tracked()
+    prefix = tf.train.Checkpoint(model=saved).save(str(tmp_path / "ckpt"))
+    fresh = Tracked()
+    assert run.restore_model(fresh, str(tmp_path)) == prefix  # directory -> latest checkpoint
+    for a, b in zip(saved.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_restore_refuses_a_partial_checkpoint(tmp_path):
+    prefix = tf.train.Checkpoint(model=ListHeld()).save(str(tmp_path / "ckpt"))
+    with pytest.raises(ValueError, match="holds 0 variables .* the model has 4"):
+        run.restore_model(ListHeld(), prefix)
+
+
+def test_restore_keras_weights_and_missing_paths(tmp_path):
+    saved = ListHeld()
+    saved.save_weights(str(tmp_path / "m.weights.h5"))
+    fresh = ListHeld()
+    run.restore_model(fresh, str(tmp_path / "m.weights.h5"))
+    for a, b in zip(saved.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(FileNotFoundError, match="no checkpoint in directory"):
+        run.restore_model(fresh, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="ckpt-7.index"):
+        run.restore_model(fresh, str(tmp_path / "ckpt-7"))
+
+
+RESULTS = {
+    "cifar10": {"count": 3, "top1": 2 / 3, "top5": 1.0, "k": 5, "num_classes": 3,
+                "class_names": ["a", "b", "c"], "per_class_accuracy": [1.0, 0.0, float("nan")],
+                "confusion": [[1, 0, 0], [0, 0, 1], [0, 0, 0]], "skipped_records": 2},
+    "coco": {"image_to_text": {1: 0.25, 5: 0.5}, "text_to_image": {1: 0.125, 5: 0.75},
+             "num_images": 4, "num_captions": 8},
+}
+
+
+def test_scalar_summary():
+    assert run.scalar_summary(RESULTS) == {
+        "zeroshot/cifar10/top1": 2 / 3, "zeroshot/cifar10/top5": 1.0,
+        "retrieval/coco/image_to_text_r1": 0.25, "retrieval/coco/image_to_text_r5": 0.5,
+        "retrieval/coco/text_to_image_r1": 0.125, "retrieval/coco/text_to_image_r5": 0.75}
+
+
+def test_table_json_and_png(tmp_path):
+    table = report.format_table(RESULTS)
+    assert "66.67%" in table and "100.00%" in table and "2 unreadable records skipped" in table
+    assert "12.5%" in table and "75.0%" in table
+    path = str(tmp_path / "out" / "r.json")
+    report.write_json(RESULTS, path, {"checkpoint": "x"})
+    loaded = json.load(open(path))
+    assert loaded["metadata"] == {"checkpoint": "x"}
+    assert loaded["results"]["cifar10"]["per_class_accuracy"] == [1.0, 0.0, None]  # NaN -> null
+    assert loaded["results"]["coco"]["text_to_image"]["5"] == 0.75
+    png = str(tmp_path / "c.png")
+    report.save_confusion_png(RESULTS["cifar10"]["confusion"], ["a", "b", "c"], png)
+    with open(png, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="at most 2 classes"):
+        report.save_confusion_png(np.eye(3), None, png, max_classes=2)
+    assert not math.isnan(loaded["results"]["cifar10"]["top1"])

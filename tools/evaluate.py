@@ -1,0 +1,115 @@
+r"""Zero-shot evaluation of a trained basic_tf model: classification top-1/top-5 over TFDS sets or
+labelled TFRecords, image-text retrieval R@1/5/10 over captioned TFRecords.
+
+The model is built from the experiment's gin files and restored from a training checkpoint; the
+SentencePiece model, token length and evaluation crop come from the same gin files
+(make_dataset.tokenizer_path / seq_len / eval_crop_fraction) unless given as flags. Class names
+and templates are shipped set names (basic_tf/zeroshot/data: imagenet1k, cifar10, cifar100, mnist,
+fashion_mnist, ...) or .txt/.json files; TFDS sets have defaults. Nothing is downloaded: TFDS
+data must already be prepared in --tfds_data_dir (the error says how).
+
+Examples:
+  python3 tools/evaluate.py --gin_file=tiny --model_dir=/tmp/tiny --tfds_name=imagenet2012 \
+      --tfds_name=imagenet_v2 --tfds_data_dir=~/tensorflow_datasets --out=/tmp/tiny/eval.json
+  python3 tools/evaluate.py --gin_file=demo --model_dir=/tmp/demo \
+      --tfrecords='/data/fm/test-*.tfrecord' --class_names=fashion_mnist \
+      --templates=fashion_mnist --retrieval_tfrecords='/data/coco/val-*.tfrecord' --strategy=mirrored
+
+Writes --out (JSON: per task counts, accuracies, per-class accuracy, confusion matrix up to 100
+classes, R@K), <out>.txt (the table printed at the end) and <out>.<task>.confusion.png.
+"""
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", [], "Gin files (path or name in gin/), e.g. tiny.")
+flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. "
+                          "'evaluate_classification.k=10'.")
+flags.DEFINE_string("checkpoint", None, "Training checkpoint: a path prefix (ckpt-1000), a "
+                    "directory (its latest checkpoint) or a Keras .weights.h5 file.")
+flags.DEFINE_string("model_dir", None, "Training model_dir: its latest checkpoint is evaluated "
+                    "(same as --checkpoint=<model_dir>).")
+flags.DEFINE_bool("untrained", False, "Evaluate freshly initialised weights (smoke tests only).")
+flags.DEFINE_string("tokenizer", None, "SentencePiece .model; default gin make_dataset.tokenizer_path.")
+flags.DEFINE_integer("seq_len", None, "Token ids per text; default gin make_dataset.seq_len, else "
+                     "the text tower's max_text_len.")
+flags.DEFINE_string("strategy", "default", "default | one_device | mirrored[:N] | "
+                    "multi_worker_mirrored | tpu (see basic_tf/parallel/strategy.py).")
+flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
+flags.DEFINE_multi_string("tfds_name", [], "TFDS classification set(s) prepared locally: "
+                          "imagenet2012, imagenet_v2, imagenet_a, imagenet_r, imagenet_sketch, "
+                          "cifar10, cifar100, mnist, fashion_mnist, or any other with "
+                          "--class_names/--templates.")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir (default: TFDS's, ~/tensorflow_datasets).")
+flags.DEFINE_string("split", None, "TFDS split (default per set: validation for imagenet2012, "
+                    "else test).")
+flags.DEFINE_string("tfrecords", None, "Glob of labelled TFRecord shards (basic_tf.data.schema) "
+                    "for classification; needs --class_names and --templates.")
+flags.DEFINE_string("retrieval_tfrecords", None, "Glob of captioned TFRecord shards for "
+                    "image<->text retrieval.")
+flags.DEFINE_string("class_names", None, "Class-name set or .txt/.json file (overrides the TFDS "
+                    "preset).")
+flags.DEFINE_string("templates", None, "Template set or .txt/.json file, '{c}' = class name "
+                    "(overrides the TFDS preset).")
+flags.DEFINE_integer("batch_size", 256, "Global evaluation batch size (all replicas).")
+flags.DEFINE_integer("max_captions", 5, "Retrieval: captions kept per image.")
+flags.DEFINE_integer("max_steps", None, "Stop each task after this many steps (smoke runs).")
+flags.DEFINE_string("out", None, "Results JSON path (also writes <out>.txt and confusion PNGs).")
+
+
+def _gin_or(name: str, default):
+    """The gin-bound value of `name`, or default when the experiment does not bind it."""
+    import gin
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        return default
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if not (FLAGS.tfds_name or FLAGS.tfrecords or FLAGS.retrieval_tfrecords):
+        raise app.UsageError("nothing to evaluate: give --tfds_name, --tfrecords and/or "
+                             "--retrieval_tfrecords")
+    if FLAGS.tfrecords and not (FLAGS.class_names and FLAGS.templates):
+        raise app.UsageError("--tfrecords needs --class_names and --templates")
+    checkpoint = FLAGS.checkpoint or FLAGS.model_dir
+    if not (checkpoint or FLAGS.untrained):
+        raise app.UsageError("give --checkpoint or --model_dir (or --untrained)")
+    from basic_tf import config
+    from basic_tf.data.tokenizer import Tokenizer
+    from basic_tf.models import DualEncoder
+    from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
+    from basic_tf.zeroshot import run
+
+    config.parse(FLAGS.gin_file, FLAGS.gin_param)
+    strategy = make_strategy(**parse_strategy_flag(FLAGS.strategy), tpu=FLAGS.tpu)
+    with strategy.scope():
+        model = DualEncoder()
+    restored = run.restore_model(model, checkpoint) if checkpoint else "untrained"
+    tokenizer_path = FLAGS.tokenizer or _gin_or("make_dataset.tokenizer_path", None)
+    if not tokenizer_path:
+        raise app.UsageError("give --tokenizer (no make_dataset.tokenizer_path in the gin files)")
+    seq_len = FLAGS.seq_len or _gin_or("make_dataset.seq_len", model.max_text_len)
+    crop = _gin_or("make_dataset.eval_crop_fraction", 1.0)
+    tokenizer = Tokenizer(tokenizer_path, seq_len)
+
+    tasks = [run.tfds_task(name, FLAGS.tfds_data_dir, FLAGS.split, model.image_size,
+                           FLAGS.batch_size, FLAGS.class_names, FLAGS.templates, crop)
+             for name in FLAGS.tfds_name]
+    if FLAGS.tfrecords:
+        tasks.append(run.tfrecord_task(FLAGS.tfrecords, FLAGS.class_names, FLAGS.templates,
+                                       tokenizer_path, seq_len, model.image_size,
+                                       FLAGS.batch_size))
+    if FLAGS.retrieval_tfrecords:
+        tasks.append(run.retrieval_task(FLAGS.retrieval_tfrecords, tokenizer, model.image_size,
+                                        FLAGS.batch_size, FLAGS.max_captions, crop))
+    run.run_and_report(model, tokenizer, tasks, strategy, FLAGS.out,
+                       metadata={"checkpoint": restored, "gin_files": FLAGS.gin_file,
+                                 "gin_params": FLAGS.gin_param, "strategy": FLAGS.strategy,
+                                 "replicas": strategy.num_replicas_in_sync},
+                       max_steps=FLAGS.max_steps)
+
+
+if __name__ == "__main__":
+    app.run(main)
