@@ -33,7 +33,7 @@ def build_zero_shot_classifier(encode_text_fn: Callable[[tf.Tensor], tf.Tensor],
       encode_text_fn: int32 token ids [N, L] -> float32 [N, D] (e.g. `model.encode_text`).
         Its output is re-normalised here, so unit norm is not required.
       tokenizer: tf.string [N] -> int32 [N, L] (e.g. `basic_tf.data.tokenizer.Tokenizer`);
-        must be traceable in a tf.function.
+        must be traceable in a tf.function and accept "" (the padding of the last batch).
       class_names: C names; templates: T strings with '{c}' where the name goes.
       batch_size: prompts per encoder call. Every call gets exactly this many prompts (the last
         one padded), so the tf.function traces once.

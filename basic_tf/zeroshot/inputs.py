@@ -10,6 +10,7 @@ replica of this pipeline gets a batch. Use them with `strategy.distribute_datase
 lambda ctx: builder(..., input_context=ctx))`.
 """
 import dataclasses
+import os
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import gin
@@ -80,6 +81,7 @@ def tfds_builder(name: str, data_dir: Optional[str] = None):
     (manual for ImageNet variants) when the data is not in `data_dir`."""
     import tensorflow_datasets as tfds  # heavy import, only when TFDS is used
 
+    data_dir = os.path.expanduser(data_dir) if data_dir else data_dir
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as e:  # unknown name: tfds raises DatasetNotFoundError

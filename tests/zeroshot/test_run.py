@@ -91,3 +91,32 @@ def test_table_json_and_png(tmp_path):
     with pytest.raises(ValueError, match="at most 2 classes"):
         report.save_confusion_png(np.eye(3), None, png, max_classes=2)
     assert not math.isnan(loaded["results"]["cifar10"]["top1"])
+
+
+def test_periodic_eval_fn_hand_counts():
+    """A toy model whose classifier is the identity (class name 'k' -> one-hot k) and whose
+    images are one-hot buckets: 8 of 11 right at top-1 (rows 8-10 are drawn wrong)."""
+    from basic_tf.zeroshot.inputs import pad_to_batches
+    from zeroshot_helpers import bucket_encoder, bucket_image
+
+    labels = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 3]
+    buckets = [0, 1, 2, 3, 0, 1, 2, 3, 3, 3, 0]
+    images = np.stack([bucket_image(b, 4, 6) / 255.0 for b in buckets]).astype(np.float32)
+
+    class Toy:
+        encode_image = staticmethod(bucket_encoder(4))
+
+        @staticmethod
+        def encode_text(ids):
+            return tf.one_hot(ids[:, 0], 4)
+
+    def tokenizer(strings):  # "3" -> [[3]]; "" (the classifier's batch padding) -> [[0]]
+        return tf.strings.to_number(tf.where(strings == "", "0", strings), tf.int32)[:, None]
+
+    def dataset_fn(ctx=None):
+        ds = tf.data.Dataset.from_tensor_slices({"images": images, "labels": labels})
+        return pad_to_batches(ds, 4)
+
+    task = run.ClassificationTask("toy", dataset_fn, ["0", "1", "2", "3"], ["{c}"])
+    scalars = run.periodic_eval_fn(tokenizer, [task])(Toy())
+    assert scalars == {"zeroshot/toy/top1": pytest.approx(8 / 11), "zeroshot/toy/top5": 1.0}
