@@ -1,4 +1,4 @@
-r"""Exports a trained basic_tf model for TF Serving: <export_dir>/<model_name>/<version>/ + models.config.
+r"""Exports a trained basic_tf model for TF Serving: <export_dir>/<model>/<version>/, models.config.
 
 The model is built from the experiment's gin files and restored from a training checkpoint; the
 SentencePiece model, token length and evaluation crop come from the same gin files
@@ -7,7 +7,7 @@ make_dataset.antialias) unless given as flags. Class names and templates are shi
 (basic_tf/zeroshot/data) or .txt/.json files.
 
 Example:
-  python3 tools/export.py --gin_file=tiny --checkpoint=/tmp/tiny/ckpt-1000 \
+  python3 tools/export.py --gin_file=tiny --checkpoint=/tmp/tiny/model.weights.h5 \
       --export_dir=/tmp/serve --model_name=fashion --class_names=fashion_mnist \
       --templates=fashion_mnist
   Then serve it (see basic_tf/export/README.md):
@@ -19,10 +19,12 @@ from absl import app, flags, logging
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin files (path or name in gin/), e.g. tiny.")
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. 'export_for_serving.top_k=3'.")
-flags.DEFINE_string("checkpoint", None, "Training checkpoint (a path prefix, or a directory: its "
-                    "latest checkpoint). Required unless --untrained.")
+flags.DEFINE_string("checkpoint", None, "Trained weights: a Keras .weights.h5 file, a TF "
+                    "checkpoint prefix (tf.train.Checkpoint(model=...)) or a directory (its "
+                    "latest TF checkpoint). Required unless --untrained.")
 flags.DEFINE_bool("untrained", False, "Export freshly initialised weights (smoke tests only).")
-flags.DEFINE_string("tokenizer", None, "SentencePiece .model; default gin make_dataset.tokenizer_path.")
+flags.DEFINE_string("tokenizer", None,
+                    "SentencePiece .model; default: gin make_dataset.tokenizer_path.")
 flags.DEFINE_integer("seq_len", None, "Token ids per text; default gin make_dataset.seq_len, else "
                      "the text tower's max_text_len.")
 flags.DEFINE_string("export_dir", None, "Root folder TF Serving reads (holds models.config).")
@@ -49,24 +51,16 @@ def main(argv):
     missing = [f for f in ("export_dir", "class_names", "templates") if not FLAGS[f].value]
     if missing or not (FLAGS.checkpoint or FLAGS.untrained):
         raise app.UsageError(f"give --{', --'.join(missing or ['checkpoint (or --untrained)'])}")
-    import tensorflow as tf
-
     from basic_tf import config
     from basic_tf.data.tokenizer import Tokenizer
-    from basic_tf.export import export_for_serving
+    from basic_tf.export import export_for_serving, restore_weights
     from basic_tf.models import DualEncoder
     from basic_tf.zeroshot import prompts
 
     config.parse(FLAGS.gin_file, FLAGS.gin_param)
     model = DualEncoder()
     if FLAGS.checkpoint:
-        path = FLAGS.checkpoint
-        if tf.io.gfile.isdir(path):
-            path = tf.train.latest_checkpoint(path)
-            if path is None:
-                raise app.UsageError(f"--checkpoint={FLAGS.checkpoint}: no checkpoint in it")
-        tf.train.Checkpoint(model=model).read(path).expect_partial().assert_existing_objects_matched()
-        logging.info("restored the model from %s", path)
+        logging.info("restored the model from %s", restore_weights(model, FLAGS.checkpoint))
     tokenizer_path = FLAGS.tokenizer or _gin_or("make_dataset.tokenizer_path", None)
     if not tokenizer_path:
         raise app.UsageError("give --tokenizer (no make_dataset.tokenizer_path in the gin files)")

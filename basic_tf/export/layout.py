@@ -1,4 +1,4 @@
-"""TF Serving's on-disk layout: <export_dir>/<model_name>/<version>/ plus <export_dir>/models.config.
+"""TF Serving's on-disk layout: <export_dir>/<model_name>/<version>/ and <export_dir>/models.config.
 
 TF Serving watches each model's base path (<export_dir>/<model_name>) and serves the highest
 integer-named sub-directory; names that are not integers are ignored. So a version is first

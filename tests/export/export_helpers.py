@@ -14,6 +14,12 @@ TEMPLATES = ["a photo of a {c}.", "{c}, a product photo of {c}"]
 # Small request bounds, so that every bad input is cheap to send.
 LIMITS = dict(max_batch_size=8, max_image_bytes=65536, max_image_pixels=4096, max_text_bytes=64,
               max_classes=6, max_templates=3, max_prompts=12)
+SEQ_LEN = 12          # make_dataset.seq_len of the export (the text tower takes up to 16)
+TOP_K = 3
+IMAGE_NAMES = ["rgb0", "jpeg", "gray", "rgb1"]     # the batch every image request sends
+OTHER_NAMES, OTHER_TEMPLATES = ["boot", "dog", "red cat"], ["the {c}", "a {c} photo", "{c}"]
+TEXTS = ["a photo of a dog", "", "café au lait"]
+TOL = 1e-5
 
 
 def b64_list(values):

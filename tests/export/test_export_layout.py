@@ -71,3 +71,4 @@ def test_staged_dir_renames_on_success_and_cleans_up_on_failure(tmp_path):
         with layout.staged_dir(str(tmp_path / "m" / "2")):
             raise RuntimeError("boom")
     assert os.listdir(tmp_path / "m") == ["1"]
+

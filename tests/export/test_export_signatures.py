@@ -6,18 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
-from export_helpers import (CLASS_NAMES, LIMITS, TEMPLATES, b64_list, class_matrix,
-                            image_embeddings, probabilities, text_embeddings)
+from export_helpers import (CLASS_NAMES, IMAGE_NAMES, LIMITS, OTHER_NAMES, OTHER_TEMPLATES,
+                            SEQ_LEN, TEMPLATES, TEXTS, TOL, TOP_K, b64_list)
 
-IMAGE_NAMES = ["rgb0", "jpeg", "gray", "rgb1"]
-OTHER_NAMES, OTHER_TEMPLATES = ["boot", "dog", "red cat"], ["the {c}", "a {c} photo", "{c}"]
-TEXTS = ["a photo of a dog", "", "café au lait"]
-TOP_K = 3
-TOL = 1e-5
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -54,17 +48,6 @@ def bad_requests(png):
     ]
 
 
-@pytest.fixture(scope="module")
-def reference(model, tokenizer, images):
-    """What each request must return, from the Keras model and NumPy."""
-    image_emb = image_embeddings(model, images, IMAGE_NAMES)
-    probs = probabilities(model, image_emb, class_matrix(model, tokenizer, CLASS_NAMES, TEMPLATES))
-    other = probabilities(model, image_emb,
-                          class_matrix(model, tokenizer, OTHER_NAMES, OTHER_TEMPLATES))
-    return {"image": image_emb, "probs": probs, "other": other,
-            "text": text_embeddings(model, tokenizer, TEXTS)}
-
-
 def _request(signature, **inputs):
     return {"signature": signature, "inputs": {k: b64_list(v) for k, v in inputs.items()}}
 
@@ -85,8 +68,7 @@ def good_requests(images):
 
 def check_outputs(results, reference):
     """Every good request's outputs against the reference (results as from the fresh process)."""
-    probs = reference["probs"]
-    ids = np.argsort(-probs, axis=-1)[:, :TOP_K]
+    probs, ids = reference["probs"], reference["top_ids"]
     classify = results["classify"]
     np.testing.assert_array_equal(classify["class_ids"], ids)
     assert classify["classes"] == [[CLASS_NAMES[i] for i in row] for row in ids]
@@ -166,7 +148,8 @@ def test_signature_defs_assets_and_models_config(exported, tokenizer):
     with open(os.path.join(exported, "saved_model.pb"), "rb") as f:
         saved_model.ParseFromString(f.read())
     signatures = saved_model.meta_graphs[0].signature_def
-    inputs = {"classify": ["images"], "classify_with_labels": ["class_names", "images", "templates"],
+    inputs = {"classify": ["images"],
+              "classify_with_labels": ["class_names", "images", "templates"],
               "embed_image": ["images"], "embed_text": ["texts"], "serving_default": ["images"]}
     outputs = {"classify": ["class_ids", "classes", "scores"], "classify_with_labels": ["scores"],
                "embed_image": ["embeddings"], "embed_text": ["embeddings"],
@@ -190,10 +173,13 @@ def test_signature_defs_assets_and_models_config(exported, tokenizer):
     with open(os.path.join(assets, "templates.json"), encoding="utf-8") as f:
         assert json.load(f) == TEMPLATES
     with open(os.path.join(assets, "operative_config.gin")) as f:
-        assert f.read() == "# test config\n"
+        operative = f.read()
+    for binding in ["dual_encoder_config.embed_dim = 32", "serving_limits.max_prompts = 12"]:
+        assert binding in operative
     with open(os.path.join(assets, "serving.json")) as f:
         info = json.load(f)
     assert info["limits"] == LIMITS and info["top_k"] == TOP_K and info["image_size"] == 32
+    assert info["seq_len"] == SEQ_LEN   # the tool took make_dataset.seq_len from gin
 
     from tensorflow_serving.config import model_server_config_pb2
     export_dir, version = os.path.split(os.path.dirname(exported))[0], os.path.basename(exported)
