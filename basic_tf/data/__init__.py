@@ -8,5 +8,6 @@
   tokenizer     SentencePiece training and the in-graph Tokenizer (pad 0, EOS last)
   augment       fused JPEG decode-and-crop, centre crop, flip
   pipeline      make_dataset (gin): sharding, shuffle, decode, skip-and-count, batch, tokenize
+  distributed   CheckpointableDistributedIterator: per-replica batches with a saveable position
   throughput    examples/s of the pipeline for a config (benchmarks)
 """

@@ -18,6 +18,7 @@ def test_training_batches_follow_the_contract(shards_120, sp_model):
     pattern, records = shards_120
     by_id = {r.example_id: r for r in records}
     tok = tokenizer.Tokenizer(sp_model, 10)
+    caption_ids = {r.example_id: tok(r.captions).numpy() for r in records}
     ds = build(pattern, sp_model)
     spec = ds.element_spec
     assert spec["images"].shape == (8, 16, 16, 3) and spec["images"].dtype == tf.float32
@@ -34,8 +35,7 @@ def test_training_batches_follow_the_contract(shards_120, sp_model):
         assert batch["mask"].numpy().tolist() == [1.0] * 8
         assert batch["skipped"].numpy().sum() == 0
         for i, row in zip(ids, batch["token_ids"].numpy()):  # one of the record's captions
-            options = tok(by_id[i].captions).numpy()
-            assert any((row == o).all() for o in options)
+            assert any((row == o).all() for o in caption_ids[i])
     assert len(seen) == 120
 
 
@@ -129,3 +129,25 @@ def test_corrupt_record_in_the_middle_is_skipped_and_counted(tmp_path, sp_model)
     skipped = np.concatenate([b["skipped"] for b in batches])
     assert ids.tolist()[:9] == [f"ex/{i:04d}".encode() for i in range(10) if i != 4]
     assert skipped.tolist()[:9] == [0, 0, 0, 0, 1, 0, 0, 0, 0]
+
+
+def test_everything_comes_from_gin(shards_120, sp_model):
+    import gin
+
+    pattern, _ = shards_120
+    gin.parse_config([
+        f"make_dataset.file_pattern = '{pattern}'",
+        "make_dataset.global_batch_size = 12",
+        "make_dataset.eval_global_batch_size = 40",
+        "make_dataset.image_size = 8",
+        "make_dataset.seq_len = 5",
+        f"make_dataset.tokenizer_path = '{sp_model}'",
+        "make_dataset.string_features = False",
+    ])
+    try:
+        train = pipeline.make_dataset(training=True).element_spec
+        evaluation = pipeline.make_dataset(training=False).element_spec
+    finally:
+        gin.clear_config()
+    assert train["images"].shape == (12, 8, 8, 3) and train["token_ids"].shape == (12, 5)
+    assert evaluation["images"].shape == (40, 8, 8, 3) and "example_id" not in evaluation

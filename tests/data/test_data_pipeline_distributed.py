@@ -2,11 +2,11 @@
 import numpy as np
 import tensorflow as tf
 
-from basic_tf.data import pipeline
+from basic_tf.data import distributed, pipeline
 from data_helpers import write_bad_shard
 
 
-def distributed(strategy, pattern, sp_model, training, global_batch_size=8, **kwargs):
+def distributed_dataset(strategy, pattern, sp_model, training, global_batch_size=8, **kwargs):
     def dataset_fn(ctx):
         return pipeline.make_dataset(
             ctx, training=training, file_pattern=pattern, global_batch_size=global_batch_size,
@@ -27,7 +27,7 @@ def test_mirrored_eval_covers_every_record_once_and_counts_skips(shards_120, sp_
     def update(batch):
         return counter.update(batch, strategy)
 
-    for batch in distributed(strategy, [pattern, bad], sp_model, training=False,
+    for batch in distributed_dataset(strategy, [pattern, bad], sp_model, training=False,
                              global_batch_size=12):
         images = strategy.experimental_local_results(batch["images"])
         assert len(images) == 4 and all(x.shape == (3, 16, 16, 3) for x in images)
@@ -41,3 +41,29 @@ def test_mirrored_eval_covers_every_record_once_and_counts_skips(shards_120, sp_
     assert real == sorted([r.example_id.encode() for r in records] +
                           [i.encode() for i in good_ids])
     assert int(counter.total.numpy()) == 3  # corrupt + empty + truncated tail
+
+
+def test_checkpointable_iterator_gives_replicas_what_tf_distribute_gives(shards_120, sp_model):
+    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    pattern, _ = shards_120
+    reference = iter(distributed_dataset(strategy, pattern, sp_model, training=True))
+    ours = distributed.CheckpointableDistributedIterator(
+        strategy, lambda ctx: pipeline.make_dataset(
+            ctx, training=True, file_pattern=pattern, global_batch_size=8, image_size=16,
+            seq_len=8, tokenizer_path=sp_model, shuffle_buffer=16, cycle_length=2,
+            log_skipped=False))
+    assert ours.element_spec["images"].shape == (2, 16, 16, 3)
+
+    @tf.function
+    def ids_in_graph(iterator):
+        batch = next(iterator)
+        return strategy.experimental_local_results(batch["example_id"])
+
+    for step in range(3):
+        want = strategy.experimental_local_results(next(reference)["example_id"])
+        got = (ids_in_graph(ours) if step == 2 else
+               strategy.experimental_local_results(next(ours)["example_id"]))
+        assert len(got) == 4
+        for w, g in zip(want, got):
+            np.testing.assert_array_equal(w.numpy(), g.numpy())
+
