@@ -13,7 +13,8 @@ Examples:
       --tfds_name=imagenet_v2 --tfds_data_dir=~/tensorflow_datasets --out=/tmp/tiny/eval.json
   python3 tools/evaluate.py --gin_file=demo --model_dir=/tmp/demo \
       --tfrecords='/data/fm/test-*.tfrecord' --class_names=fashion_mnist \
-      --templates=fashion_mnist --retrieval_tfrecords='/data/coco/val-*.tfrecord' --strategy=mirrored
+      --templates=fashion_mnist --retrieval_tfrecords='/data/coco/val-*.tfrecord' \
+      --strategy=mirrored
 
 Writes --out (JSON: per task counts, accuracies, per-class accuracy, confusion matrix up to 100
 classes, R@K), <out>.txt (the table printed at the end) and <out>.<task>.confusion.png.
@@ -29,7 +30,8 @@ flags.DEFINE_string("checkpoint", None, "Training checkpoint: a path prefix (ckp
 flags.DEFINE_string("model_dir", None, "Training model_dir: its latest checkpoint is evaluated "
                     "(same as --checkpoint=<model_dir>).")
 flags.DEFINE_bool("untrained", False, "Evaluate freshly initialised weights (smoke tests only).")
-flags.DEFINE_string("tokenizer", None, "SentencePiece .model; default gin make_dataset.tokenizer_path.")
+flags.DEFINE_string("tokenizer", None, "SentencePiece .model; default gin "
+                    "make_dataset.tokenizer_path.")
 flags.DEFINE_integer("seq_len", None, "Token ids per text; default gin make_dataset.seq_len, else "
                      "the text tower's max_text_len.")
 flags.DEFINE_string("strategy", "default", "default | one_device | mirrored[:N] | "
@@ -39,7 +41,8 @@ flags.DEFINE_multi_string("tfds_name", [], "TFDS classification set(s) prepared 
                           "imagenet2012, imagenet_v2, imagenet_a, imagenet_r, imagenet_sketch, "
                           "cifar10, cifar100, mnist, fashion_mnist, or any other with "
                           "--class_names/--templates.")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir (default: TFDS's, ~/tensorflow_datasets).")
+flags.DEFINE_string("tfds_data_dir", None, "TFDS data dir (default: TFDS's, "
+                    "~/tensorflow_datasets).")
 flags.DEFINE_string("split", None, "TFDS split (default per set: validation for imagenet2012, "
                     "else test).")
 flags.DEFINE_string("tfrecords", None, "Glob of labelled TFRecord shards (basic_tf.data.schema) "

@@ -72,14 +72,16 @@ def embed_retrieval_dataset(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
 
 
 def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarray,
-                ks: Sequence[int] = (1, 5, 10), chunk_size: int = 1024) -> Dict[str, Dict[int, float]]:
+                ks: Sequence[int] = (1, 5, 10),
+                chunk_size: int = 1024) -> Dict[str, Dict[int, float]]:
     """R@K both ways. image_emb [N, D], text_emb [M, D] (similarity = dot product),
     text_to_image int [M] in [0, N). Works in chunks of `chunk_size` rows (memory O(chunk * N))."""
     image_emb = tf.constant(image_emb, tf.float32)
     text_emb = tf.constant(text_emb, tf.float32)
     owners = np.asarray(text_to_image, np.int64)
     num_images, num_texts = int(image_emb.shape[0]), int(text_emb.shape[0])
-    if owners.shape != (num_texts,) or (num_texts and (owners.min() < 0 or owners.max() >= num_images)):
+    out_of_range = num_texts and (owners.min() < 0 or owners.max() >= num_images)
+    if owners.shape != (num_texts,) or out_of_range:
         raise ValueError(f"text_to_image must be [{num_texts}] ints in [0, {num_images})")
     owners_t = tf.constant(owners)
 

@@ -1,4 +1,4 @@
-"""evaluate_classification: exact counts against NumPy, with padding rows, under 1 and 4 replicas."""
+"""evaluate_classification: exact counts against NumPy, padding rows, 1 and 4 replicas."""
 import numpy as np
 import pytest
 import tensorflow as tf

@@ -1,4 +1,4 @@
-"""Zero-shot test helpers: stand-ins that follow the model and tokenizer contracts, small enough for unit tests.
+"""Zero-shot test helpers: stand-ins that follow the model and tokenizer contracts.
 
 Contracts: tokenizer tf.string [N] -> int32 [N, L] (0 = padding); encode_text int32 [N, L] ->
 float32 [N, D] unit-norm; encode_image float32 [N, H, W, 3] in [0, 1] -> float32 [N, D] unit-norm.
@@ -27,7 +27,8 @@ class StandInTextEncoder(keras.Model):
 
     def call(self, token_ids):
         mask = tf.cast(token_ids > 0, tf.float32)[..., None]
-        mean = tf.reduce_sum(self.embed(token_ids) * mask, 1) / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
+        total = tf.reduce_sum(self.embed(token_ids) * mask, 1)
+        mean = total / tf.maximum(tf.reduce_sum(mask, 1), 1.0)
         return tf.math.l2_normalize(self.proj(mean), axis=-1)
 
 
