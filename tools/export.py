@@ -53,14 +53,15 @@ def main(argv):
         raise app.UsageError(f"give --{', --'.join(missing or ['checkpoint (or --untrained)'])}")
     from basic_tf import config
     from basic_tf.data.tokenizer import Tokenizer
-    from basic_tf.export import export_for_serving, restore_weights
+    from basic_tf.export import export_for_serving
     from basic_tf.models import DualEncoder
     from basic_tf.zeroshot import prompts
+    from basic_tf.zeroshot.run import restore_model
 
     config.parse(FLAGS.gin_file, FLAGS.gin_param)
     model = DualEncoder()
     if FLAGS.checkpoint:
-        logging.info("restored the model from %s", restore_weights(model, FLAGS.checkpoint))
+        logging.info("restored the model from %s", restore_model(model, FLAGS.checkpoint))
     tokenizer_path = FLAGS.tokenizer or _gin_or("make_dataset.tokenizer_path", None)
     if not tokenizer_path:
         raise app.UsageError("give --tokenizer (no make_dataset.tokenizer_path in the gin files)")

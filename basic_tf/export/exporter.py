@@ -16,13 +16,11 @@ The version directory holds, besides saved_model.pb and variables/, in assets/:
 import dataclasses
 import json
 import os
-import re
 import time
 from typing import Optional, Sequence
 
 import gin
 import keras
-import tensorflow as tf
 from absl import logging
 
 import basic_tf
@@ -129,37 +127,6 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
     logging.info("exported %d classes x %d templates to %s in %.1f s", len(class_names),
                  len(templates), final, time.time() - start)
     return final
-
-
-_MODEL_VARIABLE_KEY = re.compile(r"^model/(?!.*\.OPTIMIZER_SLOT/).*\.ATTRIBUTES/VARIABLE_VALUE$")
-
-
-def restore_weights(model, checkpoint: str) -> str:
-    """Loads trained weights into a built model; returns the path read.
-
-    checkpoint: a Keras `.weights.h5` file, a TF checkpoint prefix written as
-    `tf.train.Checkpoint(model=model, ...)`, or a directory (its latest TF checkpoint).
-    A TF checkpoint must hold every model variable: with Keras 3 (TF backend), layers kept in a
-    Python list are not in tf.train.Checkpoint's object graph, so such a checkpoint lacks them
-    and restoring it would silently keep their initial values. That is refused here.
-    """
-    if checkpoint.endswith(".weights.h5"):
-        model.load_weights(checkpoint)
-        return checkpoint
-    path = tf.train.latest_checkpoint(checkpoint) if tf.io.gfile.isdir(checkpoint) else checkpoint
-    if path is None:
-        raise FileNotFoundError(f"no TF checkpoint in directory {checkpoint!r}")
-    keys = [k for k in tf.train.load_checkpoint(path).get_variable_to_shape_map()
-            if _MODEL_VARIABLE_KEY.match(k)]
-    if len(keys) != len(model.weights):
-        raise ValueError(
-            f"checkpoint {path!r} holds {len(keys)} variables under 'model/' but the model has "
-            f"{len(model.weights)}: it was not written as tf.train.Checkpoint(model=<this "
-            "model>), or Keras layers held in Python lists were left out of its object graph. "
-            "Save with model.save_weights('<name>.weights.h5') and pass that file")
-    status = tf.train.Checkpoint(model=model).read(path).expect_partial()
-    status.assert_existing_objects_matched()
-    return path
 
 
 def _write(path: str, content) -> None:

@@ -8,15 +8,16 @@ request cannot take the server's memory: counts, bytes per string, and pixels pe
 last read from the JPEG/PNG header before anything is decoded.
 """
 import dataclasses
+import re
 
 import gin
 import tensorflow as tf
 
 from basic_tf.data.augment import decode_and_center_crop
+from basic_tf.zeroshot.prompts import PLACEHOLDER   # '{c}': where the class name goes
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"   # signature, IHDR length and type
-PLACEHOLDER = "{c}"   # where the class name goes in a template (as in basic_tf.zeroshot.prompts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +102,7 @@ def check_strings(values: tf.Tensor, where: str, name: str, max_count: int, max_
                                        f"{where}: {name}[{{}}] is blank; give a non-blank string"))
         if need_placeholder:
             checks.append(_assert_none(
-                ~tf.strings.regex_full_match(values, r"(?s).*\{c\}.*"),
+                ~tf.strings.regex_full_match(values, f"(?s).*{re.escape(PLACEHOLDER)}.*"),
                 f"{where}: {name}[{{}}] has no {PLACEHOLDER} where the class name goes, e.g. "
                 f"a photo of a {PLACEHOLDER}."))
     return checks

@@ -20,6 +20,7 @@ embedded, L2-normalised, averaged over templates and normalised again; classify 
 baked at export time by `basic_tf.zeroshot.build_zero_shot_classifier`, classify_with_labels
 recomputes the same average in the graph for the names it receives.
 """
+import re
 from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
@@ -39,7 +40,8 @@ def fill_templates(class_names: tf.Tensor, templates: tf.Tensor) -> tf.Tensor:
     every '{c}' replaced by class_names[i] (the order of `zeroshot.prompts.fill_templates`)."""
     # In an RE2 rewrite string a backslash escapes; double it so names are inserted verbatim.
     escaped = tf.strings.regex_replace(class_names, r"\\", r"\\\\")
-    filled = tf.map_fn(lambda name: tf.strings.regex_replace(templates, r"\{c\}", name), escaped,
+    pattern = re.escape(checks.PLACEHOLDER)
+    filled = tf.map_fn(lambda name: tf.strings.regex_replace(templates, pattern, name), escaped,
                        fn_output_signature=tf.TensorSpec([None], tf.string))
     return tf.reshape(filled, [-1])
 
