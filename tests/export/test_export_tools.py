@@ -7,7 +7,8 @@ import pytest
 
 
 @pytest.mark.parametrize("tool, words", [
-    ("export.py", ["--checkpoint", "--class_names", "--templates", "--export_dir", "models.config"]),
+    ("export.py", ["--checkpoint", "--class_names", "--templates", "--export_dir",
+                   "models.config"]),
     ("serving_client.py", ["--server", "--protocol", "--signature", "classify_with_labels"]),
 ])
 def test_tool_help(repo_root, tool, words):
