@@ -97,7 +97,8 @@ def _decode(index, element, *, training, seed, image_size, area_range, aspect_ra
                 pick = 0
                 image = augment.decode_and_center_crop(ex[schema.IMAGE_KEY], image_size,
                                                        eval_crop_fraction, antialias)
-        return (image, captions[pick], tf.cast(ex[schema.LABEL_KEY], tf.int32),
+            caption = captions[pick]
+        return (image, caption, tf.cast(ex[schema.LABEL_KEY], tf.int32),
                 ex[schema.ID_KEY], tf.constant(1.0))
 
     def placeholder():
