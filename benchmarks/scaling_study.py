@@ -17,7 +17,6 @@ the batch. AdamW; the learning rate follows the square-root rule, lr(B) = base_l
 sqrt(B / 256), with linear warm-up over 10% of the steps and cosine decay to 0.
 """
 import dataclasses
-import gc
 import json
 import math
 import os
@@ -67,77 +66,109 @@ def train_tokenizer(workdir: str, captions: Sequence[str]) -> str:
     return tokenizer.train_sentencepiece(list(captions) * 20, os.path.join(workdir, "spm"), 200)
 
 
-def _lr_schedule(base: float, steps: int):
-    import keras
-
+def learning_rate(base: float, step: int, steps: int) -> float:
+    """Linear warm-up over the first 10% of the steps, then cosine decay to 0."""
     warmup = max(1, steps // 10)
-    return keras.optimizers.schedules.CosineDecay(0.0, max(1, steps - warmup), alpha=0.0,
-                                                  warmup_target=base, warmup_steps=warmup)
+    if step < warmup:
+        return base * (step + 1) / warmup
+    return 0.5 * base * (1.0 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
-def train_one(settings: StudySettings, data, caption_tokens: np.ndarray, batch: int, seed: int):
-    """Trains a fresh model at one batch size; returns (model, seconds, steps, final loss)."""
-    import keras
-    import tensorflow as tf
-    from basic_tf import config
-    from basic_tf.models import DualEncoder
-    from basic_tf.training.accumulation import contrastive_gradients
+class StudyTrainer:
+    """One model, optimizer and set of traced functions for every run of the study: each run
+    re-initialises the weights (a freshly built model's, from the run's seed) and zeroes the
+    optimizer state, so no run pays for tracing again (a trace costs tens of seconds here)."""
 
-    config.parse(list(settings.gin_files), list(settings.gin_bindings))
-    keras.utils.set_random_seed(seed)
-    model = DualEncoder()
-    images, labels = data["train"]
-    steps = max(1, settings.examples_seen // batch)
-    micro = max(1, batch // settings.max_micro_batch)
-    lr = settings.base_lr * math.sqrt(batch / 256.0)
-    optimizer = keras.optimizers.AdamW(learning_rate=_lr_schedule(lr, steps),
-                                       weight_decay=settings.weight_decay)
-    model({"images": images[:2], "token_ids": caption_tokens[0, :2]})
-    optimizer.build(model.trainable_variables)
+    def __init__(self, settings: StudySettings, example_images, example_tokens):
+        import keras
+        import tensorflow as tf
+        from basic_tf import config, losses
+        from basic_tf.models import DualEncoder
 
-    @tf.function
-    def step(x, t, s):
-        loss, grads = contrastive_gradients(model, x, t, micro, seed=s)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        self.settings = settings
+        config.parse(list(settings.gin_files), list(settings.gin_bindings))
+        self.model = DualEncoder()
+        self.inputs = {"images": example_images[:2], "token_ids": example_tokens[:2]}
+        self.model(self.inputs)
+        self.optimizer = keras.optimizers.AdamW(learning_rate=settings.base_lr,
+                                                weight_decay=settings.weight_decay)
+        self.optimizer.build(self.model.trainable_variables)
+        self.encode_image = tf.function(lambda x: self.model.encode_image(x))
+        self.contrastive_loss = tf.function(lambda x, t: losses.contrastive_loss(
+            self.model.encode_image(x), self.model.encode_text(t), self.model.logit_scale,
+            logit_bias=self.model.logit_bias))
+        self._steps = {}
 
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(images))
-    position, losses, start = 0, [], time.time()
-    for i in range(steps):
-        if position + batch > len(order):
-            order, position = rng.permutation(len(images)), 0
-        idx = order[position:position + batch]
-        position += batch
-        template = rng.integers(0, caption_tokens.shape[0], size=batch)
-        tokens = caption_tokens[template, labels[idx]]
-        losses.append(float(step(images[idx], tokens, tf.constant([seed, i], tf.int32))))
-    return model, time.time() - start, steps, float(np.mean(losses[-max(1, steps // 10):]))
+    def reset(self, seed: int) -> None:
+        """Weights of a fresh model built with `seed`; zero optimizer state and step count.
+        Keras initializers without a seed draw theirs from Python's `random`, so seeding it
+        is enough (keras.utils.set_random_seed would also clear TF's kernel cache, which costs
+        a re-optimisation of every traced function and destroys the SentencePiece resource)."""
+        import random
+
+        from basic_tf.models import DualEncoder
+
+        random.seed(seed)
+        fresh = DualEncoder()
+        fresh(self.inputs)
+        self.model.set_weights(fresh.get_weights())
+        for v in self.optimizer.variables:
+            if v is not self.optimizer._learning_rate:
+                v.assign(np.zeros(v.shape, v.dtype))
+
+    def step_fn(self, micro: int):
+        import tensorflow as tf
+        from basic_tf.training.accumulation import contrastive_gradients
+
+        if micro not in self._steps:
+            model, optimizer = self.model, self.optimizer
+
+            @tf.function
+            def step(x, t, s):
+                loss, grads = contrastive_gradients(model, x, t, micro, seed=s)
+                optimizer.apply_gradients(zip(grads, model.trainable_variables))
+                return loss
+
+            self._steps[micro] = step
+        return self._steps[micro]
+
+    def train(self, data, caption_tokens: np.ndarray, batch: int, seed: int):
+        """Trains from a fresh initialisation at one batch size: (seconds, steps, final loss)."""
+        import tensorflow as tf
+
+        self.reset(seed)
+        s = self.settings
+        images, labels = data["train"]
+        steps = max(1, s.examples_seen // batch)
+        step = self.step_fn(max(1, batch // s.max_micro_batch))
+        base = s.base_lr * math.sqrt(batch / 256.0)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(images))
+        position, losses, start = 0, [], time.time()
+        for i in range(steps):
+            if position + batch > len(order):
+                order, position = rng.permutation(len(images)), 0
+            idx = order[position:position + batch]
+            position += batch
+            template = rng.integers(0, caption_tokens.shape[0], size=batch)
+            self.optimizer.learning_rate = learning_rate(base, i, steps)
+            losses.append(float(step(images[idx], caption_tokens[template, labels[idx]],
+                                     tf.constant([seed, i], tf.int32))))
+        return time.time() - start, steps, float(np.mean(losses[-max(1, steps // 10):]))
 
 
-def zero_shot_top1(model, classifier: np.ndarray, images: np.ndarray, labels: np.ndarray,
-                   batch: int = 500) -> float:
-    import tensorflow as tf
-
-    encode = tf.function(lambda x: model.encode_image(x, training=False))
+def zero_shot_top1(encode_image, classifier: np.ndarray, images: np.ndarray,
+                   labels: np.ndarray, batch: int = 500) -> float:
     correct = 0
     for begin in range(0, len(images), batch):
-        emb = encode(images[begin:begin + batch]).numpy()
+        emb = encode_image(images[begin:begin + batch]).numpy()
         correct += int(np.sum(np.argmax(emb @ classifier, axis=1) == labels[begin:begin + batch]))
     return correct / len(images)
 
 
-def contrastive_loss_at(model, images, labels, caption_tokens, batch: int, seed: int,
+def contrastive_loss_at(loss_fn, images, labels, caption_tokens, batch: int, seed: int,
                         batches: int = 8) -> float:
-    """Mean contrastive loss over `batches` random batches of a fixed size (no training)."""
-    import tensorflow as tf
-    from basic_tf import losses
-
-    @tf.function
-    def loss_fn(x, t):
-        return losses.contrastive_loss(model.encode_image(x), model.encode_text(t),
-                                       model.logit_scale, logit_bias=model.logit_bias)
-
+    """Mean of loss_fn(images, token_ids) over `batches` random batches of a fixed size."""
     rng = np.random.default_rng(1000 + seed)
     values = []
     for _ in range(batches):
@@ -164,26 +195,26 @@ def run_study(settings: StudySettings, workdir: str, log=print) -> dict:
     eval_templates = load_templates("fashion_mnist")
     train_templates = sources.caption_templates()
     captions = [t.format(c) for t in train_templates for c in class_names]
-    sp_path = train_tokenizer(workdir, captions)
+    tokenizer = Tokenizer(train_tokenizer(workdir, captions), seq_len)
     # [T, C, L]: the tokens of template t filled with class c.
-    caption_tokens = Tokenizer(sp_path, seq_len)(tf.constant(captions)).numpy().reshape(
+    caption_tokens = tokenizer(tf.constant(captions)).numpy().reshape(
         len(train_templates), len(class_names), -1)
     data = load_pairs(image_size, settings.train_limit)
+    trainer = StudyTrainer(settings, data["train"][0], caption_tokens[0])
     n_eval = settings.eval_examples
     runs = []
     for batch in settings.batch_sizes:
         for seed in settings.seeds:
-            model, seconds, steps, train_loss = train_one(settings, data, caption_tokens, batch,
-                                                          seed)
-            # A new tokenizer per run: keras.utils.set_random_seed (in train_one) clears TF's
-            # kernel cache, which destroys the SentencePiece op's resource.
-            classifier = build_zero_shot_classifier(model.encode_text, Tokenizer(sp_path, seq_len),
+            seconds, steps, train_loss = trainer.train(data, caption_tokens, batch, seed)
+            classifier = build_zero_shot_classifier(trainer.model.encode_text, tokenizer,
                                                     class_names, eval_templates)
-            test_acc = zero_shot_top1(model, classifier, *[a[:n_eval] for a in data["test"]])
-            train_acc = zero_shot_top1(model, classifier, *[a[:n_eval] for a in data["train"]])
-            loss_train = contrastive_loss_at(model, *data["train"], caption_tokens,
+            test_acc = zero_shot_top1(trainer.encode_image, classifier,
+                                      *[a[:n_eval] for a in data["test"]])
+            train_acc = zero_shot_top1(trainer.encode_image, classifier,
+                                       *[a[:n_eval] for a in data["train"]])
+            loss_train = contrastive_loss_at(trainer.contrastive_loss, *data["train"], caption_tokens,
                                              settings.eval_batch, seed)
-            loss_test = contrastive_loss_at(model, *data["test"], caption_tokens,
+            loss_test = contrastive_loss_at(trainer.contrastive_loss, *data["test"], caption_tokens,
                                             settings.eval_batch, seed)
             runs.append({"batch": batch, "seed": seed, "steps": steps,
                          "micro_batches": max(1, batch // settings.max_micro_batch),
@@ -194,8 +225,6 @@ def run_study(settings: StudySettings, workdir: str, log=print) -> dict:
                          "loss_gap": loss_test - loss_train})
             log(f"batch {batch:5d} seed {seed}: {steps} steps in {seconds:.0f} s, zero-shot test "
                 f"{test_acc:.3f} (train {train_acc:.3f}), loss gap {loss_test - loss_train:+.3f}")
-            del model, classifier
-            gc.collect()
     return {"settings": dataclasses.asdict(settings), "image_size": image_size,
             "train_templates": list(train_templates), "eval_templates": list(eval_templates),
             "runs": runs, "summary": summarise(runs)}
