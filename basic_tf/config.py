@@ -17,6 +17,8 @@ CONFIGURABLE_MODULES = (
     "basic_tf.models",
     "basic_tf.losses",
     "basic_tf.training.accumulation",
+    "basic_tf.training.schedules",
+    "basic_tf.training.optimizers",
     "basic_tf.zeroshot",
     "basic_tf.zeroshot.run",
     "basic_tf.data.sources",
