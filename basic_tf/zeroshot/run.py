@@ -77,7 +77,8 @@ def tfrecord_task(file_pattern: Union[str, Sequence[str]], class_names: str, tem
         return pipeline.make_dataset(
             ctx, training=False, file_pattern=file_pattern, eval_file_pattern=file_pattern,
             global_batch_size=global_batch_size, eval_global_batch_size=global_batch_size,
-            image_size=image_size, seq_len=seq_len, tokenizer_path=tokenizer_path)
+            image_size=image_size, seq_len=seq_len, tokenizer_path=tokenizer_path,
+            string_features=False)  # no example ids: TPU infeed cannot carry strings
 
     return ClassificationTask(name, dataset_fn, prompts.load_class_names(class_names),
                               prompts.load_templates(templates))
