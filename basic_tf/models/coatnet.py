@@ -1,0 +1,307 @@
+"""CoAtNet image tower (Dai et al. 2021, "CoAtNet: Marrying Convolution and Attention").
+
+Layout: S0 conv stem (two 3x3 convs, the first stride 2), then stages of MBConv ('C') or
+relative-attention Transformer ('T') blocks; each stage's first block may downsample (stride 2).
+Output: global average pool -> LayerNorm -> [B, C] features (-> optional linear projection).
+
+Block details (chosen so the parameter counts reproduce the paper's Table 3 to < 2.5%):
+- MBConv, pre-norm: x + DropPath(Proj(SE(DW3x3(Expand(BN(x)))))), expansion 4 x output width,
+  squeeze-excitation width = 0.25 x block input width; downsampling block: depthwise stride 2
+  and the shortcut is AvgPool(2) -> 1x1 projection.
+- Transformer: the stage entry pools x (MaxPool 3, stride 2) before a pre-LN TransformerBlock
+  whose attention carries a learned 2-D relative-position bias ((2H-1)(2W-1) per head); its
+  shortcut is a linear projection when the width changes. Head dim 32 by default.
+"""
+import dataclasses
+from typing import Optional, Sequence
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from basic_tf.models import layers as L
+from basic_tf.parallel.remat import RematPolicy
+
+# Stage = (block type 'C' (MBConv) or 'T' (Transformer), depth, width, stride of its first block).
+# Depths and widths from the CoAtNet paper, Table 3. CoAtNet-6/7 split S3 into 8 MBConv blocks
+# followed by 42 Transformer blocks at stride 1. CoAtNet-6's S4 width 3072 reproduces the paper's
+# 1.47B parameters (with 2048 the model has 1.35B).
+PRESETS = {
+    "coatnet-0": dict(stem_width=64, stages=(("C", 2, 96, 2), ("C", 3, 192, 2),
+                                             ("T", 5, 384, 2), ("T", 2, 768, 2))),
+    "coatnet-1": dict(stem_width=64, stages=(("C", 2, 96, 2), ("C", 6, 192, 2),
+                                             ("T", 14, 384, 2), ("T", 2, 768, 2))),
+    "coatnet-2": dict(stem_width=128, stages=(("C", 2, 128, 2), ("C", 6, 256, 2),
+                                              ("T", 14, 512, 2), ("T", 2, 1024, 2))),
+    "coatnet-3": dict(stem_width=192, stages=(("C", 2, 192, 2), ("C", 6, 384, 2),
+                                              ("T", 14, 768, 2), ("T", 2, 1536, 2))),
+    "coatnet-4": dict(stem_width=192, stages=(("C", 2, 192, 2), ("C", 12, 384, 2),
+                                              ("T", 28, 768, 2), ("T", 2, 1536, 2))),
+    "coatnet-5": dict(stem_width=192, stages=(("C", 2, 256, 2), ("C", 12, 512, 2),
+                                              ("T", 28, 1280, 2), ("T", 2, 2048, 2)),
+                      head_dim=64),
+    "coatnet-6": dict(stem_width=192, stages=(("C", 2, 192, 2), ("C", 4, 384, 2),
+                                              ("C", 8, 768, 2), ("T", 42, 1536, 1),
+                                              ("T", 2, 3072, 2)), head_dim=128),
+    "coatnet-7": dict(stem_width=192, stages=(("C", 2, 256, 2), ("C", 4, 512, 2),
+                                              ("C", 8, 1024, 2), ("T", 42, 2048, 1),
+                                              ("T", 2, 3072, 2)), head_dim=128),
+}
+# Paper parameter counts (224x224, 1000-class head), for tests and docs.
+PAPER_PARAMS = {"coatnet-0": 25e6, "coatnet-1": 42e6, "coatnet-2": 75e6, "coatnet-3": 168e6,
+                "coatnet-4": 275e6, "coatnet-5": 688e6, "coatnet-6": 1.47e9, "coatnet-7": 2.44e9}
+
+
+@dataclasses.dataclass(frozen=True)
+class CoAtNetConfig:
+    stem_width: int
+    stages: tuple
+    head_dim: int = 32
+    expansion: int = 4
+    se_ratio: float = 0.25
+    mlp_ratio: int = 4
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+    bn_momentum: float = 0.99
+
+    def __post_init__(self):
+        stages = tuple(tuple(s) for s in self.stages)
+        object.__setattr__(self, "stages", stages)
+        for i, stage in enumerate(stages):
+            if len(stage) != 4 or stage[0] not in ("C", "T") or stage[1] < 1 or stage[3] not in (1, 2):
+                raise ValueError(f"coatnet_config.stages[{i}]={stage!r}: expected (type 'C' or 'T', "
+                                 f"depth >= 1, width, stride 1 or 2)")
+            if stage[0] == "T" and stage[2] % self.head_dim:
+                raise ValueError(f"coatnet_config.stages[{i}] width {stage[2]} is not a multiple of "
+                                 f"head_dim={self.head_dim}")
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(s[1] for s in self.stages)
+
+    @property
+    def width(self) -> int:
+        return self.stages[-1][2]
+
+
+@gin.configurable
+def coatnet_config(preset: Optional[str] = "coatnet-0", stem_width: Optional[int] = None,
+                   stages: Optional[Sequence] = None, head_dim: Optional[int] = None,
+                   expansion: int = 4, se_ratio: float = 0.25, mlp_ratio: int = 4,
+                   dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
+                   drop_path_rate: float = 0.0, bn_momentum: float = 0.99) -> CoAtNetConfig:
+    """CoAtNet hyper-parameters: a preset ('coatnet-0'..'coatnet-7'), or preset=None with
+    stem_width and stages given; explicit stem_width/stages/head_dim override the preset."""
+    base = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"coatnet_config.preset={preset!r} is not one of {sorted(PRESETS)} "
+                             f"(or None with stem_width and stages)")
+        base = dict(PRESETS[preset])
+    for name, value in (("stem_width", stem_width), ("stages", stages), ("head_dim", head_dim)):
+        if value is not None:
+            base[name] = value
+    if "stem_width" not in base or "stages" not in base:
+        raise ValueError("coatnet_config: with preset=None both stem_width and stages are needed")
+    return CoAtNetConfig(expansion=expansion, se_ratio=se_ratio, mlp_ratio=mlp_ratio,
+                         dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
+                         drop_path_rate=drop_path_rate, bn_momentum=bn_momentum, **base)
+
+
+def _downsampled(size: int, stride: int) -> int:
+    return -(-size // stride)  # 'SAME' padding
+
+
+class MBConvBlock(keras.layers.Layer):
+    """Pre-norm MBConv with squeeze-excitation: [B, H, W, Cin] -> [B, H/s, W/s, width]."""
+
+    def __init__(self, width: int, stride: int, expansion: int, se_ratio: float,
+                 drop_path_rate: float, bn_momentum: float, **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.stride, self.expansion, self.se_ratio = width, stride, expansion, se_ratio
+        self.drop_path_rate, self.bn_momentum = drop_path_rate, bn_momentum
+        hidden = width * expansion
+        self.hidden = hidden
+        self.norm = L.BatchNorm(bn_momentum, name="norm")
+        self.expand = keras.layers.Dense(hidden, use_bias=False, name="expand")
+        self.bn1 = L.BatchNorm(bn_momentum, name="bn1")
+        self.depthwise = keras.layers.DepthwiseConv2D(3, stride, padding="same", use_bias=False,
+                                                      name="depthwise")
+        self.bn2 = L.BatchNorm(bn_momentum, name="bn2")
+        self.se_reduce = self.se_expand = self.shortcut = None
+        self.project = keras.layers.Dense(width, name="project")
+        self.drop_path = L.StochasticDepth(drop_path_rate, name="drop_path")
+
+    def build(self, input_shape):
+        b, h, w, cin = input_shape
+        self.norm.build(input_shape)
+        self.expand.build(input_shape)
+        hidden_shape = (b, h, w, self.hidden)
+        self.bn1.build(hidden_shape)
+        self.depthwise.build(hidden_shape)
+        out_hw = (_downsampled(h, self.stride) if h else None,
+                  _downsampled(w, self.stride) if w else None)
+        self.bn2.build(hidden_shape)
+        se_width = max(1, int(cin * self.se_ratio))
+        self.se_reduce = keras.layers.Dense(se_width, activation="gelu", name="se_reduce")
+        self.se_expand = keras.layers.Dense(self.hidden, activation="sigmoid", name="se_expand")
+        self.se_reduce.build((b, self.hidden))
+        self.se_expand.build((b, se_width))
+        self.project.build((b,) + out_hw + (self.hidden,))
+        if self.stride > 1 or cin != self.width:
+            self.shortcut = keras.layers.Dense(self.width, name="shortcut")
+            self.shortcut.build((b,) + out_hw + (cin,))
+
+    def call(self, x, seed, training=False):
+        shortcut = x
+        if self.stride > 1:
+            shortcut = tf.nn.avg_pool2d(shortcut, 2, self.stride, "SAME")
+        if self.shortcut is not None:
+            shortcut = self.shortcut(shortcut)
+        y = self.norm(x, training=training)
+        y = keras.activations.gelu(self.bn1(self.expand(y), training=training))
+        y = keras.activations.gelu(self.bn2(self.depthwise(y), training=training))
+        gate = self.se_expand(self.se_reduce(tf.reduce_mean(y, axis=[1, 2])))
+        y = self.project(y * gate[:, None, None, :])
+        return shortcut + self.drop_path(y, L.fold_seed(seed, 0), training=training)
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "stride": self.stride,
+                "expansion": self.expansion, "se_ratio": self.se_ratio,
+                "drop_path_rate": self.drop_path_rate, "bn_momentum": self.bn_momentum}
+
+
+def relative_position_index(height: int, width: int) -> np.ndarray:
+    """[HW, HW] int32: index into a (2H-1)(2W-1) table of the 2-D offset from key to query."""
+    coords = np.stack(np.meshgrid(np.arange(height), np.arange(width), indexing="ij"), -1)
+    coords = coords.reshape(-1, 2)
+    delta = coords[:, None, :] - coords[None, :, :] + np.array([height - 1, width - 1])
+    return (delta[..., 0] * (2 * width - 1) + delta[..., 1]).astype(np.int32)
+
+
+class RelativeAttentionBlock(keras.layers.Layer):
+    """CoAtNet Transformer block on a feature map: [B, H, W, Cin] -> [B, H/s, W/s, width].
+
+    The relative-position bias table is sized for the feature map the layer is built for.
+    """
+
+    def __init__(self, width: int, stride: int, head_dim: int, mlp_ratio: int, dropout_rate: float,
+                 attention_dropout_rate: float, drop_path_rate: float, **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.stride, self.head_dim, self.mlp_ratio = width, stride, head_dim, mlp_ratio
+        self.dropout_rate, self.attention_dropout_rate = dropout_rate, attention_dropout_rate
+        self.drop_path_rate = drop_path_rate
+        self.num_heads = width // head_dim
+        self.block = L.TransformerBlock(width, self.num_heads, mlp_ratio * width, dropout_rate,
+                                        attention_dropout_rate, drop_path_rate, name="transformer")
+
+    def build(self, input_shape):
+        b, h, w, cin = input_shape
+        if h is None or w is None:
+            raise ValueError("CoAtNet relative attention needs a static feature-map size; build "
+                             "the tower for a fixed image_size")
+        self.grid = (_downsampled(h, self.stride), _downsampled(w, self.stride))
+        gh, gw = self.grid
+        self.relative_table = self.add_weight(
+            shape=((2 * gh - 1) * (2 * gw - 1), self.num_heads), initializer="zeros",
+            name="relative_bias_table")
+        self._index = relative_position_index(gh, gw)
+        self.block.build((b, gh * gw, cin))
+
+    def relative_bias(self):
+        """[heads, N, N] learned bias for the built grid."""
+        bias = tf.gather(tf.convert_to_tensor(self.relative_table), self._index)  # [N, N, heads]
+        return tf.transpose(bias, [2, 0, 1])
+
+    def call(self, x, seed, training=False):
+        if self.stride > 1:
+            x = tf.nn.max_pool2d(x, 3, self.stride, "SAME")
+        gh, gw = self.grid
+        if x.shape[1] != gh or x.shape[2] != gw:
+            raise ValueError(f"RelativeAttentionBlock {self.name} was built for a {gh}x{gw} grid "
+                             f"(after pooling) but got {x.shape[1]}x{x.shape[2]}")
+        tokens = tf.reshape(x, [-1, gh * gw, x.shape[-1]])
+        y = self.block(tokens, seed, self.relative_bias()[None], training=training)
+        return tf.reshape(y, [-1, gh, gw, self.width])
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "stride": self.stride,
+                "head_dim": self.head_dim, "mlp_ratio": self.mlp_ratio,
+                "dropout_rate": self.dropout_rate,
+                "attention_dropout_rate": self.attention_dropout_rate,
+                "drop_path_rate": self.drop_path_rate}
+
+
+class CoAtNet(keras.layers.Layer):
+    """images [B, H, W, 3] (already normalised) -> features [B, width] or [B, output_dim].
+
+    Blocks are numbered 0..num_blocks-1 over all stages: block i uses seed fold_in(seed, i),
+    drop-path rate rising linearly to `drop_path_rate`, and `remat_policy.wrap(fn(x), i)` (seed captured).
+    """
+
+    def __init__(self, config: CoAtNetConfig, output_dim: Optional[int] = None,
+                 remat_policy: Optional[RematPolicy] = None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = CoAtNetConfig(**config)
+        self.config, self.output_dim = config, output_dim
+        self.remat_policy = remat_policy or RematPolicy()
+        c = config
+        self.stem1 = keras.layers.Conv2D(c.stem_width, 3, 2, padding="same", name="stem_conv1")
+        self.stem_bn = L.BatchNorm(c.bn_momentum, name="stem_bn")
+        self.stem2 = keras.layers.Conv2D(c.stem_width, 3, 1, padding="same", name="stem_conv2")
+        rates = L.drop_path_rates(c.drop_path_rate, c.num_blocks)
+        self.blocks = []
+        for s, (kind, depth, width, stride) in enumerate(c.stages):
+            for j in range(depth):
+                i = len(self.blocks)
+                name = f"stage{s + 1}_block{j}"
+                block_stride = stride if j == 0 else 1
+                if kind == "C":
+                    block = MBConvBlock(width, block_stride, c.expansion, c.se_ratio, rates[i],
+                                        c.bn_momentum, name=name)
+                else:
+                    block = RelativeAttentionBlock(width, block_stride, c.head_dim, c.mlp_ratio,
+                                                   c.dropout_rate, c.attention_dropout_rate,
+                                                   rates[i], name=name)
+                self.blocks.append(block)
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
+        self.projection = (None if output_dim is None else
+                           keras.layers.Dense(output_dim, use_bias=False, name="projection"))
+
+    @property
+    def has_randomness(self) -> bool:
+        c = self.config
+        return max(c.dropout_rate, c.attention_dropout_rate, c.drop_path_rate) > 0
+
+    def build(self, input_shape):
+        b, h, w, _ = input_shape
+        self.stem1.build(input_shape)
+        h, w = _downsampled(h, 2), _downsampled(w, 2)
+        shape = (b, h, w, self.config.stem_width)
+        self.stem_bn.build(shape)
+        self.stem2.build(shape)
+        for block in self.blocks:
+            block.build(shape)
+            h, w = _downsampled(h, block.stride), _downsampled(w, block.stride)
+            shape = (b, h, w, block.width)
+        self.final_norm.build((b, self.config.width))
+        if self.projection is not None:
+            self.projection.build((b, self.config.width))
+
+    def call(self, images, seed=None, training=False):
+        seed = L.make_seed(seed, training, self.has_randomness)
+        x = self.stem1(images)
+        x = self.stem2(keras.activations.gelu(self.stem_bn(x, training=training)))
+        for i, block in enumerate(self.blocks):
+            block_seed = L.fold_seed(seed, i)  # captured: remat wraps float tensors only
+            fn = lambda x, block=block, s=block_seed: block(x, s, training=training)
+            x = L.remat_block(self.remat_policy, fn, i)(x)
+        x = self.final_norm(tf.reduce_mean(x, axis=[1, 2]))
+        return x if self.projection is None else self.projection(x)
+
+    def get_config(self):
+        return {**super().get_config(), "config": dataclasses.asdict(self.config),
+                "output_dim": self.output_dim}

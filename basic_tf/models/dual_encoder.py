@@ -1,0 +1,178 @@
+"""The BASIC / CLIP-style dual encoder: an image tower and a text tower into one unit sphere.
+
+encode_image: images float32 [B, H, W, 3] in [0, 1] -> mean/std normalise -> tower ->
+  linear projection -> L2 normalise -> float32 [B, D].
+encode_text: token ids int32 [B, L] (0 = padding) -> tower -> projection -> float32 [B, D].
+Head: a learned logit scale min(exp(w), max_logit_scale), w initialised to ln(1/init_temperature),
+and an optional logit bias (sigmoid loss).
+
+Gin names (see gin/*.gin): dual_encoder_config.*, coatnet_config.*, vit_config.*,
+text_tower_config.*, remat_policy.*.
+"""
+import dataclasses
+import math
+from typing import Optional
+
+import gin
+import keras
+import tensorflow as tf
+
+from basic_tf.models import layers as L
+from basic_tf.models.coatnet import CoAtNet, CoAtNetConfig, coatnet_config
+from basic_tf.models.text import TextTowerConfig, TextTransformer, text_tower_config
+from basic_tf.models.vit import ViT, ViTConfig, vit_config
+from basic_tf.parallel.remat import RematPolicy, remat_policy as gin_remat_policy
+
+IMAGE_TOWERS = {"coatnet": (CoAtNet, CoAtNetConfig, coatnet_config),
+                "vit": (ViT, ViTConfig, vit_config)}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class DualEncoderConfig:
+    image_tower: str = "coatnet"
+    embed_dim: int = 512
+    image_size: int = 224
+    init_temperature: float = 0.07
+    max_logit_scale: float = 100.0
+    use_logit_bias: bool = False
+    logit_bias_init: float = -10.0
+    pixel_mean: tuple = IMAGENET_MEAN
+    pixel_std: tuple = IMAGENET_STD
+
+    def __post_init__(self):
+        if self.image_tower not in IMAGE_TOWERS:
+            raise ValueError(f"dual_encoder_config.image_tower={self.image_tower!r} is not one of "
+                             f"{sorted(IMAGE_TOWERS)}")
+        if not self.init_temperature > 0:
+            raise ValueError(f"dual_encoder_config.init_temperature={self.init_temperature} must be > 0")
+        object.__setattr__(self, "pixel_mean", tuple(float(v) for v in self.pixel_mean))
+        object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
+
+
+@gin.configurable
+def dual_encoder_config(image_tower: str = "coatnet", embed_dim: int = 512, image_size: int = 224,
+                        init_temperature: float = 0.07, max_logit_scale: float = 100.0,
+                        use_logit_bias: bool = False, logit_bias_init: float = -10.0,
+                        pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD) -> DualEncoderConfig:
+    """Dual-encoder hyper-parameters; the image tower kind picks coatnet_config or vit_config."""
+    return DualEncoderConfig(image_tower, embed_dim, image_size, init_temperature, max_logit_scale,
+                             use_logit_bias, logit_bias_init, tuple(pixel_mean), tuple(pixel_std))
+
+
+class DualEncoder(keras.Model):
+    """Built from gin with no arguments; keyword overrides replace single fields.
+
+    Overrides: any DualEncoderConfig field, `image_config` (CoAtNetConfig/ViTConfig or dict),
+    `text_config` (TextTowerConfig or dict), `remat_policy` (RematPolicy for both towers).
+    Every variable exists after construction (towers are built for image_size / max_len).
+    """
+
+    def __init__(self, image_config=None, text_config=None,
+                 remat_policy: Optional[RematPolicy] = None, name="dual_encoder", **overrides):
+        super().__init__(name=name)
+        fields = {f.name for f in dataclasses.fields(DualEncoderConfig)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(f"DualEncoder got unknown overrides {unknown}; known: "
+                             f"{sorted(fields | {'image_config', 'text_config', 'remat_policy'})}")
+        config = dataclasses.replace(dual_encoder_config(), **overrides)
+        tower_cls, config_cls, gin_config = IMAGE_TOWERS[config.image_tower]
+        if image_config is None:
+            image_config = gin_config()
+        elif isinstance(image_config, dict):
+            image_config = config_cls(**image_config)
+        if not isinstance(image_config, config_cls):
+            raise ValueError(f"image_config is a {type(image_config).__name__} but image_tower="
+                             f"{config.image_tower!r} needs a {config_cls.__name__}")
+        if text_config is None:
+            text_config = text_tower_config()
+        elif isinstance(text_config, dict):
+            text_config = TextTowerConfig(**text_config)
+        self.config, self.image_config, self.text_config = config, image_config, text_config
+        self.remat_policy = remat_policy if remat_policy is not None else gin_remat_policy()
+
+        self.image_tower = tower_cls(image_config, output_dim=config.embed_dim,
+                                     remat_policy=self.remat_policy, name="image_tower")
+        self.text_tower = TextTransformer(text_config, output_dim=config.embed_dim,
+                                          remat_policy=self.remat_policy, name="text_tower")
+        self.log_logit_scale = self.add_weight(
+            shape=(), dtype="float32", autocast=False, name="log_logit_scale",
+            initializer=keras.initializers.Constant(math.log(1.0 / config.init_temperature)))
+        self._logit_bias = None
+        if config.use_logit_bias:
+            self._logit_bias = self.add_weight(
+                shape=(), dtype="float32", autocast=False, name="logit_bias",
+                initializer=keras.initializers.Constant(config.logit_bias_init))
+        self.image_tower.build((None, config.image_size, config.image_size, 3))
+        self.text_tower.build((None, text_config.max_len))
+        self.built = True
+
+    # Attributes other rooms read.
+    @property
+    def embed_dim(self) -> int:
+        return self.config.embed_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def max_text_len(self) -> int:
+        return self.text_config.max_len
+
+    @property
+    def logit_scale(self) -> tf.Tensor:
+        """float32 scalar min(exp(w), max_logit_scale); gradients flow to w below the cap."""
+        return tf.minimum(tf.exp(tf.convert_to_tensor(self.log_logit_scale)),
+                          self.config.max_logit_scale)
+
+    @property
+    def logit_bias(self) -> Optional[tf.Tensor]:
+        return None if self._logit_bias is None else tf.convert_to_tensor(self._logit_bias)
+
+    @property
+    def image_trainable_variables(self) -> list:
+        """Image tower + its projection; empty when the tower is frozen (LiT)."""
+        return list(self.image_tower.trainable_variables)
+
+    @property
+    def text_trainable_variables(self) -> list:
+        return list(self.text_tower.trainable_variables)
+
+    @property
+    def head_trainable_variables(self) -> list:
+        """Logit scale (and bias): the variables the loss alone determines."""
+        head = [self.log_logit_scale] + ([self._logit_bias] if self._logit_bias is not None else [])
+        return [v for v in head if v.trainable]
+
+    def encode_image(self, images, training=False, seed=None) -> tf.Tensor:
+        """images float32 [B, H, W, 3] in [0, 1] -> float32 [B, D] unit-norm."""
+        seed = L.make_seed(seed, training, self.image_tower.has_randomness)
+        mean = tf.constant(self.config.pixel_mean, tf.float32)
+        std = tf.constant(self.config.pixel_std, tf.float32)
+        x = (tf.cast(images, tf.float32) - mean) / std
+        return L.l2_normalize(self.image_tower(x, seed, training=training))
+
+    def encode_text(self, token_ids, training=False, seed=None) -> tf.Tensor:
+        """token_ids int32 [B, L] (0 = padding) -> float32 [B, D] unit-norm."""
+        seed = L.make_seed(seed, training, self.text_tower.has_randomness)
+        return L.l2_normalize(self.text_tower(token_ids, seed, training=training))
+
+    def call(self, inputs, training=False):
+        """{"images", "token_ids"} -> (image_emb, text_emb), both float32 [B, D]."""
+        return (self.encode_image(inputs["images"], training=training),
+                self.encode_text(inputs["token_ids"], training=training))
+
+    def get_config(self):
+        return {"name": self.name, "image_config": dataclasses.asdict(self.image_config),
+                "text_config": dataclasses.asdict(self.text_config),
+                "remat_policy": dataclasses.asdict(self.remat_policy),
+                **dataclasses.asdict(self.config)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["remat_policy"] = RematPolicy(**config.get("remat_policy", {}))
+        return cls(**config)

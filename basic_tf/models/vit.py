@@ -1,0 +1,114 @@
+"""ViT image tower (Dosovitskiy et al. 2021): images [B, H, W, 3] -> features [B, width or D].
+
+Conv patch embedding, learned position embedding, optional CLS token, pre-LN TransformerBlocks,
+final LayerNorm, then 'cls' or 'gap' (global average over patches) pooling.
+"""
+import dataclasses
+from typing import Optional
+
+import gin
+import keras
+import tensorflow as tf
+
+from basic_tf.models import layers as L
+from basic_tf.parallel.remat import RematPolicy
+
+POOLINGS = ("cls", "gap")
+
+
+@dataclasses.dataclass(frozen=True)
+class ViTConfig:
+    patch_size: int = 16
+    width: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    pooling: str = "gap"
+    dropout_rate: float = 0.0
+    attention_dropout_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"vit_config.pooling={self.pooling!r} is not one of {POOLINGS}")
+        if self.width % self.num_heads:
+            raise ValueError(f"vit_config.width={self.width} is not divisible by "
+                             f"num_heads={self.num_heads}")
+
+
+@gin.configurable
+def vit_config(patch_size: int = 16, width: int = 768, depth: int = 12, num_heads: int = 12,
+               mlp_dim: Optional[int] = None, pooling: str = "gap", dropout_rate: float = 0.0,
+               attention_dropout_rate: float = 0.0, drop_path_rate: float = 0.0) -> ViTConfig:
+    """ViT hyper-parameters (defaults: ViT-B/16; mlp_dim defaults to 4 x width)."""
+    return ViTConfig(patch_size, width, depth, num_heads, 4 * width if mlp_dim is None else mlp_dim,
+                     pooling, dropout_rate, attention_dropout_rate, drop_path_rate)
+
+
+class ViT(keras.layers.Layer):
+    """Block i uses seed fold_in(seed, i) and `remat_policy.wrap(fn(x), i)` (seed captured)."""
+
+    def __init__(self, config: ViTConfig, output_dim: Optional[int] = None,
+                 remat_policy: Optional[RematPolicy] = None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = ViTConfig(**config)
+        self.config, self.output_dim = config, output_dim
+        self.remat_policy = remat_policy or RematPolicy()
+        c = config
+        self.patch_embedding = keras.layers.Conv2D(c.width, c.patch_size, c.patch_size,
+                                                   padding="valid", name="patch_embedding")
+        self.dropout = L.Dropout(c.dropout_rate, name="embedding_dropout")
+        rates = L.drop_path_rates(c.drop_path_rate, c.depth)
+        self.blocks = [L.TransformerBlock(c.width, c.num_heads, c.mlp_dim, c.dropout_rate,
+                                          c.attention_dropout_rate, rates[i], name=f"block{i}")
+                       for i in range(c.depth)]
+        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
+        self.projection = (None if output_dim is None else
+                           keras.layers.Dense(output_dim, use_bias=False, name="projection"))
+
+    @property
+    def has_randomness(self) -> bool:
+        c = self.config
+        return max(c.dropout_rate, c.attention_dropout_rate, c.drop_path_rate) > 0
+
+    def build(self, input_shape):
+        b, h, w, _ = input_shape
+        c = self.config
+        if h is None or w is None or h % c.patch_size or w % c.patch_size:
+            raise ValueError(f"ViT needs a static image size divisible by patch_size={c.patch_size}; "
+                             f"got {h}x{w}")
+        tokens = (h // c.patch_size) * (w // c.patch_size) + (1 if c.pooling == "cls" else 0)
+        self.patch_embedding.build(input_shape)
+        self.position_embedding = self.add_weight(
+            shape=(tokens, c.width), initializer=keras.initializers.RandomNormal(stddev=0.02),
+            name="position_embedding")
+        if c.pooling == "cls":
+            self.cls_token = self.add_weight(shape=(c.width,), initializer="zeros", name="cls_token")
+        for block in self.blocks:
+            block.build((b, tokens, c.width))
+        self.final_norm.build((b, tokens, c.width))
+        if self.projection is not None:
+            self.projection.build((b, c.width))
+
+    def call(self, images, seed=None, training=False):
+        c = self.config
+        seed = L.make_seed(seed, training, self.has_randomness)
+        x = self.patch_embedding(images)
+        x = tf.reshape(x, [-1, x.shape[1] * x.shape[2], c.width])
+        if c.pooling == "cls":
+            cls = tf.broadcast_to(tf.cast(self.cls_token, x.dtype), tf.shape(x[:, :1]))
+            x = tf.concat([cls, x], axis=1)
+        x = x + tf.cast(self.position_embedding, x.dtype)[None]
+        x = self.dropout(x, L.fold_seed(seed, c.depth), training=training)
+        for i, block in enumerate(self.blocks):
+            block_seed = L.fold_seed(seed, i)  # captured: remat wraps float tensors only
+            fn = lambda x, block=block, s=block_seed: block(x, s, training=training)
+            x = L.remat_block(self.remat_policy, fn, i)(x)
+        x = self.final_norm(x)
+        x = x[:, 0] if c.pooling == "cls" else tf.reduce_mean(x, axis=1)
+        return x if self.projection is None else self.projection(x)
+
+    def get_config(self):
+        return {**super().get_config(), "config": dataclasses.asdict(self.config),
+                "output_dim": self.output_dim}
