@@ -25,6 +25,7 @@ CONFIGURABLE_MODULES = (
     "basic_tf.data.writer",
     "basic_tf.data.pipeline",
     "basic_tf.export",
+    "basic_tf.planner",
 )
 
 REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")

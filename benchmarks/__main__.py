@@ -14,6 +14,8 @@ from benchmarks import common
 FIGURES = [
     "memory_accumulation",
     "openclip_speed",
+    "mfu",
+    "planner_memory",
     "input_pipeline",
     "serving_latency",
 ]

@@ -1,4 +1,4 @@
-"""Train-step pairs/s: basic_tf against open_clip's CLIP with the same tower shapes, batch and AdamW.
+"""Train-step pairs/s: basic_tf vs open_clip's CLIP with the same tower shapes, batch and AdamW.
 
 Both sides run one full step per call: forward of both towers, symmetric softmax contrastive loss
 with a learned temperature, backward, AdamW update (lr 1e-3, weight decay 0.1, eps 1e-7, no
@@ -134,9 +134,11 @@ def table(payload: dict) -> str:
             rows.append([r["config"], "-", "-", "-", "-", "-", f"skipped: {r['skipped']}"])
             continue
         s = r["shapes"]
-        shape = (f"ViT {s['image_size']}px/{s['patch_size']} w{s['vision_width']} d{s['vision_layers']}"
-                 f", text w{s['text_width']} d{s['text_layers']} L{s['context_length']}")
-        rows.append([r["config"], r["batch"], r["ours"]["pairs_per_s"], r["ours_xla"]["pairs_per_s"],
+        shape = (f"ViT {s['image_size']}px/{s['patch_size']} w{s['vision_width']} "
+                 f"d{s['vision_layers']}, text w{s['text_width']} d{s['text_layers']} "
+                 f"L{s['context_length']}")
+        rows.append([r["config"], r["batch"], r["ours"]["pairs_per_s"],
+                     r["ours_xla"]["pairs_per_s"],
                      r["open_clip"]["pairs_per_s"], f"{r['ratio']} / {r['ratio_xla']}",
                      f"{shape}; {r['params']:,} params (open_clip {r['open_clip_params']:,}); "
                      f"shipped config (CoAtNet, {r['shipped']['params']:,} params): "

@@ -1,4 +1,4 @@
-"""open_clip side of the train-step comparison: runs in the torch venv (benchmarks/setup_openclip.sh).
+"""open_clip side of the train-step comparison, run in the torch venv (setup_openclip.sh).
 
   <venv python> -m benchmarks.openclip_step --child '<json shape spec>'
 

@@ -212,10 +212,10 @@ def run_study(settings: StudySettings, workdir: str, log=print) -> dict:
                                       *[a[:n_eval] for a in data["test"]])
             train_acc = zero_shot_top1(trainer.encode_image, classifier,
                                        *[a[:n_eval] for a in data["train"]])
-            loss_train = contrastive_loss_at(trainer.contrastive_loss, *data["train"], caption_tokens,
-                                             settings.eval_batch, seed)
-            loss_test = contrastive_loss_at(trainer.contrastive_loss, *data["test"], caption_tokens,
-                                            settings.eval_batch, seed)
+            loss_train = contrastive_loss_at(trainer.contrastive_loss, *data["train"],
+                                             caption_tokens, settings.eval_batch, seed)
+            loss_test = contrastive_loss_at(trainer.contrastive_loss, *data["test"],
+                                            caption_tokens, settings.eval_batch, seed)
             runs.append({"batch": batch, "seed": seed, "steps": steps,
                          "micro_batches": max(1, batch // settings.max_micro_batch),
                          "seconds": round(seconds, 1), "final_train_loss": train_loss,

@@ -1,0 +1,387 @@
+"""Analytic planner for a BASIC training step: parameters, FLOPs, memory, and a recommendation.
+
+Given the gin-configured dual encoder, a global contrastive batch, the device mesh (data replicas
+x model shards) and the memory of one device, it reports per tower: trainable parameters,
+forward FLOPs per example (both enumerated layer by layer from the tower configs, without
+building anything, so BASIC-L's 3B parameters cost nothing), and the activation memory
+kept for back-propagation per example with and without recompute; then the
+per-device memory of a step (weights, optimizer state, gradients, activations of one micro-batch,
+embeddings, the N x N logits, inputs, runtime overhead) and recommends the number of
+micro-batches, the remat policy and the mesh.
+
+Activation accounting (float32 elements kept alive for the backward pass, per example), from
+what TensorFlow's gradient of each op reads: a Dense/einsum keeps its inputs, LayerNorm/BatchNorm
+keep their input, softmax its output, max-pool its input and output, exact GELU three tensors of
+its input's size (0.5x, x/sqrt2 and 1+erf(.)), additions, reshapes, pooling means and biases
+nothing. So a pre-LN Transformer block over n tokens (input width c, width w, MLP m, h heads)
+keeps n (2c + 6w + 4m) + h n^2, and a CoAtNet MBConv block (expansion e = 4 w, stride s) keeps
+HW (2c + 5e) + (HW/s^2) 6e. Dropout masks (rate > 0) are not counted.
+FLOPs count a multiply-add as 2; a training step costs 3 forward passes (forward + backward),
+plus one more forward of every block under remat and one more of everything with BASIC's
+accumulation (M > 1: an embedding pass without tape, then a taped pass per micro-batch).
+"""
+import dataclasses
+import math
+from typing import Optional
+
+import gin
+
+MB = 2 ** 20
+OPTIMIZER_SLOTS = {"adamw": 2.0, "adafactor": 0.0, "adafactor_momentum": 1.0, "sgd": 0.0}
+
+
+@dataclasses.dataclass
+class Block:
+    """One remat-wrappable block: trainable parameters, and per example forward FLOPs and the
+    elements kept for backward (`input`: its input, all that remat keeps)."""
+    flops: float
+    saved: float
+    input: float
+    largest: float
+    params: int = 0
+
+
+@dataclasses.dataclass
+class TowerCost:
+    """A tower's analytic cost (with its projection to the embedding); FLOPs and saved
+    elements are per example."""
+    name: str
+    blocks: list
+    outside_params: int     # stem / patch or token embedding / final norm / projection
+    outside_flops: float
+    outside_saved: float    # saved elements outside the blocks (never recomputed)
+
+    @property
+    def params(self) -> int:
+        return self.outside_params + sum(b.params for b in self.blocks)
+
+    @property
+    def flops(self) -> float:
+        return self.outside_flops + sum(b.flops for b in self.blocks)
+
+    def saved(self, remat_every: int = 0) -> float:
+        """Saved elements per example; remat_every k > 0 recomputes blocks 0, k, 2k, ...: those
+        keep only their input, plus the largest one's activations while it is recomputed."""
+        if remat_every <= 0:
+            return self.outside_saved + sum(b.saved for b in self.blocks)
+        wrapped = [i % remat_every == 0 for i in range(len(self.blocks))]
+        kept = sum(b.input if w else b.saved for b, w in zip(self.blocks, wrapped))
+        peak = max([b.saved for b, w in zip(self.blocks, wrapped) if w] or [0.0])
+        return self.outside_saved + kept + peak
+
+    @property
+    def largest(self) -> float:
+        return max([b.largest for b in self.blocks] or [0.0])
+
+
+def transformer_block(n: int, c: int, w: int, heads: int, mlp: int) -> Block:
+    """Pre-LN attention + MLP block over n tokens, input width c, width w (c != w: a projected
+    shortcut, as at a CoAtNet stage entry)."""
+    flops = 2 * n * (3 * c * w + w * w + 2 * w * mlp) + 4 * n * n * w
+    params = 2 * c + (c + 1) * 3 * w + (w + 1) * w + 2 * w + (w + 1) * mlp + (mlp + 1) * w
+    if c != w:
+        flops += 2 * n * c * w
+        params += (c + 1) * w
+    saved = n * (2 * c + 6 * w + 4 * mlp) + heads * n * n
+    return Block(flops, saved, n * c, max(heads * n * n, n * mlp), params)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def mbconv_block(h: int, w: int, c: int, width: int, stride: int, expansion: int,
+                 se_ratio: float) -> Block:
+    """CoAtNet MBConv on an h x w x c map (pre-norm BN, 1x1 expand, depthwise 3x3, SE, 1x1)."""
+    e = width * expansion
+    h2, w2 = _ceil_div(h, stride), _ceil_div(w, stride)
+    se = max(1, int(c * se_ratio))
+    flops = 2 * h * w * c * e + 2 * 9 * e * h2 * w2 + 4 * e * se + 2 * h2 * w2 * e * width
+    # BN gamma/beta x3, expand and depthwise (no bias), SE reduce/expand, projection.
+    params = 2 * c + c * e + 2 * e + 9 * e + 2 * e + (e + 1) * se + (se + 1) * e + (e + 1) * width
+    saved = h * w * (2 * c + 5 * e) + h2 * w2 * 6 * e
+    if stride > 1 or c != width:
+        flops += 2 * h2 * w2 * c * width
+        params += (c + 1) * width
+        saved += h2 * w2 * c
+    return Block(flops, saved, h * w * c, max(h * w * e, h2 * w2 * e), params)
+
+
+def coatnet_cost(config, image_size: int, embed_dim: int, num_classes: int = 0) -> TowerCost:
+    """CoAtNet tower (basic_tf.models.coatnet layout) on image_size^2 images, projected to
+    embed_dim (or, for the paper's counts, a num_classes-way classification head with bias)."""
+    s = config.stem_width
+    h = w = _ceil_div(image_size, 2)
+    outside_params = (27 + 1) * s + 2 * s + (9 * s + 1) * s
+    outside_flops = 2 * 9 * 3 * s * h * w + 2 * 9 * s * s * h * w
+    outside_saved = image_size * image_size * 3 + 5 * s * h * w
+    blocks, c = [], s
+    for kind, depth, width, stride in config.stages:
+        for j in range(depth):
+            st = stride if j == 0 else 1
+            if kind == "C":
+                blocks.append(mbconv_block(h, w, c, width, st, config.expansion, config.se_ratio))
+                h, w = _ceil_div(h, st), _ceil_div(w, st)
+            else:
+                h2, w2 = _ceil_div(h, st), _ceil_div(w, st)
+                heads = width // config.head_dim
+                b = transformer_block(h2 * w2, c, width, heads, config.mlp_ratio * width)
+                b.params += (2 * h2 - 1) * (2 * w2 - 1) * heads  # relative-position bias table
+                if st > 1:  # max-pool 3x3 keeps its input (and its output, the LN input)
+                    b = Block(b.flops + 9 * h2 * w2 * c, b.saved + h * w * c, h * w * c,
+                              max(b.largest, h * w * c), b.params)
+                blocks.append(b)
+                h, w = h2, w2
+            c = width
+    head = (c + 1) * num_classes if num_classes else c * embed_dim
+    outside_params += 2 * c + head  # final LayerNorm, head or projection (no bias)
+    outside_flops += 2 * head
+    outside_saved += 2 * c
+    return TowerCost("image (CoAtNet)", blocks, outside_params, outside_flops, outside_saved)
+
+
+def vit_cost(config, image_size: int, embed_dim: int) -> TowerCost:
+    p, w = config.patch_size, config.width
+    n = (image_size // p) ** 2 + (1 if config.pooling == "cls" else 0)
+    blocks = [transformer_block(n, w, w, config.num_heads, config.mlp_dim)
+              for _ in range(config.depth)]
+    # Patch convolution, position embedding, CLS token, final LayerNorm, projection.
+    outside_params = (p * p * 3 + 1) * w + n * w + (w if config.pooling == "cls" else 0)
+    outside_params += 2 * w + w * embed_dim
+    outside_flops = 2 * (n * p * p * 3 * w + w * embed_dim)
+    outside_saved = image_size * image_size * 3 + n * w + w
+    return TowerCost("image (ViT)", blocks, outside_params, outside_flops, outside_saved)
+
+
+def text_cost(config, embed_dim: int) -> TowerCost:
+    cls = 1 if config.pooling == "cls" else 0
+    n, w = config.max_len + cls, config.width
+    blocks = [transformer_block(n, w, w, config.num_heads, config.mlp_dim)
+              for _ in range(config.depth)]
+    # Token and position embeddings, CLS token, final LayerNorm, projection.
+    outside_params = config.vocab_size * w + n * w + cls * w + 2 * w + w * embed_dim
+    return TowerCost("text", blocks, outside_params, 2 * w * embed_dim, n * w + w)
+
+
+def tower_costs(model_config: dict):
+    """(image TowerCost, text TowerCost, head params) for resolved model configs:
+    model_config = {"dual": DualEncoderConfig, "image": CoAtNetConfig or ViTConfig,
+                    "text": TextTowerConfig}. The head is the temperature (and logit bias)."""
+    dual, image, text = model_config["dual"], model_config["image"], model_config["text"]
+    d = dual.embed_dim
+    if dual.image_tower == "coatnet":
+        img = coatnet_cost(image, dual.image_size, d)
+    else:
+        img = vit_cost(image, dual.image_size, d)
+    return img, text_cost(text, d), 1 + (1 if dual.use_logit_bias else 0)
+
+
+def gin_model_config() -> dict:
+    """The model configs bound in the currently parsed gin config."""
+    from basic_tf.models import coatnet_config, dual_encoder_config, text_tower_config, vit_config
+    dual = dual_encoder_config()
+    image = coatnet_config() if dual.image_tower == "coatnet" else vit_config()
+    return {"dual": dual, "image": image, "text": text_tower_config()}
+
+
+@dataclasses.dataclass
+class Plan:
+    """Per-device memory (bytes) and FLOPs of one training step under one setting."""
+    global_batch: int
+    data_replicas: int
+    model_shards: int
+    num_micro_batches: int
+    remat_every: int            # 0: no recompute; k: blocks 0, k, 2k, ... recomputed
+    params: dict                # tower -> parameter count
+    flops_per_example: dict     # tower -> forward FLOPs per example
+    memory: dict                # component -> bytes per device
+    model_flops: float          # useful FLOPs of the step, all devices (MFU numerator)
+    hardware_flops: float       # including recomputation
+
+    @property
+    def local_batch(self) -> int:
+        return self.global_batch // self.data_replicas
+
+    @property
+    def micro_batch(self) -> int:
+        return self.local_batch // self.num_micro_batches
+
+    @property
+    def peak_bytes(self) -> float:
+        return sum(self.memory.values())
+
+    @property
+    def step_bytes(self) -> float:
+        """What the step adds on top of the state that exists before it runs (weights, optimizer
+        state, the input batch): the quantity a per-process peak-RSS measurement sees."""
+        return sum(v for k, v in self.memory.items()
+                   if k not in ("weights", "optimizer state", "inputs"))
+
+
+@gin.configurable(denylist=["model_config", "global_batch"])
+def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, model_shards: int = 1,
+              num_micro_batches: int = 1, remat_every: int = 0, optimizer: str = "adamw",
+              activation_bytes: int = 4, runtime_overhead_mb: float = 100.0) -> Plan:
+    """Memory and FLOPs of one step.
+
+    runtime_overhead_mb: what the framework itself allocates during the first step (graph
+    tracing, optimisation, executor state); measured for TensorFlow 2.20 on CPU by
+    benchmarks/planner_memory.py. activation_bytes: 4 (float32) or 2 (bfloat16 compute).
+    Model-sharded tensors (weights, optimizer state, gradients, activations) divide by
+    model_shards; activations that tensor parallelism replicates (LayerNorm inputs) are not
+    modelled separately.
+    """
+    if optimizer not in OPTIMIZER_SLOTS:
+        raise ValueError(f"plan_step.optimizer={optimizer!r} is not one of "
+                         f"{sorted(OPTIMIZER_SLOTS)}")
+    if global_batch % data_replicas:
+        raise ValueError(f"global batch {global_batch} is not divisible by {data_replicas} "
+                         f"data replicas")
+    local = global_batch // data_replicas
+    if local % num_micro_batches:
+        raise ValueError(f"per-replica batch {local} is not divisible by num_micro_batches="
+                         f"{num_micro_batches}")
+    img, txt, head = tower_costs(model_config)
+    dual, seq = model_config["dual"], model_config["text"].max_len
+    d = dual.embed_dim
+    params = img.params + txt.params + head
+    micro = local // num_micro_batches
+    shard = float(model_shards)
+    accumulate = num_micro_batches > 1
+    memory = {
+        "weights": 4 * params / shard,
+        "optimizer state": 4 * OPTIMIZER_SLOTS[optimizer] * params / shard,
+        "inputs": local * (4 * dual.image_size ** 2 * 3 + 4 * seq),
+        "gradients": 4 * params / shard * (2 if accumulate else 1),
+        "activations": activation_bytes * micro * (img.saved(remat_every)
+                                                   + txt.saved(remat_every)) / shard,
+        "workspace": 2 * activation_bytes * micro * max(img.largest, txt.largest) / shard,
+        "embeddings": 4 * local * d * 2 * (2 if accumulate else 1),
+        "logits": 4 * 4 * local * global_batch,
+        "runtime overhead": runtime_overhead_mb * MB,
+    }
+    forward = global_batch * (img.flops + txt.flops)
+    logits = 2 * global_batch * global_batch * d
+    model_flops = 3 * (forward + logits)
+    recompute_fraction = 0.0
+    if remat_every > 0:
+        recompute_fraction = sum(
+            sum(b.flops for i, b in enumerate(t.blocks) if i % remat_every == 0)
+            for t in (img, txt)) / max(img.flops + txt.flops, 1.0)
+    hardware_flops = model_flops + forward * (recompute_fraction + (1.0 if accumulate else 0.0))
+    return Plan(global_batch, data_replicas, model_shards, num_micro_batches, remat_every,
+                {"image": img.params, "text": txt.params, "head": head, "total": params},
+                {"image": img.flops, "text": txt.flops}, memory, model_flops, hardware_flops)
+
+
+def _divisors(n: int) -> list:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def recommend(model_config: dict, global_batch: int, devices: int, device_memory_bytes: float,
+              safety: float = 0.9, **plan_kwargs) -> tuple:
+    """(best Plan, reason). Prefers the most data parallelism whose weights and optimizer state
+    fit, then the setting with the least compute (each extra forward costs 1/3 of a step: BASIC
+    accumulation with M > 1 adds one, remat adds one), then the largest micro-batch."""
+    budget = safety * device_memory_bytes
+    for shards in _divisors(devices):
+        replicas = devices // shards
+        if global_batch % replicas:
+            continue
+        local = global_batch // replicas
+        fits = []
+        for remat in (0, 1):
+            for m in _divisors(local):
+                p = plan_step(model_config, global_batch, data_replicas=replicas,
+                              model_shards=shards, num_micro_batches=m, remat_every=remat,
+                              **plan_kwargs)
+                if p.peak_bytes <= budget:
+                    fits.append(p)
+                    break
+        if fits:
+            best = min(fits, key=lambda p: (p.hardware_flops, p.num_micro_batches))
+            return best, (f"fits {best.peak_bytes / MB:,.0f} MB of a {budget / MB:,.0f} MB budget "
+                          f"({safety:.0%} of the device)")
+    smallest = plan_step(model_config, global_batch, data_replicas=1, model_shards=devices,
+                         num_micro_batches=global_batch, remat_every=1, **plan_kwargs)
+    return smallest, (f"nothing fits: even {devices}-way model sharding, micro-batch 1 and remat "
+                      f"need {smallest.peak_bytes / MB:,.0f} MB per device > {budget / MB:,.0f} MB")
+
+
+def _human(x: float, unit: str = "") -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f}{suffix}{unit}"
+    return f"{x:.0f}{unit}"
+
+
+def format_plan(plan: Plan, reason: str = "") -> str:
+    """A readable report of a Plan."""
+    remat = "none" if plan.remat_every == 0 else (
+        "every_block" if plan.remat_every == 1 else f"every_k (k={plan.remat_every})")
+    lines = [
+        f"parameters: image {_human(plan.params['image'])}, text {_human(plan.params['text'])}, "
+        f"total {_human(plan.params['total'])} ({plan.params['total']:,})",
+        f"forward FLOPs per example: image {_human(plan.flops_per_example['image'])}, "
+        f"text {_human(plan.flops_per_example['text'])}",
+        f"step: global batch {plan.global_batch}, mesh data={plan.data_replicas} x "
+        f"model={plan.model_shards}, {plan.num_micro_batches} micro-batch(es) of "
+        f"{plan.micro_batch} per replica, remat {remat}",
+        f"step FLOPs: model {_human(plan.model_flops)}, executed (with recomputed forwards) "
+        f"{_human(plan.hardware_flops)}",
+        "memory per device:",
+    ]
+    for name, value in plan.memory.items():
+        lines.append(f"  {name:<17} {value / MB:12,.1f} MB")
+    lines.append(f"  {'peak':<17} {plan.peak_bytes / MB:12,.1f} MB")
+    if reason:
+        lines.append(f"recommendation: {reason}")
+    return "\n".join(lines)
+
+
+def parse_mesh(text: str, replicas: int = 1) -> tuple:
+    """'data=4,model=2' -> (4, 2) data replicas x model shards; '' -> (replicas, 1)."""
+    if not text:
+        return replicas, 1
+    axes = {}
+    for part in text.split(","):
+        name, _, size = part.partition("=")
+        name, size = name.strip(), size.strip()
+        if name not in ("data", "model") or not size.isdigit() or int(size) < 1 or name in axes:
+            raise ValueError(f"mesh {text!r}: expected 'data=D,model=M' with positive integers "
+                             f"(either axis may be left out), got {part!r}")
+        axes[name] = int(size)
+    return axes.get("data", 1), axes.get("model", 1)
+
+
+def gin_step_setting() -> tuple:
+    """(num_micro_batches, remat_every) bound in the parsed gin config (defaults 1, 0)."""
+    from basic_tf.parallel.remat import remat_policy
+    try:
+        micro = int(gin.query_parameter("compute_contrastive_step.num_micro_batches"))
+    except (ValueError, KeyError):
+        micro = 1
+    policy = remat_policy()
+    remat_every = {"none": 0, "every_block": 1}.get(policy.mode, policy.k)
+    return micro, remat_every
+
+
+def report(global_batch: int, data_replicas: int = 1, model_shards: int = 1,
+           device_memory_gb: float = 16.0, **plan_kwargs) -> str:
+    """The plan of the parsed gin config as configured, then the recommended setting for the same
+    number of devices and device memory (what tools/plan.py prints)."""
+    model_config = gin_model_config()
+    micro, remat_every = gin_step_setting()
+    current = plan_step(model_config, global_batch, data_replicas=data_replicas,
+                        model_shards=model_shards, num_micro_batches=micro,
+                        remat_every=remat_every, **plan_kwargs)
+    memory = device_memory_gb * 2 ** 30
+    fits = "fits" if current.peak_bytes <= memory else "does NOT fit"
+    best, reason = recommend(model_config, global_batch, data_replicas * model_shards, memory,
+                             **plan_kwargs)
+    return (f"== as configured ({fits} in {device_memory_gb:g} GiB per device)\n"
+            f"{format_plan(current)}\n\n== recommended\n{format_plan(best, reason)}\n"
+            f"gin: compute_contrastive_step.num_micro_batches = {best.num_micro_batches}; "
+            f"remat_policy.mode = "
+            f"{'none' if best.remat_every == 0 else 'every_block'}; mesh data="
+            f"{best.data_replicas} x model={best.model_shards}")

@@ -1,0 +1,187 @@
+"""basic_tf.planner: parameters and FLOPs against the CoAtNet paper and the built model's weights,
+BASIC-L's ~3B parameters, memory arithmetic, and the recommendation. Arithmetic only (the
+measured memory check is benchmarks/planner_memory.py)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from basic_tf import config, planner
+from basic_tf.models.coatnet import PAPER_PARAMS, coatnet_config
+from basic_tf.models.dual_encoder import DualEncoderConfig
+from basic_tf.models.text import text_tower_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# CoAtNet paper (Dai et al. 2021), Table 3 / ImageNet-1K at 224: FLOPs as multiply-adds.
+PAPER_GMACS_224 = {"coatnet-0": 4.2, "coatnet-1": 8.4, "coatnet-2": 15.7, "coatnet-3": 34.7}
+VIT_TINY = ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 8",
+            "vit_config.width = 64", "vit_config.depth = 2", "vit_config.num_heads = 2"]
+
+
+# BASIC-L as the paper describes it: CoAtNet-7 image tower (2.4B) and a ~0.6-0.7B text tower
+# (here 12 layers x 2048, MLP 8192, 32k vocabulary, 64 tokens; embedding size assumed 1024).
+BASIC_L = {"dual": DualEncoderConfig(embed_dim=1024, image_size=224),
+           "image": coatnet_config(preset="coatnet-7"),
+           "text": text_tower_config(vocab_size=32000, max_len=64, width=2048, depth=12,
+                                     num_heads=16, mlp_dim=8192)}
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_GMACS_224))
+def test_coatnet_forward_flops_match_paper(preset):
+    cost = planner.coatnet_cost(coatnet_config(preset=preset), 224, embed_dim=0, num_classes=1000)
+    assert cost.flops / 2e9 == pytest.approx(PAPER_GMACS_224[preset], rel=0.10)
+
+
+@pytest.mark.parametrize("preset", sorted(PAPER_PARAMS))
+def test_coatnet_params_match_paper(preset):
+    cost = planner.coatnet_cost(coatnet_config(preset=preset), 224, embed_dim=0, num_classes=1000)
+    assert cost.params == pytest.approx(PAPER_PARAMS[preset], rel=0.05)
+
+
+def _built(gin_bindings):
+    from basic_tf.models import DualEncoder
+    config.parse(["tiny"], gin_bindings)
+    model = DualEncoder()
+    model({"images": np.zeros((1, model.image_size, model.image_size, 3), np.float32),
+           "token_ids": np.ones((1, model.max_text_len), np.int32)})
+    return model
+
+
+def _dense_kernels(layer):
+    return [w for w in layer.weights if w.path.endswith("kernel") and len(w.shape) == 2]
+
+
+@pytest.mark.parametrize("bindings", [[], VIT_TINY], ids=["coatnet", "vit"])
+def test_params_equal_built_model_and_flops_equal_weight_enumeration(bindings):
+    model = _built(bindings)
+    cfg = planner.gin_model_config()
+    img, txt, head = planner.tower_costs(cfg)
+    built = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    assert img.params + txt.params + head == built
+    # Independent FLOPs reference for the text tower: every Dense kernel of the blocks runs on
+    # all n tokens, the projection on one vector; attention adds 4 n^2 w per block.
+    t = cfg["text"]
+    n = t.max_len
+    block_kernels = [k for b in model.text_tower.blocks for k in _dense_kernels(b)]
+    reference = 2 * n * sum(int(np.prod(k.shape)) for k in block_kernels)
+    reference += 4 * n * n * t.width * t.depth + 2 * t.width * model.embed_dim
+    assert txt.flops == reference
+    if bindings:  # ViT: the same, plus the patch-embedding convolution
+        v = cfg["image"]
+        n = (model.image_size // v.patch_size) ** 2
+        kernels = [k for b in model.image_tower.blocks for k in _dense_kernels(b)]
+        reference = 2 * n * sum(int(np.prod(k.shape)) for k in kernels)
+        reference += 2 * n * int(np.prod(model.image_tower.patch_embedding.kernel.shape))
+        reference += 4 * n * n * v.width * v.depth + 2 * v.width * model.embed_dim
+        assert img.flops == reference
+
+
+def test_basic_l_is_about_three_billion_parameters():
+    plan = planner.plan_step(BASIC_L, 65536, data_replicas=2048)
+    total = plan.params["total"]
+    assert 2.7e9 < total < 3.3e9, total
+    # ~2.4B CoAtNet-7 image tower + ~0.6-0.7B text tower (paper: ~3B in all).
+    assert 2.3e9 < plan.params["image"] < 2.6e9
+    assert 0.5e9 < plan.params["text"] < 0.8e9
+
+
+def _tiny_config():
+    config.parse(["tiny"])
+    return planner.gin_model_config()
+
+
+def test_memory_arithmetic():
+    cfg = _tiny_config()
+    img, txt, _ = planner.tower_costs(cfg)
+    base = planner.plan_step(cfg, 512)
+    params = base.params["total"]
+    assert base.memory["weights"] == 4 * params
+    assert base.memory["optimizer state"] == 8 * params  # AdamW: two float32 slots
+    assert base.memory["gradients"] == 4 * params
+    assert base.memory["activations"] == 4 * 512 * (img.saved() + txt.saved())
+    assert base.memory["logits"] == 16 * 512 * 512
+    # Accumulation: activations of one micro-batch, a second gradient buffer, same logits.
+    acc = planner.plan_step(cfg, 512, num_micro_batches=4)
+    assert acc.memory["activations"] == pytest.approx(base.memory["activations"] / 4)
+    assert acc.memory["gradients"] == 2 * base.memory["gradients"]
+    assert acc.memory["logits"] == base.memory["logits"]
+    # Recompute keeps block inputs only, plus one block's activations.
+    remat = planner.plan_step(cfg, 512, remat_every=1)
+    blocks = img.blocks + txt.blocks
+    expected = (img.outside_saved + txt.outside_saved + sum(b.input for b in img.blocks)
+                + sum(b.input for b in txt.blocks) + max(b.saved for b in img.blocks)
+                + max(b.saved for b in txt.blocks))
+    assert remat.memory["activations"] == 4 * 512 * expected
+    assert remat.memory["activations"] < base.memory["activations"]
+    assert len(blocks) == 4
+    # Data parallelism: the per-replica batch shrinks, the logits are [local, global].
+    dp = planner.plan_step(cfg, 512, data_replicas=4)
+    assert dp.memory["logits"] == 16 * 128 * 512
+    assert dp.memory["activations"] == pytest.approx(base.memory["activations"] / 4)
+    # Model FLOPs: 3 x forward + logits; accumulation and remat add hardware FLOPs only.
+    forward = 512 * (img.flops + txt.flops)
+    assert base.model_flops == 3 * (forward + 2 * 512 * 512 * cfg["dual"].embed_dim)
+    assert acc.model_flops == base.model_flops
+    assert acc.hardware_flops == pytest.approx(base.model_flops + forward)
+    assert base.model_flops < remat.hardware_flops < base.model_flops + forward
+
+
+def test_bad_settings_are_named():
+    cfg = _tiny_config()
+    with pytest.raises(ValueError, match="num_micro_batches=3"):
+        planner.plan_step(cfg, 512, num_micro_batches=3)
+    with pytest.raises(ValueError, match="3 data replicas"):
+        planner.plan_step(cfg, 512, data_replicas=3)
+    with pytest.raises(ValueError, match="optimizer='lion'"):
+        planner.plan_step(cfg, 512, optimizer="lion")
+
+
+def test_recommendation():
+    cfg = _tiny_config()
+    roomy, _ = planner.recommend(cfg, 1024, devices=4, device_memory_bytes=64 * 2 ** 30)
+    assert (roomy.data_replicas, roomy.model_shards, roomy.num_micro_batches,
+            roomy.remat_every) == (4, 1, 1, 0)
+    # A budget between the plain step and the cheapest fix forces accumulation or remat, and
+    # the pick is the cheapest plan that fits.
+    plain = planner.plan_step(cfg, 1024, data_replicas=4)
+    budget = (plain.peak_bytes - 0.5 * plain.memory["activations"]) / 0.9
+    tight, reason = planner.recommend(cfg, 1024, devices=4, device_memory_bytes=budget)
+    assert tight.data_replicas == 4 and "fits" in reason
+    assert tight.num_micro_batches > 1 or tight.remat_every > 0
+    assert tight.peak_bytes <= 0.9 * budget
+    # Nothing fits: the report says so instead of returning a silent best effort.
+    _, reason = planner.recommend(cfg, 1024, devices=4, device_memory_bytes=1e6)
+    assert reason.startswith("nothing fits")
+
+
+def test_recommendation_shards_the_model_when_weights_do_not_fit():
+    best, reason = planner.recommend(BASIC_L, 65536, devices=2048, device_memory_bytes=16 * 2 ** 30,
+                                     activation_bytes=2)
+    assert "fits" in reason
+    # 3B parameters with AdamW (16 bytes each: weights, two slots, gradients) need > 16 GiB.
+    assert best.model_shards > 1
+    assert best.peak_bytes <= 0.9 * 16 * 2 ** 30
+
+
+def test_report_and_mesh_parsing():
+    config.parse(["tiny"], ["compute_contrastive_step.num_micro_batches = 2"])
+    text = planner.report(256, *planner.parse_mesh("data=2,model=1"), device_memory_gb=0.25)
+    for words in ("parameters: image", "forward FLOPs per example", "activations", "logits",
+                  "2 micro-batch(es) of 64 per replica", "== recommended",
+                  "remat_policy.mode", "mesh data=2 x model=1"):
+        assert words in text, text
+    assert planner.parse_mesh("", 8) == (8, 1)
+    assert planner.parse_mesh("model=4") == (1, 4)
+    with pytest.raises(ValueError, match="'data=D,model=M'"):
+        planner.parse_mesh("batch=4")
+
+
+def test_plan_tool_help_names_its_inputs():
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run([sys.executable, os.path.join(REPO, "tools", "plan.py"), "--helpshort"],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stderr
+    for flag in ("--gin_file", "--global_batch", "--mesh", "--device_memory_gb", "--replicas"):
+        assert flag in out.stdout, out.stdout

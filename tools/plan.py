@@ -1,0 +1,42 @@
+"""Plans a BASIC training run: parameters, FLOPs and per-device memory, and what to change.
+
+  python3 tools/plan.py --gin_file=basic_l --global_batch=65536 --replicas=2048 \
+      --device_memory_gb=16
+  python3 tools/plan.py --gin_file=tiny --global_batch=1024 --mesh=data=4,model=2
+
+Reports, for the gin config as written (its compute_contrastive_step.num_micro_batches and
+remat_policy), the parameter count and forward FLOPs of each tower, and memory per device:
+weights, optimizer state, gradients, activations of one micro-batch (with or without recompute),
+embeddings and the N x N logits. Then it recommends the number of micro-batches, the remat
+policy and the data x model mesh that fit the device memory at the least compute. All numbers
+are analytic (basic_tf/planner.py); benchmarks/planner_memory.py checks them against measurement.
+"""
+from absl import app, flags
+
+from basic_tf import config, planner
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", ["tiny"], "Gin file(s): a path or a name in gin/.")
+flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. 'remat_policy.mode = "
+                          "\"every_block\"'.")
+flags.DEFINE_integer("global_batch", 1024, "Contrastive batch over all replicas.")
+flags.DEFINE_integer("replicas", 1, "Data-parallel replicas (ignored when --mesh is given).")
+flags.DEFINE_string("mesh", "", "Device mesh 'data=D,model=M' (D data replicas x M model "
+                    "shards); empty: --replicas x 1.")
+flags.DEFINE_float("device_memory_gb", 16.0, "Memory of one device, GiB.")
+flags.DEFINE_enum("optimizer", "adamw", sorted(planner.OPTIMIZER_SLOTS), "Optimizer (state size).")
+flags.DEFINE_enum("activation_dtype", "float32", ["float32", "bfloat16"],
+                  "Compute dtype of activations.")
+
+
+def main(argv):
+    del argv
+    config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+    data, model = planner.parse_mesh(FLAGS.mesh, FLAGS.replicas)
+    print(planner.report(FLAGS.global_batch, data, model, FLAGS.device_memory_gb,
+                         optimizer=FLAGS.optimizer,
+                         activation_bytes=4 if FLAGS.activation_dtype == "float32" else 2))
+
+
+if __name__ == "__main__":
+    app.run(main)
