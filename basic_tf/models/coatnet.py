@@ -110,6 +110,13 @@ def coatnet_config(preset: Optional[str] = "coatnet-0", stem_width: Optional[int
                          drop_path_rate=drop_path_rate, bn_momentum=bn_momentum, **base)
 
 
+def preset_config(preset: str, **overrides) -> CoAtNetConfig:
+    """The paper's CoAtNet preset ('coatnet-0'..'coatnet-7'), independent of gin bindings."""
+    if preset not in PRESETS:
+        raise ValueError(f"CoAtNet preset {preset!r} is not one of {sorted(PRESETS)}")
+    return CoAtNetConfig(**{**PRESETS[preset], **overrides})
+
+
 def _downsampled(size: int, stride: int) -> int:
     return -(-size // stride)  # 'SAME' padding
 
@@ -234,7 +241,7 @@ class RelativeAttentionBlock(keras.layers.Layer):
                 "drop_path_rate": self.drop_path_rate}
 
 
-class CoAtNet(keras.layers.Layer):
+class CoAtNet(L.BlockStack, keras.layers.Layer):
     """images [B, H, W, 3] (already normalised) -> features [B, width] or [B, output_dim].
 
     Blocks are numbered 0..num_blocks-1 over all stages: block i uses seed fold_in(seed, i),
@@ -253,10 +260,10 @@ class CoAtNet(keras.layers.Layer):
         self.stem_bn = L.BatchNorm(c.bn_momentum, name="stem_bn")
         self.stem2 = keras.layers.Conv2D(c.stem_width, 3, 1, padding="same", name="stem_conv2")
         rates = L.drop_path_rates(c.drop_path_rate, c.num_blocks)
-        self.blocks = []
+        blocks = []
         for s, (kind, depth, width, stride) in enumerate(c.stages):
             for j in range(depth):
-                i = len(self.blocks)
+                i = len(blocks)
                 name = f"stage{s + 1}_block{j}"
                 block_stride = stride if j == 0 else 1
                 if kind == "C":
@@ -266,7 +273,8 @@ class CoAtNet(keras.layers.Layer):
                     block = RelativeAttentionBlock(width, block_stride, c.head_dim, c.mlp_ratio,
                                                    c.dropout_rate, c.attention_dropout_rate,
                                                    rates[i], name=name)
-                self.blocks.append(block)
+                blocks.append(block)
+        self._set_blocks(blocks)
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
         self.projection = (None if output_dim is None else
                            keras.layers.Dense(output_dim, use_bias=False, name="projection"))

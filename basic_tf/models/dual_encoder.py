@@ -61,6 +61,22 @@ def dual_encoder_config(image_tower: str = "coatnet", embed_dim: int = 512, imag
                              use_logit_bias, logit_bias_init, tuple(pixel_mean), tuple(pixel_std))
 
 
+def resolve_image_config(image_tower: str, image_config=None):
+    """The image tower's config: gin's (coatnet_config() / vit_config()) when None, built from a
+    dict, or checked against the tower kind."""
+    if image_tower not in IMAGE_TOWERS:
+        raise ValueError(f"image_tower={image_tower!r} is not one of {sorted(IMAGE_TOWERS)}")
+    _, config_cls, gin_config = IMAGE_TOWERS[image_tower]
+    if image_config is None:
+        return gin_config()
+    if isinstance(image_config, dict):
+        image_config = config_cls(**image_config)
+    if not isinstance(image_config, config_cls):
+        raise ValueError(f"image_config is a {type(image_config).__name__} but image_tower="
+                         f"{image_tower!r} needs a {config_cls.__name__}")
+    return image_config
+
+
 class DualEncoder(keras.Model):
     """Built from gin with no arguments; keyword overrides replace single fields.
 
@@ -78,14 +94,7 @@ class DualEncoder(keras.Model):
             raise ValueError(f"DualEncoder got unknown overrides {unknown}; known: "
                              f"{sorted(fields | {'image_config', 'text_config', 'remat_policy'})}")
         config = dataclasses.replace(dual_encoder_config(), **overrides)
-        tower_cls, config_cls, gin_config = IMAGE_TOWERS[config.image_tower]
-        if image_config is None:
-            image_config = gin_config()
-        elif isinstance(image_config, dict):
-            image_config = config_cls(**image_config)
-        if not isinstance(image_config, config_cls):
-            raise ValueError(f"image_config is a {type(image_config).__name__} but image_tower="
-                             f"{config.image_tower!r} needs a {config_cls.__name__}")
+        image_config = resolve_image_config(config.image_tower, image_config)
         if text_config is None:
             text_config = text_tower_config()
         elif isinstance(text_config, dict):
@@ -93,8 +102,9 @@ class DualEncoder(keras.Model):
         self.config, self.image_config, self.text_config = config, image_config, text_config
         self.remat_policy = remat_policy if remat_policy is not None else gin_remat_policy()
 
-        self.image_tower = tower_cls(image_config, output_dim=config.embed_dim,
-                                     remat_policy=self.remat_policy, name="image_tower")
+        self.image_tower = IMAGE_TOWERS[config.image_tower][0](
+            image_config, output_dim=config.embed_dim, remat_policy=self.remat_policy,
+            name="image_tower")
         self.text_tower = TextTransformer(text_config, output_dim=config.embed_dim,
                                           remat_policy=self.remat_policy, name="text_tower")
         self.log_logit_scale = self.add_weight(
@@ -150,9 +160,7 @@ class DualEncoder(keras.Model):
     def encode_image(self, images, training=False, seed=None) -> tf.Tensor:
         """images float32 [B, H, W, 3] in [0, 1] -> float32 [B, D] unit-norm."""
         seed = L.make_seed(seed, training, self.image_tower.has_randomness)
-        mean = tf.constant(self.config.pixel_mean, tf.float32)
-        std = tf.constant(self.config.pixel_std, tf.float32)
-        x = (tf.cast(images, tf.float32) - mean) / std
+        x = L.normalize_pixels(images, self.config.pixel_mean, self.config.pixel_std)
         return L.l2_normalize(self.image_tower(x, seed, training=training))
 
     def encode_text(self, token_ids, training=False, seed=None) -> tf.Tensor:

@@ -3,7 +3,8 @@
 Randomness is stateless (seeded): BASIC's accumulation runs each micro-batch forward twice and
 recompute (remat) runs blocks again, and every run must draw the same dropout / stochastic-depth
 masks. Each random layer takes an int32 [2] seed; a block derives its layers' seeds with
-`stateless_fold_in(block_seed, k)`.
+`stateless_fold_in(block_seed, k)`. The same seed gives the same masks eager, in tf.function and
+under XLA (jit_compile=True).
 """
 import contextlib
 import math
@@ -13,6 +14,7 @@ from typing import Callable, Optional
 import keras
 import tensorflow as tf
 
+RNG_ALG = "philox"  # for seed folding (identical eager, in graphs and under XLA)
 NEG_INF = -1e9  # additive attention bias for masked keys; finite so all-masked rows give no NaN
 
 _state = threading.local()
@@ -20,7 +22,7 @@ _state = threading.local()
 
 def fold_seed(seed: tf.Tensor, index: int) -> tf.Tensor:
     """int32 [2] seed for sub-part `index` of whatever `seed` belongs to."""
-    return tf.random.experimental.stateless_fold_in(seed, index)
+    return tf.random.experimental.stateless_fold_in(seed, index, alg=RNG_ALG)
 
 
 def make_seed(seed: Optional[tf.Tensor], training: bool, has_randomness: bool) -> tf.Tensor:
@@ -31,6 +33,29 @@ def make_seed(seed: Optional[tf.Tensor], training: bool, has_randomness: bool) -
     if training and has_randomness:
         return tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)
     return tf.zeros([2], tf.int32)
+
+
+def _mix32(h: tf.Tensor) -> tf.Tensor:
+    """MurmurHash3's 32-bit finaliser: a bijective avalanche mix of uint32 values."""
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+    h = h * tf.constant(0x85EBCA6B, tf.uint32)
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 13))
+    h = h * tf.constant(0xC2B2AE35, tf.uint32)
+    return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+
+
+def stateless_uniform(shape, seed: tf.Tensor) -> tf.Tensor:
+    """float32 uniform [0, 1) of `shape`, a pure function of (seed int32 [2], element index).
+
+    Integer hashing instead of tf.random.stateless_uniform, whose XLA kernel draws other numbers
+    than the TF kernel for the same seed: masks must be the same eager, in graphs and compiled.
+    """
+    seed = tf.bitcast(tf.cast(seed, tf.int32), tf.uint32)
+    key = _mix32(tf.bitwise.bitwise_xor(seed[0], _mix32(seed[1] + tf.constant(0x9E3779B9, tf.uint32))))
+    index = tf.cast(tf.range(tf.reduce_prod(shape)), tf.uint32)
+    bits = _mix32(_mix32(tf.bitwise.bitwise_xor(index, key)) + key)
+    uniform = tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * (1.0 / (1 << 24))
+    return tf.reshape(uniform, shape)
 
 
 class Dropout(keras.layers.Layer):
@@ -45,7 +70,7 @@ class Dropout(keras.layers.Layer):
     def call(self, x, seed, training=False):
         if not training or self.rate == 0.0:
             return x
-        keep = tf.random.stateless_uniform(tf.shape(x), seed) >= self.rate
+        keep = stateless_uniform(tf.shape(x), seed) >= self.rate
         return tf.where(keep, x / tf.cast(1.0 - self.rate, x.dtype), tf.zeros_like(x))
 
     def get_config(self):
@@ -65,7 +90,7 @@ class StochasticDepth(keras.layers.Layer):
         if not training or self.rate == 0.0:
             return x
         shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
-        keep = tf.random.stateless_uniform(shape, seed) >= self.rate
+        keep = stateless_uniform(shape, seed) >= self.rate
         return tf.where(keep, x / tf.cast(1.0 - self.rate, x.dtype), tf.zeros_like(x))
 
     def get_config(self):
@@ -258,11 +283,33 @@ class TransformerBlock(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon}
 
 
+class BlockStack:
+    """Mixin: blocks stored as named attributes (`block_0`, ...), exposed as `self.blocks`.
+
+    Keras 3 keeps a list attribute of layers as its own TrackedList, which tf.train.Checkpoint
+    does not follow: blocks held in a list would be silently missing from checkpoints.
+    """
+
+    def _set_blocks(self, blocks):
+        self._num_blocks = len(blocks)
+        for i, block in enumerate(blocks):
+            setattr(self, f"block_{i}", block)
+
+    @property
+    def blocks(self) -> list:
+        return [getattr(self, f"block_{i}") for i in range(self._num_blocks)]
+
+
 def drop_path_rates(max_rate: float, num_blocks: int) -> list:
     """Stochastic-depth rate per block, rising linearly from 0 to `max_rate` (last block)."""
     if num_blocks <= 1:
         return [max_rate] * num_blocks
     return [max_rate * i / (num_blocks - 1) for i in range(num_blocks)]
+
+
+def normalize_pixels(images: tf.Tensor, mean, std) -> tf.Tensor:
+    """images [B, H, W, 3] in [0, 1] -> float32 (images - mean) / std per channel."""
+    return (tf.cast(images, tf.float32) - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
 def l2_normalize(x: tf.Tensor) -> tf.Tensor:

@@ -54,7 +54,7 @@ def text_tower_config(vocab_size: int = 32000, max_len: int = 64, width: int = 5
                            dropout_rate, attention_dropout_rate, drop_path_rate)
 
 
-class TextTransformer(keras.layers.Layer):
+class TextTransformer(L.BlockStack, keras.layers.Layer):
     """token_ids [B, L<=max_len] int32 -> [B, width] or [B, output_dim]; block i uses seed
     fold_in(seed, i) and `remat_policy.wrap(fn(x), i)` (seed and mask captured)."""
 
@@ -71,9 +71,9 @@ class TextTransformer(keras.layers.Layer):
             name="token_embedding")
         self.dropout = L.Dropout(c.dropout_rate, name="embedding_dropout")
         rates = L.drop_path_rates(c.drop_path_rate, c.depth)
-        self.blocks = [L.TransformerBlock(c.width, c.num_heads, c.mlp_dim, c.dropout_rate,
-                                          c.attention_dropout_rate, rates[i], name=f"block{i}")
-                       for i in range(c.depth)]
+        self._set_blocks([L.TransformerBlock(c.width, c.num_heads, c.mlp_dim, c.dropout_rate,
+                                             c.attention_dropout_rate, rates[i], name=f"block{i}")
+                          for i in range(c.depth)])
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
         self.projection = (None if output_dim is None else
                            keras.layers.Dense(output_dim, use_bias=False, name="projection"))
@@ -108,7 +108,8 @@ class TextTransformer(keras.layers.Layer):
             allowed = tf.logical_and(allowed, causal[None, None])
         return tf.where(allowed, 0.0, L.NEG_INF)
 
-    def call(self, token_ids, seed=None, training=False):
+    def hidden_states(self, token_ids, seed=None, training=False):
+        """-> (final-LayerNorm states [B, N, width], valid [B, N] bool); N = L (+1 with 'cls')."""
         c = self.config
         if token_ids.shape[1] is not None and token_ids.shape[1] > c.max_len:
             raise ValueError(f"token_ids have length {token_ids.shape[1]} > "
@@ -129,7 +130,10 @@ class TextTransformer(keras.layers.Layer):
             block_seed = L.fold_seed(seed, i)  # captured: remat wraps float tensors only
             fn = lambda x, block=block, s=block_seed: block(x, s, bias, training=training)
             x = L.remat_block(self.remat_policy, fn, i)(x)
-        x = self.final_norm(x)
+        return self.final_norm(x), valid
+
+    def call(self, token_ids, seed=None, training=False):
+        x, valid = self.hidden_states(token_ids, seed, training=training)
         x = self._pool(x, valid)
         return x if self.projection is None else self.projection(x)
 

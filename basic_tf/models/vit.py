@@ -45,7 +45,7 @@ def vit_config(patch_size: int = 16, width: int = 768, depth: int = 12, num_head
                      pooling, dropout_rate, attention_dropout_rate, drop_path_rate)
 
 
-class ViT(keras.layers.Layer):
+class ViT(L.BlockStack, keras.layers.Layer):
     """Block i uses seed fold_in(seed, i) and `remat_policy.wrap(fn(x), i)` (seed captured)."""
 
     def __init__(self, config: ViTConfig, output_dim: Optional[int] = None,
@@ -60,9 +60,9 @@ class ViT(keras.layers.Layer):
                                                    padding="valid", name="patch_embedding")
         self.dropout = L.Dropout(c.dropout_rate, name="embedding_dropout")
         rates = L.drop_path_rates(c.drop_path_rate, c.depth)
-        self.blocks = [L.TransformerBlock(c.width, c.num_heads, c.mlp_dim, c.dropout_rate,
-                                          c.attention_dropout_rate, rates[i], name=f"block{i}")
-                       for i in range(c.depth)]
+        self._set_blocks([L.TransformerBlock(c.width, c.num_heads, c.mlp_dim, c.dropout_rate,
+                                             c.attention_dropout_rate, rates[i], name=f"block{i}")
+                          for i in range(c.depth)])
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
         self.projection = (None if output_dim is None else
                            keras.layers.Dense(output_dim, use_bias=False, name="projection"))

@@ -1,0 +1,156 @@
+"""DualEncoder contract, stateless replay, remat and XLA on gin/tiny.gin."""
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from basic_tf.models import ImageClassifier
+from basic_tf.parallel.remat import RematPolicy
+from models_harness import run_dual_encoder_test, tiny_model, toy_batch
+
+RANDOM = ["coatnet_config.drop_path_rate = 0.3", "coatnet_config.dropout_rate = 0.2",
+          "coatnet_config.attention_dropout_rate = 0.1", "text_tower_config.dropout_rate = 0.2",
+          "text_tower_config.drop_path_rate = 0.2", "vit_config.dropout_rate = 0.2",
+          "vit_config.drop_path_rate = 0.2"]
+VIT = ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 8",
+       "vit_config.width = 64", "vit_config.depth = 2", "vit_config.num_heads = 2"]
+
+
+@pytest.mark.parametrize("bindings", [[], VIT + ["vit_config.pooling = 'cls'"],
+                                      ["text_tower_config.pooling = 'cls'",
+                                       "text_tower_config.causal = True"]],
+                         ids=["coatnet", "vit_cls", "text_cls_causal"])
+def test_harness(bindings):
+    run_dual_encoder_test(tiny_model(bindings))
+
+
+def _encode(model, images, tokens, seed):
+    return (model.encode_image(images, training=True, seed=seed),
+            model.encode_text(tokens, training=True, seed=seed))
+
+
+def test_seed_replays_eager_function_and_xla():
+    """Same seed => same masks eager, in tf.function and compiled (forward and gradients)."""
+    model = tiny_model(RANDOM)
+    images, tokens = toy_batch(model)
+    seed = tf.constant([3, 4])
+    eager = _encode(model, images, tokens, seed)
+    again = _encode(model, images, tokens, seed)
+    other = _encode(model, images, tokens, tf.constant([5, 6]))
+    inference = (model.encode_image(images), model.encode_text(tokens))
+    for i in range(2):
+        np.testing.assert_array_equal(eager[i], again[i])
+        # The randomness is real: another seed, or inference, differs.
+        assert np.abs(other[i] - eager[i]).max() > 1e-3
+        assert np.abs(inference[i] - eager[i]).max() > 1e-3
+    # seed=None in training draws a fresh seed per call.
+    fresh = [model.encode_text(tokens, training=True) for _ in range(2)]
+    assert np.abs(fresh[0] - fresh[1]).max() > 1e-3
+
+    def forward_backward(seed):
+        with tf.GradientTape() as tape:
+            image_emb, text_emb = _encode(model, images, tokens, seed)
+            loss = -tf.reduce_sum(image_emb * text_emb) * model.logit_scale
+        return image_emb, text_emb, tape.gradient(loss, model.trainable_variables)
+
+    graph = tf.function(forward_backward)(seed)
+    xla_fn = tf.function(forward_backward, jit_compile=True)
+    xla, xla_again = xla_fn(seed), xla_fn(seed)
+    for i in range(2):
+        np.testing.assert_allclose(graph[i], eager[i], atol=1e-5)
+        np.testing.assert_allclose(xla[i], eager[i], atol=1e-4)
+        np.testing.assert_array_equal(xla_again[i], xla[i])
+    dense = lambda gs: [tf.convert_to_tensor(g).numpy() for g in gs]
+    graph_grads, xla_grads = dense(graph[2]), dense(xla[2])
+    scale = max(np.abs(g).max() for g in graph_grads)
+    for a, b in zip(xla_grads, graph_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4 * scale)
+
+
+def test_remat_gives_same_gradients(bindings=RANDOM):
+    reference = tiny_model(bindings)
+    images, tokens = toy_batch(reference)
+    seed = tf.constant([1, 2])
+    grads = {}
+    for mode in ("none", "every_block"):
+        model = tiny_model(bindings, remat_policy=RematPolicy(mode))
+        model.set_weights(reference.get_weights())
+
+        @tf.function
+        def step():
+            with tf.GradientTape() as tape:
+                image_emb, text_emb = _encode(model, images, tokens, seed)
+                loss = tf.reduce_sum(tf.matmul(image_emb, text_emb, transpose_b=True)
+                                     * tf.range(16.0)[:4, None]) * model.logit_scale
+            return loss, tape.gradient(loss, model.trainable_variables)
+
+        loss, g = step()
+        grads[mode] = (loss.numpy(), [tf.convert_to_tensor(x).numpy() for x in g])
+    np.testing.assert_allclose(grads["none"][0], grads["every_block"][0], rtol=1e-6)
+    for a, b in zip(grads["none"][1], grads["every_block"][1]):
+        assert np.all(np.isfinite(a))
+        # Recomputation reorders float sums: agree to float32 rounding of the largest entry.
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(np.abs(a).max(), 1e-3))
+
+
+def test_remat_recompute_does_not_update_batchnorm_twice():
+    model = tiny_model(remat_policy=RematPolicy("every_block"))
+    images, tokens = toy_batch(model)
+    plain = tiny_model()
+    plain.set_weights(model.get_weights())
+    for m in (model, plain):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(m.encode_image(images, training=True))
+        tape.gradient(loss, m.trainable_variables)
+    for a, b in zip(model.non_trainable_variables, plain.non_trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    assert any(np.abs(v.numpy()).max() > 0 for v in model.non_trainable_variables
+               if "moving_mean" in v.path)
+
+
+def test_logit_scale_and_bias():
+    model = tiny_model(["dual_encoder_config.init_temperature = 0.05"])
+    assert model.logit_bias is None and len(model.head_trainable_variables) == 1
+    np.testing.assert_allclose(model.logit_scale, 20.0, rtol=1e-6)
+    np.testing.assert_allclose(model.log_logit_scale.numpy(), math.log(20.0), rtol=1e-6)
+    with tf.GradientTape() as tape:
+        scale = model.logit_scale
+    np.testing.assert_allclose(tape.gradient(scale, model.log_logit_scale), 20.0, rtol=1e-5)
+    model.log_logit_scale.assign(math.log(500.0))  # above the cap: clipped, no gradient
+    with tf.GradientTape() as tape:
+        scale = model.logit_scale
+    assert float(scale) == 100.0
+    assert float(tape.gradient(scale, model.log_logit_scale) or 0.0) == 0.0
+
+    biased = tiny_model(["dual_encoder_config.use_logit_bias = True",
+                         "dual_encoder_config.logit_bias_init = -7.0"])
+    assert float(biased.logit_bias) == -7.0 and len(biased.head_trainable_variables) == 2
+    run_dual_encoder_test(biased)
+
+
+def test_frozen_image_tower_and_overrides():
+    model = tiny_model(embed_dim=16)
+    assert model.embed_dim == 16 and model.image_size == 32 and model.max_text_len == 16
+    n_text = len(model.text_trainable_variables)
+    model.image_tower.trainable = False  # LiT
+    assert model.image_trainable_variables == []
+    assert len(model.trainable_variables) == n_text + 1
+    with pytest.raises(ValueError, match="unknown overrides.*embed_dimension"):
+        tiny_model(embed_dimension=8)
+    with pytest.raises(ValueError, match="pooling='last'"):
+        tiny_model(["text_tower_config.pooling = 'last'"])
+
+
+def test_classifier_weights_transfer_to_dual_encoder(tmp_path):
+    """Stage (a) -> (b): the classifier's tower restores into the dual encoder's by path."""
+    model = tiny_model()  # parses tiny.gin, which the classifier reads too
+    classifier = ImageClassifier(num_classes=10)
+    images, _ = toy_batch(model)
+    assert classifier(images).shape == (4, 10)
+    path = tf.train.Checkpoint(image_tower=classifier.image_tower).write(str(tmp_path / "a"))
+    tf.train.Checkpoint(image_tower=model.image_tower).read(path).expect_partial()
+    for v in classifier.image_tower.weights:
+        match = [w for w in model.image_tower.weights if w.path == v.path]
+        assert len(match) == 1
+        np.testing.assert_array_equal(match[0].numpy(), v.numpy())
