@@ -1,10 +1,10 @@
 """Analytic planner for a BASIC training step: parameters, FLOPs, memory, and a recommendation.
 
 Given the gin-configured dual encoder, a global contrastive batch, the device mesh (data replicas
-x model shards) and the memory of one device, it reports per tower: trainable parameters,
-forward FLOPs per example (both enumerated layer by layer from the tower configs, without
-building anything, so BASIC-L's 3B parameters cost nothing), and the activation memory
-kept for back-propagation per example with and without recompute; then the
+x model shards) and the memory of one device, it reports per tower: parameters (from
+`basic_tf.models.param_count`, the one parameter formula), forward FLOPs per example and the
+activation memory kept for back-propagation per example with and without recompute (both
+enumerated layer by layer from the tower configs here, without building anything); then the
 per-device memory of a step (weights, optimizer state, gradients, activations of one micro-batch,
 embeddings, the N x N logits, inputs, runtime overhead) and recommends the number of
 micro-batches, the remat policy and the mesh.
@@ -32,28 +32,21 @@ OPTIMIZER_SLOTS = {"adamw": 2.0, "adafactor": 0.0, "adafactor_momentum": 1.0, "s
 
 @dataclasses.dataclass
 class Block:
-    """One remat-wrappable block: trainable parameters, and per example forward FLOPs and the
-    elements kept for backward (`input`: its input, all that remat keeps)."""
+    """One remat-wrappable block, per example: forward FLOPs and the elements kept for backward
+    (`input`: its input, all that remat keeps; `largest`: its largest activation)."""
     flops: float
     saved: float
     input: float
     largest: float
-    params: int = 0
 
 
 @dataclasses.dataclass
 class TowerCost:
-    """A tower's analytic cost (with its projection to the embedding); FLOPs and saved
-    elements are per example."""
+    """A tower's analytic cost per example (with its projection to the embedding)."""
     name: str
     blocks: list
-    outside_params: int     # stem / patch or token embedding / final norm / projection
-    outside_flops: float
+    outside_flops: float    # stem / patch embedding / pooling / projection
     outside_saved: float    # saved elements outside the blocks (never recomputed)
-
-    @property
-    def params(self) -> int:
-        return self.outside_params + sum(b.params for b in self.blocks)
 
     @property
     def flops(self) -> float:
@@ -78,12 +71,10 @@ def transformer_block(n: int, c: int, w: int, heads: int, mlp: int) -> Block:
     """Pre-LN attention + MLP block over n tokens, input width c, width w (c != w: a projected
     shortcut, as at a CoAtNet stage entry)."""
     flops = 2 * n * (3 * c * w + w * w + 2 * w * mlp) + 4 * n * n * w
-    params = 2 * c + (c + 1) * 3 * w + (w + 1) * w + 2 * w + (w + 1) * mlp + (mlp + 1) * w
     if c != w:
         flops += 2 * n * c * w
-        params += (c + 1) * w
     saved = n * (2 * c + 6 * w + 4 * mlp) + heads * n * n
-    return Block(flops, saved, n * c, max(heads * n * n, n * mlp), params)
+    return Block(flops, saved, n * c, max(heads * n * n, n * mlp))
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -97,22 +88,18 @@ def mbconv_block(h: int, w: int, c: int, width: int, stride: int, expansion: int
     h2, w2 = _ceil_div(h, stride), _ceil_div(w, stride)
     se = max(1, int(c * se_ratio))
     flops = 2 * h * w * c * e + 2 * 9 * e * h2 * w2 + 4 * e * se + 2 * h2 * w2 * e * width
-    # BN gamma/beta x3, expand and depthwise (no bias), SE reduce/expand, projection.
-    params = 2 * c + c * e + 2 * e + 9 * e + 2 * e + (e + 1) * se + (se + 1) * e + (e + 1) * width
     saved = h * w * (2 * c + 5 * e) + h2 * w2 * 6 * e
     if stride > 1 or c != width:
         flops += 2 * h2 * w2 * c * width
-        params += (c + 1) * width
         saved += h2 * w2 * c
-    return Block(flops, saved, h * w * c, max(h * w * e, h2 * w2 * e), params)
+    return Block(flops, saved, h * w * c, max(h * w * e, h2 * w2 * e))
 
 
 def coatnet_cost(config, image_size: int, embed_dim: int, num_classes: int = 0) -> TowerCost:
     """CoAtNet tower (basic_tf.models.coatnet layout) on image_size^2 images, projected to
-    embed_dim (or, for the paper's counts, a num_classes-way classification head with bias)."""
+    embed_dim (or, as the paper counts FLOPs, a num_classes-way classification head)."""
     s = config.stem_width
     h = w = _ceil_div(image_size, 2)
-    outside_params = (27 + 1) * s + 2 * s + (9 * s + 1) * s
     outside_flops = 2 * 9 * 3 * s * h * w + 2 * 9 * s * s * h * w
     outside_saved = image_size * image_size * 3 + 5 * s * h * w
     blocks, c = [], s
@@ -124,20 +111,17 @@ def coatnet_cost(config, image_size: int, embed_dim: int, num_classes: int = 0) 
                 h, w = _ceil_div(h, st), _ceil_div(w, st)
             else:
                 h2, w2 = _ceil_div(h, st), _ceil_div(w, st)
-                heads = width // config.head_dim
-                b = transformer_block(h2 * w2, c, width, heads, config.mlp_ratio * width)
-                b.params += (2 * h2 - 1) * (2 * w2 - 1) * heads  # relative-position bias table
+                b = transformer_block(h2 * w2, c, width, width // config.head_dim,
+                                      config.mlp_ratio * width)
                 if st > 1:  # max-pool 3x3 keeps its input (and its output, the LN input)
                     b = Block(b.flops + 9 * h2 * w2 * c, b.saved + h * w * c, h * w * c,
-                              max(b.largest, h * w * c), b.params)
+                              max(b.largest, h * w * c))
                 blocks.append(b)
                 h, w = h2, w2
             c = width
-    head = (c + 1) * num_classes if num_classes else c * embed_dim
-    outside_params += 2 * c + head  # final LayerNorm, head or projection (no bias)
-    outside_flops += 2 * head
+    outside_flops += 2 * c * (num_classes or embed_dim)
     outside_saved += 2 * c
-    return TowerCost("image (CoAtNet)", blocks, outside_params, outside_flops, outside_saved)
+    return TowerCost("image (CoAtNet)", blocks, outside_flops, outside_saved)
 
 
 def vit_cost(config, image_size: int, embed_dim: int) -> TowerCost:
@@ -145,12 +129,9 @@ def vit_cost(config, image_size: int, embed_dim: int) -> TowerCost:
     n = (image_size // p) ** 2 + (1 if config.pooling == "cls" else 0)
     blocks = [transformer_block(n, w, w, config.num_heads, config.mlp_dim)
               for _ in range(config.depth)]
-    # Patch convolution, position embedding, CLS token, final LayerNorm, projection.
-    outside_params = (p * p * 3 + 1) * w + n * w + (w if config.pooling == "cls" else 0)
-    outside_params += 2 * w + w * embed_dim
     outside_flops = 2 * (n * p * p * 3 * w + w * embed_dim)
     outside_saved = image_size * image_size * 3 + n * w + w
-    return TowerCost("image (ViT)", blocks, outside_params, outside_flops, outside_saved)
+    return TowerCost("image (ViT)", blocks, outside_flops, outside_saved)
 
 
 def text_cost(config, embed_dim: int) -> TowerCost:
@@ -158,22 +139,21 @@ def text_cost(config, embed_dim: int) -> TowerCost:
     n, w = config.max_len + cls, config.width
     blocks = [transformer_block(n, w, w, config.num_heads, config.mlp_dim)
               for _ in range(config.depth)]
-    # Token and position embeddings, CLS token, final LayerNorm, projection.
-    outside_params = config.vocab_size * w + n * w + cls * w + 2 * w + w * embed_dim
-    return TowerCost("text", blocks, outside_params, 2 * w * embed_dim, n * w + w)
+    return TowerCost("text", blocks, 2 * w * embed_dim, n * w + w)
 
 
 def tower_costs(model_config: dict):
-    """(image TowerCost, text TowerCost, head params) for resolved model configs:
-    model_config = {"dual": DualEncoderConfig, "image": CoAtNetConfig or ViTConfig,
-                    "text": TextTowerConfig}. The head is the temperature (and logit bias)."""
+    """(image TowerCost, text TowerCost, parameter counts {'image', 'text', 'head', 'total'})
+    for resolved model configs: model_config = {"dual": DualEncoderConfig,
+    "image": CoAtNetConfig or ViTConfig, "text": TextTowerConfig}."""
+    from basic_tf.models.param_count import dual_encoder_param_count
     dual, image, text = model_config["dual"], model_config["image"], model_config["text"]
     d = dual.embed_dim
     if dual.image_tower == "coatnet":
         img = coatnet_cost(image, dual.image_size, d)
     else:
         img = vit_cost(image, dual.image_size, d)
-    return img, text_cost(text, d), 1 + (1 if dual.use_logit_bias else 0)
+    return img, text_cost(text, d), dual_encoder_param_count(dual, image, text)
 
 
 def gin_model_config() -> dict:
@@ -241,10 +221,10 @@ def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, mod
     if local % num_micro_batches:
         raise ValueError(f"per-replica batch {local} is not divisible by num_micro_batches="
                          f"{num_micro_batches}")
-    img, txt, head = tower_costs(model_config)
+    img, txt, counts = tower_costs(model_config)
     dual, seq = model_config["dual"], model_config["text"].max_len
     d = dual.embed_dim
-    params = img.params + txt.params + head
+    params = counts["total"]
     micro = local // num_micro_batches
     shard = float(model_shards)
     accumulate = num_micro_batches > 1
@@ -270,7 +250,7 @@ def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, mod
             for t in (img, txt)) / max(img.flops + txt.flops, 1.0)
     hardware_flops = model_flops + forward * (recompute_fraction + (1.0 if accumulate else 0.0))
     return Plan(global_batch, data_replicas, model_shards, num_micro_batches, remat_every,
-                {"image": img.params, "text": txt.params, "head": head, "total": params},
+                dict(counts),
                 {"image": img.flops, "text": txt.flops}, memory, model_flops, hardware_flops)
 
 

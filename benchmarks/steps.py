@@ -29,7 +29,8 @@ def build(gin_files, bindings, batch: int, remat: str = None):
 
 
 def param_count(model) -> int:
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+    """Every weight, BatchNorm moving statistics included (as basic_tf.models.param_count)."""
+    return int(model.count_params())
 
 
 def train_step(model, num_micro_batches: int = 1, xla: bool = False, optimizer=True):
