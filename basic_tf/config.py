@@ -19,6 +19,7 @@ CONFIGURABLE_MODULES = (
     "basic_tf.training.accumulation",
     "basic_tf.training.schedules",
     "basic_tf.training.optimizers",
+    "basic_tf.training.loop",
     "basic_tf.zeroshot",
     "basic_tf.zeroshot.run",
     "basic_tf.data.sources",

@@ -1,0 +1,69 @@
+"""Periodic evaluation during stage (b): validation loss and the zero-shot hook.
+
+The hook (issue item 7) is any callable `eval_fn(model) -> {name: float}`, e.g. the zero-shot
+room's `basic_tf.zeroshot.run.periodic_eval_fn(tokenizer, tasks)`. It runs in eager mode after
+the validation batches, every `train.eval_interval` steps; its scalars go to TensorBoard
+(model_dir/eval) and the log next to the validation loss.
+"""
+from typing import Callable, Dict, Optional
+
+import orbit
+import tensorflow as tf
+
+from basic_tf import losses
+
+EvalFn = Callable[[object], Dict[str, float]]
+
+
+class ContrastiveEvaluator(orbit.StandardEvaluator):
+    """Validation contrastive loss and in-batch accuracies over full batches, then `eval_fn`.
+
+    eval_dataset: a distributed dataset of evaluation batches (data pipeline, training=False).
+    The pipeline pads its last batches with mask-0 rows; a padded batch would add fake negatives,
+    so only batches whose every row (over all replicas) is real are counted.
+    """
+
+    def __init__(self, strategy, model, eval_dataset, eval_fn: Optional[EvalFn] = None):
+        super().__init__(eval_dataset, orbit.StandardEvaluatorOptions(use_tf_function=True))
+        self.strategy, self.model, self.eval_fn = strategy, model, eval_fn
+
+    def eval_begin(self):
+        return {"validation/loss": 0.0, "validation/image_to_text_accuracy": 0.0,
+                "validation/text_to_image_accuracy": 0.0, "batches": 0}
+
+    def _replica_fn(self, images, token_ids, mask):
+        model = self.model
+        image_emb = model.encode_image(images, training=False)
+        text_emb = model.encode_text(token_ids, training=False)
+        ctx = tf.distribute.get_replica_context()
+        full = ctx.all_reduce(tf.distribute.ReduceOp.MIN, tf.reduce_min(tf.cast(mask, tf.float32)))
+        loss = losses.contrastive_loss(image_emb, text_emb, model.logit_scale,
+                                       logit_bias=model.logit_bias)
+        i2t, t2i = losses.in_batch_accuracy(image_emb, text_emb)
+        return loss, full, i2t, t2i
+
+    def eval_step(self, iterator):
+        batch = next(iterator)
+        loss, full, i2t, t2i = self.strategy.run(
+            self._replica_fn, args=(batch["images"], batch["token_ids"], batch["mask"]))
+        reduce = lambda op, t: self.strategy.reduce(op, t, axis=None)
+        return {"loss": reduce(tf.distribute.ReduceOp.SUM, loss),
+                "full": self.strategy.experimental_local_results(full)[0],
+                "i2t": reduce(tf.distribute.ReduceOp.MEAN, i2t),
+                "t2i": reduce(tf.distribute.ReduceOp.MEAN, t2i)}
+
+    def eval_reduce(self, state, step_outputs):
+        if float(step_outputs["full"]) == 1.0:
+            state["validation/loss"] += float(step_outputs["loss"])
+            state["validation/image_to_text_accuracy"] += float(step_outputs["i2t"])
+            state["validation/text_to_image_accuracy"] += float(step_outputs["t2i"])
+            state["batches"] += 1
+        return state
+
+    def eval_end(self, state):
+        n = state.pop("batches")
+        out = {k: v / n for k, v in state.items()} if n else {}
+        out["validation/full_batches"] = n
+        if self.eval_fn is not None:
+            out.update({k: float(v) for k, v in self.eval_fn(self.model).items()})
+        return out

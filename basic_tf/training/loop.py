@@ -1,0 +1,152 @@
+"""`train(model_dir)`: the library entry tools/train.py calls. Builds everything, resumes, runs.
+
+    strategy -> [dtype policy] model (stage a: ImageClassifier, stage b: DualEncoder
+    [+ image tower from stage a, locked or not]) -> optimizer (built in scope) -> data iterator
+    -> checkpoint manager (restore if model_dir has one) -> orbit Controller(Trainer
+    [, ContrastiveEvaluator]) -> train / train_and_evaluate
+
+A model_dir that already holds a checkpoint resumes from it exactly (model, optimizer, step,
+counters and the data iterator's position); the stage (a) initialisation is only used for a
+fresh model_dir. All tunables are gin bindings of `train` and of the builders it calls.
+"""
+import os
+from typing import Callable, Optional
+
+import gin
+import keras
+import orbit
+import tensorflow as tf
+from absl import logging
+
+from basic_tf.data.distributed import CheckpointableDistributedIterator
+from basic_tf.data.pipeline import SkippedRecordsCounter, make_dataset
+from basic_tf.models import DualEncoder, ImageClassifier
+from basic_tf.training import checkpoints, precision, pretrain, progress
+from basic_tf.training.contrastive import ContrastiveTask
+from basic_tf.training.evaluator import ContrastiveEvaluator
+from basic_tf.training.optimizers import make_optimizer
+from basic_tf.training.trainer import Trainer, TrainState
+
+STAGES = ("contrastive", "pretrain")
+
+
+def _build_task(stage: str, model_dir: str, init_image_tower_from: Optional[str],
+                lock_image_tower: bool):
+    if stage == "pretrain":
+        if init_image_tower_from or lock_image_tower:
+            raise ValueError("train.init_image_tower_from / train.lock_image_tower belong to "
+                             "stage='contrastive' (stage (b)), not stage='pretrain'")
+        return pretrain.PretrainTask(ImageClassifier())
+    model = DualEncoder()
+    if lock_image_tower and not init_image_tower_from:
+        raise ValueError("train.lock_image_tower=True needs train.init_image_tower_from (a stage "
+                         "(a) checkpoint): locking a randomly initialised tower trains nothing "
+                         "useful")
+    if init_image_tower_from and tf.train.latest_checkpoint(model_dir) is None:
+        path = pretrain.restore_image_tower(model, init_image_tower_from)
+        logging.info("image tower initialised from stage (a) checkpoint %s", path)
+    return ContrastiveTask(model, lock_image_tower=lock_image_tower)
+
+
+def _global_batch_size(iterator, num_replicas: int) -> int:
+    return int(iterator.element_spec["images"].shape[0]) * num_replicas
+
+
+@gin.configurable(denylist=["model_dir", "strategy", "dataset_fn", "eval_dataset_fn"])
+def train(model_dir: str,
+          strategy: Optional[tf.distribute.Strategy] = None,
+          *,
+          stage: str = "contrastive",
+          train_steps: int = gin.REQUIRED,
+          steps_per_loop: int = 100,
+          checkpoint_interval: int = 1000,
+          max_checkpoints: int = 3,
+          log_every: Optional[int] = None,
+          clip_norm: Optional[float] = 1.0,
+          max_consecutive_nonfinite: int = 5,
+          seed: int = 0,
+          mixed_precision: Optional[str] = None,
+          init_image_tower_from: Optional[str] = None,
+          lock_image_tower: bool = False,
+          eval_interval: Optional[int] = None,
+          eval_steps: int = -1,
+          eval_fn: Optional[Callable] = None,
+          use_tf_while_loop: bool = True,
+          dataset_fn: Optional[Callable] = None,
+          eval_dataset_fn: Optional[Callable] = None) -> dict:
+    """Trains until global step `train_steps`; returns the last loop's outputs (and evaluation).
+
+    Args:
+      model_dir: checkpoints (ckpt-<step>), TensorBoard (train/, eval/), operative_config.gin.
+      strategy: a tf.distribute strategy (default: the current one).
+      stage: "pretrain" (stage (a): image tower + classifier on labelled images) or
+        "contrastive" (stage (b)).
+      train_steps: the global step to stop at.
+      steps_per_loop: steps per orbit inner loop (one tf.while_loop; summaries per loop).
+      checkpoint_interval: steps between checkpoints (a multiple of steps_per_loop is exact).
+      max_checkpoints: checkpoints kept.
+      log_every: steps between progress lines (default steps_per_loop).
+      clip_norm: clip the global-batch gradient to this L2 norm (None: no clipping).
+      max_consecutive_nonfinite: non-finite steps in a row that stop the run.
+      seed: seeds the weight initialisation and is the base of the per-step
+        dropout/stochastic-depth seeds.
+      mixed_precision: None / "float32" / "mixed_bfloat16".
+      init_image_tower_from: stage (a) model_dir or ckpt prefix (stage (b), fresh model_dir).
+      lock_image_tower: LiT: keep the initialised image tower fixed (stage (b)).
+      eval_interval: steps between evaluations (stage (b)); None: no evaluation.
+      eval_steps: validation batches per evaluation (-1: the whole evaluation set).
+      eval_fn: `eval_fn(model) -> {name: float}` run at each evaluation (zero-shot hook).
+      use_tf_while_loop: orbit runs each loop as one tf.while_loop (TPU); False for debugging.
+      dataset_fn / eval_dataset_fn: InputContext -> per-replica batched dataset; default
+        basic_tf.data.pipeline.make_dataset(ctx, training=True / False).
+    """
+    if stage not in STAGES:
+        raise ValueError(f"train.stage={stage!r} is not one of {STAGES}")
+    if eval_interval is not None and stage != "contrastive":
+        raise ValueError("train.eval_interval is for stage='contrastive'; set it to None")
+    strategy = strategy or tf.distribute.get_strategy()
+    tf.io.gfile.makedirs(model_dir)
+    dataset_fn = dataset_fn or (lambda ctx: make_dataset(ctx, training=True))
+
+    keras.utils.set_random_seed(seed)  # weight initialisation: a run is a function of its config
+    with strategy.scope():
+        with precision.dtype_policy(mixed_precision):
+            task = _build_task(stage, model_dir, init_image_tower_from, lock_image_tower)
+        optimizer = make_optimizer(task.trainable_variables)
+        state = TrainState()
+        skipped_records = SkippedRecordsCounter()
+    iterator = CheckpointableDistributedIterator(strategy, dataset_fn)
+    manager = checkpoints.make_checkpoint_manager(
+        model_dir, state.step, checkpoint_interval, max_checkpoints, model=task.model,
+        optimizer=checkpoints.optimizer_state(optimizer), state=state, data=iterator, skipped_records=skipped_records)
+    restored = checkpoints.restore_latest(manager)
+    if restored:
+        logging.info("resuming from %s at step %d", restored, int(state.step.numpy()))
+
+    trainer = Trainer(strategy, task, optimizer, iterator, state,
+                      global_batch_size=_global_batch_size(iterator,
+                                                           strategy.num_replicas_in_sync),
+                      clip_norm=clip_norm, max_consecutive_nonfinite=max_consecutive_nonfinite,
+                      seed=seed, skipped_records=skipped_records,
+                      use_tf_while_loop=use_tf_while_loop)
+    evaluator = None
+    if eval_interval is not None:
+        eval_dataset_fn = eval_dataset_fn or (lambda ctx: make_dataset(ctx, training=False))
+        evaluator = ContrastiveEvaluator(
+            strategy, task.model, strategy.distribute_datasets_from_function(eval_dataset_fn),
+            eval_fn)
+    logger = progress.ProgressLogger(state.step, train_steps, log_every or steps_per_loop)
+    controller = orbit.Controller(
+        global_step=state.step, trainer=trainer, evaluator=evaluator, strategy=strategy,
+        train_actions=[logger, progress.OperativeConfigWriter(
+            model_dir, os.path.join(model_dir, "train"), state.step)],
+        steps_per_loop=steps_per_loop, checkpoint_manager=manager,
+        summary_dir=os.path.join(model_dir, "train"),
+        eval_summary_dir=os.path.join(model_dir, "eval"))
+    if evaluator is not None:
+        output = controller.train_and_evaluate(train_steps=train_steps, eval_steps=eval_steps,
+                                               eval_interval=eval_interval)
+    else:
+        controller.train(steps=train_steps)
+        output = None
+    return {"step": int(state.step.numpy()), "progress": logger.lines, "eval": output}

@@ -1,0 +1,86 @@
+"""What a person reads during training: one progress line per N steps, and the run's gin record.
+
+TensorBoard scalars are written by orbit from the trainer's loop outputs (model_dir/train and
+model_dir/eval); this module adds the readable line and the operative gin config
+(model_dir/operative_config.gin and a text summary), the run's record of what it used.
+"""
+import datetime
+import os
+import time
+
+import gin
+import tensorflow as tf
+from absl import logging
+
+_LINE_FIELDS = (("loss", "loss {:.4f}"), ("image_to_text_accuracy", "i2t {:.3f}"),
+                ("text_to_image_accuracy", "t2i {:.3f}"), ("accuracy", "acc {:.3f}"),
+                ("temperature", "T {:.4f}"), ("learning_rate", "lr {:.2e}"),
+                ("grad_norm", "|g| {:.3g}"), ("examples_per_second", "{:.1f} ex/s"))
+
+
+class ProgressLogger:
+    """orbit train action: logs one line whenever `every` more steps have run, e.g.
+
+      step 400/1000 (40%) | loss 2.3145 | i2t 0.312 | ... | 51.2 ex/s | skipped 0 rec, 0 steps |
+      ETA 0:03:12
+    ETA = remaining steps / steps per second since the previous line.
+    """
+
+    def __init__(self, step: tf.Variable, total_steps: int, every: int):
+        self.step, self.total_steps, self.every = step, total_steps, max(int(every), 1)
+        self._last_step = int(step.numpy())
+        self._last_time = time.perf_counter()
+        self._last_logged = self._last_step
+        self.lines = []  # kept for tests and callers
+
+    def __call__(self, output: dict) -> None:
+        step = int(self.step.numpy())
+        if step - self._last_logged < self.every and step < self.total_steps:
+            return
+        now = time.perf_counter()
+        rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time, self._last_logged = step, now, step
+        parts = [f"step {step}/{self.total_steps} ({100 * step // max(self.total_steps, 1)}%)"]
+        parts += [fmt.format(float(output[k])) for k, fmt in _LINE_FIELDS if k in output]
+        parts.append(f"skipped {int(output.get('skipped_records', 0))} rec, "
+                     f"{int(output.get('nonfinite_steps', 0))} steps")
+        eta = (self.total_steps - step) / rate if rate > 0 else 0.0
+        parts.append(f"ETA {datetime.timedelta(seconds=round(eta))}")
+        line = " | ".join(parts)
+        self.lines.append(line)
+        logging.info("%s", line)
+
+
+class OperativeConfigWriter:
+    """orbit train action: after the first loop (when every configurable has been called, the
+    step's included) writes the gin bindings used to model_dir/operative_config.gin (atomically)
+    and as a TensorBoard text summary in summary_dir. Later calls do nothing."""
+
+    def __init__(self, model_dir: str, summary_dir: str, step: tf.Variable):
+        self.model_dir, self.summary_dir, self.step = model_dir, summary_dir, step
+        self.path = None
+
+    def __call__(self, output: dict) -> None:
+        del output
+        if self.path is None:
+            self.path = write_operative_config(self.model_dir, self.summary_dir,
+                                               int(self.step.numpy()))
+
+
+def write_operative_config(model_dir: str, summary_dir: str, step: int) -> str:
+    """Writes gin's operative config to model_dir/operative_config.gin and as a text summary at
+    `step`; returns the file path."""
+    text = gin.operative_config_str()
+    tf.io.gfile.makedirs(model_dir)
+    path = os.path.join(model_dir, "operative_config.gin")
+    tmp = path + ".tmp"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+        f.write(text)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+    writer = tf.summary.create_file_writer(summary_dir)
+    with writer.as_default():
+        # Markdown: indent by four spaces so TensorBoard shows it verbatim.
+        tf.summary.text("gin/operative_config",
+                        "\n".join("    " + line for line in text.splitlines()), step=step)
+    writer.flush()
+    return path

@@ -1,0 +1,116 @@
+"""The training loop end to end on tiny.gin: MirroredStrategy over 4 virtual CPUs with exact
+contrastive accumulation, logging, and skipped non-finite steps."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from basic_tf import config
+from basic_tf.models import DualEncoder
+from basic_tf.training import loop
+from basic_tf.training.trainer import NonFiniteLossError, step_seed
+from training_helpers import all_tags, bindings, checkpoint_values, scalar_events
+
+
+def _mirrored(n=4):
+    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+
+
+def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
+    model_dir = str(tmp_path / "run")
+    config.parse(["tiny"], bindings(tiny_data, global_batch_size=16) + [
+        "compute_contrastive_step.num_micro_batches = 2",
+        "train.train_steps = 24", "train.steps_per_loop = 4", "train.checkpoint_interval = 8",
+        "train.log_every = 8"])
+    result = loop.train(model_dir, _mirrored(4))
+    assert result["step"] == 24
+    (_, losses), = scalar_events(os.path.join(model_dir, "train"), "loss")
+    assert sorted(losses) == [4, 8, 12, 16, 20, 24]
+    # A batch of 16 holds 4 colours: chance is log(16) = 2.77; learning colours gives ~log(4).
+    assert losses[4] > 2.4
+    assert losses[24] < losses[4] - 0.3, losses
+    tags = all_tags(os.path.join(model_dir, "train"))
+    for tag in ("loss", "temperature", "learning_rate", "grad_norm", "image_to_text_accuracy",
+                "text_to_image_accuracy", "examples_per_second", "skipped_records",
+                "nonfinite_steps", "gin/operative_config"):
+        assert tag in tags, (tag, tags)
+    assert len(result["progress"]) == 3 and "ETA" in result["progress"][-1]
+    assert "step 24/24 (100%)" in result["progress"][-1]
+    with open(os.path.join(model_dir, "operative_config.gin")) as f:
+        gin_text = f.read()
+    assert "compute_contrastive_step.num_micro_batches = 2" in gin_text
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-24")
+
+
+class _PoisonedTask(loop.ContrastiveTask):
+    """ContrastiveTask whose gradients are NaN at chosen steps (recognised by their seeds)."""
+
+    poison_steps = ()
+
+    def replica_step(self, batch, seed):
+        loss, grads, metrics = super().replica_step(batch, seed)
+        hit = tf.reduce_any([tf.reduce_all(tf.equal(seed, step_seed(0, s)))
+                             for s in self.poison_steps])
+        grads = [tf.convert_to_tensor(g) for g in grads]
+        grads = [tf.where(hit, g * np.nan, g) for g in grads]
+        return loss, grads, metrics
+
+
+def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monkeypatch):
+    # Steps 2, 3 poisoned (skipped, run continues); from step 8 on all poisoned: with at most 3
+    # in a row allowed, the loop ending at step 12 raises and ckpt-12 is never written.
+    _PoisonedTask.poison_steps = (2, 3) + tuple(range(8, 20))
+    monkeypatch.setattr(loop, "ContrastiveTask", _PoisonedTask)
+    model_dir = str(tmp_path / "run")
+    config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
+        "train.train_steps = 20", "train.steps_per_loop = 2", "train.checkpoint_interval = 2",
+        "train.max_checkpoints = 10", "train.max_consecutive_nonfinite = 3"])
+    with pytest.raises(NonFiniteLossError, match=r"4 consecutive .*\(max_consecutive_nonfinite=3\)"):
+        loop.train(model_dir)
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-10")
+
+    def read(step, key):
+        return checkpoint_values(os.path.join(model_dir, f"ckpt-{step}"), key)
+
+    def counters(step):
+        values = read(step, "")
+        get = lambda part: int(next(v for k, v in values.items() if part in k))
+        return get("state/nonfinite_steps"), get("optimizer/iterations")
+
+    assert counters(2) == (0, 2)
+    assert counters(4) == (2, 2)  # two skipped: no update, the schedule does not advance
+    assert counters(8) == (2, 6)  # and the run went on
+    assert counters(10) == (4, 6)
+    weights = {s: read(s, "model/") for s in (4, 8, 10)}
+    assert any(not np.array_equal(weights[4][k], weights[8][k]) for k in weights[4])
+    for k in weights[8]:  # the skipped steps 8, 9 changed no weight
+        np.testing.assert_array_equal(weights[8][k], weights[10][k], err_msg=k)
+
+
+def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):
+    a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
+    config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
+        "train.stage = 'pretrain'", "image_classifier_config.num_classes = 4",
+        "train.train_steps = 4", "train.steps_per_loop = 2", "train.checkpoint_interval = 4"])
+    result = loop.train(a_dir)
+    assert result["step"] == 4 and "acc" in result["progress"][-1]
+    config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
+        f"train.init_image_tower_from = '{a_dir}'", "train.lock_image_tower = True",
+        "train.train_steps = 4", "train.steps_per_loop = 2", "train.checkpoint_interval = 2"])
+    loop.train(b_dir)
+    tower_a = checkpoint_values(os.path.join(a_dir, "ckpt-4"), "model/image_tower/")
+    # every image-tower variable, BatchNorm statistics included; stage (b) adds the projection
+    assert len(tower_a) == len(DualEncoder().image_tower.variables) - 1
+    projections = []
+    for step in (2, 4):
+        tower_b = checkpoint_values(os.path.join(b_dir, f"ckpt-{step}"), "model/image_tower/")
+        (projection,) = set(tower_b) - set(tower_a)
+        assert "projection" in projection
+        projections.append(tower_b[projection])
+        for k in tower_a:
+            np.testing.assert_array_equal(tower_b[k], tower_a[k], err_msg=k)
+    assert not np.array_equal(*projections)  # the new projection trains
+    text_2 = checkpoint_values(os.path.join(b_dir, "ckpt-2"), "model/text_tower/")
+    text_4 = checkpoint_values(os.path.join(b_dir, "ckpt-4"), "model/text_tower/")
+    assert sum(not np.array_equal(text_2[k], text_4[k]) for k in text_2) > len(text_2) // 2

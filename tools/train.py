@@ -1,0 +1,64 @@
+r"""Trains basic_tf: stage (a) image-tower pre-training or stage (b) contrastive training.
+
+  python3 tools/train.py --gin_file=tiny --model_dir=/tmp/tiny \
+      --gin_bindings="make_dataset.file_pattern='/data/train-*.tfrecord'" \
+      --gin_bindings="make_dataset.tokenizer_path='/data/sp.model'" \
+      --gin_bindings="make_dataset.global_batch_size=64" --gin_bindings="train.train_steps=1000"
+  python3 tools/train.py --gin_file=tiny --model_dir=/tmp/tiny --strategy=mirrored:4 \
+      --virtual_cpu_devices=4 ...      # try data parallelism on one CPU
+  python3 tools/train.py --gin_file=basic_s --model_dir=gs://bucket/run --strategy=tpu --tpu=name
+
+Stage (a) then (b), LiT: `train.stage='pretrain'` and `build_classifier.num_classes=N` into
+model_dir A; then `train.init_image_tower_from='A'` (and `train.lock_image_tower=True`) into B.
+
+Running the same command again on a model_dir that holds a checkpoint resumes it exactly. Writes
+model_dir/ckpt-<step>, model_dir/train and model_dir/eval (TensorBoard) and
+model_dir/operative_config.gin. Every option is a gin binding of basic_tf.training.loop.train and
+the builders it calls (make_optimizer, learning_rate_schedule, make_dataset, the models).
+Exit status 1 with a message when too many steps in a row are non-finite.
+"""
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("gin_file", [], "Gin file(s): a path or a name in gin/, e.g. tiny.")
+flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. "
+                          "'train.train_steps = 1000'.")
+flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and the operative gin config; "
+                    "an existing checkpoint here is resumed.")
+flags.DEFINE_string("strategy", "default", "default | one_device | mirrored[:N] | "
+                    "multi_worker_mirrored | tpu (basic_tf/parallel/strategy.py).")
+flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu ('' or local on a "
+                    "TPU VM).")
+flags.DEFINE_integer("virtual_cpu_devices", None, "Split the host CPU into N logical devices "
+                     "before TensorFlow starts (multi-device runs without accelerators).")
+flags.mark_flag_as_required("model_dir")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    if not FLAGS.gin_file:
+        raise app.UsageError("give at least one --gin_file (e.g. --gin_file=tiny)")
+    import tensorflow as tf
+    if FLAGS.virtual_cpu_devices:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        devices = [tf.config.LogicalDeviceConfiguration()
+                   for _ in range(FLAGS.virtual_cpu_devices)]
+        tf.config.set_logical_device_configuration(cpu, devices)
+    from basic_tf import config
+    from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
+    from basic_tf.training import loop
+    from basic_tf.training.trainer import NonFiniteLossError
+
+    config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+    strategy = make_strategy(**parse_strategy_flag(FLAGS.strategy), tpu=FLAGS.tpu)
+    try:
+        result = loop.train(FLAGS.model_dir, strategy)
+    except NonFiniteLossError as e:
+        logging.error("%s", e)
+        raise SystemExit(1) from None
+    logging.info("done at step %d; model_dir %s", result["step"], FLAGS.model_dir)
+
+
+if __name__ == "__main__":
+    app.run(main)
