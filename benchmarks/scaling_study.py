@@ -178,8 +178,9 @@ def contrastive_loss_at(loss_fn, images, labels, caption_tokens, batch: int, see
     return float(np.mean(values))
 
 
-def run_study(settings: StudySettings, workdir: str, log=print) -> dict:
-    """Every (batch size, seed) run; returns the JSON-able results."""
+def run_study(settings: StudySettings, workdir: str, log=print, on_run=None) -> dict:
+    """Every (batch size, seed) run; returns the JSON-able results. `on_run(results so far)`
+    is called after each run (the tool saves them, so an interrupted study keeps its runs)."""
     import tensorflow as tf
     from basic_tf import config
     from basic_tf.data import sources
@@ -225,9 +226,13 @@ def run_study(settings: StudySettings, workdir: str, log=print) -> dict:
                          "loss_gap": loss_test - loss_train})
             log(f"batch {batch:5d} seed {seed}: {steps} steps in {seconds:.0f} s, zero-shot test "
                 f"{test_acc:.3f} (train {train_acc:.3f}), loss gap {loss_test - loss_train:+.3f}")
-    return {"settings": dataclasses.asdict(settings), "image_size": image_size,
-            "train_templates": list(train_templates), "eval_templates": list(eval_templates),
-            "runs": runs, "summary": summarise(runs)}
+            results = {"settings": dataclasses.asdict(settings), "image_size": image_size,
+                       "train_templates": list(train_templates),
+                       "eval_templates": list(eval_templates), "runs": runs,
+                       "summary": summarise(runs)}
+            if on_run is not None:
+                on_run(results)
+    return results
 
 
 def summarise(runs: list) -> list:

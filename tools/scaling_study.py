@@ -39,11 +39,12 @@ def main(argv):
         batch_sizes=[int(b) for b in FLAGS.batch_sizes], seeds=[int(s) for s in FLAGS.seeds],
         examples_seen=FLAGS.examples_seen, base_lr=FLAGS.base_lr,
         max_micro_batch=FLAGS.max_micro_batch, eval_batch=FLAGS.eval_batch)
-    with tempfile.TemporaryDirectory() as workdir:
-        results = scaling_study.run_study(settings, workdir, log=logging.info)
     json_path = os.path.join(FLAGS.output_dir, "scaling_study.json")
     png_path = os.path.join(FLAGS.output_dir, "scaling_study.png")
-    scaling_study.save(results, json_path, png_path)
+    with tempfile.TemporaryDirectory() as workdir:
+        results = scaling_study.run_study(
+            settings, workdir, log=logging.info,
+            on_run=lambda partial: scaling_study.save(partial, json_path, png_path))
     for row in results["summary"]:
         print(f"batch {row['batch']:5d}: zero-shot {row['zero_shot_test']:.3f} +- "
               f"{row['zero_shot_test_std']:.3f}, accuracy gap {row['accuracy_gap']:+.3f}, "
