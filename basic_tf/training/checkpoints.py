@@ -33,8 +33,9 @@ def make_checkpoint_manager(model_dir: str, step: tf.Variable, checkpoint_interv
                             max_to_keep: int = 3, **objects) -> tf.train.CheckpointManager:
     """A manager saving `objects` (keyword = checkpoint key) to model_dir as ckpt-<step>.
 
-    `checkpoint_interval` is in steps; orbit's Controller saves when that many steps passed since
-    the last save (checked after each loop) and at the end of training.
+    `checkpoint_interval` is in steps; orbit's Controller saves after the first loop of a
+    process, then when that many steps passed since the last save (checked after each loop),
+    and at the end of training.
     """
     if checkpoint_interval < 1:
         raise ValueError(f"checkpoint_interval={checkpoint_interval} must be >= 1 steps")

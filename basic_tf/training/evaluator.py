@@ -36,12 +36,14 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
         image_emb = model.encode_image(images, training=False)
         text_emb = model.encode_text(token_ids, training=False)
         ctx = tf.distribute.get_replica_context()
-        full = ctx.all_reduce(tf.distribute.ReduceOp.MIN, tf.reduce_min(tf.cast(mask, tf.float32)))
+        padded = 1.0 - tf.reduce_min(tf.cast(mask, tf.float32))  # 1 if this batch has padding
+        full = tf.cast(ctx.all_reduce(tf.distribute.ReduceOp.SUM, padded) == 0.0, tf.float32)
         loss = losses.contrastive_loss(image_emb, text_emb, model.logit_scale,
                                        logit_bias=model.logit_bias)
         i2t, t2i = losses.in_batch_accuracy(image_emb, text_emb)
         return loss, full, i2t, t2i
 
+    @tf.autograph.experimental.do_not_convert  # plain Python; converting the model is slow
     def eval_step(self, iterator):
         batch = next(iterator)
         loss, full, i2t, t2i = self.strategy.run(

@@ -97,8 +97,10 @@ def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):
     assert result["step"] == 4 and "acc" in result["progress"][-1]
     config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
         f"train.init_image_tower_from = '{a_dir}'", "train.lock_image_tower = True",
-        "train.train_steps = 4", "train.steps_per_loop = 2", "train.checkpoint_interval = 2"])
-    loop.train(b_dir)
+        "train.train_steps = 4", "train.steps_per_loop = 2", "train.checkpoint_interval = 2",
+        "train.eval_interval = 2"])
+    seen = []
+    result = loop.train(b_dir, eval_fn=lambda model: seen.append(model) or {"zeroshot/x": 0.5})
     tower_a = checkpoint_values(os.path.join(a_dir, "ckpt-4"), "model/image_tower/")
     # every image-tower variable, BatchNorm statistics included; stage (b) adds the projection
     assert len(tower_a) == len(DualEncoder().image_tower.variables) - 1
@@ -114,3 +116,20 @@ def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):
     text_2 = checkpoint_values(os.path.join(b_dir, "ckpt-2"), "model/text_tower/")
     text_4 = checkpoint_values(os.path.join(b_dir, "ckpt-4"), "model/text_tower/")
     assert sum(not np.array_equal(text_2[k], text_4[k]) for k in text_2) > len(text_2) // 2
+
+    # Periodic evaluation at steps 2 and 4: the hook saw the trained model, and the validation
+    # loss is the plain mean contrastive loss over the full evaluation batches.
+    assert len(seen) == 2 and isinstance(seen[0], DualEncoder)
+    assert result["eval"]["zeroshot/x"] == 0.5
+    model = DualEncoder()
+    tf.train.Checkpoint(model=model).restore(os.path.join(b_dir, "ckpt-4")).expect_partial()
+    from basic_tf import losses
+    from basic_tf.data.pipeline import make_dataset
+    batch_losses = [
+        float(losses.contrastive_loss(model.encode_image(b["images"]),
+                                      model.encode_text(b["token_ids"]), model.logit_scale))
+        for b in make_dataset(None, training=False) if float(tf.reduce_min(b["mask"])) == 1.0]
+    assert len(batch_losses) == result["eval"]["validation/full_batches"] == 96 // 8
+    np.testing.assert_allclose(result["eval"]["validation/loss"], np.mean(batch_losses),
+                               rtol=1e-5)
+    assert "validation/loss" in all_tags(os.path.join(b_dir, "eval"))

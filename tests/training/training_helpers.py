@@ -62,11 +62,14 @@ def scalar_events(directory: str, tag: str) -> list:
     out = []
     for path in sorted(glob.glob(os.path.join(directory, "events.out.tfevents.*"))):
         values = {}
-        for event in tf.compat.v1.train.summary_iterator(path):
-            for v in event.summary.value:
-                if v.tag == tag:
-                    values[event.step] = float(tf.make_ndarray(v.tensor)) if v.HasField(
-                        "tensor") else v.simple_value
+        try:
+            for event in tf.compat.v1.train.summary_iterator(path):
+                for v in event.summary.value:
+                    if v.tag == tag:
+                        values[event.step] = float(tf.make_ndarray(v.tensor)) if v.HasField(
+                            "tensor") else v.simple_value
+        except tf.errors.DataLossError:  # a killed writer's last record
+            pass
         if values:
             out.append((path, values))
     return out
