@@ -118,7 +118,8 @@ def train(model_dir: str,
     iterator = CheckpointableDistributedIterator(strategy, dataset_fn)
     manager = checkpoints.make_checkpoint_manager(
         model_dir, state.step, checkpoint_interval, max_checkpoints, model=task.model,
-        optimizer=checkpoints.optimizer_state(optimizer), state=state, data=iterator, skipped_records=skipped_records)
+        optimizer=checkpoints.optimizer_state(optimizer), state=state, data=iterator,
+        skipped_records=skipped_records)
     restored = checkpoints.restore_latest(manager)
     if restored:
         logging.info("resuming from %s at step %d", restored, int(state.step.numpy()))

@@ -39,7 +39,8 @@ class AdaFactorW(keras.optimizers.Optimizer):
     Per variable w with gradient g (t = update number, from 1):
       second moment of g^2 + epsilon, decayed by beta_2 and bias-corrected by 1 - beta_2^t:
         factored for rank >= 2 variables whose last two dims are both >= min_dim_size_to_factor:
-          row stats R [..., rows] and column stats C [..., cols], v = R C^T / mean(R) (O(n+m) memory)
+          row stats R [..., rows] and column stats C [..., cols], v = R C^T / mean(R)
+          (O(n + m) memory instead of O(n m))
         otherwise a full accumulator v like Adam's;
       u = g / sqrt(v_hat), then u /= max(1, RMS(u) / clip_threshold) (update clipping);
       with beta_1: m = beta_1 m + (1 - beta_1) u, u = m (stored in momentum_dtype, e.g. bfloat16

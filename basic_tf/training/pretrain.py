@@ -74,7 +74,8 @@ def _checkpoint_path(checkpoint: str) -> str:
         return path
     if not tf.io.gfile.exists(checkpoint + ".index"):
         raise FileNotFoundError(f"train.init_image_tower_from={checkpoint!r}: no "
-                                f"{checkpoint}.index (give a stage (a) model_dir or a ckpt-N prefix)")
+                                f"{checkpoint}.index (give a stage (a) model_dir or a ckpt-N "
+                                "prefix)")
     return checkpoint
 
 

@@ -146,7 +146,8 @@ class Trainer(orbit.StandardTrainer):
         if int(self._worst_run.numpy()) >= self.max_consecutive_nonfinite:
             raise NonFiniteLossError(
                 f"{int(self._worst_run.numpy())} consecutive training steps (in the loop of "
-                f"steps {self._loop_first_step + 1}..{step}) had a non-finite loss or gradient norm "
+                f"steps {self._loop_first_step + 1}..{step}) had a non-finite loss or gradient "
+                f"norm "
                 f"(max_consecutive_nonfinite={self.max_consecutive_nonfinite}); the run stops "
                 "here and the last checkpoint in model_dir is the last good state. Lower "
                 "make_optimizer.learning_rate or train.clip_norm, or check the data, then rerun "

@@ -66,7 +66,8 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monk
     config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
         "train.train_steps = 20", "train.steps_per_loop = 2", "train.checkpoint_interval = 2",
         "train.max_checkpoints = 10", "train.max_consecutive_nonfinite = 3"])
-    with pytest.raises(NonFiniteLossError, match=r"4 consecutive .*\(max_consecutive_nonfinite=3\)"):
+    stop = r"4 consecutive .*\(max_consecutive_nonfinite=3\)"
+    with pytest.raises(NonFiniteLossError, match=stop):
         loop.train(model_dir)
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-10")
 

@@ -43,12 +43,13 @@ def _numpy_run(lr, clip, wd, steps, poison_steps=()):
     return w, b, losses
 
 
-def _tf_run(strategy, lr, clip, wd, steps, poison_steps=()):
+def _tf_run(strategy, lr, clip, wd, steps, poison_steps=(), kind="adamw"):
     with strategy.scope():
         w = keras.Variable(W0, name="kernel")
         b = keras.Variable(B0, name="bias")
-        opt = optimizers.make_optimizer([w, b], kind="adamw", learning_rate=lr,
-                                        weight_decay=wd, epsilon=1e-7)
+        extra = {"epsilon": 1e-7} if kind == "adamw" else {"min_dim_size_to_factor": 2}
+        opt = optimizers.make_optimizer([w, b], kind=kind, learning_rate=lr,
+                                        weight_decay=wd, **extra)
     n = strategy.num_replicas_in_sync
     per = len(X) // n
     xs = strategy.experimental_distribute_values_from_function(
@@ -99,3 +100,23 @@ def test_non_finite_step_changes_nothing():
     assert iterations == 3  # the schedule only advances on applied updates
     np.testing.assert_allclose(w, wn, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose([l for l in losses if l == l], [l for l in ln if l == l], rtol=1e-5)
+
+
+def test_mirrored_adafactorw_matches_keras_own_apply_on_one_device():
+    """The production default (AdaFactorW, decoupled decay, clipping) through apply_update on 4
+    replicas against Keras' own optimizer.apply on the full-batch gradient, clipped by hand."""
+    lr, clip, wd = 0.05, 0.5, 0.1
+    mirrored = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    wm, bm, _, iterations, _ = _tf_run(mirrored, lr, clip, wd, 3, kind="adafactorw")
+    w = keras.Variable(W0, name="kernel")
+    b = keras.Variable(B0, name="bias")
+    opt = optimizers.make_optimizer([w, b], kind="adafactorw", learning_rate=lr,
+                                    weight_decay=wd, min_dim_size_to_factor=2)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            loss = 0.5 * tf.reduce_mean(tf.reduce_sum(tf.square(tf.matmul(X, w) + b - Y), 1))
+        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, [w, b]), clip)
+        opt.apply(grads, [w, b])
+    assert iterations == 3 and opt._factored(w)
+    np.testing.assert_allclose(wm, w.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bm, b.numpy(), rtol=1e-5, atol=1e-6)
