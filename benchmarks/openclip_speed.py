@@ -23,8 +23,15 @@ import subprocess
 from benchmarks import common, steps
 
 # (config name, gin files, extra bindings, batch). The demo row runs once gin/demo.gin exists.
+# "mid" is a compute-bound shape (feasibility.md section 8: 64px ViT/8 and a text tower, 4 x 256
+# each, 8.6M parameters), where matmul speed rather than per-op overhead decides.
+MID = ["dual_encoder_config.image_size = 64", "dual_encoder_config.embed_dim = 256",
+       "text_tower_config.vocab_size = 8000", "text_tower_config.max_len = 32",
+       "text_tower_config.width = 256", "text_tower_config.depth = 4",
+       "text_tower_config.num_heads = 4", "text_tower_config.mlp_dim = 1024"]
 CONFIGS = [
     ("tiny", ["tiny"], [], 128),
+    ("mid", ["tiny"], MID, 64),
     ("demo", ["demo"], [], 64),
 ]
 # Our image tower as a ViT for the like-for-like comparison (tiny.gin's commented ViT variant).
@@ -32,6 +39,9 @@ COMPARISON_VIT = {
     "tiny": ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 8",
              "vit_config.width = 64", "vit_config.depth = 2", "vit_config.num_heads = 2",
              "vit_config.pooling = 'gap'"],
+    "mid": ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 8",
+            "vit_config.width = 256", "vit_config.depth = 4", "vit_config.num_heads = 4",
+            "vit_config.pooling = 'gap'"],
     "demo": ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 4",
              "vit_config.width = 128", "vit_config.depth = 4", "vit_config.num_heads = 4",
              "vit_config.pooling = 'gap'"],
