@@ -10,11 +10,8 @@ from basic_tf import config
 from basic_tf.models import DualEncoder
 from basic_tf.training import loop
 from basic_tf.training.trainer import NonFiniteLossError, step_seed
-from training_helpers import all_tags, bindings, checkpoint_values, scalar_events
-
-
-def _mirrored(n=4):
-    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(n)])
+from training_helpers import (all_tags, bindings, checkpoint_values, mirrored_strategy,
+                              scalar_events)
 
 
 def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
@@ -23,7 +20,7 @@ def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
         "compute_contrastive_step.num_micro_batches = 2",
         "train.train_steps = 24", "train.steps_per_loop = 4", "train.checkpoint_interval = 8",
         "train.log_every = 8"])
-    result = loop.train(model_dir, _mirrored(4))
+    result = loop.train(model_dir, mirrored_strategy(4))
     assert result["step"] == 24
     (_, losses), = scalar_events(os.path.join(model_dir, "train"), "loss")
     assert sorted(losses) == [4, 8, 12, 16, 20, 24]

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from basic_tf.training import optimizers
 from basic_tf.training.update import apply_update
+from training_helpers import mirrored_strategy
 
 X = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
 Y = np.random.default_rng(1).normal(size=(16, 3)).astype(np.float32)
@@ -80,7 +81,7 @@ def _tf_run(strategy, lr, clip, wd, steps, poison_steps=(), kind="adamw"):
 
 @pytest.mark.parametrize("clip", [None, 0.5])
 def test_mirrored_update_matches_numpy_and_one_device(clip):
-    mirrored = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    mirrored = mirrored_strategy(4)
     wm, bm, lm, _, _ = _tf_run(mirrored, 0.05, clip, 0.1, 4)
     w1, b1, l1, _, _ = _tf_run(tf.distribute.get_strategy(), 0.05, clip, 0.1, 4)
     wn, bn, ln = _numpy_run(0.05, clip, 0.1, 4)
@@ -93,7 +94,7 @@ def test_mirrored_update_matches_numpy_and_one_device(clip):
 
 
 def test_non_finite_step_changes_nothing():
-    mirrored = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    mirrored = mirrored_strategy(4)
     w, b, losses, iterations, applied = _tf_run(mirrored, 0.05, 1.0, 0.1, 5, poison_steps={1, 2})
     wn, bn, ln = _numpy_run(0.05, 1.0, 0.1, 5, poison_steps={1, 2})
     assert applied == [True, False, False, True, True]
@@ -106,7 +107,7 @@ def test_mirrored_adafactorw_matches_keras_own_apply_on_one_device():
     """The production default (AdaFactorW, decoupled decay, clipping) through apply_update on 4
     replicas against Keras' own optimizer.apply on the full-batch gradient, clipped by hand."""
     lr, clip, wd = 0.05, 0.5, 0.1
-    mirrored = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    mirrored = mirrored_strategy(4)
     wm, bm, _, iterations, _ = _tf_run(mirrored, lr, clip, wd, 3, kind="adafactorw")
     w = keras.Variable(W0, name="kernel")
     b = keras.Variable(B0, name="bias")
