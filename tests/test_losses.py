@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from basic_tf import losses
+from strategies import mirrored_strategy
 
 
 def _normalised(rng, n, d):
@@ -68,7 +69,7 @@ def test_softmax_with_bias_is_a_clear_error(batch):
 def test_replica_shares_sum_to_global_loss_and_gradient(batch, kind, bias, local_loss):
     img, txt = batch
     scale = 5.0
-    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    strategy = mirrored_strategy(4)
 
     @tf.function
     def run():

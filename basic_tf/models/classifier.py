@@ -26,6 +26,7 @@ def image_classifier_config(num_classes: int = 1000, pre_logits: bool = True) ->
     return {"num_classes": num_classes, "pre_logits": pre_logits}
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class ImageClassifier(keras.Model):
     """images float32 [B, H, W, 3] in [0, 1] -> logits float32 [B, num_classes].
 

@@ -121,6 +121,7 @@ def _downsampled(size: int, stride: int) -> int:
     return -(-size // stride)  # 'SAME' padding
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class MBConvBlock(keras.layers.Layer):
     """Pre-norm MBConv with squeeze-excitation: [B, H, W, Cin] -> [B, H/s, W/s, width]."""
 
@@ -188,6 +189,7 @@ def relative_position_index(height: int, width: int) -> np.ndarray:
     return (delta[..., 0] * (2 * width - 1) + delta[..., 1]).astype(np.int32)
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class RelativeAttentionBlock(keras.layers.Layer):
     """CoAtNet Transformer block on a feature map: [B, H, W, Cin] -> [B, H/s, W/s, width].
 
@@ -241,6 +243,7 @@ class RelativeAttentionBlock(keras.layers.Layer):
                 "drop_path_rate": self.drop_path_rate}
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class CoAtNet(L.BlockStack, keras.layers.Layer):
     """images [B, H, W, 3] (already normalised) -> features [B, width] or [B, output_dim].
 

@@ -77,6 +77,7 @@ def resolve_image_config(image_tower: str, image_config=None):
     return image_config
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class DualEncoder(keras.Model):
     """Built from gin with no arguments; keyword overrides replace single fields.
 

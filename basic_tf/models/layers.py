@@ -58,6 +58,7 @@ def stateless_uniform(shape, seed: tf.Tensor) -> tf.Tensor:
     return tf.reshape(uniform, shape)
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class Dropout(keras.layers.Layer):
     """Stateless dropout: same seed and input give the same mask (replayable)."""
 
@@ -77,6 +78,7 @@ class Dropout(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate}
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class StochasticDepth(keras.layers.Layer):
     """Stateless per-example residual-branch drop (drop path): x [B, ...] -> x or 0, rescaled."""
 
@@ -114,6 +116,7 @@ def moving_stat_updates_enabled() -> bool:
     return not getattr(_state, "frozen", False)
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class BatchNorm(keras.layers.Layer):
     """BatchNorm over all but the last axis, statistics in float32.
 
@@ -132,8 +135,8 @@ class BatchNorm(keras.layers.Layer):
         c = int(input_shape[-1])
         self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
-        stat = dict(shape=(c,), dtype="float32", trainable=False, synchronization="on_read",
-                    aggregation="mean")
+        stat = dict(shape=(c,), dtype="float32", trainable=False, autocast=False,
+                    synchronization="on_read", aggregation="mean")
         self.moving_mean = keras.Variable(initializer="zeros", name="moving_mean", **stat)
         self.moving_variance = keras.Variable(initializer="ones", name="moving_variance", **stat)
 
@@ -173,6 +176,7 @@ def remat_block(policy, fn: Callable, block_index: int) -> Callable:
     return policy.wrap(once_updating, block_index)
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class MultiHeadAttention(keras.layers.Layer):
     """Self-attention with einsums (XLA-friendly), softmax in float32.
 
@@ -213,6 +217,7 @@ class MultiHeadAttention(keras.layers.Layer):
                 "dropout_rate": self.dropout_rate}
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class Mlp(keras.layers.Layer):
     """Dense(hidden, GELU) -> Dense(width): [..., width] -> [..., width]."""
 
@@ -233,6 +238,7 @@ class Mlp(keras.layers.Layer):
         return {**super().get_config(), "width": self.width, "hidden": self.hidden}
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class TransformerBlock(keras.layers.Layer):
     """Pre-LN block shared by the ViT, text and CoAtNet towers.
 

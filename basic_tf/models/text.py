@@ -54,6 +54,7 @@ def text_tower_config(vocab_size: int = 32000, max_len: int = 64, width: int = 5
                            dropout_rate, attention_dropout_rate, drop_path_rate)
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class TextTransformer(L.BlockStack, keras.layers.Layer):
     """token_ids [B, L<=max_len] int32 -> [B, width] or [B, output_dim]; block i uses seed
     fold_in(seed, i) and `remat_policy.wrap(fn(x), i)` (seed and mask captured)."""

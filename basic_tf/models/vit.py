@@ -45,6 +45,7 @@ def vit_config(patch_size: int = 16, width: int = 768, depth: int = 12, num_head
                      pooling, dropout_rate, attention_dropout_rate, drop_path_rate)
 
 
+@keras.saving.register_keras_serializable(package="basic_tf")
 class ViT(L.BlockStack, keras.layers.Layer):
     """Block i uses seed fold_in(seed, i) and `remat_policy.wrap(fn(x), i)` (seed captured)."""
 

@@ -4,6 +4,7 @@ import tensorflow as tf
 
 from basic_tf.data import distributed, pipeline
 from data_helpers import write_bad_shard
+from strategies import mirrored_strategy
 
 
 def distributed_dataset(strategy, pattern, sp_model, training, global_batch_size=8, **kwargs):
@@ -16,7 +17,7 @@ def distributed_dataset(strategy, pattern, sp_model, training, global_batch_size
 
 
 def test_mirrored_eval_covers_every_record_once_and_counts_skips(shards_120, sp_model, tmp_path):
-    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    strategy = mirrored_strategy(4)
     pattern, records = shards_120
     bad = str(tmp_path / "bad.tfrecord")
     good_ids, _ = write_bad_shard(bad)
@@ -44,7 +45,7 @@ def test_mirrored_eval_covers_every_record_once_and_counts_skips(shards_120, sp_
 
 
 def test_checkpointable_iterator_gives_replicas_what_tf_distribute_gives(shards_120, sp_model):
-    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    strategy = mirrored_strategy(4)
     pattern, _ = shards_120
     reference = iter(distributed_dataset(strategy, pattern, sp_model, training=True))
     ours = distributed.CheckpointableDistributedIterator(

@@ -15,6 +15,7 @@ import tensorflow as tf
 from basic_tf.data import distributed, pipeline
 from data_helpers import write_bad_shard
 from resume_worker import flatten
+from strategies import mirrored_strategy
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -45,7 +46,7 @@ def test_restore_in_a_new_process_gives_the_same_next_batches(shards_120, sp_mod
     assert sum(int(b["skipped"].numpy().sum()) for b in consumed) <= 3
     expected["plain"] = _save_then_continue(it, None, str(tmp_path / "plain_ckpt"))
 
-    strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    strategy = mirrored_strategy(4)
     dit = distributed.CheckpointableDistributedIterator(
         strategy, lambda ctx: pipeline.make_dataset(ctx, training=True, **kwargs))
     for _ in range(5):

@@ -1,6 +1,7 @@
 """DualEncoder contract, stateless replay, remat and XLA on gin/tiny.gin."""
 import math
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -161,3 +162,21 @@ def test_classifier_weights_transfer_to_dual_encoder(tmp_path):
         match = [w for w in model.image_tower.weights if w.path == v.path]
         assert len(match) == 1
         np.testing.assert_array_equal(match[0].numpy(), v.numpy())
+
+
+def test_mixed_bfloat16_outputs_float32():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = tiny_model()
+        images, tokens = toy_batch(model)
+        with tf.GradientTape() as tape:
+            image_emb, text_emb = model({"images": images, "token_ids": tokens}, training=True)
+            loss = tf.reduce_sum(image_emb * text_emb) * model.logit_scale
+        grads = tape.gradient(loss, model.trainable_variables)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.image_tower.blocks[-1].compute_dtype == "bfloat16"
+    assert image_emb.dtype == text_emb.dtype == model.logit_scale.dtype == tf.float32
+    assert {v.dtype for v in model.weights} == {"float32"}
+    np.testing.assert_allclose(np.linalg.norm(image_emb, axis=1), 1.0, rtol=1e-5)
+    assert all(np.all(np.isfinite(tf.convert_to_tensor(g).numpy())) for g in grads)

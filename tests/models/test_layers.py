@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from basic_tf.models import layers as L
 from basic_tf.models.coatnet import relative_position_index
+from strategies import mirrored_strategy
 
 
 def test_dropout_and_stochastic_depth_are_stateless():
@@ -63,7 +64,7 @@ def test_batch_norm_and_no_moving_stat_updates():
 
 def test_batch_norm_per_replica_under_mirrored_strategy():
     """Each replica normalises over its own half; moving stats become the replicas' mean."""
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored_strategy(2)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(8, 2, 2, 3)).astype(np.float32)
     x[4:] = x[4:] * 3 + 5  # the two replicas' halves have different statistics

@@ -10,8 +10,8 @@ from basic_tf import config
 from basic_tf.models import DualEncoder
 from basic_tf.training import loop
 from basic_tf.training.trainer import NonFiniteLossError, step_seed
-from training_helpers import (all_tags, bindings, checkpoint_values, mirrored_strategy,
-                              scalar_events)
+from strategies import mirrored_strategy
+from training_helpers import all_tags, bindings, checkpoint_values, scalar_events
 
 
 def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):

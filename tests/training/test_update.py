@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from basic_tf.training import optimizers
 from basic_tf.training.update import apply_update
-from training_helpers import mirrored_strategy
+from strategies import mirrored_strategy
 
 X = np.random.default_rng(0).normal(size=(16, 5)).astype(np.float32)
 Y = np.random.default_rng(1).normal(size=(16, 3)).astype(np.float32)

@@ -1,5 +1,4 @@
 """Helpers of the training tests: tiny labelled image-text shards, gin bindings, event reading."""
-import functools
 import glob
 import os
 
@@ -91,20 +90,3 @@ def checkpoint_values(path: str, prefix: str) -> dict:
             if k.startswith(prefix) and k.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
             and "OPTIMIZER_SLOT" not in k}
 
-
-class _OwnKeysMirroredStrategy(tf.distribute.MirroredStrategy):
-    """MirroredStrategy whose collective group keys start at 1001, not 1.
-
-    Every MirroredStrategy of a process numbers its collective groups from 1 and instances from
-    100, so two strategies over the same devices reuse (group, instance) keys; when the reused
-    key's op has another type or dtype, TF aborts collective ops for the rest of the process
-    ("Collective instance 100 expected type 0 ... got type 2"). Tests in other rooms make their
-    own strategies in the same pytest process: these keys keep out of their way.
-    """
-    _collective_key_base = 1000
-
-
-@functools.lru_cache(maxsize=None)
-def mirrored_strategy(num_devices: int = 4) -> tf.distribute.MirroredStrategy:
-    """One strategy per device count for all training tests (instance keys keep counting)."""
-    return _OwnKeysMirroredStrategy([f"/cpu:{i}" for i in range(num_devices)])

@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 from zeroshot_helpers import SEQ_LEN, StandInTextEncoder
+from strategies import mirrored_strategy
 
 
 @pytest.fixture(scope="session")
@@ -17,4 +18,4 @@ def text_encoder():
 @pytest.fixture(scope="session")
 def mirrored4():
     """MirroredStrategy over 4 of the 8 virtual CPUs made by tests/conftest.py."""
-    return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(4)])
+    return mirrored_strategy(4)

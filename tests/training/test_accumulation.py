@@ -1,0 +1,185 @@
+"""BASIC accumulation against a plain single-device GradientTape over the whole batch.
+
+The reference embeds the same micro-batches (same BatchNorm split) with the same stateless seeds
+(`micro_batch_seeds`), concatenates them and differentiates the one global loss on one device.
+Dropout and stochastic depth are on, so a wrong replay would show.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from basic_tf import config, losses
+from basic_tf.models import DualEncoder
+from basic_tf.parallel.remat import RematPolicy
+from basic_tf.training.accumulation import (compute_contrastive_step, contrastive_gradients,
+                                            micro_batch_seeds)
+from strategies import mirrored_strategy
+
+BATCH = 16
+SEED = tf.constant([7, 11])
+# Randomness on in both towers (tiny.gin itself has none).
+DROPOUT_BINDINGS = ["coatnet_config.dropout_rate = 0.1", "coatnet_config.drop_path_rate = 0.2",
+                    "text_tower_config.dropout_rate = 0.1"]
+
+
+def _model(kind="softmax", remat="none", strategy=None):
+    bindings = list(DROPOUT_BINDINGS) + [f"contrastive_loss.kind = '{kind}'"]
+    if kind == "sigmoid":
+        bindings += ["dual_encoder_config.use_logit_bias = True",
+                     "dual_encoder_config.logit_bias_init = -5.0"]
+    config.parse(["tiny"], bindings)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = DualEncoder(remat_policy=RematPolicy(mode=remat))
+    return model
+
+
+def _batch(model):
+    rng = np.random.default_rng(0)
+    size = model.image_size
+    images = rng.uniform(size=(BATCH, size, size, 3)).astype(np.float32)
+    tokens = rng.integers(1, 50, size=(BATCH, model.max_text_len)).astype(np.int32)
+    tokens[:, model.max_text_len // 2:] = 0  # padding
+    tokens[::3, 3:] = 0
+    model({"images": images[:2], "token_ids": tokens[:2]})
+    return images, tokens
+
+
+def _dense(x):
+    return tf.convert_to_tensor(x).numpy()
+
+
+def _reference(model, images, tokens, replicas, micro):
+    per_replica = BATCH // replicas
+    size = per_replica // micro
+    with tf.GradientTape() as tape:
+        image_embs, text_embs = [], []
+        for r in range(replicas):
+            for m in range(micro):
+                rows = slice(r * per_replica + m * size, r * per_replica + (m + 1) * size)
+                image_seed, text_seed = micro_batch_seeds(SEED, r, m)
+                image_embs.append(model.encode_image(images[rows], training=True, seed=image_seed))
+                text_embs.append(model.encode_text(tokens[rows], training=True, seed=text_seed))
+        loss = losses.contrastive_loss(tf.concat(image_embs, 0), tf.concat(text_embs, 0),
+                                       model.logit_scale, logit_bias=model.logit_bias)
+    return loss.numpy(), [_dense(g) for g in tape.gradient(loss, model.trainable_variables)]
+
+
+def _accumulated(model, images, tokens, micro, strategy=None):
+    if strategy is None:
+        loss, grads = tf.function(lambda: contrastive_gradients(
+            model, tf.constant(images), tf.constant(tokens), micro, seed=SEED))()
+        return loss.numpy(), [_dense(g) for g in grads]
+    replicas = strategy.num_replicas_in_sync
+    dataset = tf.data.Dataset.from_tensors((images, tokens)).unbatch().batch(BATCH)
+    dist = strategy.experimental_distribute_dataset(dataset)
+
+    @tf.function
+    def step(inputs):
+        out = strategy.run(lambda x: contrastive_gradients(model, x[0], x[1], micro, seed=SEED),
+                           args=(inputs,))
+        return (strategy.reduce("SUM", out[0], axis=None),
+                [strategy.reduce("SUM", g, axis=None) for g in out[1]])
+
+    assert replicas > 1
+    loss, grads = step(next(iter(dist)))
+    return loss.numpy(), [_dense(g) for g in grads]
+
+
+def _assert_grads_close(got, want, variables):
+    scale = max(np.abs(w).max() for w in want)
+    for g, w, v in zip(got, want, variables):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * scale, err_msg=v.path)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("micro", [1, 2, 4])
+def test_one_device_equals_plain_tape(kind, micro):
+    model = _model(kind)
+    images, tokens = _batch(model)
+    loss, grads = _accumulated(model, images, tokens, micro)
+    ref_loss, ref_grads = _reference(model, images, tokens, 1, micro)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    _assert_grads_close(grads, ref_grads, model.trainable_variables)
+
+
+@pytest.mark.parametrize("kind,micro", [("softmax", 1), ("softmax", 2), ("softmax", 4),
+                                        ("sigmoid", 2)])
+def test_four_replicas_sum_to_plain_tape(kind, micro):
+    strategy = mirrored_strategy(4)
+    model = _model(kind, strategy=strategy)
+    images, tokens = _batch(model)
+    loss, grads = _accumulated(model, images, tokens, micro, strategy)
+    ref_loss, ref_grads = _reference(model, images, tokens, 4, micro)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    _assert_grads_close(grads, ref_grads, model.trainable_variables)
+
+
+def test_local_loss_gives_the_same_gradients():
+    strategy = mirrored_strategy(4)
+    model = _model("softmax", strategy=strategy)
+    images, tokens = _batch(model)
+    config.parse(["tiny"], list(DROPOUT_BINDINGS) + ["contrastive_loss.local_loss = True"])
+    loss, grads = _accumulated(model, images, tokens, 2, strategy)
+    ref_loss, ref_grads = _reference(model, images, tokens, 4, 2)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    _assert_grads_close(grads, ref_grads, model.trainable_variables)
+
+
+def test_recompute_gives_identical_gradients():
+    plain = _model("softmax", remat="none")
+    images, tokens = _batch(plain)
+    remat = _model("softmax", remat="every_block")
+    _batch(remat)
+    remat.set_weights(plain.get_weights())
+    for micro in (1, 2):
+        _, want = _accumulated(plain, images, tokens, micro)
+        _, got = _accumulated(remat, images, tokens, micro)
+        _assert_grads_close(got, want, plain.trainable_variables)
+
+
+def test_batchnorm_moving_statistics_update_once_per_micro_batch():
+    model = _model("softmax")
+    images, tokens = _batch(model)
+    twin = _model("softmax")
+    _batch(twin)
+    twin.set_weights(model.get_weights())
+    assert model.non_trainable_variables, "tiny.gin's image tower should have BatchNorm"
+    _accumulated(model, images, tokens, 2)
+    # What pass 1 alone does: one training-mode forward per micro-batch.
+    for m in range(2):
+        rows = slice(m * BATCH // 2, (m + 1) * BATCH // 2)
+        image_seed, _ = micro_batch_seeds(SEED, 0, m)
+        twin.encode_image(images[rows], training=True, seed=image_seed)
+    for got, want in zip(model.non_trainable_variables, twin.non_trainable_variables):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-7,
+                                   err_msg=got.path)
+
+
+def test_compiles_with_xla_and_matches():
+    """jit_compile=True on CPU is the project's proxy for 'runs on TPU'."""
+    model = _model("softmax", remat="every_block")
+    images, tokens = _batch(model)
+    step = tf.function(lambda i, t: contrastive_gradients(model, i, t, 2, seed=SEED),
+                       jit_compile=True)
+    loss, grads = step(tf.constant(images), tf.constant(tokens))
+    want_loss, want = _accumulated(model, images, tokens, 2)
+    np.testing.assert_allclose(loss.numpy(), want_loss, rtol=1e-5)
+    _assert_grads_close([_dense(g) for g in grads], want, model.trainable_variables)
+
+
+def test_locked_image_tower_gets_no_gradient_and_text_grads_stay_exact():
+    model = _model("softmax")
+    images, tokens = _batch(model)
+    model.image_tower.trainable = False
+    assert not model.image_trainable_variables
+    loss, grads = _accumulated(model, images, tokens, 2)
+    ref_loss, ref_grads = _reference(model, images, tokens, 1, 2)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    _assert_grads_close(grads, ref_grads, model.trainable_variables)
+
+
+def test_indivisible_batch_is_a_clear_error():
+    model = _model("softmax")
+    images, tokens = _batch(model)
+    with pytest.raises(ValueError, match="num_micro_batches=3"):
+        compute_contrastive_step(model, tf.constant(images), tf.constant(tokens), 3)
