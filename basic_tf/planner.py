@@ -201,12 +201,18 @@ class Plan:
 @gin.configurable(denylist=["model_config", "global_batch"])
 def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, model_shards: int = 1,
               num_micro_batches: int = 1, remat_every: int = 0, optimizer: str = "adamw",
-              activation_bytes: int = 4, runtime_overhead_mb: float = 100.0) -> Plan:
+              activation_bytes: int = 4, runtime_overhead_mb: float = 100.0,
+              accumulation_overhead_mb: float = 50.0) -> Plan:
     """Memory and FLOPs of one step.
 
     runtime_overhead_mb: what the framework itself allocates during the first step (graph
     tracing, optimisation, executor state); measured for TensorFlow 2.20 on CPU by
-    benchmarks/planner_memory.py. activation_bytes: 4 (float32) or 2 (bfloat16 compute).
+    benchmarks/planner_memory.py (its batch-2 rows). accumulation_overhead_mb: what BASIC's
+    accumulation (M > 1) adds to that: its two passes are while-loop bodies, i.e. two more
+    functions (a forward, and a forward + backward) that TensorFlow traces, optimises and
+    instantiates beside the step; a constant, not a per-example cost (tiny.gin, 2026-11-29:
+    +52 MB at batch 8, +54 MB at batches 256 and 1024 with 4 micro-batches, +40 MB at 1024 with
+    16). activation_bytes: 4 (float32) or 2 (bfloat16 compute).
     Model-sharded tensors (weights, optimizer state, gradients, activations) divide by
     model_shards; activations that tensor parallelism replicates (LayerNorm inputs) are not
     modelled separately.
@@ -238,7 +244,8 @@ def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, mod
         "workspace": 2 * activation_bytes * micro * max(img.largest, txt.largest) / shard,
         "embeddings": 4 * local * d * 2 * (2 if accumulate else 1),
         "logits": 4 * 4 * local * global_batch,
-        "runtime overhead": runtime_overhead_mb * MB,
+        "runtime overhead": (runtime_overhead_mb
+                             + (accumulation_overhead_mb if accumulate else 0.0)) * MB,
     }
     forward = global_batch * (img.flops + txt.flops)
     logits = 2 * global_batch * global_batch * d

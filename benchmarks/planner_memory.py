@@ -1,47 +1,31 @@
 """Planner check: predicted against measured peak memory of the train step, side by side.
 
-Each configuration runs in its own process: build the model, the AdamW and the input batch, then
-run the train step (benchmarks/steps.py) twice; measured = peak RSS increase over the RSS just
-before the first step, i.e. what the step adds on top of weights, optimizer state and inputs.
-The prediction is the planner's `Plan.step_bytes` for the same config (gradients, activations of
-one micro-batch, workspace, embeddings, logits and its constant runtime overhead), computed in
-the same process from the parsed gin config. The 'batch 2' row of each config shows the
-framework's own overhead that the constant stands for.
+Each configuration runs in its own process (`steps.measure_step_memory`, under
+common.MEMORY_ENV): build the model, the AdamW and the input batch, then run the train step
+(benchmarks/steps.py) twice; measured = peak RSS increase over the RSS just before the first step,
+i.e. what the step adds on top of weights, optimizer state and inputs. The prediction is the
+planner's `Plan.step_bytes` for the same setting (gradients, activations of one micro-batch,
+workspace, embeddings, logits and its constant runtime overhead), computed in the same process
+from the parsed gin config. The 'batch 2' row of each config shows the framework's own overhead
+that the constant stands for. The memory_accumulation figure adds rows at several micro-batch
+counts and with remat.
 """
 from benchmarks import common
 
 # (config, gin files, bindings, [(batch, micro-batches, remat mode)]).
 CONFIGS = [
     ("tiny", ["tiny"], [], [(2, 1, "none"), (128, 1, "none"), (1024, 1, "none"),
-                            (1024, 1, "every_block"), (1024, 4, "none")]),
+                            (1024, 4, "none")]),
     ("demo", ["demo"], [], [(2, 1, "none"), (64, 1, "none"), (256, 1, "none"),
                             (256, 4, "none")]),
 ]
 TOLERANCE = 0.25
+STEPS = 1  # after the first; memory peaks in the first step or two
 
 
 def measure(cfg: dict) -> dict:
-    import tensorflow as tf
-    from basic_tf import planner
     from benchmarks import steps
-
-    model, images, tokens = steps.build(cfg["gin"], cfg["bindings"], cfg["batch"],
-                                        remat=cfg["remat"])
-    step = steps.train_step(model, cfg["micro"])
-    plan = planner.plan_step(planner.gin_model_config(), cfg["batch"],
-                             num_micro_batches=cfg["micro"],
-                             remat_every=0 if cfg["remat"] == "none" else 1)
-    before = common.rss_mb()
-    for i in range(2):
-        float(step(images, tokens, tf.constant([i, 0])))
-    measured = common.peak_rss_mb() - before
-    predicted = plan.step_bytes / planner.MB
-    return {**{k: cfg[k] for k in ("config", "batch", "micro", "remat")},
-            "params": steps.param_count(model), "planner_params": plan.params["total"],
-            "measured_mb": round(measured, 1), "predicted_mb": round(predicted, 1),
-            "predicted_components_mb": {k: round(v / planner.MB, 2)
-                                        for k, v in plan.memory.items()},
-            "error": round(predicted / measured - 1.0, 3)}
+    return dict(steps.measure_step_memory(cfg), config=cfg["config"])
 
 
 def run() -> dict:
@@ -52,16 +36,17 @@ def run() -> dict:
             resolve_gin_file(gin_files[0])
         except FileNotFoundError:
             rows.append({"config": name, "skipped": f"gin file {gin_files[0]!r} not found"})
+            print(f"  {name}: skipped ({rows[-1]['skipped']})", flush=True)
             continue
         for batch, micro, remat in settings:
             rows.append(common.run_child("benchmarks.planner_memory", dict(
                 config=name, gin=gin_files, bindings=bindings, batch=batch, micro=micro,
-                remat=remat)))
+                remat=remat, steps=STEPS), env=common.MEMORY_ENV))
             r = rows[-1]
             print(f"  {name} batch {batch} M={micro} remat={remat}: measured "
                   f"{r['measured_mb']} MB, predicted {r['predicted_mb']} MB "
                   f"({r['error']:+.0%})", flush=True)
-    return {"tolerance": TOLERANCE, "rows": rows}
+    return {"tolerance": TOLERANCE, "env": common.MEMORY_ENV, "rows": rows}
 
 
 def table(payload: dict) -> str:
@@ -74,11 +59,14 @@ def table(payload: dict) -> str:
         within = abs(r["error"]) <= payload["tolerance"]
         rows.append([r["config"], r["batch"], r["micro"], r["remat"], r["measured_mb"],
                      r["predicted_mb"], f"{r['error']:+.0%}", "yes" if within else "**no**",
-                     f"activations {c['activations']}, workspace {c['workspace']}, "
-                     f"logits {c['logits']}, overhead {c['runtime overhead']}"])
-    return common.markdown_table(
-        ["config", "batch", "micro-batches", "remat", "measured MB", "predicted MB", "error",
-         f"within {payload['tolerance']:.0%}", "predicted parts (MB)"], rows)
+                     ", ".join(f"{k} {c[k]}" for k in ("activations", "workspace", "gradients",
+                                                        "embeddings", "logits",
+                                                        "runtime overhead"))])
+    env = " ".join(f"{k}={v}" for k, v in payload.get("env", {}).items())
+    return ((f"Children run with `{env}` (see benchmarks/common.py).\n\n" if env else "") +
+            common.markdown_table(
+                ["config", "batch", "micro-batches", "remat", "measured MB", "predicted MB",
+                 "error", f"within {payload['tolerance']:.0%}", "predicted parts (MB)"], rows))
 
 
 if __name__ == "__main__":

@@ -69,3 +69,45 @@ def time_step(step, images, tokens, warmup: int, steps: int) -> dict:
     step_s = float(np.median(times))
     return {"first_step_s": round(first, 3), "step_s": round(step_s, 4),
             "pairs_per_s": round(int(images.shape[0]) / step_s, 1), "loss": loss}
+
+
+def measure_step_memory(cfg: dict) -> dict:
+    """Child side of the memory figures: peak memory and step time of one train step setting.
+
+    cfg: gin (list of gin files), bindings, batch, micro (M), remat (RematPolicy mode), steps
+    (timed steps after the first). `first_loss` is the loss of the first step (same weights in
+    every setting; with BatchNorm it depends on the micro-batch split). Builds the model, AdamW and the input batch, then runs the
+    step `1 + steps` times; measured = peak RSS increase over the RSS just before the first step
+    (tracing included), i.e. what the step adds on top of weights, optimizer state and inputs.
+    The planner's prediction of the same quantity (`Plan.step_bytes`, from the parsed gin config)
+    is returned beside it. Run it under common.MEMORY_ENV.
+    """
+    import tensorflow as tf
+    from basic_tf import planner
+    from benchmarks import common
+
+    model, images, tokens = build(cfg["gin"], cfg["bindings"], cfg["batch"], remat=cfg["remat"])
+    step = train_step(model, cfg["micro"])
+    plan = planner.plan_step(planner.gin_model_config(), cfg["batch"],
+                             num_micro_batches=cfg["micro"],
+                             remat_every=0 if cfg["remat"] == "none" else 1)
+    before = common.rss_mb()
+    start = time.perf_counter()
+    first_loss = float(step(images, tokens, tf.constant([0, 0])))
+    first = time.perf_counter() - start
+    times = []
+    for i in range(cfg["steps"]):
+        start = time.perf_counter()
+        float(step(images, tokens, tf.constant([i + 1, 0])))
+        times.append(time.perf_counter() - start)
+    measured = common.peak_rss_mb() - before
+    predicted = plan.step_bytes / planner.MB
+    return {"batch": cfg["batch"], "micro": cfg["micro"], "remat": cfg["remat"],
+            "params": param_count(model), "planner_params": plan.params["total"],
+            "measured_mb": round(measured, 1), "predicted_mb": round(predicted, 1),
+            "error": round(predicted / measured - 1.0, 3),
+            "predicted_components_mb": {k: round(v / planner.MB, 2)
+                                        for k, v in plan.memory.items()},
+            "first_step_s": round(first, 2),
+            "step_s": round(float(np.median(times)), 4) if times else None,
+            "first_loss": first_loss}

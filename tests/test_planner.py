@@ -100,6 +100,8 @@ def test_memory_arithmetic():
     assert acc.memory["activations"] == pytest.approx(base.memory["activations"] / 4)
     assert acc.memory["gradients"] == 2 * base.memory["gradients"]
     assert acc.memory["logits"] == base.memory["logits"]
+    # The accumulation's two while-loop passes cost a constant on top of the runtime's own.
+    assert acc.memory["runtime overhead"] == base.memory["runtime overhead"] + 50 * planner.MB
     # Recompute keeps block inputs only, plus one block's activations.
     remat = planner.plan_step(cfg, 512, remat_every=1)
     blocks = img.blocks + txt.blocks
