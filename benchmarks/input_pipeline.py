@@ -14,7 +14,7 @@ import tempfile
 
 from benchmarks import common
 
-CONFIGS = [("tiny", ["tiny"], [], 128), ("demo", ["demo"], [], 64)]
+CONFIGS = [("tiny", ["tiny"], [], 128), ("demo", ["demo"], [], 128)]
 EXAMPLES, SOURCE_SIZE = 512, 256
 PIPELINE_BATCHES, STEPS = 30, 5
 

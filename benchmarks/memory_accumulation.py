@@ -18,7 +18,6 @@ CONFIGS = [
     {"micro": 4, "remat": "none"},
     {"micro": 16, "remat": "none"},
     {"micro": 1, "remat": "every_block"},
-    {"micro": 4, "remat": "every_block"},
 ]
 
 

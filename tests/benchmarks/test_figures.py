@@ -25,8 +25,11 @@ def test_openclip_table_reports_the_ratio_of_best_runs():
          "open_clip": {"pairs_per_s": 200.0},
          "ratio": 1.5, "ratio_xla": 0.75},
         {"config": "demo", "skipped": "gin file 'demo' not found"}]}
+    payload["rows"].insert(1, dict(payload["rows"][0], config="mid", ours_xla=None))
+    del payload["rows"][1]["ratio_xla"]
     text = openclip_speed.table(payload)
     assert "| tiny | 128 | 300.0 | 150.0 | 200.0 | 1.5 / 0.75 |" in text
+    assert "| mid | 128 | 300.0 | - | 200.0 | 1.5 / - |" in text  # XLA not timed
     assert "skipped: gin file 'demo' not found" in text
 
 
