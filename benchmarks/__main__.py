@@ -5,6 +5,7 @@
   python -m benchmarks --table-only    # rebuild the README table from saved JSON
 """
 import importlib
+import os
 import sys
 import time
 
@@ -25,6 +26,14 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 def rewrite_readme() -> None:
     sections = []
+    full = common.load("full_run")
+    if full is not None:
+        sections.append(f"Last full `python -m benchmarks` run: {full['wall_seconds'] / 60:.1f} "
+                        f"minutes on {full['machine']['cpus']} CPUs, {full['machine']['date']}; "
+                        f"1-minute load average {full['load_average_start']} at the start, "
+                        f"{full['load_average_end']} at the end (other processes' share of the "
+                        f"cores). Per figure: " + ", ".join(
+                            f"{k} {v:.0f} s" for k, v in full["figure_seconds"].items()) + ".\n")
     for name in FIGURES:
         module = importlib.import_module(f"benchmarks.{name}")
         payload = common.load(name)
@@ -48,13 +57,21 @@ def main(argv) -> None:
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; available: {FIGURES}")
     if "--table-only" not in argv:
-        for name in names or FIGURES:
+        begin, load_start, seconds = time.time(), round(os.getloadavg()[0], 1), {}
+        for i, name in enumerate(names or FIGURES):
             start = time.time()
-            print(f"[benchmarks] {name} ...", flush=True)
+            print(f"[benchmarks] {i + 1}/{len(names or FIGURES)} {name} ... "
+                  f"({time.time() - begin:.0f} s elapsed)", flush=True)
             payload = importlib.import_module(f"benchmarks.{name}").run()
-            payload["wall_seconds"] = round(time.time() - start, 1)
+            payload["wall_seconds"] = seconds[name] = round(time.time() - start, 1)
             print(f"[benchmarks] {name}: {common.save(name, payload)} "
                   f"({payload['wall_seconds']} s)", flush=True)
+        total = round(time.time() - begin, 1)
+        print(f"[benchmarks] done in {total / 60:.1f} minutes", flush=True)
+        if not names:  # the whole suite: its wall time is the issue's 20-minute budget
+            common.save("full_run", {"wall_seconds": total, "figure_seconds": seconds,
+                                     "load_average_start": load_start,
+                                     "load_average_end": round(os.getloadavg()[0], 1)})
     rewrite_readme()
 
 

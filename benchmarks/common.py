@@ -21,6 +21,12 @@ import time
 # TensorFlow frees it, so the peak RSS tracks the live tensors the planner counts (accelerator
 # allocators do not keep such garbage either).
 MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+# Environment of the children that time our train step against open_clip (and for MFU). By
+# default TensorFlow runs 2 inter-op threads that each use a 2-thread intra-op pool, on 2 cores;
+# one inter-op thread was faster on this machine: tiny.gin ViT step at batch 128, 0.195-0.199 s
+# against 0.24-0.28 s with the defaults (3 alternating processes each, 2026-11-29, load 6-11).
+# open_clip is likewise given its better thread count (benchmarks/openclip_step.py).
+SPEED_ENV = {"TF_NUM_INTEROP_THREADS": "1"}
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")

@@ -5,7 +5,8 @@ In each child process, first the machine's dense float32 matmul rate is measured
 config as shipped (benchmarks/steps.py: contrastive step + AdamW, one micro-batch, no remat) is
 timed. Model FLOPs per step come from the planner (basic_tf.planner: 3 x forward FLOPs of both
 towers + the logits, multiply-add = 2). MFU = (model FLOPs / step time) / matmul FLOP/s; both
-rates are measured in the same process minutes apart, so shared-machine load hits both.
+rates are measured in the same process minutes apart, so shared-machine load hits both. The child
+runs with common.SPEED_ENV (one inter-op thread), as the open_clip comparison does.
 """
 import os
 import time
@@ -68,7 +69,7 @@ def run() -> dict:
             continue
         rows.append(common.run_child("benchmarks.mfu", dict(
             name=name, gin=gin_files, bindings=bindings, batch=batch, steps=STEPS,
-            warmup=WARMUP)))
+            warmup=WARMUP), env=common.SPEED_ENV))
         r = rows[-1]
         print(f"  {name}: {r['model_flops_per_s'] / 1e9:.2f} GFLOP/s of "
               f"{r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s matmul: MFU {r['mfu']:.1%}", flush=True)

@@ -5,7 +5,8 @@ with a learned temperature, backward, AdamW update (lr 1e-3, weight decay 0.1, e
 clipping), on random images and token ids (no input pipeline), each in its own process, on all
 cores. Ours is `contrastive_gradients` + Keras 3 AdamW in one `tf.function` (with and without XLA);
 open_clip's is `CLIP` + `ClipLoss` + `torch.optim.AdamW` in eager PyTorch 2.13 (CPU build, from
-the venv made by benchmarks/setup_openclip.sh).
+the venv made by benchmarks/setup_openclip.sh). Each side gets its better thread setting: ours
+runs with one inter-op thread (common.SPEED_ENV), open_clip with the faster of all cores and one.
 
 Same shapes: open_clip has no CoAtNet tower, so the comparison swaps our config's image tower for
 a ViT (`COMPARISON_VIT` bindings) and gives open_clip exactly the shapes our child reports back
@@ -120,7 +121,8 @@ def run() -> dict:
         ours, theirs = [], []
         for repeat in range(repeats):  # interleaved, so drifting load hits both sides alike
             ours.append(common.run_child("benchmarks.openclip_speed",
-                                         dict(base, xla=xla and repeat == 0)))
+                                         dict(base, xla=xla and repeat == 0),
+                                         env=common.SPEED_ENV))
             spec = dict(ours[0]["shapes"], steps=num_steps, warmup=WARMUP, **OPTIMIZER)
             theirs.append(_run_openclip(python, spec))
             print(f"  {name} run {repeat + 1}/{repeats}: ours {ours[-1]['plain']['pairs_per_s']}"
