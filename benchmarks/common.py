@@ -23,8 +23,9 @@ import time
 MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 # Environment of the children that time our train step against open_clip (and for MFU). By
 # default TensorFlow runs 2 inter-op threads that each use a 2-thread intra-op pool, on 2 cores;
-# one inter-op thread was faster on this machine: tiny.gin ViT step at batch 128, 0.195-0.199 s
-# against 0.24-0.28 s with the defaults (3 alternating processes each, 2026-11-29, load 6-11).
+# one inter-op thread was faster on this machine in 2 of 3 alternations: tiny.gin ViT step at
+# batch 128, median step 0.199 s (0.199, 0.195, 0.356) against 0.251 s with the defaults
+# (0.251, 0.242, 0.281); 2026-11-29, load average 6-11, so the difference is noisy.
 # open_clip is likewise given its better thread count (benchmarks/openclip_step.py).
 SPEED_ENV = {"TF_NUM_INTEROP_THREADS": "1"}
 
