@@ -1,6 +1,6 @@
 """Keras optimizers on sharded variables give the unsharded update, for every mesh and layout.
 
-The model is a pre-LN MLP block named like the towers' (norm1, mlp/fc1, mlp/fc2), so the
+Optimizers: Keras AdamW and the training room's AdaFactorW. The model is a pre-LN MLP block named like the towers' (norm1, mlp/fc1, mlp/fc2), so the
 default rule table gives it a column-parallel fc1 (bias split on "model"), a row-parallel fc2
 (bias replicated) and replicated norms; an override replicates fc1's bias, the layout that blew
 up in shared/research/feasibility.md. Data are split on "batch". Reference: the same Keras
@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from basic_tf.models.layers import Mlp
 from basic_tf.parallel import dtensor as pd
+from basic_tf.training.optimizers import AdaFactorW
 
 STEPS = 4
 MESHES = [(8, 1), (4, 2), (2, 4), (1, 8)]
@@ -49,7 +50,9 @@ def _block(weights=None):
 
 OPTIMIZERS = {
     "adamw": lambda: keras.optimizers.AdamW(learning_rate=0.05, weight_decay=0.1),
-    "adafactor": lambda: keras.optimizers.Adafactor(learning_rate=0.05),
+    # Factored second moments for both kernels (8x32, 32x8), momentum, decoupled decay.
+    "adafactorw": lambda: AdaFactorW(learning_rate=0.05, min_dim_size_to_factor=8,
+                                     weight_decay=0.1),
 }
 
 
@@ -78,8 +81,7 @@ def reference():
     return init, out
 
 
-# Every mesh with AdamW; Adafactor (factored, replicated second moments) on two of them.
-CASES = [("adamw", m) for m in MESHES] + [("adafactor", (2, 4)), ("adafactor", (1, 8))]
+CASES = [(name, m) for name in sorted(OPTIMIZERS) for m in MESHES]
 
 
 @pytest.mark.parametrize("optimizer_name,mesh_shape", CASES)
@@ -98,11 +100,13 @@ def test_sharded_update_equals_unsharded(reference, optimizer_name, mesh_shape):
     optimizer = OPTIMIZERS[optimizer_name]()
     optimizer.build(block.trainable_variables)
     opt_plan = pd.shard_optimizer(optimizer, plan, mesh)
-    # Moments of a sharded kernel are sharded like it (AdamW) or replicated factors (Adafactor).
-    kernel_slots = [r.spec for r in opt_plan if r.rule == f"slot of {plan[2].path}"]
-    assert kernel_slots and plan[2].path.endswith("fc1/kernel")
-    if optimizer_name == "adamw":
-        assert all(s == (None, model_axis) for s in kernel_slots)
+    # Slots of the column-parallel fc1 kernel [8, 32]: moments and momentum are split like it;
+    # the factored statistics keep the split of the dimension they keep (columns: [32]).
+    kernel_slots = {r.shape: r.spec for r in opt_plan if r.rule == f"slot of {plan[2].path}"}
+    assert plan[2].path.endswith("fc1/kernel")
+    assert kernel_slots[(8, 32)] == (None, model_axis)
+    if optimizer_name == "adafactorw":
+        assert kernel_slots[(8,)] == (None,) and kernel_slots[(32,)] == (model_axis,)
     x, y = _data()
     losses = _train(block, optimizer, pd.shard_batch(x, mesh), pd.shard_batch(y, mesh))
     ref_losses, ref_weights = ref[optimizer_name]

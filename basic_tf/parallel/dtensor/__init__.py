@@ -8,7 +8,13 @@ Usage (what the train tool does for --mesh=batch:2,model:4):
     optimizer = keras.optimizers.AdamW(...); optimizer.build(model.trainable_variables)
     shard_optimizer(optimizer, plan, mesh)            # slots follow their variable's layout
     step = tf.function(ordinary train step)           # no tf.distribute strategy around it
-    step(shard_batch(images, mesh), shard_batch(token_ids, mesh), replicate(seed, mesh))
+    with ops.mesh_formulations():                     # conv/pool ops DTensor can compile
+        step({"images": shard_batch(images, mesh), "token_ids": shard_batch(token_ids, mesh)})
+
+The step's seed must come from a variable inside the step (as the trainer's global step does),
+not from a small integer argument: DTensor compiles a function again when such an argument
+changes value. Checkpoints (tf.train.Checkpoint) of sharded variables restore into sharded or
+unsharded models alike.
 
 Importing this package turns off DTensor's all-reduce combiner before any DTensor program is
 compiled: with it, optimizer slots read right after being written return stale values (the

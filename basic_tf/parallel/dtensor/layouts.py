@@ -10,9 +10,11 @@ parallel: every batch row of devices holds the same weight shards).
 The default table ("megatron") splits a Transformer block's weights like Megatron-LM: the first
 matmul of attention (fused qkv) and of the MLP is column-parallel (output features split), the
 second is row-parallel (input features split), so each block needs one all-reduce per branch.
-MBConv blocks follow the same pattern around their depthwise convolution (channels split).
-Embedding tables are split on width (any vocabulary size works); convolution kernels on output
-channels; norms, small tables and scalars are replicated. Every layout gives the same numbers
+MBConv blocks follow the same pattern around their depthwise convolution (channels split; the
+depthwise op must be `ops.depthwise_conv2d`, as DTensor cannot differentiate the native one).
+Embedding tables are split on width (any vocabulary size works). Dense convolution filters (conv
+stems, ViT patch embedding) stay replicated: DTensor's Conv2D rejects any other filter layout.
+Norms, small tables and scalars are replicated. Every layout gives the same numbers
 (DTensor inserts the collectives a layout needs); the table only decides memory and traffic.
 """
 import dataclasses
@@ -66,14 +68,13 @@ MEGATRON_RULES = (
     Rule(r"/project/bias$", REPLICATED, "added after the all-reduce"),
     Rule(r"/shortcut/kernel$", (None, _M), "width-changing shortcut: output channels split"),
     Rule(r"/shortcut/bias$", (_M,), "follows its kernel's columns"),
-    # Convolution stems: output channels split.
-    Rule(r"conv\d*/kernel$", (None, None, None, _M), "conv: output channels split"),
-    Rule(r"conv\d*/bias$", (_M,), "follows output channels"),
+    # Dense convolutions (stems, ViT patches): DTensor's Conv2D requires a replicated filter
+    # ("Filter for convolution must have fully replicated layout"); they are small.
+    Rule(r"conv\d*/(kernel|bias)$", REPLICATED, "DTensor Conv2D needs a replicated filter"),
+    Rule(r"patch_embedding/(kernel|bias)$", REPLICATED, "DTensor Conv2D needs a replicated filter"),
     # Embeddings: width-split tables (works for any vocabulary size).
     Rule(r"token_embedding/embeddings$", (None, _M), "width-sharded vocabulary table"),
     Rule(r"position_embedding$", (None, _M), "width-sharded"),
-    Rule(r"patch_embedding/kernel$", (None, None, None, _M), "conv: output channels split"),
-    Rule(r"patch_embedding/bias$", (_M,), "follows output channels"),
     # Projections into the joint embedding space.
     Rule(r"projection/kernel$", (_M, None), "row-parallel: tower width split"),
     Rule(r"projection/bias$", REPLICATED, "added after the all-reduce"),

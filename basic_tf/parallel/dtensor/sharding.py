@@ -9,8 +9,8 @@ the full model once) and then moved shard by shard.
 
 The optimizer is an ordinary Keras optimizer (AdamW, AdaFactorW, ...), built AFTER the model is
 sharded (Keras keys its slots by the storage variable), then its slots get the layout of the
-variable they belong to (a slot of another shape, e.g. factored second moments, is small and
-replicated) and its counters are replicated. Its update math then runs on DTensors and equals the
+variable they belong to (`slot_spec`; factored second moments keep the layout of the
+dimensions they keep) and its counters are replicated. Its update math then runs on DTensors and equals the
 unsharded update, provided the all-reduce combiner is off (mesh.py explains why).
 
 A training step needs nothing else: call the usual step function (contrastive gradients, then
@@ -28,11 +28,25 @@ from basic_tf.parallel.dtensor import layouts as layouts_lib
 from basic_tf.parallel.dtensor.mesh import BATCH_AXIS, mesh_sizes
 
 
+def _shard_index(location: dict, shape, layout: dtensor.Layout) -> tuple:
+    """The slice of a global array of `shape` that the device at mesh `location` holds."""
+    index = []
+    for dim, axis in zip(shape, layout.sharding_specs):
+        if axis == dtensor.UNSHARDED:
+            index.append(slice(None))
+        else:
+            size = dim // layout.mesh.dim_size(axis)
+            index.append(slice(location[axis] * size, (location[axis] + 1) * size))
+    return tuple(index)
+
+
 def _place(value, layout: dtensor.Layout) -> tf.Tensor:
-    """A host tensor -> a DTensor with `layout` (copy replicated, then keep the local shards)."""
-    value = tf.convert_to_tensor(value)
-    replicated = dtensor.Layout.replicated(layout.mesh, value.shape.rank)
-    return dtensor.relayout(dtensor.copy_to_mesh(value, replicated), layout)
+    """A host value -> a DTensor with `layout`: each local device gets its slice (dtensor.pack,
+    no compiled relayout per shape, so sharding a model costs no DTensor compilations)."""
+    value = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+    shards = [tf.constant(value[_shard_index(location, value.shape, layout)])
+              for location in layout.mesh.local_device_locations()]
+    return dtensor.pack(shards, layout)
 
 
 def _storage(variable):
@@ -72,9 +86,26 @@ def shard_model(model, mesh: dtensor.Mesh, rules: Sequence[layouts_lib.Rule]) ->
 
 
 def slot_spec(slot_shape: tuple, variable_shape: tuple, variable_spec: tuple) -> tuple:
-    """A slot shaped like its variable shares its layout; any other slot is replicated."""
-    if tuple(slot_shape) == tuple(variable_shape):
+    """The layout of an optimizer slot, from its variable's.
+
+    A slot shaped like its variable (Adam moments, momentum) shares its layout. A factored
+    second-moment statistic (Adafactor: the variable reduced over its last or second-to-last
+    dimension) keeps the layout of the dimensions it keeps; when both readings fit (square
+    matrices) the more sharded one is taken. That is also a workaround: DTensor's reduction
+    expander fails ("EmitAllScatter was passed a desired_layout ... which was not more sharded
+    than the original_layout") when asked for a result less sharded than the reduction gives.
+    Any other slot is replicated.
+    """
+    slot_shape, variable_shape = tuple(slot_shape), tuple(variable_shape)
+    if slot_shape == variable_shape:
         return tuple(variable_spec)
+    candidates = []
+    if slot_shape == variable_shape[:-1]:
+        candidates.append(tuple(variable_spec[:-1]))
+    if len(variable_shape) >= 2 and slot_shape == variable_shape[:-2] + variable_shape[-1:]:
+        candidates.append(tuple(variable_spec[:-2]) + tuple(variable_spec[-1:]))
+    if candidates:
+        return max(candidates, key=lambda spec: sum(axis is not None for axis in spec))
     return (None,) * len(slot_shape)
 
 
@@ -168,15 +199,18 @@ def replicate(x, mesh: dtensor.Mesh) -> tf.Tensor:
 
 
 def to_numpy(x) -> np.ndarray:
-    """The full (global) value of a DTensor, DVariable or Keras variable on a mesh."""
-    if hasattr(x, "_value") and isinstance(getattr(x, "_value"), tf.Variable):
+    """The full (global) value of a DTensor, DVariable or Keras variable on a mesh, assembled on
+    the host from the local shards (dtensor.unpack; nothing is compiled)."""
+    if isinstance(getattr(x, "_value", None), tf.Variable):
         x = x._value
-    x = tf.convert_to_tensor(x)
+    x = x.read_value() if isinstance(x, tf.Variable) else tf.convert_to_tensor(x)
     if not dtensor.is_dtensor(x):
         return x.numpy()
-    full = dtensor.relayout(x, dtensor.Layout.replicated(dtensor.fetch_layout(x).mesh,
-                                                         x.shape.rank))
-    return dtensor.unpack(full)[0].numpy()
+    layout = dtensor.fetch_layout(x)
+    out = np.zeros(x.shape, x.dtype.as_numpy_dtype)
+    for location, shard in zip(layout.mesh.local_device_locations(), dtensor.unpack(x)):
+        out[_shard_index(location, x.shape, layout)] = shard.numpy()
+    return out
 
 
 def per_device_bytes(plan: Iterable[layouts_lib.VariableLayout], sizes: dict) -> int:

@@ -1,0 +1,122 @@
+"""Child process of test_dtensor_training.py: N training steps of a gin config on one device,
+then the same N steps on each DTensor mesh; prints one JSON line comparing them.
+
+The step is the training room's own (ContrastiveTask.replica_step -> BASIC accumulation ->
+contrastive loss, then apply_update with global-norm clipping) and so is the optimizer
+(make_optimizer), exactly what Trainer._replica_fn runs; the sharded run differs only in
+`shard_model` / `shard_optimizer` / `shard_batch` and in being traced under
+`mesh_formulations()`. A subprocess because DTensor needs the 8 virtual CPUs before TF starts
+and a failed DTensor compilation can take the process down.
+
+Comparison, per variable (trainable weights, BatchNorm statistics) after N steps:
+  max |sharded - one device| <= rtol * max(max |one device|, N * learning_rate)
+(the second term: a weight that starts at zero moves by at most about N * learning_rate under
+AdamW / AdaFactorW, so that is its scale).
+"""
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+tf.config.set_logical_device_configuration(
+    tf.config.list_physical_devices("CPU")[0],
+    [tf.config.LogicalDeviceConfiguration() for _ in range(8)])
+# Grappler would optimise each of the 8 per-device functions separately: about half the
+# compilation time of a DTensor step, and nothing to gain for a few steps.
+tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+import keras  # noqa: E402
+from tensorflow.experimental import dtensor  # noqa: E402
+
+from basic_tf import config  # noqa: E402
+from basic_tf.parallel import dtensor as pd  # noqa: E402
+from basic_tf.parallel.dtensor import ops  # noqa: E402
+
+
+def main(cfg):
+    from basic_tf.models import DualEncoder
+    from basic_tf.training.contrastive import ContrastiveTask
+    from basic_tf.training.optimizers import make_optimizer
+    from basic_tf.training.trainer import step_seed
+    from basic_tf.training.update import apply_update
+
+    config.parse(cfg.get("gin", ["tiny"]), cfg.get("bindings", []))
+    batch, steps, rtol = cfg.get("batch", 16), cfg.get("steps", 5), cfg.get("rtol", 1e-5)
+    keras.utils.set_random_seed(0)
+    init = DualEncoder().get_weights()
+    probe = DualEncoder()
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(batch, probe.image_size, probe.image_size, 3)).astype(np.float32)
+    tokens = rng.integers(3, 1000, size=(batch, probe.max_text_len)).astype(np.int32)
+    tokens[:, probe.max_text_len // 2:] = 0  # padding, and some short captions
+    tokens[::3, 3:] = 0
+
+    def run(mesh_shape):
+        start = time.process_time()
+        model = DualEncoder()
+        model.set_weights(init)
+        mesh = plan = None
+        if mesh_shape is not None:
+            mesh = pd.make_mesh(*mesh_shape, device_type="CPU")
+            plan = pd.shard_model(model, mesh, pd.layout_rules())
+        task = ContrastiveTask(model)
+        optimizer = make_optimizer(task.trainable_variables)
+        if mesh is None:
+            batch_in = {"images": tf.constant(images), "token_ids": tf.constant(tokens)}
+            counter = tf.Variable(0, dtype=tf.int64)
+        else:
+            pd.shard_optimizer(optimizer, plan, mesh)
+            batch_in = {"images": pd.shard_batch(images, mesh),
+                        "token_ids": pd.shard_batch(tokens, mesh)}
+            counter = dtensor.DVariable(pd.replicate(tf.constant(0, tf.int64), mesh))
+
+        # The seed comes from a counter inside the step, as in the trainer: DTensor compiles a
+        # function again when a small integer argument changes value.
+        @tf.function(autograph=False)
+        def step(batch_in):
+            seed = step_seed(0, counter)
+            counter.assign_add(1)
+            loss, grads, _ = task.replica_step(batch_in, seed)
+            return apply_update(optimizer, task.trainable_variables, loss, grads,
+                                clip_norm=1.0).loss
+
+        losses, first_step = [], None
+        with ops.mesh_formulations():
+            for _ in range(steps):
+                losses.append(float(pd.to_numpy(step(batch_in))))
+                first_step = first_step or time.process_time() - start
+        learning_rate = float(pd.to_numpy(optimizer.learning_rate))
+        weights = {v.path: pd.to_numpy(v) for v in model.variables}
+        return losses, weights, learning_rate, {"first_step_cpu_s": first_step,
+                                                "total_cpu_s": time.process_time() - start}
+
+    ref_losses, ref_weights, learning_rate, ref_cost = run(None)
+    out = {"reference": {"losses": ref_losses, **ref_cost}, "meshes": {}}
+    floor = steps * learning_rate
+    for shape in cfg["meshes"]:
+        key = "x".join(map(str, shape))
+        try:
+            losses, weights, _, cost = run(tuple(shape))
+        except Exception as e:  # a DTensor compile error: report it, go on with other meshes
+            out["meshes"][key] = {"error": f"{type(e).__name__}: {str(e)[:6000]}"}
+            continue
+        loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses))
+        worst, failing = 0.0, []
+        for path, expected in ref_weights.items():
+            scale = max(float(np.abs(expected).max()), floor)
+            rel = float(np.abs(weights[path] - expected).max()) / scale
+            worst = max(worst, rel)
+            if rel > rtol:
+                failing.append([path, rel])
+        out["meshes"][key] = {"losses": losses, "loss_rel": loss_rel, "weight_rel": worst,
+                              "failing": failing, "num_variables": len(ref_weights), **cost}
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main(json.loads(sys.argv[1]))

@@ -1,0 +1,61 @@
+"""The mesh formulations of depthwise convolution and pooling equal the native ops, values and
+gradients (plain TensorFlow on one device: the formulations only use ops DTensor can expand)."""
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from basic_tf.parallel.dtensor import ops
+
+
+def _value_and_grads(fn, *args):
+    with tf.GradientTape() as tape:
+        tape.watch(args)
+        y = fn(*args)
+        # A weighted sum, so every output position carries its own gradient.
+        loss = tf.reduce_sum(y * tf.sin(tf.reshape(tf.range(tf.size(y), dtype=y.dtype), y.shape)))
+    return [y] + tape.gradient(loss, list(args))
+
+
+@pytest.mark.parametrize("size,stride", [(8, 1), (8, 2), (7, 2), (5, 1)])
+def test_depthwise_conv_equals_native(size, stride):
+    rng = np.random.default_rng(size * 10 + stride)
+    x = tf.constant(rng.normal(size=(2, size, size, 6)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(3, 3, 6, 1)), tf.float32)
+    native = _value_and_grads(
+        lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, stride, stride, 1], "SAME"), x, kernel)
+    shifted = _value_and_grads(
+        lambda x, k: ops.shifted_depthwise_conv2d(x, k, stride), x, kernel)
+    for a, b in zip(shifted, native):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pool,size,stride", [(2, 8, 2), (3, 8, 2), (3, 7, 2), (2, 5, 2)])
+def test_pools_equal_native(pool, size, stride):
+    # Distinct values: max pooling's gradient is only defined up to ties.
+    values = np.random.default_rng(pool * 100 + size).permutation(2 * size * size * 3)
+    x = tf.constant(values.reshape(2, size, size, 3) / 7.0, tf.float32)
+    for native_fn, shifted_fn in ((tf.nn.avg_pool2d, ops.shifted_avg_pool2d),
+                                  (tf.nn.max_pool2d, ops.shifted_max_pool2d)):
+        native = _value_and_grads(lambda x: native_fn(x, pool, stride, "SAME"), x)
+        shifted = _value_and_grads(lambda x: shifted_fn(x, pool, stride), x)
+        for a, b in zip(shifted, native):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5,
+                                       err_msg=native_fn.__name__)
+
+
+def test_dispatch_follows_the_context():
+    layer = keras.layers.DepthwiseConv2D(3, 2, padding="same", use_bias=False)
+    x = tf.constant(np.random.default_rng(0).normal(size=(1, 6, 6, 4)), tf.float32)
+    native = layer(x)
+    assert not ops.mesh_formulations_enabled()
+    with ops.mesh_formulations():
+        assert ops.mesh_formulations_enabled()
+        np.testing.assert_allclose(ops.depthwise(layer, x).numpy(), native.numpy(), atol=1e-5)
+        graph = tf.function(lambda x: ops.max_pool2d(x, 3, 2)).get_concrete_function(x).graph
+        assert "MaxPool" not in {op.type for op in graph.get_operations()}
+    assert not ops.mesh_formulations_enabled()
+    graph = tf.function(lambda x: ops.max_pool2d(x, 3, 2)).get_concrete_function(x).graph
+    assert "MaxPool" in {op.type for op in graph.get_operations()}
+    with ops.mesh_formulations(), pytest.raises(ValueError, match="depth_multiplier"):
+        ops.depthwise(keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same"), x)
