@@ -21,6 +21,21 @@ import time
 # TensorFlow frees it, so the peak RSS tracks the live tensors the planner counts (accelerator
 # allocators do not keep such garbage either).
 MEMORY_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+
+
+def steady_state_malloc() -> None:
+    """After a MEMORY_ENV measurement, before timing in the same process: a fixed 32 MB mmap
+    threshold (glibc's dynamic maximum, where the default settles once large buffers were freed)
+    and no heap trimming, so buffers are reused as in a default process's steady state instead of
+    being mapped, page-faulted and unmapped on every step."""
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc malloc.h
+    if not (libc.mallopt(m_mmap_threshold, 32 * 2 ** 20) and
+            libc.mallopt(m_trim_threshold, 2 ** 30)):
+        raise RuntimeError("glibc mallopt refused the steady-state malloc settings")
+
+
 # Environment of the children that time our train step against open_clip (and for MFU). By
 # default TensorFlow runs 2 inter-op threads that each use a 2-thread intra-op pool, on 2 cores;
 # one inter-op thread was faster on this machine in 2 of 3 alternations: tiny.gin ViT step at

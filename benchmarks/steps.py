@@ -75,12 +75,15 @@ def measure_step_memory(cfg: dict) -> dict:
     """Child side of the memory figures: peak memory and step time of one train step setting.
 
     cfg: gin (list of gin files), bindings, batch, micro (M), remat (RematPolicy mode), steps
-    (timed steps after the first). `first_loss` is the loss of the first step (same weights in
-    every setting; with BatchNorm it depends on the micro-batch split). Builds the model, AdamW and the input batch, then runs the
-    step `1 + steps` times; measured = peak RSS increase over the RSS just before the first step
-    (tracing included), i.e. what the step adds on top of weights, optimizer state and inputs.
-    The planner's prediction of the same quantity (`Plan.step_bytes`, from the parsed gin config)
-    is returned beside it. Run it under common.MEMORY_ENV.
+    (timed steps). Builds the model, AdamW and the input batch, then runs the step twice;
+    measured = peak RSS increase over the RSS just before the first step (tracing included),
+    i.e. what the step adds on top of weights, optimizer state and inputs. The planner's
+    prediction of the same quantity (`Plan.step_bytes`, from the parsed gin config) is returned
+    beside it. Then malloc is switched to its steady state (common.steady_state_malloc) and
+    `steps` more steps (none if 0) are timed after one warm-up: MEMORY_ENV's small mmap threshold would page-fault every large
+    buffer and slow the big-batch steps most. `first_loss` is the loss of the first step (same
+    weights in every setting; with BatchNorm it depends on the micro-batch split). Run it under
+    common.MEMORY_ENV.
     """
     import tensorflow as tf
     from basic_tf import planner
@@ -95,12 +98,16 @@ def measure_step_memory(cfg: dict) -> dict:
     start = time.perf_counter()
     first_loss = float(step(images, tokens, tf.constant([0, 0])))
     first = time.perf_counter() - start
+    float(step(images, tokens, tf.constant([1, 0])))
+    measured = common.peak_rss_mb() - before
     times = []
+    if cfg["steps"]:
+        common.steady_state_malloc()
+        float(step(images, tokens, tf.constant([2, 0])))  # warm-up under the new settings
     for i in range(cfg["steps"]):
         start = time.perf_counter()
-        float(step(images, tokens, tf.constant([i + 1, 0])))
+        float(step(images, tokens, tf.constant([i + 3, 0])))
         times.append(time.perf_counter() - start)
-    measured = common.peak_rss_mb() - before
     predicted = plan.step_bytes / planner.MB
     return {"batch": cfg["batch"], "micro": cfg["micro"], "remat": cfg["remat"],
             "params": param_count(model), "planner_params": plan.params["total"],
