@@ -30,5 +30,5 @@ setuptools.setup(
     extras_require={
         "test": ["pytest>=8", "tensorflow-serving-api==2.20.0"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={"console_scripts": ["basic-demo = basic_tf.demo:console_main"]},
 )

@@ -1,0 +1,360 @@
+r"""`basic-demo --out DIR`: the whole system on real data in one command (gin/demo.gin).
+
+    Fashion-MNIST (Debian package dataset-fashion-mnist)
+    -> TFRecords, each image captioned with every training template x its class name
+    -> SentencePiece vocabulary trained on those captions
+    -> contrastive training (orbit loop, BASIC accumulation) with checkpoints in DIR/model
+    -> zero-shot top-1 / top-5 / per-class accuracy on the test images, with the evaluation
+       prompt templates of basic_tf/zeroshot (never used as training captions)
+    -> TF Serving export (class names and templates baked in)
+    -> DIR/report.json and a short printed report
+
+Run again with the same DIR and every finished phase is reused: shards and vocabulary are kept,
+training resumes from the last checkpoint (or does nothing when it is done), evaluation reruns
+and the export gets the next version. Every knob is a gin binding of gin/demo.gin; change the
+data knobs (images, templates) only with a fresh DIR.
+
+  basic-demo --out demo_out
+  basic-demo --out /tmp/d --gin_bindings='train.train_steps = 100'
+"""
+import json
+import os
+import time
+from typing import Dict, List, Optional, Sequence
+
+import gin
+
+from basic_tf.data import fashion_mnist
+
+PHASES = ("load", "tfrecords", "tokenizer", "train", "zero_shot", "export")
+TRAIN_PREFIX, EVAL_PREFIX = "train", "test"
+
+
+def _say(message: str) -> None:
+    print(f"[basic-demo] {message}", flush=True)
+
+
+class _Phases:
+    """Wall time of each phase; prints a header and a done line around it."""
+
+    def __init__(self):
+        self.seconds: Dict[str, float] = {}
+
+    def run(self, name: str, title: str, fn, *args, **kwargs):
+        number = PHASES.index(name) + 1
+        _say(f"phase {number}/{len(PHASES)}: {title}")
+        start = time.time()
+        result = fn(*args, **kwargs)
+        self.seconds[name] = round(time.time() - start, 2)
+        _say(f"phase {number}/{len(PHASES)} done in {self.seconds[name]:.1f} s")
+        return result
+
+
+def load_fashion_mnist(data_dir: str, num_train: int, num_eval: int) -> dict:
+    """{"train": (images, labels), "test": ...} uint8 arrays, cut to the asked sizes."""
+    if not fashion_mnist.available(data_dir):
+        raise FileNotFoundError(
+            f"basic-demo needs Fashion-MNIST, and its IDX files are not in {data_dir!r} "
+            "(run_demo.fashion_mnist_dir). Install the Debian package, as root: "
+            "apt-get update && apt-get install -y dataset-fashion-mnist "
+            "(or run: bash tools/install.sh)")
+    out = {}
+    for split, n in (("train", num_train), ("test", num_eval)):
+        images, labels = fashion_mnist.load(split, data_dir)
+        if not 0 < n <= len(images):
+            raise ValueError(f"run_demo: asked for {n} {split} images; Fashion-MNIST has "
+                             f"{len(images)} (1..{len(images)})")
+        out[split] = (images[:n], labels[:n])
+    return out
+
+
+def write_split(images, labels, class_names: Sequence[str], output_prefix: str,
+                image_format: str) -> List[str]:
+    """Writes one split as captioned shards (each record: every training template filled with
+    its class name); reuses shards a previous run completed with the same record count."""
+    from basic_tf.data import schema, sources, writer
+
+    summary_path = output_prefix + ".summary.json"
+    if os.path.isfile(summary_path):
+        with open(summary_path, encoding="utf-8") as f:
+            done = json.load(f)
+        if done.get("written") == len(images) and all(map(os.path.isfile, done["shards"])):
+            _say(f"  reusing {len(done['shards'])} shard(s) of {len(images)} records "
+                 f"({output_prefix}-*)")
+            return done["shards"]
+    for stale in (schema.list_shards(output_prefix + "-*") if _has_shards(output_prefix) else []):
+        os.remove(stale)
+    name = os.path.basename(output_prefix)
+    records = sources.from_arrays(images, labels, class_names, name=f"fashion_mnist/{name}",
+                                  image_format=image_format)
+    # Arrays were just encoded here, so Pillow's re-decode check is not needed.
+    summary = writer.write_tfrecords(records, output_prefix, check_images=False,
+                                     total=len(images))
+    if summary.written != len(images):
+        raise RuntimeError(f"{output_prefix}: wrote {summary.written} of {len(images)} records "
+                           f"(summary {summary.to_json()}); the demo needs every image")
+    _say(f"  wrote {summary.written} records in {len(summary.shards)} shard(s) ({output_prefix}-*)")
+    return summary.shards
+
+
+def _has_shards(prefix: str) -> bool:
+    import glob
+    return bool(glob.glob(prefix + "-*"))
+
+
+def train_tokenizer(class_names: Sequence[str], model_prefix: str, vocab_size: int) -> str:
+    """The SentencePiece model of the training captions (the templates x class names); reused
+    when DIR already has one."""
+    from basic_tf.data import sources, tokenizer
+
+    path = model_prefix + ".model"
+    if os.path.isfile(path):
+        _say(f"  reusing {path}")
+        return path
+    captions = [c for name in class_names
+                for c in sources.class_captions(name, sources.caption_templates())]
+    # Repeats give SentencePiece enough sentences to estimate piece frequencies.
+    path = tokenizer.train_sentencepiece(captions * 20, model_prefix, vocab_size)
+    _say(f"  {path}: {tokenizer.Tokenizer(path, 2).vocab_size} pieces from "
+         f"{len(captions)} distinct captions")
+    return path
+
+
+@gin.configurable(denylist=["out_dir", "started_at"])
+def run_demo(out_dir: str,
+             fashion_mnist_dir: str = fashion_mnist.DEFAULT_DIR,
+             num_train_images: int = 60_000,
+             num_eval_images: int = 10_000,
+             class_names: str = "fashion_mnist",
+             eval_templates: str = "fashion_mnist",
+             vocab_size: int = 256,
+             image_format: str = "png",
+             eval_batch_size: int = 500,
+             model_name: str = "fashion_mnist",
+             started_at: Optional[float] = None) -> dict:
+    """Runs every phase (see the module docstring) in `out_dir`; returns the report dict.
+
+    Args:
+      out_dir: data/ (shards, tokenizer), model/ (checkpoints), export/ (TF Serving base dir),
+        zero_shot.json (+ .txt, confusion PNG), report.json.
+      fashion_mnist_dir: the IDX files (Debian package dataset-fashion-mnist).
+      num_train_images / num_eval_images: the first N of each split (test: at most 10,000).
+      class_names: the class-name set (basic_tf/zeroshot/data) of the captions AND the zero-shot
+        classifier; the training captions put them in the templates of
+        `caption_templates.templates`.
+      eval_templates: the zero-shot prompt set (different from the training templates).
+      vocab_size: asked SentencePiece vocabulary (a small corpus may give fewer pieces).
+      image_format: "png" (lossless) or "jpeg".
+      eval_batch_size: images per zero-shot evaluation batch.
+      model_name: the served model's name (/v1/models/<name>:predict).
+      started_at: time.time() the process started (counted in `seconds`); default now.
+    """
+    started_at = started_at or time.time()
+    load_avg_start = os.getloadavg()
+    phases = _Phases()
+    data_dir = os.path.join(out_dir, "data")
+    os.makedirs(data_dir, exist_ok=True)
+
+    from basic_tf.zeroshot import prompts
+
+    names = prompts.load_class_names(class_names)
+    templates = prompts.load_templates(eval_templates)
+    data = phases.run("load", "Fashion-MNIST from the Debian package", load_fashion_mnist,
+                      fashion_mnist_dir, num_train_images, num_eval_images)
+
+    def write_both():
+        return {split: write_split(*data[split], names, os.path.join(data_dir, prefix),
+                                   image_format)
+                for split, prefix in (("train", TRAIN_PREFIX), ("test", EVAL_PREFIX))}
+
+    shards = phases.run("tfrecords", "captioned TFRecords", write_both)
+    spm_path = phases.run("tokenizer", "SentencePiece vocabulary", train_tokenizer, names,
+                          os.path.join(data_dir, "spm"), vocab_size)
+    model_dir = os.path.join(out_dir, "model")
+    training = phases.run("train", "contrastive training (gin/demo.gin)", _train, model_dir,
+                          shards["train"], spm_path)
+    trained = _Trained(model_dir, spm_path)
+    # Evaluation and export are redone only when the checkpoint or their inputs changed.
+    zero_shot_json = os.path.join(out_dir, "zero_shot.json")
+    key = {"checkpoint": training["checkpoint"], "class_names": names, "templates": templates,
+           "eval_images": num_eval_images}
+    result = phases.run(
+        "zero_shot", f"zero-shot evaluation on {num_eval_images} test images", _reuse_or_run,
+        os.path.join(out_dir, "zero_shot.done.json"), key,
+        lambda: _zero_shot(*trained.get(), shards["test"], spm_path, class_names,
+                           eval_templates, eval_batch_size, zero_shot_json))
+    export_root = os.path.join(out_dir, "export")
+    version_dir = phases.run(
+        "export", "SavedModel for TF Serving", _reuse_or_run,
+        os.path.join(out_dir, "export.done.json"), dict(key, model_name=model_name),
+        lambda: _export(*trained.get(), export_root, names, templates, model_name),
+        still_there=os.path.isdir)
+
+    report = {
+        "zero_shot_top1": result["top1"],
+        "zero_shot_top5": result["top5"],
+        "per_class": dict(zip(names, result["per_class_accuracy"])),
+        "eval_examples": result["count"],
+        "seconds": round(time.time() - started_at, 2),
+        "phase_seconds": phases.seconds,
+        "export_dir": os.path.dirname(version_dir),
+        "export_version_dir": version_dir,
+        "models_config": os.path.join(export_root, "models.config"),
+        "model_dir": model_dir,
+        "zero_shot_json": os.path.join(out_dir, "zero_shot.json"),
+        "train": training,
+        "train_images": num_train_images,
+        "train_templates": list(_training_templates()),
+        "eval_templates": templates,
+        "class_names": names,
+        "load_average": {"start": load_avg_start, "end": os.getloadavg()},
+    }
+    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+        f.write("\n")
+    print(format_report(report, os.path.join(out_dir, "report.json")), flush=True)
+    return report
+
+
+def _training_templates():
+    from basic_tf.data import sources
+    return sources.caption_templates()
+
+
+def _train(model_dir: str, shards: Sequence[str], spm_path: str) -> dict:
+    """basic_tf.training.loop.train on the demo shards; resumes from model_dir's checkpoint."""
+    import tensorflow as tf
+
+    from basic_tf.training import loop
+
+    gin.bind_parameter("make_dataset.file_pattern", list(shards))
+    gin.bind_parameter("make_dataset.tokenizer_path", spm_path)
+    latest = tf.train.latest_checkpoint(model_dir)
+    start_step = int(latest.rsplit("-", 1)[-1]) if latest else 0
+    if latest:
+        _say(f"  resuming from {latest}")
+    out = loop.train(model_dir)
+    return {"checkpoint": tf.train.latest_checkpoint(model_dir), "start_step": start_step, "final_step": out["step"],
+            "steps_run": out["step"] - start_step,
+            "last_progress_line": out["progress"][-1] if out["progress"] else None,
+            "global_batch_size": _bound("make_dataset.global_batch_size"),
+            "num_micro_batches": _bound("compute_contrastive_step.num_micro_batches")}
+
+
+def _bound(name: str):
+    """The value gin binds to `name`, with a macro (%BATCH) resolved to its value."""
+    value = gin.query_parameter(name)
+    if isinstance(value, gin.config.ConfigurableReference):
+        value = value.scoped_configurable_fn()
+    return value
+
+
+class _Trained:
+    """The trained DualEncoder (latest checkpoint) and its tokenizer, restored on first use."""
+
+    def __init__(self, model_dir: str, spm_path: str):
+        self.model_dir, self.spm_path, self._pair = model_dir, spm_path, None
+
+    def get(self):
+        if self._pair is None:
+            from basic_tf.data.tokenizer import Tokenizer
+            from basic_tf.models import DualEncoder
+            from basic_tf.zeroshot.run import restore_model
+
+            model = DualEncoder()
+            restore_model(model, self.model_dir)
+            tokenizer = Tokenizer(self.spm_path, model.max_text_len)
+            if tokenizer.vocab_size > model.text_config.vocab_size:
+                raise ValueError(f"{self.spm_path} has {tokenizer.vocab_size} pieces but "
+                                 f"text_tower_config.vocab_size is "
+                                 f"{model.text_config.vocab_size}")
+            self._pair = (model, tokenizer)
+        return self._pair
+
+
+def _reuse_or_run(done_path: str, key: dict, fn, still_there=None):
+    """fn()'s result, or the one saved in done_path by a run with the same key (and, with
+    still_there, whose result passes that check)."""
+    if os.path.isfile(done_path):
+        with open(done_path, encoding="utf-8") as f:
+            done = json.load(f)
+        if done["key"] == key and (still_there is None or still_there(done["result"])):
+            _say(f"  reusing the result of a previous run with checkpoint {key['checkpoint']}")
+            return done["result"]
+    result = fn()
+    with open(done_path, "w", encoding="utf-8") as f:
+        json.dump({"key": key, "result": result}, f, indent=1)
+    return result
+
+
+def _zero_shot(model, tokenizer, shards, spm_path, class_names, templates, batch_size,
+               out_path) -> dict:
+    from basic_tf.zeroshot import run
+
+    task = run.tfrecord_task(list(shards), class_names, templates, spm_path,
+                             model.max_text_len, model.image_size, batch_size,
+                             name="fashion_mnist_test")
+    result = run.run_and_report(model, tokenizer, [task], out_path=out_path)[task.name]
+    keep = ("count", "top1", "top5", "class_count", "confusion")
+    per_class = [None if a != a else a for a in result["per_class_accuracy"]]  # NaN: no example
+    return dict({k: result[k] for k in keep}, per_class_accuracy=per_class)
+
+
+def _export(model, tokenizer, export_root, class_names, templates, model_name) -> str:
+    from basic_tf.export import export_for_serving
+
+    return export_for_serving(model, tokenizer, export_root, class_names, templates,
+                              model_name=model_name)
+
+
+def format_report(report: dict, path: str) -> str:
+    """The short report printed at the end."""
+    lines = ["", "=" * 64,
+             f"zero-shot top-1 {100 * report['zero_shot_top1']:.2f}%   top-5 "
+             f"{100 * report['zero_shot_top5']:.2f}%   ({report['eval_examples']} test images, "
+             f"{len(report['eval_templates'])} prompt templates)", "per class:"]
+    lines += [f"  {name:<12} {100 * acc:6.2f}%" for name, acc in report["per_class"].items()]
+    phases = "  ".join(f"{k} {v:.1f}s" for k, v in report["phase_seconds"].items())
+    lines += [f"time: {report['seconds']:.1f} s total ({phases})",
+              f"training: steps {report['train']['start_step']} -> {report['train']['final_step']}"
+              f", batch {report['train']['global_batch_size']} in "
+              f"{report['train']['num_micro_batches']} micro-batches",
+              f"checkpoints: {report['model_dir']}",
+              f"TF Serving model base dir: {report['export_dir']} (models.config: "
+              f"{report['models_config']})",
+              f"report: {path}", "=" * 64]
+    return "\n".join(lines)
+
+
+def main(argv, started_at: Optional[float] = None) -> int:
+    """Console entry body: parses gin (demo.gin + --gin_bindings) and runs the demo."""
+    from absl import app, flags
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    from basic_tf import config
+
+    FLAGS = flags.FLAGS
+    config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+    try:
+        run_demo(FLAGS.out, started_at=started_at)
+    except FileNotFoundError as e:
+        print(f"basic-demo: {e}", flush=True)
+        return 1
+    return 0
+
+
+def console_main() -> None:
+    """`basic-demo`: flags are defined here, not at import, so that importing this module (gin
+    does, for demo.gin's bindings) adds no flags to other programs."""
+    started_at = time.time()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import app, flags
+
+    flags.DEFINE_string("out", None, "Output directory (data, checkpoints, export, report.json); "
+                        "an existing one is resumed.")
+    flags.DEFINE_multi_string("gin_file", ["demo"], "Gin file(s): a path or a name in gin/.")
+    flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. "
+                              "'train.train_steps = 100'.")
+    flags.mark_flag_as_required("out")
+    app.run(lambda argv: main(argv, started_at))
