@@ -28,7 +28,7 @@ setuptools.setup(
     package_data={"basic_tf": ["zeroshot/data/*.json", "zeroshot/data/*.txt"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "tensorflow-serving-api==2.20.0"],
+        "test": ["pytest>=8", "pytest-xdist==3.8.0", "tensorflow-serving-api==2.20.0"],
     },
     entry_points={"console_scripts": ["basic-demo = basic_tf.demo:console_main"]},
 )

@@ -72,3 +72,11 @@ def operative_config_str() -> str:
 def config_str() -> str:
     """Every binding parsed, used or not."""
     return gin.config_str()
+
+
+def bound_value(name: str, default):
+    """The value the parsed gin files bind to `name` ("fn.param"), or `default` when unbound."""
+    try:
+        return gin.query_parameter(name)
+    except ValueError:
+        return default

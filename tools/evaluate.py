@@ -59,15 +59,6 @@ flags.DEFINE_integer("max_steps", None, "Stop each task after this many steps (s
 flags.DEFINE_string("out", None, "Results JSON path (also writes <out>.txt and confusion PNGs).")
 
 
-def _gin_or(name: str, default):
-    """The gin-bound value of `name`, or default when the experiment does not bind it."""
-    import gin
-    try:
-        return gin.query_parameter(name)
-    except ValueError:
-        return default
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -90,11 +81,11 @@ def main(argv):
     with strategy.scope():
         model = DualEncoder()
     restored = run.restore_model(model, checkpoint) if checkpoint else "untrained"
-    tokenizer_path = FLAGS.tokenizer or _gin_or("make_dataset.tokenizer_path", None)
+    tokenizer_path = FLAGS.tokenizer or config.bound_value("make_dataset.tokenizer_path", None)
     if not tokenizer_path:
         raise app.UsageError("give --tokenizer (no make_dataset.tokenizer_path in the gin files)")
-    seq_len = FLAGS.seq_len or _gin_or("make_dataset.seq_len", model.max_text_len)
-    crop = _gin_or("make_dataset.eval_crop_fraction", 1.0)
+    seq_len = FLAGS.seq_len or config.bound_value("make_dataset.seq_len", model.max_text_len)
+    crop = config.bound_value("make_dataset.eval_crop_fraction", 1.0)
     tokenizer = Tokenizer(tokenizer_path, seq_len)
 
     tasks = [run.tfds_task(name, FLAGS.tfds_data_dir, FLAGS.split, model.image_size,

@@ -36,15 +36,6 @@ flags.DEFINE_string("base_path_prefix", None, "Where the server sees --export_di
                     "models.config (e.g. /models in a container). Default: --export_dir.")
 
 
-def _gin_or(name: str, default):
-    """The gin-bound value of `name`, or default when the experiment does not bind it."""
-    import gin
-    try:
-        return gin.query_parameter(name)
-    except ValueError:
-        return default
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -62,16 +53,16 @@ def main(argv):
     model = DualEncoder()
     if FLAGS.checkpoint:
         logging.info("restored the model from %s", restore_model(model, FLAGS.checkpoint))
-    tokenizer_path = FLAGS.tokenizer or _gin_or("make_dataset.tokenizer_path", None)
+    tokenizer_path = FLAGS.tokenizer or config.bound_value("make_dataset.tokenizer_path", None)
     if not tokenizer_path:
         raise app.UsageError("give --tokenizer (no make_dataset.tokenizer_path in the gin files)")
-    seq_len = FLAGS.seq_len or _gin_or("make_dataset.seq_len", model.max_text_len)
+    seq_len = FLAGS.seq_len or config.bound_value("make_dataset.seq_len", model.max_text_len)
     path = export_for_serving(
         model, Tokenizer(tokenizer_path, seq_len), FLAGS.export_dir,
         prompts.load_class_names(FLAGS.class_names), prompts.load_templates(FLAGS.templates),
         model_name=FLAGS.model_name, version=FLAGS.version,
-        crop_fraction=_gin_or("make_dataset.eval_crop_fraction", 1.0),
-        antialias=_gin_or("make_dataset.antialias", False),
+        crop_fraction=config.bound_value("make_dataset.eval_crop_fraction", 1.0),
+        antialias=config.bound_value("make_dataset.antialias", False),
         base_path_prefix=FLAGS.base_path_prefix)
     print(f"exported {path}")
 

@@ -202,7 +202,7 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
     if training:
         ds = ds.batch(per_replica, drop_remainder=True)
     else:
-        ds = _padded_batches(ds, per_replica, replicas_per_pipeline)
+        ds = pad_to_batches(ds, per_replica, replicas_per_pipeline)
 
     def tokenize(batch):
         batch = dict(batch)
@@ -220,11 +220,16 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
     return ds.with_options(options)
 
 
-def _padded_batches(ds: tf.data.Dataset, batch: int, replicas: int) -> tf.data.Dataset:
-    """Batches of `batch`, the last group of `replicas` batches padded with mask-0 rows (images 0,
-    caption "", label -1), so the number of batches is a multiple of `replicas` and every shape
-    is static."""
-    group = batch * replicas
+def pad_to_batches(ds: tf.data.Dataset, batch_size: int, replicas: int = 1) -> tf.data.Dataset:
+    """Examples -> batches of `batch_size` with a float32 "mask" (1 real, 0 padding; an
+    example's own "mask" is kept).
+
+    The tail is padded (images 0, strings "", "labels" NO_LABEL) up to a whole group of
+    `replicas` batches, so each replica of a step gets a full, statically shaped batch and no
+    example is dropped. Evaluation inputs of the data and zero-shot rooms both batch with it.
+    """
+    group = batch_size * replicas
+    ds = ds.map(lambda ex: ex if "mask" in ex else dict(ex, mask=tf.constant(1.0)))
 
     def pad(elements):
         out = {}
@@ -233,7 +238,7 @@ def _padded_batches(ds: tf.data.Dataset, batch: int, replicas: int) -> tf.data.D
             fill = "" if value.dtype == tf.string else (schema.NO_LABEL if key == "labels" else 0)
             filler = tf.fill([group - tf.shape(value)[0]] + rest, tf.constant(fill, value.dtype))
             value = tf.concat([value, filler], axis=0)
-            out[key] = tf.reshape(value, [replicas, batch] + rest)
+            out[key] = tf.reshape(value, [replicas, batch_size] + rest)
         return out
 
     return ds.batch(group).map(pad).unbatch()

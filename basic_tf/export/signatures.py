@@ -27,12 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from basic_tf.export import inputs as checks
+from basic_tf.models.layers import l2_normalize
+from basic_tf.zeroshot.classifier import ensemble_prompt_embeddings
 
-_EPS = 1e-12   # the same floor as basic_tf.zeroshot.classifier's normalisation
-
-
-def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
-    return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x), axis=-1, keepdims=True), _EPS))
 
 
 def fill_templates(class_names: tf.Tensor, templates: tf.Tensor) -> tf.Tensor:
@@ -79,10 +76,10 @@ def make_serving_functions(model, tokenizer, class_matrix: np.ndarray,
 
     def images_to_embeddings(images, where):
         pixels = checks.decode_images(images, where, limits, image_size, crop_fraction, antialias)
-        return _l2_normalize(tf.cast(model.encode_image(pixels), tf.float32))
+        return l2_normalize(model.encode_image(pixels))
 
     def texts_to_embeddings(texts):
-        return _l2_normalize(tf.cast(model.encode_text(tokenizer(texts)), tf.float32))
+        return l2_normalize(model.encode_text(tokenizer(texts)))
 
     def probabilities(image_embeddings, class_embeddings_dc):
         logits = tf.cast(model.logit_scale, tf.float32) * tf.matmul(image_embeddings,
@@ -122,7 +119,7 @@ def make_serving_functions(model, tokenizer, class_matrix: np.ndarray,
         embeddings = images_to_embeddings(images, where)
         per_prompt = tf.reshape(embed_prompts(prompts),
                                 [tf.size(class_names), tf.size(templates), embed_dim])
-        class_embeddings = _l2_normalize(tf.reduce_mean(per_prompt, axis=1))
+        class_embeddings = ensemble_prompt_embeddings(per_prompt)
         return {"scores": probabilities(embeddings, tf.transpose(class_embeddings))}
 
     def embed_image(images):

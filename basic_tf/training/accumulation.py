@@ -29,7 +29,7 @@ import gin
 import tensorflow as tf
 
 from basic_tf import losses
-from basic_tf.models.layers import no_moving_stat_updates
+from basic_tf.models.layers import fold_seed, no_moving_stat_updates
 
 ContrastiveStep = collections.namedtuple(
     "ContrastiveStep", ["loss", "grads", "image_emb", "text_emb"])
@@ -47,13 +47,13 @@ def micro_batch_seeds(seed: tf.Tensor, replica_id, micro_batch_index) -> tuple[t
     """Stateless seeds (image tower, text tower), int32 [2] each, for one micro-batch.
 
     Public so that a reference computation (tests, debugging) can replay the exact randomness.
+    Folds with `fold_seed` (Philox), whose numbers are the same eager, in graphs and under XLA;
+    the default algorithm picks another generator under XLA, so a compiled step would drop other
+    units than an uncompiled one.
     """
-    seed = tf.cast(seed, tf.int32)
-    per_replica = tf.random.experimental.stateless_fold_in(seed, tf.cast(replica_id, tf.int32))
-    per_micro = tf.random.experimental.stateless_fold_in(
-        per_replica, tf.cast(micro_batch_index, tf.int32))
-    return (tf.random.experimental.stateless_fold_in(per_micro, _IMAGE_TOWER),
-            tf.random.experimental.stateless_fold_in(per_micro, _TEXT_TOWER))
+    per_replica = fold_seed(tf.cast(seed, tf.int32), tf.cast(replica_id, tf.int32))
+    per_micro = fold_seed(per_replica, tf.cast(micro_batch_index, tf.int32))
+    return fold_seed(per_micro, _IMAGE_TOWER), fold_seed(per_micro, _TEXT_TOWER)
 
 
 def _replica_id() -> tf.Tensor:
@@ -104,26 +104,29 @@ def _taped_single_pass(model, images, token_ids, seeds, loss_kwargs):
 
 
 def _embed_without_tape(model, images_mb, tokens_mb, seed, replica_id):
-    """Pass 1: [M, m, ...] inputs -> ([M*m, D], [M*m, D]) embeddings, one micro-batch at a time."""
-    num_micro = images_mb.shape[0]
+    """Pass 1: [M, m, ...] inputs -> ([M*m, D], [M*m, D]) embeddings, one micro-batch at a time.
+
+    The embeddings are a float32 [M, m, D] loop variable written in place
+    (tensor_scatter_nd_update), not a TensorArray: XLA compiles both, and DTensor (model
+    parallelism, basic_tf.parallel.dtensor) has no layout propagation for TensorList ops.
+    """
+    num_micro, micro = images_mb.shape[0], images_mb.shape[1]
 
     def body(i, image_acc, text_acc):
         image_seed, text_seed = micro_batch_seeds(seed, replica_id, i)
         image_emb = model.encode_image(images_mb[i], training=True, seed=image_seed)
         text_emb = model.encode_text(tokens_mb[i], training=True, seed=text_seed)
-        return (i + 1, image_acc.write(i, tf.cast(image_emb, tf.float32)),
-                text_acc.write(i, tf.cast(text_emb, tf.float32)))
+        write = lambda acc, emb: tf.tensor_scatter_nd_update(
+            acc, [[i]], tf.expand_dims(tf.cast(emb, tf.float32), 0))
+        return i + 1, write(image_acc, image_emb), write(text_acc, text_emb)
 
-    # A static element shape keeps the loop compilable by XLA (TPU).
-    shape = tf.TensorShape([images_mb.shape[1], model.embed_dim])
-    arrays = (tf.TensorArray(tf.float32, size=num_micro, element_shape=shape),
-              tf.TensorArray(tf.float32, size=num_micro, element_shape=shape))
+    zeros = tf.zeros([num_micro, micro, model.embed_dim], tf.float32)
     _, image_acc, text_acc = tf.while_loop(
-        lambda i, *_: i < num_micro, body, (tf.constant(0),) + arrays,
+        lambda i, *_: i < num_micro, body, (tf.constant(0), zeros, zeros),
         parallel_iterations=1)
     flat = [-1, model.embed_dim]
-    return (tf.stop_gradient(tf.reshape(image_acc.stack(), flat)),
-            tf.stop_gradient(tf.reshape(text_acc.stack(), flat)))
+    return (tf.stop_gradient(tf.reshape(image_acc, flat)),
+            tf.stop_gradient(tf.reshape(text_acc, flat)))
 
 
 def _backprop_cached_grads(model, images_mb, tokens_mb, d_image_mb, d_text_mb, seed, replica_id):

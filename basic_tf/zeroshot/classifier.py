@@ -12,13 +12,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from basic_tf.models.layers import l2_normalize
 from basic_tf.zeroshot import prompts
 
-_EPS = 1e-12
 
 
-def _l2_normalize(x: tf.Tensor) -> tf.Tensor:
-    return x * tf.math.rsqrt(tf.maximum(tf.reduce_sum(tf.square(x), axis=-1, keepdims=True), _EPS))
+def ensemble_prompt_embeddings(per_prompt: tf.Tensor) -> tf.Tensor:
+    """float [C, T, D] prompt embeddings -> float32 [C, D] unit class embeddings: each prompt
+    L2-normalised, averaged over the T templates, normalised again. The one copy of CLIP's
+    ensembling: the exported classify_with_labels signature calls it too."""
+    return l2_normalize(tf.reduce_mean(l2_normalize(per_prompt), axis=1))
 
 
 @gin.configurable(denylist=["encode_text_fn", "tokenizer", "class_names", "templates"])
@@ -51,22 +54,17 @@ def build_zero_shot_classifier(encode_text_fn: Callable[[tf.Tensor], tf.Tensor],
 
     @tf.function(input_signature=[tf.TensorSpec([batch_size], tf.string)])
     def embed(batch_texts):
-        return _l2_normalize(tf.cast(encode_text_fn(tokenizer(batch_texts)), tf.float32))
+        return tf.cast(encode_text_fn(tokenizer(batch_texts)), tf.float32)
 
     start = time.time()
-    sums = None
+    chunks = []
     for begin in range(0, len(texts), batch_size):
         chunk = texts[begin:begin + batch_size]
-        n = len(chunk)
-        padded = chunk + [""] * (batch_size - n)
-        emb = embed(tf.constant(padded)).numpy()[:n].astype(np.float64)
-        if sums is None:
-            sums = np.zeros([num_classes, emb.shape[-1]], np.float64)
-        # Prompts are class-major, so prompt k belongs to class k // T.
-        np.add.at(sums, np.arange(begin, begin + n) // num_templates, emb)
-    means = sums / num_templates
-    norms = np.sqrt(np.maximum(np.sum(means * means, axis=-1, keepdims=True), _EPS))
-    weights = (means / norms).astype(np.float32).T
+        padded = chunk + [""] * (batch_size - len(chunk))
+        chunks.append(embed(tf.constant(padded))[:len(chunk)])
+    # Prompts are class-major: prompt k belongs to class k // T.
+    per_prompt = tf.reshape(tf.concat(chunks, axis=0), [num_classes, num_templates, -1])
+    weights = tf.transpose(ensemble_prompt_embeddings(per_prompt)).numpy()
     logging.info("zero-shot classifier: %d classes x %d templates = %d prompts in %.1f s",
                  num_classes, num_templates, len(texts), time.time() - start)
     return weights

@@ -17,7 +17,7 @@ import gin
 import tensorflow as tf
 
 from basic_tf.data import augment, schema
-from basic_tf.data.pipeline import shard_for_pipeline
+from basic_tf.data.pipeline import pad_to_batches, shard_for_pipeline
 from basic_tf.zeroshot import prompts
 
 
@@ -53,27 +53,6 @@ def _per_replica(global_batch_size: int, input_context) -> Tuple[int, int]:
                          f"{input_context.num_replicas_in_sync} replicas in sync")
     replicas = max(input_context.num_replicas_in_sync // input_context.num_input_pipelines, 1)
     return input_context.get_per_replica_batch_size(global_batch_size), replicas
-
-
-def pad_to_batches(ds: tf.data.Dataset, batch_size: int, replicas: int = 1) -> tf.data.Dataset:
-    """Examples -> batches of `batch_size` with a float32 "mask" (1 real, 0 padding; an
-    example's own "mask" is kept).
-
-    The tail is padded (zeros, "" for strings) up to a whole group of `replicas` batches, so
-    each replica of a step gets a full, statically shaped batch and no example is dropped.
-    """
-    group = batch_size * replicas
-    ds = ds.map(lambda ex: ex if "mask" in ex else dict(ex, mask=tf.constant(1.0)))
-
-    def pad(elements):
-        out = {}
-        for key, value in elements.items():
-            paddings = [[0, group - tf.shape(value)[0]]] + [[0, 0]] * (value.shape.rank - 1)
-            value = tf.pad(value, paddings, constant_values="" if value.dtype == tf.string else 0)
-            out[key] = tf.reshape(value, [replicas, batch_size] + value.shape[1:].as_list())
-        return out
-
-    return ds.batch(group).map(pad).unbatch()
 
 
 def tfds_builder(name: str, data_dir: Optional[str] = None):

@@ -16,13 +16,7 @@ VIT = ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 8",
        "vit_config.pooling = 'gap'"]
 
 
-@pytest.mark.parametrize("tower", [
-    "vit",
-    pytest.param("coatnet", marks=pytest.mark.xfail(
-        strict=True, raises=tf.errors.InvalidArgumentError,
-        reason="models room: BatchNorm reads its float32 moving statistics autocast to bfloat16 "
-               "and adds float32 batch moments (AddV2 dtype error under mixed_bfloat16)")),
-])
+@pytest.mark.parametrize("tower", ["vit", "coatnet"])
 def test_mixed_bfloat16_keeps_loss_logits_and_temperature_float32(tower):
     config.parse(["tiny"], VIT if tower == "vit" else [])
     with precision.dtype_policy("mixed_bfloat16"):

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from basic_tf.zeroshot import evaluate_classification
 from basic_tf.zeroshot.evaluation import classification_counts
-from basic_tf.zeroshot.inputs import pad_to_batches
+from basic_tf.data.pipeline import pad_to_batches
 
 from zeroshot_helpers import EMBED_DIM, StandInImageEncoder
 

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from basic_tf.zeroshot import recall_at_k
-from basic_tf.zeroshot.inputs import pad_to_batches
+from basic_tf.data.pipeline import pad_to_batches
 from basic_tf.zeroshot.retrieval import embed_retrieval_dataset
 
 from zeroshot_helpers import SEQ_LEN, StandInImageEncoder, hash_tokenizer

@@ -96,7 +96,7 @@ def test_table_json_and_png(tmp_path):
 def test_periodic_eval_fn_hand_counts():
     """A toy model whose classifier is the identity (class name 'k' -> one-hot k) and whose
     images are one-hot buckets: 8 of 11 right at top-1 (rows 8-10 are drawn wrong)."""
-    from basic_tf.zeroshot.inputs import pad_to_batches
+    from basic_tf.data.pipeline import pad_to_batches
     from zeroshot_helpers import bucket_encoder, bucket_image
 
     labels = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 3]
