@@ -327,18 +327,13 @@ def format_plan(plan: Plan, reason: str = "") -> str:
 
 
 def parse_mesh(text: str, replicas: int = 1) -> tuple:
-    """'data=4,model=2' -> (4, 2) data replicas x model shards; '' -> (replicas, 1)."""
+    """'batch:4,model:2' (tools/train.py's --mesh syntax) -> (4, 2) data replicas x model
+    shards; '' -> (replicas, 1)."""
     if not text:
         return replicas, 1
-    axes = {}
-    for part in text.split(","):
-        name, _, size = part.partition("=")
-        name, size = name.strip(), size.strip()
-        if name not in ("data", "model") or not size.isdigit() or int(size) < 1 or name in axes:
-            raise ValueError(f"mesh {text!r}: expected 'data=D,model=M' with positive integers "
-                             f"(either axis may be left out), got {part!r}")
-        axes[name] = int(size)
-    return axes.get("data", 1), axes.get("model", 1)
+    from basic_tf.parallel.dtensor.mesh import parse_mesh_flag  # the one --mesh parser
+    sizes = parse_mesh_flag(text)
+    return sizes["batch"], sizes["model"]
 
 
 def gin_step_setting() -> tuple:

@@ -162,15 +162,15 @@ def test_recommendation_shards_the_model_when_weights_do_not_fit():
 
 def test_report_and_mesh_parsing():
     config.parse(["tiny"], ["compute_contrastive_step.num_micro_batches = 2"])
-    text = planner.report(256, *planner.parse_mesh("data=2,model=1"), device_memory_gb=0.25)
+    text = planner.report(256, *planner.parse_mesh("batch:2,model:1"), device_memory_gb=0.25)
     for words in ("parameters: image", "forward FLOPs per example", "activations", "logits",
                   "2 micro-batch(es) of 64 per replica", "== recommended",
                   "remat_policy.mode", "mesh data=2 x model=1"):
         assert words in text, text
     assert planner.parse_mesh("", 8) == (8, 1)
-    assert planner.parse_mesh("model=4") == (1, 4)
-    with pytest.raises(ValueError, match="'data=D,model=M'"):
-        planner.parse_mesh("batch=4")
+    assert planner.parse_mesh("model:4") == (1, 4)
+    with pytest.raises(ValueError, match="axis:size pairs"):
+        planner.parse_mesh("data:4")
 
 
 def test_plan_tool_help_names_its_inputs():

@@ -2,7 +2,7 @@
 
   python3 tools/plan.py --gin_file=basic_l --global_batch=65536 --replicas=2048 \
       --device_memory_gb=16
-  python3 tools/plan.py --gin_file=tiny --global_batch=1024 --mesh=data=4,model=2
+  python3 tools/plan.py --gin_file=tiny --global_batch=1024 --mesh=batch:4,model:2
 
 Reports, for the gin config as written (its compute_contrastive_step.num_micro_batches and
 remat_policy), the parameter count and forward FLOPs of each tower, and memory per device:
@@ -21,8 +21,8 @@ flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. 'remat_p
                           "\"every_block\"'.")
 flags.DEFINE_integer("global_batch", 1024, "Contrastive batch over all replicas.")
 flags.DEFINE_integer("replicas", 1, "Data-parallel replicas (ignored when --mesh is given).")
-flags.DEFINE_string("mesh", "", "Device mesh 'data=D,model=M' (D data replicas x M model "
-                    "shards); empty: --replicas x 1.")
+flags.DEFINE_string("mesh", "", "Device mesh 'batch:D,model:M' (D data replicas x M model "
+                    "shards; tools/train.py's --mesh syntax); empty: --replicas x 1.")
 flags.DEFINE_float("device_memory_gb", 16.0, "Memory of one device, GiB.")
 flags.DEFINE_enum("optimizer", "adamw", sorted(planner.OPTIMIZER_SLOTS), "Optimizer (state size).")
 flags.DEFINE_enum("activation_dtype", "float32", ["float32", "bfloat16"],
