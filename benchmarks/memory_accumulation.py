@@ -45,14 +45,13 @@ def run() -> dict:
 
 def table(payload: dict) -> str:
     rows = [[r["micro"], r["remat"], r["measured_mb"], r["memory_vs_plain"], r["predicted_mb"],
-             f"{r['error']:+.0%}", r["step_s"], r["time_vs_plain"], f"{r['first_loss']:.6f}"]
-            for r in payload["rows"]]
+             f"{r['error']:+.0%}", r["step_s"], r["time_vs_plain"]] for r in payload["rows"]]
     env = " ".join(f"{k}={v}" for k, v in payload["env"].items())
     return (f"Config `{payload['gin']}` + {payload['bindings']}, batch {payload['batch']}, "
             f"children run with `{env}`.\n\n" +
             common.markdown_table(["micro-batches", "remat", "peak RSS increase MB",
                                    "memory vs plain", "planner MB", "planner error", "step s",
-                                   "time vs plain", "first-step loss"], rows))
+                                   "time vs plain"], rows))
 
 
 if __name__ == "__main__":

@@ -81,8 +81,8 @@ def measure_step_memory(cfg: dict) -> dict:
     prediction of the same quantity (`Plan.step_bytes`, from the parsed gin config) is returned
     beside it. Then malloc is switched to its steady state (common.steady_state_malloc) and
     `steps` more steps (none if 0) are timed after one warm-up: MEMORY_ENV's small mmap threshold would page-fault every large
-    buffer and slow the big-batch steps most. `first_loss` is the loss of the first step (same
-    weights in every setting; with BatchNorm it depends on the micro-batch split). Run it under
+    buffer and slow the big-batch steps most. `first_loss` is the loss of the first step (each
+    process initialises its own random weights). Run it under
     common.MEMORY_ENV.
     """
     import tensorflow as tf
