@@ -10,13 +10,14 @@ r"""`basic-demo --out DIR`: the whole system on real data in one command (gin/de
     -> DIR/report.json and a short printed report
 
 Run again with the same DIR and every finished phase is reused: shards and vocabulary are kept,
-training resumes from the last checkpoint (or does nothing when it is done), evaluation reruns
-and the export gets the next version. Every knob is a gin binding of gin/demo.gin; change the
-data knobs (images, templates) only with a fresh DIR.
+training resumes from the last checkpoint (or does nothing when it is done), and evaluation and
+export are redone only for a new checkpoint. Every knob is a gin binding of gin/demo.gin; change
+the data knobs (images, templates, vocabulary) only with a fresh DIR.
 
   basic-demo --out demo_out
-  basic-demo --out /tmp/d --gin_bindings='train.train_steps = 100'
+  basic-demo --out /tmp/d --gin_bindings='TRAIN_STEPS = 100'
 """
+import glob
 import json
 import os
 import time
@@ -51,13 +52,8 @@ class _Phases:
 
 
 def load_fashion_mnist(data_dir: str, num_train: int, num_eval: int) -> dict:
-    """{"train": (images, labels), "test": ...} uint8 arrays, cut to the asked sizes."""
-    if not fashion_mnist.available(data_dir):
-        raise FileNotFoundError(
-            f"basic-demo needs Fashion-MNIST, and its IDX files are not in {data_dir!r} "
-            "(run_demo.fashion_mnist_dir). Install the Debian package, as root: "
-            "apt-get update && apt-get install -y dataset-fashion-mnist "
-            "(or run: bash tools/install.sh)")
+    """{"train": (images, labels), "test": ...} uint8 arrays, cut to the asked sizes. Without
+    the data, the loader's FileNotFoundError names the apt-get command to run."""
     out = {}
     for split, n in (("train", num_train), ("test", num_eval)):
         images, labels = fashion_mnist.load(split, data_dir)
@@ -72,7 +68,7 @@ def write_split(images, labels, class_names: Sequence[str], output_prefix: str,
                 image_format: str) -> List[str]:
     """Writes one split as captioned shards (each record: every training template filled with
     its class name); reuses shards a previous run completed with the same record count."""
-    from basic_tf.data import schema, sources, writer
+    from basic_tf.data import sources, writer
 
     summary_path = output_prefix + ".summary.json"
     if os.path.isfile(summary_path):
@@ -82,7 +78,7 @@ def write_split(images, labels, class_names: Sequence[str], output_prefix: str,
             _say(f"  reusing {len(done['shards'])} shard(s) of {len(images)} records "
                  f"({output_prefix}-*)")
             return done["shards"]
-    for stale in (schema.list_shards(output_prefix + "-*") if _has_shards(output_prefix) else []):
+    for stale in glob.glob(output_prefix + "-*"):   # shards and sidecars of an unfinished run
         os.remove(stale)
     name = os.path.basename(output_prefix)
     records = sources.from_arrays(images, labels, class_names, name=f"fashion_mnist/{name}",
@@ -95,11 +91,6 @@ def write_split(images, labels, class_names: Sequence[str], output_prefix: str,
                            f"(summary {summary.to_json()}); the demo needs every image")
     _say(f"  wrote {summary.written} records in {len(summary.shards)} shard(s) ({output_prefix}-*)")
     return summary.shards
-
-
-def _has_shards(prefix: str) -> bool:
-    import glob
-    return bool(glob.glob(prefix + "-*"))
 
 
 def train_tokenizer(class_names: Sequence[str], model_prefix: str, vocab_size: int) -> str:
@@ -155,6 +146,7 @@ def run_demo(out_dir: str,
     data_dir = os.path.join(out_dir, "data")
     os.makedirs(data_dir, exist_ok=True)
 
+    from basic_tf.data import sources
     from basic_tf.zeroshot import prompts
 
     names = prompts.load_class_names(class_names)
@@ -204,7 +196,7 @@ def run_demo(out_dir: str,
         "zero_shot_json": os.path.join(out_dir, "zero_shot.json"),
         "train": training,
         "train_images": num_train_images,
-        "train_templates": list(_training_templates()),
+        "train_templates": list(sources.caption_templates()),
         "eval_templates": templates,
         "class_names": names,
         "load_average": {"start": load_avg_start, "end": os.getloadavg()},
@@ -214,11 +206,6 @@ def run_demo(out_dir: str,
         f.write("\n")
     print(format_report(report, os.path.join(out_dir, "report.json")), flush=True)
     return report
-
-
-def _training_templates():
-    from basic_tf.data import sources
-    return sources.caption_templates()
 
 
 def _train(model_dir: str, shards: Sequence[str], spm_path: str) -> dict:
@@ -338,7 +325,7 @@ def main(argv, started_at: Optional[float] = None) -> int:
     config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
     try:
         run_demo(FLAGS.out, started_at=started_at)
-    except FileNotFoundError as e:
+    except FileNotFoundError as e:   # missing data: the message says what to install
         print(f"basic-demo: {e}", flush=True)
         return 1
     return 0
@@ -355,6 +342,6 @@ def console_main() -> None:
                         "an existing one is resumed.")
     flags.DEFINE_multi_string("gin_file", ["demo"], "Gin file(s): a path or a name in gin/.")
     flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. "
-                              "'train.train_steps = 100'.")
+                              "'TRAIN_STEPS = 100'.")
     flags.mark_flag_as_required("out")
     app.run(lambda argv: main(argv, started_at))
