@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from basic_tf.models import layers as L
+from basic_tf.parallel.dtensor import ops as mesh_ops
 from basic_tf.parallel.remat import RematPolicy
 
 # Stage = (block type 'C' (MBConv) or 'T' (Transformer), depth, width, stride of its first block).
@@ -165,12 +166,13 @@ class MBConvBlock(keras.layers.Layer):
     def call(self, x, seed, training=False):
         shortcut = x
         if self.stride > 1:
-            shortcut = tf.nn.avg_pool2d(shortcut, 2, self.stride, "SAME")
+            shortcut = mesh_ops.avg_pool2d(shortcut, 2, self.stride)
         if self.shortcut is not None:
             shortcut = self.shortcut(shortcut)
         y = self.norm(x, training=training)
         y = keras.activations.gelu(self.bn1(self.expand(y), training=training))
-        y = keras.activations.gelu(self.bn2(self.depthwise(y), training=training))
+        y = keras.activations.gelu(self.bn2(mesh_ops.depthwise(self.depthwise, y),
+                                             training=training))
         gate = self.se_expand(self.se_reduce(tf.reduce_mean(y, axis=[1, 2])))
         y = self.project(y * gate[:, None, None, :])
         return shortcut + self.drop_path(y, L.fold_seed(seed, 0), training=training)
@@ -226,13 +228,13 @@ class RelativeAttentionBlock(keras.layers.Layer):
 
     def call(self, x, seed, training=False):
         if self.stride > 1:
-            x = tf.nn.max_pool2d(x, 3, self.stride, "SAME")
+            x = mesh_ops.max_pool2d(x, 3, self.stride)
         gh, gw = self.grid
         if x.shape[1] != gh or x.shape[2] != gw:
             raise ValueError(f"RelativeAttentionBlock {self.name} was built for a {gh}x{gw} grid "
                              f"(after pooling) but got {x.shape[1]}x{x.shape[2]}")
         tokens = tf.reshape(x, [-1, gh * gw, x.shape[-1]])
-        y = self.block(tokens, seed, self.relative_bias()[None], training=training)
+        y = self.block(tokens, seed, tf.expand_dims(self.relative_bias(), 0), training=training)
         return tf.reshape(y, [-1, gh, gw, self.width])
 
     def get_config(self):

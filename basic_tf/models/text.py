@@ -106,7 +106,7 @@ class TextTransformer(L.BlockStack, keras.layers.Layer):
         if self.config.causal:
             n = tf.shape(valid)[1]
             causal = tf.linalg.band_part(tf.ones([n, n], tf.bool), -1, 0)
-            allowed = tf.logical_and(allowed, causal[None, None])
+            allowed = tf.logical_and(allowed, tf.reshape(causal, [1, 1, n, n]))
         return tf.where(allowed, 0.0, L.NEG_INF)
 
     def hidden_states(self, token_ids, seed=None, training=False):
@@ -124,7 +124,7 @@ class TextTransformer(L.BlockStack, keras.layers.Layer):
             x = tf.concat([cls, x], axis=1)
             valid = tf.concat([tf.ones_like(valid[:, :1]), valid], axis=1)
         n = tf.shape(x)[1]
-        x = x + tf.cast(self.position_embedding[:n], x.dtype)[None]
+        x = x + tf.expand_dims(tf.cast(self.position_embedding[:n], x.dtype), 0)
         x = self.dropout(x, L.fold_seed(seed, c.depth), training=training)
         bias = self._attention_bias(valid)
         for i, block in enumerate(self.blocks):
@@ -148,7 +148,7 @@ class TextTransformer(L.BlockStack, keras.layers.Layer):
             count = tf.maximum(tf.reduce_sum(weights, axis=1), 1.0)
             return tf.reduce_sum(x * weights, axis=1) / count
         # 'eos': the last valid position (0 for an all-padding row).
-        positions = tf.range(1, tf.shape(x)[1] + 1)[None]
+        positions = tf.expand_dims(tf.range(1, tf.shape(x)[1] + 1), 0)
         last = tf.reduce_max(tf.where(valid, positions, 0), axis=1) - 1
         return tf.gather(x, tf.maximum(last, 0), batch_dims=1)
 

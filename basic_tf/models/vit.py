@@ -100,7 +100,7 @@ class ViT(L.BlockStack, keras.layers.Layer):
         if c.pooling == "cls":
             cls = tf.broadcast_to(tf.cast(self.cls_token, x.dtype), tf.shape(x[:, :1]))
             x = tf.concat([cls, x], axis=1)
-        x = x + tf.cast(self.position_embedding, x.dtype)[None]
+        x = x + tf.expand_dims(tf.cast(self.position_embedding, x.dtype), 0)
         x = self.dropout(x, L.fold_seed(seed, c.depth), training=training)
         for i, block in enumerate(self.blocks):
             block_seed = L.fold_seed(seed, i)  # captured: remat wraps float tensors only
