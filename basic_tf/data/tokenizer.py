@@ -8,12 +8,15 @@ the text tower reads), also for truncated and empty captions.
 `Tokenizer` is a tf.Module, so an export can track it (its SentencePiece resource goes into the
 SavedModel; loading that SavedModel needs `import tensorflow_text`).
 """
+import hashlib
 import os
 from typing import Iterable, Optional, Union
 
 import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_text as tf_text
+from tensorflow.python.trackable import resource
+from tensorflow_text.python.ops.sentencepiece_tokenizer import gen_sentencepiece_tokenizer
 
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 
@@ -45,6 +48,27 @@ def train_sentencepiece(captions: Iterable[str], model_prefix: str, vocab_size: 
     return model_prefix + ".model"
 
 
+class _NamedSentencepieceModel(resource.TrackableResource):
+    """The SentencePiece model resource, named after a hash of the model proto.
+
+    tf_text creates it without a name, which makes it private to the eager kernel that created
+    it; tf.random.set_seed (keras.utils.set_random_seed) clears the eager kernel cache, which
+    deleted the resource under every tokenizer made before (NotFoundError "Resource ...
+    SentencepieceOp ... does not exist"). A shared name keeps it in the device's resource manager;
+    the content hash makes sharing it between tokenizers of one model safe.
+    """
+
+    def __init__(self, model_proto: bytes):
+        super().__init__()
+        self._model = model_proto
+        self._shared_name = "basic_tf_spm_" + hashlib.sha256(model_proto).hexdigest()[:24]
+        _ = self.resource_handle  # creates the resource now, like tf_text
+
+    def _create_resource(self):
+        return gen_sentencepiece_tokenizer.sentencepiece_op(model=self._model,
+                                                            shared_name=self._shared_name)
+
+
 class Tokenizer(tf.Module):
     """tf.string [N] -> int32 [N, seq_len], in graph (tf.data maps, tf.function, SavedModel).
 
@@ -74,6 +98,7 @@ class Tokenizer(tf.Module):
         self.vocab_size = int(processor.get_piece_size())
         self._sp = tf_text.SentencepieceTokenizer(model=self.model_proto, out_type=tf.int32,
                                                   add_bos=False, add_eos=False)
+        self._sp._model_resource = _NamedSentencepieceModel(self.model_proto)
 
     def __call__(self, strings: tf.Tensor) -> tf.Tensor:
         """tf.string [N] -> int32 [N, seq_len]: pieces[:seq_len-1] + [EOS] + [0]*padding."""

@@ -44,6 +44,18 @@ def test_same_ids_from_proto_bytes_in_tf_function_and_tf_data(sp_model):
     np.testing.assert_array_equal(np.concatenate(list(ds.as_numpy_iterator())), eager)
 
 
+def test_tokenizer_survives_a_new_random_seed(sp_model):
+    """tf_text's SentencePiece resource is owned by its eager kernel, and tf.random.set_seed
+    clears the eager kernel cache: a tokenizer made before a seed was set used to fail after it
+    with NotFoundError (resource does not exist)."""
+    tok = tokenizer.Tokenizer(sp_model, seq_len=8)
+    expected = tok(TEXTS).numpy()
+    tf.random.set_seed(1)
+    np.testing.assert_array_equal(tok(TEXTS).numpy(), expected)
+    np.testing.assert_array_equal(tok.detokenize(expected).numpy(),
+                                  tokenizer.Tokenizer(sp_model, 8).detokenize(expected).numpy())
+
+
 def test_saved_model_round_trip(sp_model, tmp_path):
     """Export tracks the tokenizer module; the loaded function gives the same ids."""
     tok = tokenizer.Tokenizer(sp_model, seq_len=8)
