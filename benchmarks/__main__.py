@@ -18,6 +18,7 @@ FIGURES = [
     "openclip_speed",
     "mfu",
     "planner_memory",
+    "sharding_memory",
     "input_pipeline",
     "serving_latency",
 ]

@@ -2,6 +2,9 @@
 run / table / child entry points, and each table renders measured and skipped rows from the
 payload shape its run() writes, with the ratios it reports."""
 import importlib
+import json
+import subprocess
+import sys
 
 import pytest
 
@@ -43,3 +46,22 @@ def test_planner_memory_table_flags_rows_outside_tolerance():
                                            dict(row, predicted_mb=100.0, error=-0.5)]}
     lines = planner_memory.table(payload).splitlines()
     assert "| +5% | yes |" in lines[2] and "| -50% | **no** |" in lines[3]
+
+
+def test_sharding_memory_of_basic_l_is_computed_without_allocating_it():
+    """BASIC-L (3.1B weights, 11.6 GiB in float32) is planned from its layouts without
+    allocating a weight: the process grows by far less than one copy of the model."""
+    code = ("import json, resource; from benchmarks import sharding_memory as s; "
+            "out = s.computed('basic_l'); "
+            "print(json.dumps([out, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out, max_rss_kib = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = {tuple(r["mesh"]): r for r in out["rows"]}
+    params = rows[(8, 1)]["params"]
+    assert 2.9e9 < params < 3.3e9                      # "about 3B" (issue 2)
+    assert rows[(8, 1)]["param_bytes"] == 4 * params  # float32, replicated on a pure batch mesh
+    for b, m in [(4, 2), (2, 4), (1, 8)]:              # the model axis divides the weights
+        assert rows[(b, m)]["param_bytes"] < rows[(8, 1)]["param_bytes"] / m * 1.05
+    assert max_rss_kib * 1024 < 3 * 2 ** 30, max_rss_kib  # TF alone ~0.8 GiB; the model 11.6 GiB
