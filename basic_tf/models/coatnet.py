@@ -246,7 +246,7 @@ class RelativeAttentionBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")
-class CoAtNet(L.BlockStack, keras.layers.Layer):
+class CoAtNet(L.Tower, keras.layers.Layer):
     """images [B, H, W, 3] (already normalised) -> features [B, width] or [B, output_dim].
 
     Blocks are numbered 0..num_blocks-1 over all stages: block i uses seed fold_in(seed, i),
@@ -258,8 +258,6 @@ class CoAtNet(L.BlockStack, keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = CoAtNetConfig(**config)
-        self.config, self.output_dim = config, output_dim
-        self.remat_policy = remat_policy or RematPolicy()
         c = config
         self.stem1 = keras.layers.Conv2D(c.stem_width, 3, 2, padding="same", name="stem_conv1")
         self.stem_bn = L.BatchNorm(c.bn_momentum, name="stem_bn")
@@ -279,15 +277,7 @@ class CoAtNet(L.BlockStack, keras.layers.Layer):
                                                    c.dropout_rate, c.attention_dropout_rate,
                                                    rates[i], name=name)
                 blocks.append(block)
-        self._set_blocks(blocks)
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
-        self.projection = (None if output_dim is None else
-                           keras.layers.Dense(output_dim, use_bias=False, name="projection"))
-
-    @property
-    def has_randomness(self) -> bool:
-        c = self.config
-        return max(c.dropout_rate, c.attention_dropout_rate, c.drop_path_rate) > 0
+        self._init_tower(config, output_dim, remat_policy, blocks, norm_epsilon=1e-5)
 
     def build(self, input_shape):
         b, h, w, _ = input_shape
@@ -300,21 +290,11 @@ class CoAtNet(L.BlockStack, keras.layers.Layer):
             block.build(shape)
             h, w = _downsampled(h, block.stride), _downsampled(w, block.stride)
             shape = (b, h, w, block.width)
-        self.final_norm.build((b, self.config.width))
-        if self.projection is not None:
-            self.projection.build((b, self.config.width))
+        self._build_head(b, self.config.width)
 
     def call(self, images, seed=None, training=False):
         seed = L.make_seed(seed, training, self.has_randomness)
         x = self.stem1(images)
         x = self.stem2(keras.activations.gelu(self.stem_bn(x, training=training)))
-        for i, block in enumerate(self.blocks):
-            block_seed = L.fold_seed(seed, i)  # captured: remat wraps float tensors only
-            fn = lambda x, block=block, s=block_seed: block(x, s, training=training)
-            x = L.remat_block(self.remat_policy, fn, i)(x)
-        x = self.final_norm(tf.reduce_mean(x, axis=[1, 2]))
-        return x if self.projection is None else self.projection(x)
-
-    def get_config(self):
-        return {**super().get_config(), "config": dataclasses.asdict(self.config),
-                "output_dim": self.output_dim}
+        x = self._run_blocks(x, seed, training)
+        return self._project(self.final_norm(tf.reduce_mean(x, axis=[1, 2])))

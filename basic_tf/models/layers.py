@@ -6,18 +6,19 @@ masks. Each random layer takes an int32 [2] seed; a block derives its layers' se
 `stateless_fold_in(block_seed, k)`. The same seed gives the same masks eager, in tf.function and
 under XLA (jit_compile=True).
 """
-import contextlib
+import dataclasses
 import math
-import threading
 from typing import Callable, Optional
 
 import keras
 import tensorflow as tf
 
+from basic_tf.parallel.remat import RematPolicy
+from basic_tf.trace_flag import TraceFlag
+
 RNG_ALG = "philox"  # for seed folding (identical eager, in graphs and under XLA)
 NEG_INF = -1e9  # additive attention bias for masked keys; finite so all-masked rows give no NaN
 
-_state = threading.local()
 
 
 def fold_seed(seed: tf.Tensor, index: int) -> tf.Tensor:
@@ -99,21 +100,18 @@ class StochasticDepth(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate}
 
 
-@contextlib.contextmanager
+_STATISTICS_FROZEN = TraceFlag()
+
+
 def no_moving_stat_updates():
     """Inside (read at trace time), training-mode BatchNorm uses batch statistics as usual but
     does not update its moving mean/variance. BASIC's second (backprop) pass and remat
     recomputation run under it, so moving averages are updated once per micro-batch."""
-    previous = getattr(_state, "frozen", False)
-    _state.frozen = True
-    try:
-        yield
-    finally:
-        _state.frozen = previous
+    return _STATISTICS_FROZEN.on()
 
 
 def moving_stat_updates_enabled() -> bool:
-    return not getattr(_state, "frozen", False)
+    return not _STATISTICS_FROZEN.is_on()
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")
@@ -289,21 +287,56 @@ class TransformerBlock(keras.layers.Layer):
                 "layer_norm_epsilon": self.layer_norm_epsilon}
 
 
-class BlockStack:
-    """Mixin: blocks stored as named attributes (`block_0`, ...), exposed as `self.blocks`.
+class Tower:
+    """Mixin of the three towers (CoAtNet, ViT, text Transformer): what they share.
 
-    Keras 3 keeps a list attribute of layers as its own TrackedList, which tf.train.Checkpoint
-    does not follow: blocks held in a list would be silently missing from checkpoints.
+    - `config` (a dataclass with dropout_rate, attention_dropout_rate, drop_path_rate),
+      `output_dim`, `remat_policy`; `get_config` serialises the first two.
+    - Blocks stored as named attributes (`block_0`, ...), exposed as `self.blocks`: Keras 3 keeps
+      a list attribute of layers as its own TrackedList, which tf.train.Checkpoint does not
+      follow, so blocks held in a list would be silently missing from checkpoints.
+    - `_run_blocks`: block i gets seed fold_in(seed, i) and is wrapped by `remat_policy` (i).
+    - The head: `final_norm` (LayerNorm) then an optional bias-free `projection` to output_dim.
     """
 
-    def _set_blocks(self, blocks):
+    def _init_tower(self, config, output_dim, remat_policy, blocks, norm_epsilon: float):
+        self.config, self.output_dim = config, output_dim
+        self.remat_policy = remat_policy or RematPolicy()
         self._num_blocks = len(blocks)
         for i, block in enumerate(blocks):
             setattr(self, f"block_{i}", block)
+        self.final_norm = keras.layers.LayerNormalization(epsilon=norm_epsilon, name="final_norm")
+        self.projection = (None if output_dim is None else
+                           keras.layers.Dense(output_dim, use_bias=False, name="projection"))
 
     @property
     def blocks(self) -> list:
         return [getattr(self, f"block_{i}") for i in range(self._num_blocks)]
+
+    @property
+    def has_randomness(self) -> bool:
+        c = self.config
+        return max(c.dropout_rate, c.attention_dropout_rate, c.drop_path_rate) > 0
+
+    def _run_blocks(self, x, seed, training, **block_kwargs):
+        for i, block in enumerate(self.blocks):
+            block_seed = fold_seed(seed, i)  # captured: remat wraps float tensors only
+            fn = lambda x, block=block, s=block_seed: block(x, s, training=training,
+                                                            **block_kwargs)
+            x = remat_block(self.remat_policy, fn, i)(x)
+        return x
+
+    def _build_head(self, batch, width: int) -> None:
+        self.final_norm.build((batch, width))
+        if self.projection is not None:
+            self.projection.build((batch, width))
+
+    def _project(self, features):
+        return features if self.projection is None else self.projection(features)
+
+    def get_config(self):
+        return {**super().get_config(), "config": dataclasses.asdict(self.config),
+                "output_dim": self.output_dim}
 
 
 def drop_path_rates(max_rate: float, num_blocks: int) -> list:

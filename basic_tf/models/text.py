@@ -55,7 +55,7 @@ def text_tower_config(vocab_size: int = 32000, max_len: int = 64, width: int = 5
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")
-class TextTransformer(L.BlockStack, keras.layers.Layer):
+class TextTransformer(L.Tower, keras.layers.Layer):
     """token_ids [B, L<=max_len] int32 -> [B, width] or [B, output_dim]; block i uses seed
     fold_in(seed, i) and `remat_policy.wrap(fn(x), i)` (seed and mask captured)."""
 
@@ -64,25 +64,16 @@ class TextTransformer(L.BlockStack, keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = TextTowerConfig(**config)
-        self.config, self.output_dim = config, output_dim
-        self.remat_policy = remat_policy or RematPolicy()
         c = config
         self.token_embedding = keras.layers.Embedding(
             c.vocab_size, c.width, embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
             name="token_embedding")
         self.dropout = L.Dropout(c.dropout_rate, name="embedding_dropout")
         rates = L.drop_path_rates(c.drop_path_rate, c.depth)
-        self._set_blocks([L.TransformerBlock(c.width, c.num_heads, c.mlp_dim, c.dropout_rate,
-                                             c.attention_dropout_rate, rates[i], name=f"block{i}")
-                          for i in range(c.depth)])
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
-        self.projection = (None if output_dim is None else
-                           keras.layers.Dense(output_dim, use_bias=False, name="projection"))
-
-    @property
-    def has_randomness(self) -> bool:
-        c = self.config
-        return max(c.dropout_rate, c.attention_dropout_rate, c.drop_path_rate) > 0
+        blocks = [L.TransformerBlock(c.width, c.num_heads, c.mlp_dim, c.dropout_rate,
+                                     c.attention_dropout_rate, rates[i], name=f"block{i}")
+                  for i in range(c.depth)]
+        self._init_tower(config, output_dim, remat_policy, blocks, norm_epsilon=1e-5)
 
     def build(self, input_shape):
         c = self.config
@@ -96,9 +87,7 @@ class TextTransformer(L.BlockStack, keras.layers.Layer):
         shape = (input_shape[0], positions, c.width)
         for block in self.blocks:
             block.build(shape)
-        self.final_norm.build(shape)
-        if self.projection is not None:
-            self.projection.build((input_shape[0], c.width))
+        self._build_head(input_shape[0], c.width)
 
     def _attention_bias(self, valid):
         """valid [B, N] bool -> additive bias [B, 1, N, N] float32 (0 or NEG_INF)."""
@@ -126,17 +115,12 @@ class TextTransformer(L.BlockStack, keras.layers.Layer):
         n = tf.shape(x)[1]
         x = x + tf.expand_dims(tf.cast(self.position_embedding[:n], x.dtype), 0)
         x = self.dropout(x, L.fold_seed(seed, c.depth), training=training)
-        bias = self._attention_bias(valid)
-        for i, block in enumerate(self.blocks):
-            block_seed = L.fold_seed(seed, i)  # captured: remat wraps float tensors only
-            fn = lambda x, block=block, s=block_seed: block(x, s, bias, training=training)
-            x = L.remat_block(self.remat_policy, fn, i)(x)
+        x = self._run_blocks(x, seed, training, bias=self._attention_bias(valid))
         return self.final_norm(x), valid
 
     def call(self, token_ids, seed=None, training=False):
         x, valid = self.hidden_states(token_ids, seed, training=training)
-        x = self._pool(x, valid)
-        return x if self.projection is None else self.projection(x)
+        return self._project(self._pool(x, valid))
 
     def _pool(self, x, valid):
         """x [B, N, W], valid [B, N] -> [B, W]."""
@@ -151,7 +135,3 @@ class TextTransformer(L.BlockStack, keras.layers.Layer):
         positions = tf.expand_dims(tf.range(1, tf.shape(x)[1] + 1), 0)
         last = tf.reduce_max(tf.where(valid, positions, 0), axis=1) - 1
         return tf.gather(x, tf.maximum(last, 0), batch_dims=1)
-
-    def get_config(self):
-        return {**super().get_config(), "config": dataclasses.asdict(self.config),
-                "output_dim": self.output_dim}

@@ -46,7 +46,7 @@ def vit_config(patch_size: int = 16, width: int = 768, depth: int = 12, num_head
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")
-class ViT(L.BlockStack, keras.layers.Layer):
+class ViT(L.Tower, keras.layers.Layer):
     """Block i uses seed fold_in(seed, i) and `remat_policy.wrap(fn(x), i)` (seed captured)."""
 
     def __init__(self, config: ViTConfig, output_dim: Optional[int] = None,
@@ -54,24 +54,15 @@ class ViT(L.BlockStack, keras.layers.Layer):
         super().__init__(**kwargs)
         if isinstance(config, dict):
             config = ViTConfig(**config)
-        self.config, self.output_dim = config, output_dim
-        self.remat_policy = remat_policy or RematPolicy()
         c = config
         self.patch_embedding = keras.layers.Conv2D(c.width, c.patch_size, c.patch_size,
                                                    padding="valid", name="patch_embedding")
         self.dropout = L.Dropout(c.dropout_rate, name="embedding_dropout")
         rates = L.drop_path_rates(c.drop_path_rate, c.depth)
-        self._set_blocks([L.TransformerBlock(c.width, c.num_heads, c.mlp_dim, c.dropout_rate,
-                                             c.attention_dropout_rate, rates[i], name=f"block{i}")
-                          for i in range(c.depth)])
-        self.final_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="final_norm")
-        self.projection = (None if output_dim is None else
-                           keras.layers.Dense(output_dim, use_bias=False, name="projection"))
-
-    @property
-    def has_randomness(self) -> bool:
-        c = self.config
-        return max(c.dropout_rate, c.attention_dropout_rate, c.drop_path_rate) > 0
+        blocks = [L.TransformerBlock(c.width, c.num_heads, c.mlp_dim, c.dropout_rate,
+                                     c.attention_dropout_rate, rates[i], name=f"block{i}")
+                  for i in range(c.depth)]
+        self._init_tower(config, output_dim, remat_policy, blocks, norm_epsilon=1e-6)
 
     def build(self, input_shape):
         b, h, w, _ = input_shape
@@ -88,9 +79,7 @@ class ViT(L.BlockStack, keras.layers.Layer):
             self.cls_token = self.add_weight(shape=(c.width,), initializer="zeros", name="cls_token")
         for block in self.blocks:
             block.build((b, tokens, c.width))
-        self.final_norm.build((b, tokens, c.width))
-        if self.projection is not None:
-            self.projection.build((b, c.width))
+        self._build_head(b, c.width)
 
     def call(self, images, seed=None, training=False):
         c = self.config
@@ -102,14 +91,5 @@ class ViT(L.BlockStack, keras.layers.Layer):
             x = tf.concat([cls, x], axis=1)
         x = x + tf.expand_dims(tf.cast(self.position_embedding, x.dtype), 0)
         x = self.dropout(x, L.fold_seed(seed, c.depth), training=training)
-        for i, block in enumerate(self.blocks):
-            block_seed = L.fold_seed(seed, i)  # captured: remat wraps float tensors only
-            fn = lambda x, block=block, s=block_seed: block(x, s, training=training)
-            x = L.remat_block(self.remat_policy, fn, i)(x)
-        x = self.final_norm(x)
-        x = x[:, 0] if c.pooling == "cls" else tf.reduce_mean(x, axis=1)
-        return x if self.projection is None else self.projection(x)
-
-    def get_config(self):
-        return {**super().get_config(), "config": dataclasses.asdict(self.config),
-                "output_dim": self.output_dim}
+        x = self.final_norm(self._run_blocks(x, seed, training))
+        return self._project(x[:, 0] if c.pooling == "cls" else tf.reduce_mean(x, axis=1))

@@ -17,30 +17,23 @@ Values equal the native ops' (tests/parallel/test_dtensor_ops.py). Also: a leadi
 `t[None]` fails DTensor's layout propagation or crashes the process (segfault in
 slice_util::ForwardLayoutInference::VisitImplicitAxis), so the models write tf.expand_dims(t, 0).
 """
-import contextlib
-import threading
-
 import math
 
 import numpy as np
 import tensorflow as tf
 
-_state = threading.local()
+from basic_tf.trace_flag import TraceFlag
+
+_MESH_FORMULATIONS = TraceFlag()
 
 
-@contextlib.contextmanager
 def mesh_formulations():
     """Inside (read at trace time), `depthwise` and the pools use the DTensor formulations."""
-    previous = getattr(_state, "enabled", False)
-    _state.enabled = True
-    try:
-        yield
-    finally:
-        _state.enabled = previous
+    return _MESH_FORMULATIONS.on()
 
 
 def mesh_formulations_enabled() -> bool:
-    return getattr(_state, "enabled", False)
+    return _MESH_FORMULATIONS.is_on()
 
 
 def _shift(x: tf.Tensor, offset: int, axis: int, fill: float = 0.0) -> tf.Tensor:
