@@ -80,6 +80,18 @@ def run_child(module: str, config: dict, timeout: float = 900, env: dict = None)
     return json.loads(lines[-1])
 
 
+def missing_gin(name: str, gin_file: str):
+    """A skipped row {"config", "skipped"} (and a progress line) when gin file `gin_file` does
+    not exist, else None: a figure still runs its other configurations."""
+    from basic_tf.config import resolve_gin_file
+    try:
+        resolve_gin_file(gin_file)
+        return None
+    except FileNotFoundError:
+        print(f"  {name}: skipped (gin file {gin_file!r} not found)", flush=True)
+        return {"config": name, "skipped": f"gin file {gin_file!r} not found"}
+
+
 def child_main(measure_fn) -> bool:
     """In a figure module's __main__: if invoked with --child, measure and print JSON."""
     if len(sys.argv) >= 3 and sys.argv[1] == "--child":

@@ -49,15 +49,13 @@ def measure(cfg: dict) -> dict:
 
 
 def run() -> dict:
-    from basic_tf.config import resolve_gin_file
     tmp = os.path.join(common.RESULTS_DIR, "tmp")
     os.makedirs(tmp, exist_ok=True)
     rows = []
     for name, gin_files, bindings, batch in CONFIGS:
-        try:
-            resolve_gin_file(gin_files[0])
-        except FileNotFoundError:
-            rows.append({"config": name, "skipped": f"gin file {gin_files[0]!r} not found"})
+        skipped = common.missing_gin(name, gin_files[0])
+        if skipped:
+            rows.append(skipped)
             continue
         rows.append(common.run_child("benchmarks.input_pipeline", dict(
             name=name, gin=gin_files, bindings=bindings, batch=batch, tmp=tmp,

@@ -106,15 +106,12 @@ def _run_openclip(python: str, spec: dict) -> dict:
 
 
 def run() -> dict:
-    from basic_tf.config import resolve_gin_file
     python = _openclip_python()
     out = []
     for name, gin_files, bindings, batch, num_steps, repeats, xla in CONFIGS:
-        try:
-            resolve_gin_file(gin_files[0])
-        except FileNotFoundError:
-            out.append({"config": name, "skipped": f"gin file {gin_files[0]!r} not found"})
-            print(f"  {name}: skipped ({out[-1]['skipped']})", flush=True)
+        skipped = common.missing_gin(name, gin_files[0])
+        if skipped:
+            out.append(skipped)
             continue
         base = dict(gin=gin_files, bindings=bindings + COMPARISON_VIT[name], batch=batch,
                     steps=num_steps, warmup=WARMUP)

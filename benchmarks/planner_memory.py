@@ -30,14 +30,11 @@ def measure(cfg: dict) -> dict:
 
 
 def run() -> dict:
-    from basic_tf.config import resolve_gin_file
     rows = []
     for name, gin_files, bindings, settings in CONFIGS:
-        try:
-            resolve_gin_file(gin_files[0])
-        except FileNotFoundError:
-            rows.append({"config": name, "skipped": f"gin file {gin_files[0]!r} not found"})
-            print(f"  {name}: skipped ({rows[-1]['skipped']})", flush=True)
+        skipped = common.missing_gin(name, gin_files[0])
+        if skipped:
+            rows.append(skipped)
             continue
         for batch, micro, remat in settings:
             rows.append(common.run_child("benchmarks.planner_memory", dict(

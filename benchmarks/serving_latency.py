@@ -85,15 +85,13 @@ def measure(cfg: dict) -> dict:
 
 
 def run() -> dict:
-    from basic_tf.config import resolve_gin_file
     tmp = os.path.join(common.RESULTS_DIR, "tmp")
     os.makedirs(tmp, exist_ok=True)
     out = []
     for name, gin_files, bindings in CONFIGS:
-        try:
-            resolve_gin_file(gin_files[0])
-        except FileNotFoundError:
-            out.append({"config": name, "skipped": f"gin file {gin_files[0]!r} not found"})
+        skipped = common.missing_gin(name, gin_files[0])
+        if skipped:
+            out.append(skipped)
             continue
         work = tempfile.mkdtemp(prefix="bench_serving_", dir=tmp)
         try:

@@ -86,13 +86,11 @@ def measure(cfg: dict) -> dict:
 
 
 def run() -> dict:
-    from basic_tf.config import resolve_gin_file
     results = []
     for name, measured in CONFIGS:
-        try:
-            resolve_gin_file(name)
-        except FileNotFoundError:
-            results.append({"config": name, "skipped": f"gin/{name}.gin not found"})
+        skipped = common.missing_gin(name, name)
+        if skipped:
+            results.append(skipped)
             continue
         out = computed(name)
         if measured:
