@@ -80,6 +80,14 @@ def run_child(module: str, config: dict, timeout: float = 900, env: dict = None)
     return json.loads(lines[-1])
 
 
+def run_children(module: str, configs: list, env: dict = None, workers: int = 2) -> list:
+    """run_child for each config, `workers` at a time, results in the order of `configs`. Only
+    for figures that measure memory (each child's own peak RSS), never time."""
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda c: run_child(module, c, env=env), configs))
+
+
 def missing_gin(name: str, gin_file: str):
     """A skipped row {"config", "skipped"} (and a progress line) when gin file `gin_file` does
     not exist, else None: a figure still runs its other configurations."""

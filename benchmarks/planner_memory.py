@@ -30,20 +30,21 @@ def measure(cfg: dict) -> dict:
 
 
 def run() -> dict:
-    rows = []
+    """The children run two at a time: they measure memory only (STEPS = 0)."""
+    rows, configs = [], []
     for name, gin_files, bindings, settings in CONFIGS:
         skipped = common.missing_gin(name, gin_files[0])
         if skipped:
             rows.append(skipped)
             continue
-        for batch, micro, remat in settings:
-            rows.append(common.run_child("benchmarks.planner_memory", dict(
-                config=name, gin=gin_files, bindings=bindings, batch=batch, micro=micro,
-                remat=remat, steps=STEPS), env=common.MEMORY_ENV))
-            r = rows[-1]
-            print(f"  {name} batch {batch} M={micro} remat={remat}: measured "
-                  f"{r['measured_mb']} MB, predicted {r['predicted_mb']} MB "
-                  f"({r['error']:+.0%})", flush=True)
+        configs += [dict(config=name, gin=gin_files, bindings=bindings, batch=batch,
+                         micro=micro, remat=remat, steps=STEPS)
+                    for batch, micro, remat in settings]
+    for r in common.run_children("benchmarks.planner_memory", configs, env=common.MEMORY_ENV):
+        print(f"  {r['config']} batch {r['batch']} M={r['micro']} remat={r['remat']}: measured "
+              f"{r['measured_mb']} MB, predicted {r['predicted_mb']} MB ({r['error']:+.0%})",
+              flush=True)
+        rows.append(r)
     return {"tolerance": TOLERANCE, "env": common.MEMORY_ENV, "rows": rows}
 
 
