@@ -7,6 +7,16 @@ r"""Trains basic_tf: stage (a) image-tower pre-training or stage (b) contrastive
   python3 tools/train.py --gin_file=tiny --model_dir=/tmp/tiny --strategy=mirrored:4 \
       --virtual_cpu_devices=4 ...      # try data parallelism on one CPU
   python3 tools/train.py --gin_file=basic_s --model_dir=gs://bucket/run --strategy=tpu --tpu=name
+  python3 tools/train.py --gin_file=tiny --model_dir=/tmp/tiny --mesh=batch:2,model:4 \
+      --virtual_cpu_devices=8 ...      # model parallelism: weights sharded on a DTensor mesh
+
+--mesh=batch:B,model:M (or the binding train.mesh='batch:B,model:M') trains on a DTensor mesh of
+exactly all local devices (B x M; on CPU set --virtual_cpu_devices=B*M): examples split over
+"batch", weights and optimizer slots split over "model" by the layout rules of
+basic_tf/parallel/dtensor/layouts.py (basic_tf/training/mesh_loop.py). With the default
+--strategy only; no evaluation during training. Its checkpoints load into an unsharded model
+(tools/export.py --checkpoint=<model_dir>); a resumed mesh run restarts the input pipeline from
+its first batch (the input position is not checkpointed on a mesh).
 
 Stage (a) then (b), LiT: `train.stage='pretrain'` and `build_classifier.num_classes=N` into
 model_dir A; then `train.init_image_tower_from='A'` (and `train.lock_image_tower=True`) into B.
@@ -29,6 +39,8 @@ flags.DEFINE_string("strategy", "default", "default | one_device | mirrored[:N] 
                     "multi_worker_mirrored | tpu (basic_tf/parallel/strategy.py).")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu ('' or local on a "
                     "TPU VM).")
+flags.DEFINE_string("mesh", None, "Model parallelism: a DTensor mesh 'batch:B,model:M' of all "
+                    "local devices (same as the binding train.mesh); default --strategy only.")
 flags.DEFINE_integer("virtual_cpu_devices", None, "Split the host CPU into N logical devices "
                      "before TensorFlow starts (multi-device runs without accelerators).")
 flags.mark_flag_as_required("model_dir")
@@ -39,6 +51,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     if not FLAGS.gin_file:
         raise app.UsageError("give at least one --gin_file (e.g. --gin_file=tiny)")
+    if FLAGS.mesh and FLAGS.strategy != "default":
+        raise app.UsageError(f"--mesh={FLAGS.mesh} replaces the tf.distribute strategy: drop "
+                             f"--strategy={FLAGS.strategy}")
     import tensorflow as tf
     if FLAGS.virtual_cpu_devices:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -50,10 +65,17 @@ def main(argv):
     from basic_tf.training import loop
     from basic_tf.training.trainer import NonFiniteLossError
 
+    if FLAGS.mesh:
+        from basic_tf.parallel.dtensor import parse_mesh_flag
+        try:
+            parse_mesh_flag(FLAGS.mesh)
+        except ValueError as e:
+            raise app.UsageError(str(e)) from None
     config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
     strategy = make_strategy(**parse_strategy_flag(FLAGS.strategy), tpu=FLAGS.tpu)
     try:
-        result = loop.train(FLAGS.model_dir, strategy)
+        result = loop.train(FLAGS.model_dir, strategy,
+                            **({"mesh": FLAGS.mesh} if FLAGS.mesh else {}))
     except NonFiniteLossError as e:
         logging.error("%s", e)
         raise SystemExit(1) from None

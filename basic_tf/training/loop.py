@@ -8,6 +8,9 @@
 A model_dir that already holds a checkpoint resumes from it exactly (model, optimizer, step,
 counters and the data iterator's position); the stage (a) initialisation is only used for a
 fresh model_dir. All tunables are gin bindings of `train` and of the builders it calls.
+
+`train.mesh='batch:B,model:M'` (tools/train.py --mesh) trains on a DTensor mesh instead, with
+the weights sharded (model parallelism): the same task, then mesh_loop.train_on_mesh.
 """
 import os
 from typing import Callable, Optional
@@ -21,7 +24,7 @@ from absl import logging
 from basic_tf.data.distributed import CheckpointableDistributedIterator
 from basic_tf.data.pipeline import SkippedRecordsCounter, make_dataset
 from basic_tf.models import DualEncoder, ImageClassifier
-from basic_tf.training import checkpoints, precision, pretrain, progress
+from basic_tf.training import checkpoints, mesh_loop, precision, pretrain, progress
 from basic_tf.training.contrastive import ContrastiveTask
 from basic_tf.training.evaluator import ContrastiveEvaluator
 from basic_tf.training.optimizers import make_optimizer
@@ -52,6 +55,23 @@ def _global_batch_size(iterator, num_replicas: int) -> int:
     return int(iterator.element_spec["images"].shape[0]) * num_replicas
 
 
+def _training_mesh(mesh: Optional[str], strategy, stage: str, eval_interval: Optional[int],
+                   mixed_precision: Optional[str]):
+    """The DTensor mesh of train.mesh (None without one), after checking the other settings."""
+    if not mesh:
+        return None
+    if strategy is not tf.distribute.get_strategy() or tf.distribute.has_strategy():
+        raise ValueError(f"train.mesh={mesh!r} replaces the tf.distribute strategy: use the "
+                         f"default strategy, not {type(strategy).__name__}")
+    unsupported = [f"train.{name}={value!r} (use {ok[0]!r})" for name, value, ok in (
+        ("stage", stage, ("contrastive",)), ("eval_interval", eval_interval, (None,)),
+        ("mixed_precision", mixed_precision, (None, "float32"))) if value not in ok]
+    if unsupported:
+        raise ValueError(f"train.mesh={mesh!r} does not support " + ", ".join(unsupported) +
+                         " (basic_tf/training/mesh_loop.py)")
+    return mesh_loop.make_training_mesh(mesh)
+
+
 @gin.configurable(denylist=["model_dir", "strategy", "dataset_fn", "eval_dataset_fn"])
 def train(model_dir: str,
           strategy: Optional[tf.distribute.Strategy] = None,
@@ -72,6 +92,7 @@ def train(model_dir: str,
           eval_steps: int = -1,
           eval_fn: Optional[Callable] = None,
           use_tf_while_loop: bool = True,
+          mesh: Optional[str] = None,
           dataset_fn: Optional[Callable] = None,
           eval_dataset_fn: Optional[Callable] = None) -> dict:
     """Trains until global step `train_steps`; returns the last loop's outputs (and evaluation).
@@ -97,6 +118,9 @@ def train(model_dir: str,
       eval_steps: validation batches per evaluation (-1: the whole evaluation set).
       eval_fn: `eval_fn(model) -> {name: float}` run at each evaluation (zero-shot hook).
       use_tf_while_loop: orbit runs each loop as one tf.while_loop (TPU); False for debugging.
+      mesh: 'batch:B,model:M': train on a DTensor mesh of exactly all local devices, weights
+        sharded by basic_tf.parallel.dtensor.layout_rules (mesh_loop.py: stage 'contrastive',
+        no evaluation or mixed precision, the default strategy). None: `strategy`.
       dataset_fn / eval_dataset_fn: InputContext -> per-replica batched dataset; default
         basic_tf.data.pipeline.make_dataset(ctx, training=True / False).
     """
@@ -105,6 +129,7 @@ def train(model_dir: str,
     if eval_interval is not None and stage != "contrastive":
         raise ValueError("train.eval_interval is for stage='contrastive'; set it to None")
     strategy = strategy or tf.distribute.get_strategy()
+    device_mesh = _training_mesh(mesh, strategy, stage, eval_interval, mixed_precision)
     tf.io.gfile.makedirs(model_dir)
     dataset_fn = dataset_fn or (lambda ctx: make_dataset(ctx, training=True))
 
@@ -112,6 +137,13 @@ def train(model_dir: str,
     with strategy.scope():
         with precision.dtype_policy(mixed_precision):
             task = _build_task(stage, model_dir, init_image_tower_from, lock_image_tower)
+    if device_mesh is not None:
+        return mesh_loop.train_on_mesh(
+            model_dir, device_mesh, task, dataset_fn, train_steps=train_steps,
+            steps_per_loop=steps_per_loop, checkpoint_interval=checkpoint_interval,
+            max_checkpoints=max_checkpoints, log_every=log_every, clip_norm=clip_norm,
+            max_consecutive_nonfinite=max_consecutive_nonfinite, seed=seed)
+    with strategy.scope():
         optimizer = make_optimizer(task.trainable_variables)
         state = TrainState()
         skipped_records = SkippedRecordsCounter()

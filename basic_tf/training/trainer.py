@@ -54,6 +54,31 @@ class TrainState(tf.Module):
                                                  aggregation=agg, name="consecutive_nonfinite")
 
 
+def guarded_update(task, optimizer, batch, seed, clip_norm: Optional[float]):
+    """One replica's step: task gradients -> apply_update; the task's state variables
+    (BatchNorm statistics) are put back when the update was not applied. -> (UpdateResult,
+    metrics). Shared by Trainer and the DTensor mesh loop (mesh_loop.py)."""
+    state_variables = task.state_variables
+    saved = [tf.identity(v) for v in state_variables]
+    loss_share, grads, metrics = task.replica_step(batch, seed)
+    result = apply_update(optimizer, task.trainable_variables, loss_share, grads, clip_norm)
+    for v, old in zip(state_variables, saved):
+        # The condition broadcast explicitly: DTensor (TF 2.20) segfaults compiling a tf.where
+        # whose scalar condition selects between tensors.
+        keep_new = tf.fill(tf.shape(old), result.applied)
+        v.assign(tf.where(keep_new, tf.convert_to_tensor(v), old))
+    return result, metrics
+
+
+def advance_state(state: "TrainState", applied: tf.Tensor) -> tf.Tensor:
+    """Counts one step (applied or not) in `state`; returns the consecutive non-finite run."""
+    run = tf.where(applied, tf.constant(0, tf.int64), state.consecutive_nonfinite + 1)
+    state.consecutive_nonfinite.assign(run)
+    state.nonfinite_steps.assign_add(1 - tf.cast(applied, tf.int64))
+    state.step.assign_add(1)
+    return run
+
+
 def step_seed(base_seed: int, step: tf.Tensor) -> tf.Tensor:
     """int32 [2] stateless seed of training step `step` (the same on every replica; the
     accumulation folds in the replica and micro-batch)."""
@@ -91,8 +116,6 @@ class Trainer(orbit.StandardTrainer):
         self.clip_norm, self.seed = clip_norm, seed
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
         self.skipped_records = skipped_records
-        self._variables = list(task.trainable_variables)
-        self._state_variables = list(task.state_variables)
         # Per-loop sums over applied steps (not checkpointed), updated in cross-replica context.
         names = ("loss", "grad_norm") + tuple(task.metric_names) + ("applied_steps",)
         self._sums = {n: tf.Variable(0.0, dtype=tf.float64, trainable=False,
@@ -109,13 +132,8 @@ class Trainer(orbit.StandardTrainer):
         self._loop_first_step = int(self.state.step.numpy())
 
     def _replica_fn(self, batch, seed):
-        # This replica's copies (BatchNorm statistics are per replica, synchronised on read).
-        saved = [tf.identity(v) for v in self._state_variables]
-        loss_share, grads, metrics = self.task.replica_step(batch, seed)
-        result = apply_update(self.optimizer, self._variables, loss_share, grads, self.clip_norm)
-        for v, old in zip(self._state_variables, saved):
-            v.assign(tf.where(result.applied, tf.convert_to_tensor(v), old))
-        return result, metrics
+        # Per replica: BatchNorm statistics are per replica, synchronised on read.
+        return guarded_update(self.task, self.optimizer, batch, seed, self.clip_norm)
 
     @tf.autograph.experimental.do_not_convert  # plain Python: converting the models costs ~50%
     def train_step(self, iterator):                # of the trace time and nothing needs it
@@ -133,11 +151,8 @@ class Trainer(orbit.StandardTrainer):
         self._sums["applied_steps"].assign_add(tf.cast(applied, tf.float64))
         if self.skipped_records is not None and "skipped" in batch:
             self.skipped_records.update(batch, self.strategy)
-        run = tf.where(applied, tf.constant(0, tf.int64), self.state.consecutive_nonfinite + 1)
-        self.state.consecutive_nonfinite.assign(run)
-        self.state.nonfinite_steps.assign_add(1 - tf.cast(applied, tf.int64))
+        run = advance_state(self.state, applied)
         self._worst_run.assign(tf.maximum(self._worst_run, run))
-        self.state.step.assign_add(1)
 
     def train_loop_end(self):
         step = int(self.state.step.numpy())
