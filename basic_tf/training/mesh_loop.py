@@ -27,6 +27,7 @@ import os
 import time
 from typing import Callable, Optional
 
+import gin
 import tensorflow as tf
 from absl import logging
 from tensorflow.experimental import dtensor
@@ -43,9 +44,16 @@ from basic_tf.training.trainer import (NonFiniteLossError, TrainState, advance_s
 BATCH_KEYS = ("images", "token_ids", "skipped")  # what the step reads of a batch
 
 
-def make_training_mesh(flag: str) -> dtensor.Mesh:
+@gin.configurable(denylist=["flag"])
+def make_training_mesh(flag: str, grappler: bool = True) -> dtensor.Mesh:
     """'batch:B,model:M' -> a mesh over ALL local devices of the accelerator type (CPU if none):
-    a mesh that leaves devices idle is an error, as is one larger than the devices visible."""
+    a mesh that leaves devices idle is an error, as is one larger than the devices visible.
+
+    grappler=False turns TF's graph optimizer off for the process: it rewrites each device's
+    function of a DTensor program separately, which on 8 CPUs is about half of the step's
+    compilation and most of each sharded checkpoint save's (the tests use this)."""
+    if not grappler:
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     sizes = pd.parse_mesh_flag(flag)
     device_type = default_device_type()
     count = len(tf.config.list_logical_devices(device_type))

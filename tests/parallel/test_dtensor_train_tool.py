@@ -14,9 +14,9 @@ a user runs it: subprocesses on 8 virtual CPUs, mesh batch:2,model:4, batch 8, t
 
 Why not batch:2,model:2 on 4 CPUs: tiny.gin's attention (2 heads) fails DTensor's SPMD expansion
 of tf.unstack when the model axis divides the heads ("Expected shape <..,4,32> got <..,2,32>"),
-see the report of this change. Cost: two DTensor compilations of the step and three of a save
-(TF retraces a sharded save per call), about 4-5 CPU minutes on 2 cores; the one-device and misuse
-runs go alongside the first mesh run.
+see the report of this change. Cost: two DTensor compilations of the step and two of a save
+(TF retraces a sharded save per call), with Grappler off (make_training_mesh.grappler=False)
+to halve them; the one-device and misuse runs go alongside the first mesh run.
 """
 import os
 import subprocess
@@ -54,7 +54,8 @@ def runs(tmp_path_factory):
     binds = lambda steps: bindings(data, global_batch_size=8, train_steps=steps,
                                    steps_per_loop=1, checkpoint_interval=2)
     mesh_dir, one_dir = str(root / "mesh"), str(root / "one_device")
-    mesh_flags = ("--virtual_cpu_devices=8", f"--mesh={MESH}")
+    mesh_flags = ("--virtual_cpu_devices=8", f"--mesh={MESH}",
+                  "--gin_bindings=make_training_mesh.grappler=False")
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(_train, mesh_dir, binds(2), *mesh_flags)
         one_device = pool.submit(_train, one_dir, binds(1))
