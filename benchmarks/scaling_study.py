@@ -102,8 +102,8 @@ class StudyTrainer:
     def reset(self, seed: int) -> None:
         """Weights of a fresh model built with `seed`; zero optimizer state and step count.
         Keras initializers without a seed draw theirs from Python's `random`, so seeding it
-        is enough (keras.utils.set_random_seed would also clear TF's kernel cache, which costs
-        a re-optimisation of every traced function and destroys the SentencePiece resource)."""
+        is enough (keras.utils.set_random_seed would also clear TF's eager kernel cache, which
+        costs a re-optimisation of every traced function)."""
         import random
 
         from basic_tf.models import DualEncoder
