@@ -4,9 +4,9 @@ In one child process per config: write synthetic JPEG shards (256x256, two capti
 SentencePiece model (`basic_tf.data.throughput.write_synthetic_shards`), time the training
 pipeline `make_dataset` (decode, random crop to the config's image size, flip, tokenise,
 batch) with `measure_throughput`, then time the config's train step (benchmarks/steps.py) at
-the same batch (BASIC-S: batch 4, see CONFIGS). Ratio = pipeline examples/s / step examples/s: above 1 the pipeline is not the
-bottleneck. Both are measured alone on all cores; in training they share them (tf.data runs
-while the step computes), so a ratio near 1 would not be enough.
+the same batch (BASIC-S: batch 4, see CONFIGS). Ratio = pipeline examples/s / step examples/s:
+above 1 the pipeline is not the bottleneck. Both are measured alone on all cores; in training
+they share them (tf.data runs while the step computes), so a ratio near 1 would not be enough.
 """
 import os
 import shutil
@@ -79,7 +79,7 @@ def table(payload: dict) -> str:
         if "skipped" in r:
             rows.append([r["config"]] + ["-"] * 5 + [f"skipped: {r['skipped']}"])
             continue
-        batch = r["batch"] if r.get("step_batch", r["batch"]) == r["batch"] else \
+        batch = r["batch"] if r["step_batch"] == r["batch"] else \
             f"{r['batch']} (step {r['step_batch']})"
         rows.append([r["config"], batch, f"{r['image_size']}px, {r['seq_len']} tokens",
                      r["pipeline_examples_per_s"], r["step_examples_per_s"], f"{r['ratio']}x",

@@ -4,7 +4,8 @@ Computed rows (BASIC-S/M/L, tiny, demo): the DualEncoder and its optimizer (make
 the gin file binds it; AdaFactorW by default) are built under
 keras.StatelessScope(initialize_variables=False), so no weight is allocated (the default would
 initialise them all when the scope ends: 23 GiB for BASIC-L with its optimizer state), and each
-variable's bytes per device follow from its layout (basic_tf.parallel.dtensor: layout_rules -> plan_layouts / plan_optimizer -> per_device_bytes).
+variable's bytes per device follow from its layout (basic_tf.parallel.dtensor: layout_rules ->
+plan_layouts / plan_optimizer -> per_device_bytes).
 The parameter total is checked against basic_tf.models.dual_encoder_param_count.
 Measured rows (tiny, demo): the model and optimizer are really put on a mesh of 8 virtual CPUs
 in a child process, and the bytes each device holds are read from the shards

@@ -20,7 +20,6 @@ RNG_ALG = "philox"  # for seed folding (identical eager, in graphs and under XLA
 NEG_INF = -1e9  # additive attention bias for masked keys; finite so all-masked rows give no NaN
 
 
-
 def fold_seed(seed: tf.Tensor, index: int) -> tf.Tensor:
     """int32 [2] seed for sub-part `index` of whatever `seed` belongs to."""
     return tf.random.experimental.stateless_fold_in(seed, index, alg=RNG_ALG)

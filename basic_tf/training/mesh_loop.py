@@ -38,8 +38,8 @@ from basic_tf.parallel.dtensor import ops
 from basic_tf.parallel.dtensor.mesh import default_device_type
 from basic_tf.training import checkpoints, progress
 from basic_tf.training.optimizers import make_optimizer
-from basic_tf.training.trainer import (NonFiniteLossError, TrainState, advance_state,
-                                       guarded_update, step_seed)
+from basic_tf.training.trainer import (TrainState, advance_state, guarded_update,
+                                       nonfinite_error, step_seed)
 
 BATCH_KEYS = ("images", "token_ids", "skipped")  # what the step reads of a batch
 
@@ -114,7 +114,8 @@ def train_on_mesh(model_dir: str, mesh: dtensor.Mesh, task, dataset_fn: Callable
         num_steps = min(steps_per_loop, train_steps - step)
         start = time.perf_counter()
         with ops.mesh_formulations():  # read when train_step is traced
-            output = _run_loop(train_step, batches, mesh, num_steps, max_consecutive_nonfinite)
+            output = _run_loop(train_step, batches, mesh, step, num_steps,
+                               max_consecutive_nonfinite)
         step = int(state.step.numpy())
         output.update(learning_rate=float(pd.to_numpy(optimizer.learning_rate)),
                       examples_per_second=global_batch * num_steps / max(
@@ -137,25 +138,26 @@ def train_on_mesh(model_dir: str, mesh: dtensor.Mesh, task, dataset_fn: Callable
     return {"step": step, "progress": logger.lines, "eval": None}
 
 
-def _run_loop(train_step, batches, mesh, num_steps: int, max_consecutive_nonfinite: int):
-    """num_steps steps; -> means of loss and grad_norm over the applied steps. Raises
+def _run_loop(train_step, batches, mesh, first_step: int, num_steps: int,
+              max_consecutive_nonfinite: int):
+    """num_steps steps; -> means of loss and grad_norm over the applied steps. The steps are
+    dispatched without waiting and read back once at the end of the loop, like the Trainer:
     NonFiniteLossError (before this loop's checkpoint) after max_consecutive_nonfinite
     non-finite steps in a row."""
-    sums, applied_steps = {}, 0
+    outputs = []
     for _ in range(num_steps):
         host = next(batches)
-        result, run = train_step({k: pd.shard_batch(host[k], mesh) for k in BATCH_KEYS})
-        if int(pd.to_numpy(run)) >= max_consecutive_nonfinite:
-            raise NonFiniteLossError(
-                f"{int(pd.to_numpy(run))} consecutive training steps had a non-finite loss or "
-                f"gradient norm (max_consecutive_nonfinite={max_consecutive_nonfinite}); the "
-                "last checkpoint in model_dir is the last good state. Lower "
-                "make_optimizer.learning_rate or train.clip_norm, or check the data, then rerun "
-                "the same command to resume from that checkpoint.")
+        outputs.append(train_step({k: pd.shard_batch(host[k], mesh) for k in BATCH_KEYS}))
+    sums, applied_steps, worst_run = {"loss": 0.0, "grad_norm": 0.0}, 0, 0
+    for result, run in outputs:
+        worst_run = max(worst_run, int(pd.to_numpy(run)))
         if bool(pd.to_numpy(result.applied)):
             applied_steps += 1
-            for name, value in (("loss", result.loss), ("grad_norm", result.grad_norm)):
-                sums[name] = sums.get(name, 0.0) + float(pd.to_numpy(value))
+            for name in sums:
+                sums[name] += float(pd.to_numpy(getattr(result, name)))
+    if worst_run >= max_consecutive_nonfinite:
+        raise nonfinite_error(worst_run, first_step + 1, first_step + num_steps,
+                              max_consecutive_nonfinite)
     if not applied_steps:
         return {"loss": float("nan")}
     return {name: total / applied_steps for name, total in sums.items()}

@@ -79,6 +79,18 @@ def advance_state(state: "TrainState", applied: tf.Tensor) -> tf.Tensor:
     return run
 
 
+def nonfinite_error(run: int, first_step: int, last_step: int,
+                    max_consecutive_nonfinite: int) -> NonFiniteLossError:
+    """The error that stops a run after `run` non-finite steps in a row (checked at the end of
+    the loop of steps first_step..last_step, before its checkpoint)."""
+    return NonFiniteLossError(
+        f"{run} consecutive training steps (in the loop of steps {first_step}..{last_step}) had "
+        f"a non-finite loss or gradient norm (max_consecutive_nonfinite="
+        f"{max_consecutive_nonfinite}); the run stops here and the last checkpoint in model_dir "
+        "is the last good state. Lower make_optimizer.learning_rate or train.clip_norm, or check "
+        "the data, then rerun the same command to resume from that checkpoint.")
+
+
 def step_seed(base_seed: int, step: tf.Tensor) -> tf.Tensor:
     """int32 [2] stateless seed of training step `step` (the same on every replica; the
     accumulation folds in the replica and micro-batch)."""
@@ -159,14 +171,8 @@ class Trainer(orbit.StandardTrainer):
         steps = max(step - self._loop_first_step, 1)
         elapsed = max(time.perf_counter() - self._loop_start, 1e-9)
         if int(self._worst_run.numpy()) >= self.max_consecutive_nonfinite:
-            raise NonFiniteLossError(
-                f"{int(self._worst_run.numpy())} consecutive training steps (in the loop of "
-                f"steps {self._loop_first_step + 1}..{step}) had a non-finite loss or gradient "
-                f"norm "
-                f"(max_consecutive_nonfinite={self.max_consecutive_nonfinite}); the run stops "
-                "here and the last checkpoint in model_dir is the last good state. Lower "
-                "make_optimizer.learning_rate or train.clip_norm, or check the data, then rerun "
-                "the same command to resume from that checkpoint.")
+            raise nonfinite_error(int(self._worst_run.numpy()), self._loop_first_step + 1, step,
+                                  self.max_consecutive_nonfinite)
         applied = self._sums["applied_steps"].numpy()
         out = {name: float(var.numpy() / applied) if applied else float("nan")
                for name, var in self._sums.items() if name != "applied_steps"}
