@@ -3,8 +3,10 @@
 An experiment is one gin file in the repository's `gin/` folder (or any path). Every tunable is a
 gin binding; `operative_config_str()` after training is the run's record.
 """
+import contextlib
 import importlib
 import os
+import tokenize
 from typing import Iterable, Sequence
 
 import gin
@@ -60,8 +62,36 @@ def parse(gin_files: Iterable[str] | str, bindings: Sequence[str] = (), finalize
     if os.path.isdir(REPO_GIN_DIR):
         gin.add_config_file_search_path(REPO_GIN_DIR)
     paths = [resolve_gin_file(f) for f in gin_files]
-    gin.parse_config_files_and_bindings(paths, list(bindings), finalize_config=finalize,
-                                        skip_unknown=False)
+    for path in paths:
+        with _naming(f"gin file {path}"):
+            gin.parse_config_file(path, skip_unknown=False)
+    for binding in bindings:
+        with _naming(f"gin binding {binding!r}"):
+            gin.parse_config(binding, skip_unknown=False)
+    if finalize:
+        gin.finalize()
+
+
+class ConfigError(ValueError):
+    """A gin file or binding that does not parse; the message's first line names it."""
+
+
+@contextlib.contextmanager
+def _naming(source: str):
+    """Re-raises gin's parse errors (SyntaxError, tokenize.TokenError, ValueError for an unknown
+    configurable) as ConfigError whose first line names `source`, the line and the problem."""
+    try:
+        yield
+    except (SyntaxError, tokenize.TokenError, ValueError) as e:
+        if isinstance(e, SyntaxError):
+            where = f" line {e.lineno}: {(e.text or '').strip()!r}" if e.lineno else ""
+            problem = f"syntax error ({e.msg}){where}"
+        elif isinstance(e, tokenize.TokenError):
+            problem = f"syntax error ({e.args[0]}, line {e.args[1][0]})"
+        else:
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            problem = " ".join(lines[:3])
+        raise ConfigError(f"{source}: {problem}") from None
 
 
 def operative_config_str() -> str:

@@ -21,6 +21,7 @@ FIGURES = [
     "sharding_memory",
     "input_pipeline",
     "serving_latency",
+    "update_check",
 ]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -21,11 +21,16 @@ its first batch (the input position is not checkpointed on a mesh).
 Stage (a) then (b), LiT: `train.stage='pretrain'` and `build_classifier.num_classes=N` into
 model_dir A; then `train.init_image_tower_from='A'` (and `train.lock_image_tower=True`) into B.
 
-Running the same command again on a model_dir that holds a checkpoint resumes it exactly. Writes
-model_dir/ckpt-<step>, model_dir/train and model_dir/eval (TensorBoard) and
+Running the same command again on a model_dir that holds a checkpoint resumes it exactly (a
+changed learning rate or schedule is honoured and logged; another batch size or model shape is
+refused). Writes model_dir/ckpt-<step> (at multiples of train.checkpoint_interval and the end,
+only from good states), model_dir/train and model_dir/eval (TensorBoard) and
 model_dir/operative_config.gin. Every option is a gin binding of basic_tf.training.loop.train and
 the builders it calls (make_optimizer, learning_rate_schedule, make_dataset, the models).
-Exit status 1 with a message when too many steps in a row are non-finite.
+
+Exit status: 0 done; 1 stopped for too many skipped (non-finite) steps, the message names the
+newest good checkpoint; 2 a bad flag, gin file, binding or model_dir, named on the first line;
+143 SIGTERM (preemption): a checkpoint was saved at the step it arrived, rerun to resume.
 """
 from absl import app, flags, logging
 
@@ -62,7 +67,8 @@ def main(argv):
         tf.config.set_logical_device_configuration(cpu, devices)
     from basic_tf import config
     from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
-    from basic_tf.training import loop
+    from basic_tf.training import loop, preemption
+    from basic_tf.training.checkpoints import CheckpointWriteError
     from basic_tf.training.trainer import NonFiniteLossError
 
     if FLAGS.mesh:
@@ -71,14 +77,21 @@ def main(argv):
             parse_mesh_flag(FLAGS.mesh)
         except ValueError as e:
             raise app.UsageError(str(e)) from None
-    config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-    strategy = make_strategy(**parse_strategy_flag(FLAGS.strategy), tpu=FLAGS.tpu)
     try:
+        config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+        strategy = make_strategy(**parse_strategy_flag(FLAGS.strategy), tpu=FLAGS.tpu)
         result = loop.train(FLAGS.model_dir, strategy,
                             **({"mesh": FLAGS.mesh} if FLAGS.mesh else {}))
     except NonFiniteLossError as e:
         logging.error("%s", e)
         raise SystemExit(1) from None
+    except (ValueError, FileNotFoundError, CheckpointWriteError) as e:
+        if FLAGS.verbosity >= 1:  # --verbosity=1: the full traceback
+            raise
+        logging.error("%s", str(e).strip())
+        raise SystemExit(2) from None
+    if result["preempted"]:
+        raise SystemExit(preemption.EXIT_CODE)
     logging.info("done at step %d; model_dir %s", result["step"], FLAGS.model_dir)
 
 

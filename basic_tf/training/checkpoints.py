@@ -1,64 +1,244 @@
-"""Training checkpoints: everything a resumed run needs to continue exactly.
+"""Training checkpoints: everything a resumed run needs to continue exactly, never a bad state.
 
 Keys of the checkpoint (other tools read them): model (the keras.Model: DualEncoder or stage (a)
-ImageClassifier), optimizer (`optimizer_state`: update count and slots), state (global step,
-non-finite step counters), data (the input iterator's position, shuffle buffers included),
-skipped_records (data pipeline counter).
+ImageClassifier), optimizer (`optimizer_state`: update count and slots, not the learning rate,
+which comes from the config), state (trainer.TrainState: global step, skipped-step counters,
+verified step, global batch size, recent losses), data (the input iterator's position, shuffle
+buffers included), skipped_records (data pipeline counters).
 
 Atomic: tf.train.CheckpointManager writes ckpt-N.index/.data (TF writes the shards to a temporary
 prefix and merges them into place) and only then rewrites the `checkpoint` index file (an atomic
 rename), which is what `latest_checkpoint` reads. A kill during a save leaves the previous
-checkpoint as the latest; tests/training/test_resume_kill.py checks both a SIGKILL mid-run and a
-half-written newer checkpoint.
+checkpoint as the latest (tests/training/test_resume_kill.py).
+
+Good states only (TrainingCheckpointManager):
+  - a checkpoint is written only when the last step was applied (no skipped step pending), at
+    exact multiples of checkpoint_interval, at the end and on preemption;
+  - a checkpoint at step s is *verified* once a later step computed a finite loss and gradient
+    from its weights (TrainState.verified_step >= s). At most the newest checkpoint is
+    unverified, so keeping at least two never rotates away the newest verified one;
+  - when a run stops for skipped steps, `settle` moves unverified checkpoints into
+    model_dir/unverified/ and points the index back at the newest verified one, which the error
+    names: rerunning (e.g. with a lower learning rate) resumes from it.
 """
+import glob
+import os
+import shutil
 from typing import Optional
 
 import tensorflow as tf
+from absl import logging
+
+from basic_tf.training.trainer import NonFiniteLossError
+
+UNVERIFIED_DIR = "unverified"
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, read-only or vanished model_dir)."""
 
 
 def optimizer_state(optimizer) -> tf.train.Checkpoint:
-    """What a checkpoint keeps of a Keras 3 optimizer: its update count and its own variables.
+    """What a checkpoint keeps of a Keras 3 optimizer: its update count and its slots.
 
     Checkpointing the optimizer object itself would also save the model's variables through its
     `_trainable_variables` list, and, that path being the shorter one, under optimizer/... keys
     instead of model/... (tools reading model/ keys, e.g. zero-shot restore, would miss them).
-    The slots are restored by position, which the optimizer's build order fixes.
+    The learning-rate variable is left out: a learning rate changed on resume is honoured. The
+    slots are restored by position, which the optimizer's build order fixes.
     """
+    learning_rate = getattr(optimizer, "_learning_rate", None)
     return tf.train.Checkpoint(
         iterations=optimizer.iterations,
-        variables=[v for v in optimizer.variables if v is not optimizer.iterations])
+        variables=[v for v in optimizer.variables
+                   if v is not optimizer.iterations and v is not learning_rate])
 
 
-def make_checkpoint_manager(model_dir: str, step: tf.Variable, checkpoint_interval: int,
-                            max_to_keep: int = 3, **objects) -> tf.train.CheckpointManager:
-    """A manager saving `objects` (keyword = checkpoint key) to model_dir as ckpt-<step>.
+def _step_of(path: str) -> int:
+    return int(path.rsplit("-", 1)[1])
 
-    `checkpoint_interval` is in steps; orbit's Controller saves after the first loop of a
-    process, then when that many steps passed since the last save (checked after each loop),
-    and at the end of training.
+
+class TrainingCheckpointManager(tf.train.CheckpointManager):
+    """tf.train.CheckpointManager that writes good states only (see the module docstring).
+
+    Args:
+      checkpoint: the tf.train.Checkpoint of everything trained.
+      model_dir: where ckpt-<step> goes.
+      state: trainer.TrainState (step, consecutive_nonfinite, verified_step).
+      checkpoint_interval: save at exact multiples of this many steps.
+      max_to_keep: checkpoints kept (at least 2, so the newest verified one is always there).
     """
-    if checkpoint_interval < 1:
-        raise ValueError(f"checkpoint_interval={checkpoint_interval} must be >= 1 steps")
-    checkpoint = tf.train.Checkpoint(**objects)
-    return tf.train.CheckpointManager(checkpoint, model_dir, max_to_keep=max_to_keep,
-                                      step_counter=step, checkpoint_interval=checkpoint_interval)
+
+    def __init__(self, checkpoint, model_dir: str, state, checkpoint_interval: int,
+                 max_to_keep: int = 3):
+        if checkpoint_interval < 1:
+            raise ValueError(f"train.checkpoint_interval={checkpoint_interval} must be >= 1 "
+                             "steps")
+        if max_to_keep < 1:
+            raise ValueError(f"train.max_checkpoints={max_to_keep} must be >= 1")
+        super().__init__(checkpoint, model_dir, max_to_keep=max(max_to_keep, 2),
+                         step_counter=state.step, checkpoint_interval=checkpoint_interval)
+        self.state, self.model_dir = state, model_dir
+        self.restored_path: Optional[str] = None
+
+    def save(self, checkpoint_number=None, check_interval=True, options=None):
+        """Saves at the current step if it is a multiple of the interval (or always, with
+        check_interval=False) and the last step was applied; -> path or None."""
+        del checkpoint_number  # always the global step
+        step = int(self.state.step.numpy())
+        if check_interval and step % self._checkpoint_interval:
+            return None
+        pending = int(self.state.consecutive_nonfinite.numpy())
+        if pending:
+            logging.warning("no checkpoint at step %d: its last %d step(s) were skipped; the "
+                            "newest checkpoint stays %s", step, pending, self.latest_checkpoint)
+            return None
+        try:
+            path = super().save(checkpoint_number=step, check_interval=False, options=options)
+            if path:
+                logging.info("saved checkpoint %s", path)
+            return path
+        except (tf.errors.OpError, OSError) as e:
+            _remove_temporaries(self.model_dir)
+            first = str(getattr(e, "message", e)).strip().splitlines()[0]
+            raise CheckpointWriteError(
+                f"model_dir {self.model_dir}: could not write the checkpoint of step {step} "
+                f"({type(e).__name__}: {first}); the previous checkpoint "
+                f"{self.latest_checkpoint} is intact. Free space or fix the directory, then "
+                "rerun the same command to resume from it.") from None
+
+    def restore_or_initialize(self):
+        """orbit's Controller calls this in its __init__: the restore already happened
+        (`restore_latest`, with its checks and fallback), so only report it."""
+        return self.restored_path
+
+    def newest_verified(self) -> Optional[str]:
+        """The newest checkpoint whose weights gave a finite loss (None if there is none)."""
+        verified = int(self.state.verified_step.numpy())
+        good = [p for p in self.checkpoints if _step_of(p) <= verified]
+        return good[-1] if good else None
+
+    def settle(self) -> Optional[str]:
+        """After a stop for skipped steps: moves checkpoints newer than the newest verified one
+        to model_dir/unverified/ and makes that one the latest; -> its path (or None)."""
+        good = self.newest_verified()
+        keep = [p for p in self.checkpoints if good is not None and _step_of(p) <= _step_of(good)]
+        for path in self.checkpoints:
+            if path not in keep:
+                target = os.path.join(self.model_dir, UNVERIFIED_DIR)
+                tf.io.gfile.makedirs(target)
+                for f in tf.io.gfile.glob(path + ".*"):
+                    tf.io.gfile.rename(f, os.path.join(target, os.path.basename(f)),
+                                       overwrite=True)
+                logging.warning("moved unverified checkpoint %s to %s", path, target)
+        self.keep_only(keep)
+        return good
+
+    def keep_only(self, paths: list) -> None:
+        """Rewrites the index (`checkpoint` file) to list `paths` (oldest first), the last one
+        the latest; with none, removes the index so that the next run starts afresh."""
+        index = os.path.join(self.model_dir, "checkpoint")
+        self._maybe_delete = type(self._maybe_delete)((p, 0.0) for p in paths)
+        self._latest_checkpoint = paths[-1] if paths else None
+        if paths:
+            self._record_state()
+        elif tf.io.gfile.exists(index):
+            tf.io.gfile.remove(index)
 
 
-def restore_latest(manager: tf.train.CheckpointManager) -> Optional[str]:
-    """Restores the newest checkpoint of the manager's directory (None if there is none).
+def stop_error(error: Exception, manager: TrainingCheckpointManager) -> NonFiniteLossError:
+    """The NonFiniteLossError a run stops with: `error`'s text, then the newest good checkpoint
+    (after `manager.settle()` made it the latest) and how to go on from it."""
+    good = manager.settle()
+    where = (f" (newer, unverified ones were moved to "
+             f"{os.path.join(manager.model_dir, UNVERIFIED_DIR)})" if good else
+             " (none: no checkpoint had been verified; a rerun starts afresh)")
+    return NonFiniteLossError(
+        f"{error} The newest good checkpoint is {good}{where}. Lower "
+        "make_optimizer.learning_rate or train.clip_norm, or check the data, then rerun the "
+        "same command to resume from it.")
 
-    Every object of the training checkpoint must be found in it: a checkpoint from another
-    config (other model shapes, optimizer kind) is an error, not a silent partial restore.
-    """
-    path = manager.latest_checkpoint
-    if path is None:
-        return None
-    status = manager.checkpoint.restore(path)
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        raise ValueError(
-            f"checkpoint {path!r} does not match this run: some model/optimizer/state/data "
-            f"objects are missing from it. Is model_dir holding a run of another gin config? "
-            f"Use a new --model_dir or the original config. ({e})") from None
-    return path
+
+def make_checkpoint_manager(model_dir: str, state, checkpoint_interval: int,
+                            max_to_keep: int = 3, **objects) -> TrainingCheckpointManager:
+    """A manager saving `objects` (keyword = checkpoint key) and `state` (key "state") to
+    model_dir as ckpt-<step>; see TrainingCheckpointManager."""
+    checkpoint = tf.train.Checkpoint(state=state, **objects)
+    return TrainingCheckpointManager(checkpoint, model_dir, state, checkpoint_interval,
+                                     max_to_keep)
+
+
+def _remove_temporaries(model_dir: str) -> list:
+    """Deletes the temporary shard folders (ckpt-N_temp/) an interrupted save leaves behind."""
+    stale = [p for p in glob.glob(os.path.join(model_dir, "*_temp")) if os.path.isdir(p)]
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
+def clean_stale_temporaries(model_dir: str) -> None:
+    """Start-of-run cleanup of what interrupted saves left (logged)."""
+    for path in _remove_temporaries(model_dir):
+        logging.info("removed %s, left by an interrupted checkpoint save", path)
+
+
+def check_resumable(reader, path: str, global_batch_size: int,
+                    changed_settings: str = "") -> None:
+    """Refuses (ValueError naming the setting) a checkpoint (`reader`: its
+    tf.train.load_checkpoint) trained with another global batch size, before anything is
+    restored or traced."""
+    key = "state/global_batch_size/.ATTRIBUTES/VARIABLE_VALUE"
+    if reader.has_tensor(key):
+        before = int(reader.get_tensor(key))
+        if before and before != global_batch_size:
+            raise ValueError(
+                f"make_dataset.global_batch_size={global_batch_size}, but model_dir's checkpoint "
+                f"{path} was trained with {before}: the data position and schedule cannot carry "
+                f"over. Use the batch size {before} to resume, or a new --model_dir."
+                + changed_settings)
+
+
+def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
+                   changed_settings: str = "") -> Optional[str]:
+    """Restores the newest readable checkpoint of the manager's directory (None if there is
+    none). An unreadable one (truncated, corrupt) is reported by file and the previous one is
+    used. A checkpoint of another config (missing objects, other shapes, other batch size) is an
+    error naming it; `changed_settings` (config diff text) is appended to that error."""
+    candidates = list(reversed(manager.checkpoints))
+    for i, path in enumerate(candidates):
+        try:
+            reader = tf.train.load_checkpoint(path)
+        except (tf.errors.OpError, IndexError) as e:
+            reader = e
+        if not isinstance(reader, Exception):
+            check_resumable(reader, path, global_batch_size, changed_settings)
+        try:
+            if isinstance(reader, Exception):
+                raise reader
+            status = manager.checkpoint.restore(path)
+            status.assert_existing_objects_matched()
+        except AssertionError as e:
+            raise ValueError(
+                f"checkpoint {path!r} does not match this run: some model/optimizer/state/data "
+                f"objects are missing from it. Is model_dir holding a run of another gin "
+                f"config? Use a new --model_dir or the original config. ({e})"
+                + changed_settings) from None
+        except ValueError as e:
+            if "shape" not in str(e):
+                raise
+            raise ValueError(f"checkpoint {path!r} does not fit this model: "
+                             f"{str(e).splitlines()[0]}" + changed_settings) from None
+        except (tf.errors.OpError, IndexError) as e:
+            first = str(getattr(e, "message", e)).strip().splitlines()[0]
+            logging.error("checkpoint %s is unreadable (%s: %s); %s", path, type(e).__name__,
+                          first, f"trying {candidates[i + 1]}" if i + 1 < len(candidates)
+                          else "no older checkpoint")
+            continue
+        manager.restored_path = path
+        if i:  # the unreadable newer ones leave the index (their files stay for inspection)
+            manager.keep_only(list(reversed(candidates[i:])))
+        return path
+    if candidates:
+        raise ValueError(f"model_dir {manager.model_dir}: none of its checkpoints "
+                         f"{candidates} is readable; move them away to start afresh")
+    return None

@@ -78,4 +78,5 @@ class ContrastiveTask:
 
     def summaries(self) -> Dict[str, float]:
         scale = float(self.model.logit_scale.numpy())
-        return {"temperature": 1.0 / scale, "logit_scale": scale}
+        # An absurd learning rate can drive the scale to 0 (or NaN): report it, do not crash.
+        return {"temperature": 1.0 / scale if scale else float("inf"), "logit_scale": scale}

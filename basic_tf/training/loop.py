@@ -9,10 +9,20 @@ A model_dir that already holds a checkpoint resumes from it exactly (model, opti
 counters and the data iterator's position); the stage (a) initialisation is only used for a
 fresh model_dir. All tunables are gin bindings of `train` and of the builders it calls.
 
+Faults (README "Reliability"): settings are checked before anything heavy (types, ranges, a
+writable model_dir); a resume honours a changed learning rate or schedule and logs the change,
+and refuses another global batch size or model shape naming the setting; an unreadable newest
+checkpoint falls back to the previous one; checkpoints are written from good states only
+(checkpoints.TrainingCheckpointManager) and a stop for skipped steps names the newest verified
+one; SIGTERM saves a checkpoint at the step it arrived (preemption.py) and returns
+{"preempted": True}.
+
 `train.mesh='batch:B,model:M'` (tools/train.py --mesh) trains on a DTensor mesh instead, with
 the weights sharded (model parallelism): the same task, then mesh_loop.train_on_mesh.
 """
+import datetime
 import os
+import time
 from typing import Callable, Optional
 
 import gin
@@ -24,11 +34,12 @@ from absl import logging
 from basic_tf.data.distributed import CheckpointableDistributedIterator
 from basic_tf.data.pipeline import SkippedRecordsCounter, make_dataset
 from basic_tf.models import DualEncoder, ImageClassifier
-from basic_tf.training import checkpoints, mesh_loop, precision, pretrain, progress
+from basic_tf.training import (checkpoints, mesh_loop, precision, preemption, pretrain, progress,
+                               settings_diff)
 from basic_tf.training.contrastive import ContrastiveTask
 from basic_tf.training.evaluator import ContrastiveEvaluator
 from basic_tf.training.optimizers import make_optimizer
-from basic_tf.training.trainer import Trainer, TrainState
+from basic_tf.training.trainer import (NonFiniteLossError, PreemptedError, Trainer, TrainState)
 
 STAGES = ("contrastive", "pretrain")
 
@@ -72,6 +83,48 @@ def _training_mesh(mesh: Optional[str], strategy, stage: str, eval_interval: Opt
     return mesh_loop.make_training_mesh(mesh)
 
 
+def _check_settings(**settings) -> None:
+    """ValueError naming `train.<name>` and its value for a wrong type or range, before any
+    heavy work (a gin typo such as train_steps='ten' or train_steps=-5)."""
+    optional = ("log_every", "eval_interval", "clip_norm", "loss_spike_factor")
+    for name, value in settings.items():
+        if value is None and name in optional:
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name in ("clip_norm", "loss_spike_factor"):
+            if not number or value <= 0:
+                raise ValueError(f"train.{name}={value!r} must be a positive number or None")
+        elif name == "seed":
+            if not number or not isinstance(value, int):
+                raise ValueError(f"train.seed={value!r} must be an integer")
+        elif not number or not isinstance(value, int) or value < 1:
+            raise ValueError(f"train.{name}={value!r} must be a positive integer")
+
+
+def check_writable(model_dir: str) -> None:
+    """ValueError naming model_dir when it cannot be created or written (read-only, full, not
+    a directory): found in a second, not at the first checkpoint after minutes of tracing."""
+    probe = os.path.join(model_dir, ".write_probe")
+    try:
+        tf.io.gfile.makedirs(model_dir)
+        with tf.io.gfile.GFile(probe, "w") as f:
+            f.write("ok")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as e:
+        first = str(getattr(e, "message", e)).strip().splitlines()[0]
+        raise ValueError(f"--model_dir={model_dir} is not writable: {first}") from None
+
+
+def _loop_lengths(steps_per_loop: int, checkpoint_interval: int) -> Callable[[int], int]:
+    """orbit steps_per_loop callable: each loop ends at the next multiple of steps_per_loop or
+    of checkpoint_interval, so checkpoints land at exact multiples (also after a resume from a
+    preemption checkpoint at an odd step)."""
+    def length(step: int) -> int:
+        return min(steps_per_loop - step % steps_per_loop,
+                   checkpoint_interval - step % checkpoint_interval)
+    return length
+
+
 @gin.configurable(denylist=["model_dir", "strategy", "dataset_fn", "eval_dataset_fn"])
 def train(model_dir: str,
           strategy: Optional[tf.distribute.Strategy] = None,
@@ -84,6 +137,8 @@ def train(model_dir: str,
           log_every: Optional[int] = None,
           clip_norm: Optional[float] = 1.0,
           max_consecutive_nonfinite: int = 5,
+          loss_spike_factor: Optional[float] = None,
+          loss_spike_window: int = 100,
           seed: int = 0,
           mixed_precision: Optional[str] = None,
           init_image_tower_from: Optional[str] = None,
@@ -104,11 +159,15 @@ def train(model_dir: str,
         "contrastive" (stage (b)).
       train_steps: the global step to stop at.
       steps_per_loop: steps per orbit inner loop (one tf.while_loop; summaries per loop).
-      checkpoint_interval: steps between checkpoints (a multiple of steps_per_loop is exact).
-      max_checkpoints: checkpoints kept.
+      checkpoint_interval: checkpoints at exact multiples of this many steps (and at the end).
+      max_checkpoints: checkpoints kept (at least 2: the newest verified one is never deleted).
       log_every: steps between progress lines (default steps_per_loop).
       clip_norm: clip the global-batch gradient to this L2 norm (None: no clipping).
-      max_consecutive_nonfinite: non-finite steps in a row that stop the run.
+      max_consecutive_nonfinite: skipped steps in a row (non-finite loss, gradient or update,
+        or a loss spike) that stop the run.
+      loss_spike_factor: skip a step whose loss exceeds this x the median loss of the last
+        loss_spike_window applied steps (None: no loss-spike guard).
+      loss_spike_window: applied steps in that median (1..1024).
       seed: seeds the weight initialisation and is the base of the per-step
         dropout/stochastic-depth seeds.
       mixed_precision: None / "float32" / "mixed_bfloat16".
@@ -124,13 +183,21 @@ def train(model_dir: str,
       dataset_fn / eval_dataset_fn: InputContext -> per-replica batched dataset; default
         basic_tf.data.pipeline.make_dataset(ctx, training=True / False).
     """
+    _check_settings(train_steps=train_steps, steps_per_loop=steps_per_loop,
+                    checkpoint_interval=checkpoint_interval, max_checkpoints=max_checkpoints,
+                    log_every=log_every, eval_interval=eval_interval, clip_norm=clip_norm,
+                    max_consecutive_nonfinite=max_consecutive_nonfinite,
+                    loss_spike_factor=loss_spike_factor, loss_spike_window=loss_spike_window,
+                    seed=seed)
     if stage not in STAGES:
         raise ValueError(f"train.stage={stage!r} is not one of {STAGES}")
     if eval_interval is not None and stage != "contrastive":
         raise ValueError("train.eval_interval is for stage='contrastive'; set it to None")
     strategy = strategy or tf.distribute.get_strategy()
     device_mesh = _training_mesh(mesh, strategy, stage, eval_interval, mixed_precision)
-    tf.io.gfile.makedirs(model_dir)
+    check_writable(model_dir)
+    checkpoints.clean_stale_temporaries(model_dir)
+    changes = settings_diff.changed_settings(model_dir)
     dataset_fn = dataset_fn or (lambda ctx: make_dataset(ctx, training=True))
 
     keras.utils.set_random_seed(seed)  # weight initialisation: a run is a function of its config
@@ -148,18 +215,26 @@ def train(model_dir: str,
         state = TrainState()
         skipped_records = SkippedRecordsCounter()
     iterator = CheckpointableDistributedIterator(strategy, dataset_fn)
+    global_batch_size = _global_batch_size(iterator, strategy.num_replicas_in_sync)
     manager = checkpoints.make_checkpoint_manager(
-        model_dir, state.step, checkpoint_interval, max_checkpoints, model=task.model,
-        optimizer=checkpoints.optimizer_state(optimizer), state=state, data=iterator,
+        model_dir, state, checkpoint_interval, max_checkpoints, model=task.model,
+        optimizer=checkpoints.optimizer_state(optimizer), data=iterator,
         skipped_records=skipped_records)
-    restored = checkpoints.restore_latest(manager)
+    restored = checkpoints.restore_latest(manager, global_batch_size,
+                                          settings_diff.describe(changes))
+    state.global_batch_size.assign(global_batch_size)
     if restored:
         logging.info("resuming from %s at step %d", restored, int(state.step.numpy()))
+        if changes:
+            kept = settings_diff.keep_previous_config(model_dir, int(state.step.numpy()))
+            logging.warning("%s", settings_diff.describe(
+                changes, f"resuming with changed settings (honoured; the previous config is "
+                f"kept as {kept}): "))
 
     trainer = Trainer(strategy, task, optimizer, iterator, state,
-                      global_batch_size=_global_batch_size(iterator,
-                                                           strategy.num_replicas_in_sync),
-                      clip_norm=clip_norm, max_consecutive_nonfinite=max_consecutive_nonfinite,
+                      global_batch_size=global_batch_size, clip_norm=clip_norm,
+                      max_consecutive_nonfinite=max_consecutive_nonfinite,
+                      loss_spike_factor=loss_spike_factor, loss_spike_window=loss_spike_window,
                       seed=seed, skipped_records=skipped_records,
                       use_tf_while_loop=use_tf_while_loop)
     evaluator = None
@@ -169,17 +244,32 @@ def train(model_dir: str,
             strategy, task.model, strategy.distribute_datasets_from_function(eval_dataset_fn),
             eval_fn)
     logger = progress.ProgressLogger(state.step, train_steps, log_every or steps_per_loop)
+    progress.quiet_orbit()
     controller = orbit.Controller(
         global_step=state.step, trainer=trainer, evaluator=evaluator, strategy=strategy,
         train_actions=[logger, progress.OperativeConfigWriter(
             model_dir, os.path.join(model_dir, "train"), state.step)],
-        steps_per_loop=steps_per_loop, checkpoint_manager=manager,
-        summary_dir=os.path.join(model_dir, "train"),
+        steps_per_loop=_loop_lengths(steps_per_loop, checkpoint_interval),
+        checkpoint_manager=manager, summary_dir=os.path.join(model_dir, "train"),
         eval_summary_dir=os.path.join(model_dir, "eval"))
-    if evaluator is not None:
-        output = controller.train_and_evaluate(train_steps=train_steps, eval_steps=eval_steps,
-                                               eval_interval=eval_interval)
-    else:
-        controller.train(steps=train_steps)
-        output = None
-    return {"step": int(state.step.numpy()), "progress": logger.lines, "eval": output}
+    output, preempted, start = None, False, time.time()
+    try:
+        with preemption.SigtermWatcher(trainer.stop_requested):
+            if evaluator is not None:
+                output = controller.train_and_evaluate(
+                    train_steps=train_steps, eval_steps=eval_steps, eval_interval=eval_interval)
+            else:
+                controller.train(steps=train_steps)
+    except NonFiniteLossError as e:
+        raise checkpoints.stop_error(e, manager) from None
+    except PreemptedError as e:
+        path = manager.save(check_interval=False) or manager.latest_checkpoint
+        logging.warning("%s; checkpoint %s. Rerun the same command to resume.", e, path)
+        preempted = True
+    step = int(state.step.numpy())
+    logging.info("training %s at step %d/%d after %s; %d step(s) skipped in all; latest "
+                 "checkpoint %s", "preempted" if preempted else "finished", step, train_steps,
+                 datetime.timedelta(seconds=round(time.time() - start)),
+                 int(state.nonfinite_steps.numpy()), manager.latest_checkpoint)
+    return {"step": step, "progress": logger.lines, "eval": output, "preempted": preempted,
+            "checkpoint": manager.latest_checkpoint}

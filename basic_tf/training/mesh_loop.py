@@ -38,8 +38,8 @@ from basic_tf.parallel.dtensor import ops
 from basic_tf.parallel.dtensor.mesh import default_device_type
 from basic_tf.training import checkpoints, progress
 from basic_tf.training.optimizers import make_optimizer
-from basic_tf.training.trainer import (TrainState, advance_state, guarded_update,
-                                       nonfinite_error, step_seed)
+from basic_tf.training.trainer import (NonFiniteLossError, TrainState, advance_state,
+                                       guarded_update, nonfinite_error, step_seed)
 
 BATCH_KEYS = ("images", "token_ids", "skipped")  # what the step reads of a batch
 
@@ -87,10 +87,13 @@ def train_on_mesh(model_dir: str, mesh: dtensor.Mesh, task, dataset_fn: Callable
     optimizer = _shard_task(task, mesh)
     with dtensor.default_mesh(mesh):  # counters become replicated DTensor variables
         state, skipped = TrainState(), SkippedRecordsCounter()
+    batches = iter(dataset_fn(tf.distribute.InputContext()))
+    global_batch = int(batches.element_spec["images"].shape[0])
     manager = checkpoints.make_checkpoint_manager(
-        model_dir, state.step, checkpoint_interval, max_checkpoints, model=task.model,
-        optimizer=checkpoints.optimizer_state(optimizer), state=state, skipped_records=skipped)
-    restored = checkpoints.restore_latest(manager)
+        model_dir, state, checkpoint_interval, max_checkpoints, model=task.model,
+        optimizer=checkpoints.optimizer_state(optimizer), skipped_records=skipped)
+    restored = checkpoints.restore_latest(manager, global_batch)
+    state.global_batch_size.assign(global_batch)
     if restored:
         logging.info("resuming from %s at step %d; on a mesh the input position is not "
                      "checkpointed: the input pipeline restarts from its first batch",
@@ -102,10 +105,9 @@ def train_on_mesh(model_dir: str, mesh: dtensor.Mesh, task, dataset_fn: Callable
         result, _ = guarded_update(task, optimizer, batch, step_seed(seed, state.step),
                                    clip_norm)
         skipped.update(batch)
+        state.record(result, window=1)
         return result, advance_state(state, result.applied)
 
-    batches = iter(dataset_fn(tf.distribute.InputContext()))
-    global_batch = int(batches.element_spec["images"].shape[0])
     logger = progress.ProgressLogger(state.step, train_steps, log_every or steps_per_loop)
     writer = tf.summary.create_file_writer(os.path.join(model_dir, "train"))
     step, first_loop = int(state.step.numpy()), True
@@ -113,9 +115,12 @@ def train_on_mesh(model_dir: str, mesh: dtensor.Mesh, task, dataset_fn: Callable
     while step < train_steps:
         num_steps = min(steps_per_loop, train_steps - step)
         start = time.perf_counter()
-        with ops.mesh_formulations():  # read when train_step is traced
-            output = _run_loop(train_step, batches, mesh, step, num_steps,
-                               max_consecutive_nonfinite)
+        try:
+            with ops.mesh_formulations():  # read when train_step is traced
+                output = _run_loop(train_step, batches, mesh, step, num_steps,
+                                   max_consecutive_nonfinite)
+        except NonFiniteLossError as e:
+            raise checkpoints.stop_error(e, manager) from None
         step = int(state.step.numpy())
         output.update(learning_rate=float(pd.to_numpy(optimizer.learning_rate)),
                       examples_per_second=global_batch * num_steps / max(
@@ -133,7 +138,7 @@ def train_on_mesh(model_dir: str, mesh: dtensor.Mesh, task, dataset_fn: Callable
         # Not also after the first loop as orbit does: a sharded save costs a compilation
         # (~40 s of CPU for tiny.gin on 8 CPUs).
         if step // checkpoint_interval > saved_step // checkpoint_interval or step == train_steps:
-            manager.save(checkpoint_number=step)
+            manager.save(check_interval=False)
             saved_step = step
     return {"step": step, "progress": logger.lines, "eval": None}
 

@@ -11,11 +11,19 @@ import time
 import gin
 import tensorflow as tf
 from absl import logging
+from orbit import controller as orbit_controller
 
 _LINE_FIELDS = (("loss", "loss {:.4f}"), ("image_to_text_accuracy", "i2t {:.3f}"),
                 ("text_to_image_accuracy", "t2i {:.3f}"), ("accuracy", "acc {:.3f}"),
                 ("temperature", "T {:.4f}"), ("learning_rate", "lr {:.2e}"),
                 ("grad_norm", "|g| {:.3g}"), ("examples_per_second", "{:.1f} ex/s"))
+
+
+def quiet_orbit() -> None:
+    """orbit's Controller prints each loop's raw output dict to stdout and logs it again; our
+    ProgressLogger line says the same once. Its messages go to the debug log instead
+    (--verbosity=1 shows them)."""
+    orbit_controller._log = lambda message: logging.debug("%s", message)
 
 
 class ProgressLogger:

@@ -17,12 +17,19 @@ Every step is a pure function of the checkpointed state: the global step picks t
 seed (dropout and stochastic depth replay exactly after a resume), the optimizer's update count
 picks the learning rate, and the data iterator lives in the checkpoint.
 
-Non-finite steps: apply_update leaves weights and optimizer unchanged and the trainer restores
-the task's state variables (a NaN batch must not poison BatchNorm's moving statistics); it counts
-them (total and
-consecutive, both checkpointed) and, at the end of the loop in which `max_consecutive_nonfinite`
-in a row happened, raises NonFiniteLossError before orbit saves a checkpoint, so the last
-checkpoint on disk is a good one.
+Skipped steps: apply_update leaves weights and optimizer unchanged when the loss or gradient is
+not finite, when the update would make a weight or slot non-finite, or (loss-spike guard, optional)
+when the loss exceeds `loss_spike_factor` x the median loss of the last `loss_spike_window` applied
+steps; the trainer then restores the task's state variables (a NaN batch must not poison
+BatchNorm's moving statistics). It counts skipped steps (total, consecutive, spikes: all
+checkpointed) and, at the end of the loop in which `max_consecutive_nonfinite` in a row happened,
+raises NonFiniteLossError before any checkpoint is written. `state.verified_step` is the newest
+step count whose weights gave a finite loss and gradient: checkpoints up to it are known good
+(checkpoints.TrainingCheckpointManager keeps the newest of them and names it in the error).
+
+Preemption: `stop_requested` (set by preemption.SigtermWatcher when SIGTERM arrives) ends the
+current loop of steps after the step in flight; train_loop_end then raises PreemptedError and
+the caller saves a checkpoint at that step.
 """
 import time
 from typing import Optional
@@ -34,11 +41,23 @@ from basic_tf.training.update import apply_update
 
 
 class NonFiniteLossError(RuntimeError):
-    """Too many consecutive steps had a non-finite loss or gradient."""
+    """Too many consecutive steps had a non-finite loss, gradient or update (or a loss spike)."""
+
+
+class PreemptedError(RuntimeError):
+    """SIGTERM arrived: the loop stopped early at global step `step`; save and exit."""
+
+    def __init__(self, step: int):
+        super().__init__(f"SIGTERM received: training stopped at step {step}")
+        self.step = step
+
+# Capacity of the loss-spike guard's ring of recent losses (train.loss_spike_window <= this).
+MAX_LOSS_WINDOW = 1024
 
 
 class TrainState(tf.Module):
-    """Checkpointed counters: global step (steps run, applied or not) and non-finite steps.
+    """Checkpointed counters: global step (steps run, applied or not), skipped steps, the newest
+    verified step, the global batch size and the loss-spike guard's recent losses.
 
     Create inside strategy.scope(); updated in cross-replica context only.
     """
@@ -52,16 +71,48 @@ class TrainState(tf.Module):
                                            name="nonfinite_steps")
         self.consecutive_nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False,
                                                  aggregation=agg, name="consecutive_nonfinite")
+        # Finite loss, update refused: a loss spike, or an update that made a weight non-finite.
+        self.rejected_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
+                                          name="rejected_steps")
+        # -1: no step yet gave a finite loss. Checkpoints at steps <= this are known good.
+        self.verified_step = tf.Variable(-1, dtype=tf.int64, trainable=False, aggregation=agg,
+                                         name="verified_step")
+        self.global_batch_size = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
+                                             name="global_batch_size")
+        self.recent_losses = tf.Variable(tf.zeros([MAX_LOSS_WINDOW]), trainable=False,
+                                         aggregation=agg, name="recent_losses")
+        self.applied_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
+                                         name="applied_steps")
+
+    def loss_ceiling(self, factor: Optional[float], window: int) -> tf.Tensor:
+        """float32 scalar: factor x median of the last `window` applied losses; +inf without a
+        factor or before `window` steps were applied."""
+        if not factor:
+            return tf.constant(float("inf"))
+        median = tf.sort(self.recent_losses[:window])[window // 2]
+        armed = self.applied_steps >= window
+        return tf.where(armed, factor * median, tf.constant(float("inf")))
+
+    def record(self, result, window: int) -> None:
+        """Counts the step's verification and, if applied, puts its loss in the ring."""
+        self.verified_step.assign(tf.where(result.loss_finite, self.step, self.verified_step))
+        slot = tf.cast(self.applied_steps % window, tf.int32)
+        ring = tf.tensor_scatter_nd_update(self.recent_losses, [[slot]], [result.loss])
+        self.recent_losses.assign(tf.where(result.applied, ring, self.recent_losses))
+        self.applied_steps.assign_add(tf.cast(result.applied, tf.int64))
+        self.rejected_steps.assign_add(tf.cast(result.loss_finite & ~result.applied, tf.int64))
 
 
-def guarded_update(task, optimizer, batch, seed, clip_norm: Optional[float]):
+def guarded_update(task, optimizer, batch, seed, clip_norm: Optional[float],
+                   max_loss: Optional[tf.Tensor] = None):
     """One replica's step: task gradients -> apply_update; the task's state variables
     (BatchNorm statistics) are put back when the update was not applied. -> (UpdateResult,
     metrics). Shared by Trainer and the DTensor mesh loop (mesh_loop.py)."""
     state_variables = task.state_variables
     saved = [tf.identity(v) for v in state_variables]
     loss_share, grads, metrics = task.replica_step(batch, seed)
-    result = apply_update(optimizer, task.trainable_variables, loss_share, grads, clip_norm)
+    result = apply_update(optimizer, task.trainable_variables, loss_share, grads, clip_norm,
+                          max_loss)
     for v, old in zip(state_variables, saved):
         # The condition broadcast explicitly: DTensor (TF 2.20) segfaults compiling a tf.where
         # whose scalar condition selects between tensors.
@@ -81,14 +132,13 @@ def advance_state(state: "TrainState", applied: tf.Tensor) -> tf.Tensor:
 
 def nonfinite_error(run: int, first_step: int, last_step: int,
                     max_consecutive_nonfinite: int) -> NonFiniteLossError:
-    """The error that stops a run after `run` non-finite steps in a row (checked at the end of
-    the loop of steps first_step..last_step, before its checkpoint)."""
+    """The error that stops a run after `run` skipped steps in a row (checked at the end of
+    the loop of steps first_step..last_step, before its checkpoint). The caller adds which
+    checkpoint is the newest good one (checkpoints.TrainingCheckpointManager.settle)."""
     return NonFiniteLossError(
-        f"{run} consecutive training steps (in the loop of steps {first_step}..{last_step}) had "
-        f"a non-finite loss or gradient norm (max_consecutive_nonfinite="
-        f"{max_consecutive_nonfinite}); the run stops here and the last checkpoint in model_dir "
-        "is the last good state. Lower make_optimizer.learning_rate or train.clip_norm, or check "
-        "the data, then rerun the same command to resume from that checkpoint.")
+        f"{run} consecutive training steps (in the loop of steps {first_step}..{last_step}) were "
+        f"skipped: non-finite loss, gradient or updated weights, or a loss spike "
+        f"(train.max_consecutive_nonfinite={max_consecutive_nonfinite}); the run stops here.")
 
 
 def step_seed(base_seed: int, step: tf.Tensor) -> tf.Tensor:
@@ -109,7 +159,10 @@ class Trainer(orbit.StandardTrainer):
       state: TrainState.
       global_batch_size: examples per step over all replicas (for examples/s).
       clip_norm: global-norm clipping of the summed gradient; None for none.
-      max_consecutive_nonfinite: stop after this many non-finite steps in a row.
+      max_consecutive_nonfinite: stop after this many skipped steps in a row.
+      loss_spike_factor: skip a step whose loss exceeds this x the median of the last
+        `loss_spike_window` applied steps' losses; None: no spike guard.
+      loss_spike_window: applied steps in that median (<= MAX_LOSS_WINDOW).
       seed: base of the per-step stateless seeds.
       skipped_records: data.pipeline.SkippedRecordsCounter, or None.
       use_tf_while_loop: run steps_per_loop steps in one tf.while_loop (TPU-friendly).
@@ -117,24 +170,53 @@ class Trainer(orbit.StandardTrainer):
 
     def __init__(self, strategy, task, optimizer, iterator, state: TrainState, *,
                  global_batch_size: int, clip_norm: Optional[float] = 1.0,
-                 max_consecutive_nonfinite: int = 5, seed: int = 0, skipped_records=None,
+                 max_consecutive_nonfinite: int = 5, loss_spike_factor: Optional[float] = None,
+                 loss_spike_window: int = 100, seed: int = 0, skipped_records=None,
                  use_tf_while_loop: bool = True):
         super().__init__(iterator, orbit.StandardTrainerOptions(
             use_tf_function=True, use_tf_while_loop=use_tf_while_loop))
         if max_consecutive_nonfinite < 1:
             raise ValueError(f"max_consecutive_nonfinite={max_consecutive_nonfinite} must be >= 1")
+        if not 1 <= loss_spike_window <= MAX_LOSS_WINDOW:
+            raise ValueError(f"train.loss_spike_window={loss_spike_window} must be in "
+                             f"[1, {MAX_LOSS_WINDOW}]")
         self.strategy, self.task, self.optimizer, self.state = strategy, task, optimizer, state
         self.global_batch_size = global_batch_size
         self.clip_norm, self.seed = clip_norm, seed
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
+        self.loss_spike_factor, self.loss_spike_window = loss_spike_factor, loss_spike_window
         self.skipped_records = skipped_records
         # Per-loop sums over applied steps (not checkpointed), updated in cross-replica context.
         names = ("loss", "grad_norm") + tuple(task.metric_names) + ("applied_steps",)
         self._sums = {n: tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                      name=f"sum_{n.replace('/', '_')}") for n in names}
         self._worst_run = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # Set from another thread (preemption.SigtermWatcher); read by the loop's condition.
+        self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
         self._loop_start = None
         self._loop_first_step = 0
+
+    def create_train_loop_fn(self):
+        """orbit's loop of num_steps steps, ended early once `stop_requested` is set."""
+        if not self._train_options.use_tf_while_loop:
+            step_fn = tf.function(self.train_step)
+
+            def python_loop(iterator, num_steps):
+                for _ in range(int(num_steps)):
+                    if bool(self.stop_requested.numpy()):
+                        break
+                    step_fn(iterator)
+            return python_loop
+
+        @tf.function
+        def loop_fn(iterator, num_steps):
+            def body(i):
+                with tf.name_scope(""):
+                    self.train_step(iterator)
+                return i + 1
+            tf.while_loop(lambda i: (i < num_steps) & ~self.stop_requested.read_value(), body,
+                          [tf.constant(0, num_steps.dtype)])
+        return loop_fn
 
     def train_loop_begin(self):
         for v in self._sums.values():
@@ -143,26 +225,29 @@ class Trainer(orbit.StandardTrainer):
         self._loop_start = time.perf_counter()
         self._loop_first_step = int(self.state.step.numpy())
 
-    def _replica_fn(self, batch, seed):
+    def _replica_fn(self, batch, seed, max_loss):
         # Per replica: BatchNorm statistics are per replica, synchronised on read.
-        return guarded_update(self.task, self.optimizer, batch, seed, self.clip_norm)
+        return guarded_update(self.task, self.optimizer, batch, seed, self.clip_norm, max_loss)
 
     @tf.autograph.experimental.do_not_convert  # plain Python: converting the models costs ~50%
     def train_step(self, iterator):                # of the trace time and nothing needs it
         batch = next(iterator)
         seed = step_seed(self.seed, self.state.step)
-        result, metrics = self.strategy.run(self._replica_fn, args=(batch, seed))
+        max_loss = self.state.loss_ceiling(self.loss_spike_factor, self.loss_spike_window)
+        result, metrics = self.strategy.run(self._replica_fn, args=(batch, seed, max_loss))
         first = lambda t: self.strategy.experimental_local_results(t)[0]
-        applied = first(result.applied)
+        result = type(result)(*[first(t) for t in result])
+        applied = result.applied
         finite_sum = lambda name, value: self._sums[name].assign_add(
             tf.where(applied, tf.cast(value, tf.float64), tf.constant(0.0, tf.float64)))
-        finite_sum("loss", first(result.loss))
-        finite_sum("grad_norm", first(result.grad_norm))
+        finite_sum("loss", result.loss)
+        finite_sum("grad_norm", result.grad_norm)
         for name, value in metrics.items():
             finite_sum(name, self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None))
         self._sums["applied_steps"].assign_add(tf.cast(applied, tf.float64))
         if self.skipped_records is not None and "skipped" in batch:
             self.skipped_records.update(batch, self.strategy)
+        self.state.record(result, self.loss_spike_window)
         run = advance_state(self.state, applied)
         self._worst_run.assign(tf.maximum(self._worst_run, run))
 
@@ -173,6 +258,8 @@ class Trainer(orbit.StandardTrainer):
         if int(self._worst_run.numpy()) >= self.max_consecutive_nonfinite:
             raise nonfinite_error(int(self._worst_run.numpy()), self._loop_first_step + 1, step,
                                   self.max_consecutive_nonfinite)
+        if bool(self.stop_requested.numpy()):
+            raise PreemptedError(step)
         applied = self._sums["applied_steps"].numpy()
         out = {name: float(var.numpy() / applied) if applied else float("nan")
                for name, var in self._sums.items() if name != "applied_steps"}
@@ -180,6 +267,7 @@ class Trainer(orbit.StandardTrainer):
             "learning_rate": float(self.optimizer.learning_rate.numpy()),
             "examples_per_second": self.global_batch_size * steps / elapsed,
             "nonfinite_steps": int(self.state.nonfinite_steps.numpy()),
+            "rejected_steps": int(self.state.rejected_steps.numpy()),
         })
         if self.skipped_records is not None:
             out["skipped_records"] = int(self.skipped_records.total.numpy())

@@ -11,6 +11,7 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import gin
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -184,6 +185,12 @@ def restore_model(model, checkpoint: str) -> str:
     except AssertionError as e:
         raise ValueError(f"checkpoint {path!r} does not match this model under the key 'model': "
                          f"is the gin config the one it was trained with? ({e})") from None
+    nonfinite = [v.path for v in model.variables
+                 if v.dtype.startswith("float") and not np.all(np.isfinite(v.numpy()))]
+    if nonfinite:
+        raise ValueError(f"checkpoint {path!r} has non-finite weights ({len(nonfinite)} "
+                         f"variables, e.g. {nonfinite[0]}): it comes from a diverged run. Use an "
+                         "earlier checkpoint (a stopped run names its newest good one)")
     logging.info("restored model weights from %s", path)
     return path
 

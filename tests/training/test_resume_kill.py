@@ -49,8 +49,8 @@ def test_sigkill_then_same_command_resumes_exactly(tiny_data, tmp_path):
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=log)
         deadline = time.time() + 900  # generous: CI machines can be loaded
-        # Checkpoints come after the first loop, then every 8 steps: 1, 9, 17, 24. Kill halfway
-        # between two, so that steps after the last one are lost.
+        # Checkpoints at multiples of 8 and the end: 8, 16, 24. Kill halfway between two, so
+        # that steps after the last one are lost.
         while _logged_step(log_path) < 13:
             assert proc.poll() is None, open(log_path).read()[-3000:]
             assert time.time() < deadline, "the run did not reach step 13 within 900 s"
@@ -58,7 +58,7 @@ def test_sigkill_then_same_command_resumes_exactly(tiny_data, tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     restart_from, killed_at = _latest_step(model_dir), _logged_step(log_path)
-    assert restart_from == 9 and killed_at - restart_from >= 3, (
+    assert restart_from == 8 and killed_at - restart_from >= 3, (
         f"killed at step {killed_at} with checkpoint {restart_from}: not between checkpoints")
     latest = tf.train.latest_checkpoint(model_dir)
     with open(latest + ".data-00000-of-00001", "rb") as f:
@@ -80,3 +80,18 @@ def test_sigkill_then_same_command_resumes_exactly(tiny_data, tmp_path):
     # Bit for bit: the same process environment runs the same computation on the same state.
     np.testing.assert_array_equal([resumed[s] for s in replayed], [killed[s] for s in replayed])
     assert len(set(resumed.values())) == len(resumed)  # the losses do move from step to step
+
+
+def test_tool_faults_exit_2_with_the_cause_first(tmp_path):
+    """A bad binding value and an unwritable model_dir: one line naming them, exit status 2, no
+    traceback (before: a NumPy error and a 50-line traceback)."""
+    for args, cause in (
+            (["--gin_bindings=train.train_steps = 'ten'", f"--model_dir={tmp_path}/run"],
+             "train.train_steps='ten' must be a positive integer"),
+            (["--gin_bindings=train.train_steps = 5", "--model_dir=/proc/1/run"],
+             "--model_dir=/proc/1/run is not writable")):
+        out = subprocess.run([sys.executable, TRAIN, "--gin_file=tiny"] + args,
+                             capture_output=True, text=True, timeout=300,
+                             env=dict(os.environ, PYTHONPATH=REPO))
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert cause in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]

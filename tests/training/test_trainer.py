@@ -55,35 +55,41 @@ class _PoisonedTask(loop.ContrastiveTask):
 
 
 def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monkeypatch):
-    # Steps 2, 3 poisoned (skipped, run continues); from step 8 on all poisoned: with at most 3
-    # in a row allowed, the loop ending at step 12 raises and ckpt-12 is never written.
+    # Steps 3, 4 poisoned (skipped, the run goes on); from step 9 on all poisoned: with at most 3
+    # in a row allowed, the loop ending at step 12 raises. Checkpoints are written only after an
+    # applied step (2, 6, 8; not 4, 10) and ckpt-8 is never verified (the step after it failed),
+    # so the error names ckpt-6, which becomes the latest, and ckpt-8 moves to unverified/.
     _PoisonedTask.poison_steps = (2, 3) + tuple(range(8, 20))
     monkeypatch.setattr(loop, "ContrastiveTask", _PoisonedTask)
     model_dir = str(tmp_path / "run")
     config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
         "train.train_steps = 20", "train.steps_per_loop = 2", "train.checkpoint_interval = 2",
         "train.max_checkpoints = 10", "train.max_consecutive_nonfinite = 3"])
-    stop = r"4 consecutive .*\(max_consecutive_nonfinite=3\)"
+    good = os.path.join(model_dir, "ckpt-6")
+    stop = (r"4 consecutive .*\(train.max_consecutive_nonfinite=3\).* The newest good "
+            rf"checkpoint is {good} ")
     with pytest.raises(NonFiniteLossError, match=stop):
         loop.train(model_dir)
-    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-10")
+    assert tf.train.latest_checkpoint(model_dir) == good
+    assert sorted(os.listdir(os.path.join(model_dir, "unverified"))) == [
+        "ckpt-8.data-00000-of-00001", "ckpt-8.index"]
+    assert not any(os.path.exists(os.path.join(model_dir, f"ckpt-{s}.index")) for s in (4, 10))
 
-    def read(step, key):
-        return checkpoint_values(os.path.join(model_dir, f"ckpt-{step}"), key)
+    def read(path, key):
+        return checkpoint_values(path, key)
 
-    def counters(step):
-        values = read(step, "")
+    def counters(path):
+        values = read(path, "")
         get = lambda part: int(next(v for k, v in values.items() if part in k))
         return get("state/nonfinite_steps"), get("optimizer/iterations")
 
-    assert counters(2) == (0, 2)
-    assert counters(4) == (2, 2)  # two skipped: no update, the schedule does not advance
-    assert counters(8) == (2, 6)  # and the run went on
-    assert counters(10) == (4, 6)
-    weights = {s: read(s, "model/") for s in (4, 8, 10)}
-    assert any(not np.array_equal(weights[4][k], weights[8][k]) for k in weights[4])
-    for k in weights[8]:  # the skipped steps 8, 9 changed no weight
-        np.testing.assert_array_equal(weights[8][k], weights[10][k], err_msg=k)
+    unverified = os.path.join(model_dir, "unverified", "ckpt-8")
+    assert counters(os.path.join(model_dir, "ckpt-2")) == (0, 2)
+    assert counters(good) == (2, 4)  # two skipped: no update, the schedule does not advance
+    assert counters(unverified) == (2, 6)  # and the run went on
+    weights = {p: read(p, "model/") for p in (good, unverified)}
+    assert any(not np.array_equal(weights[good][k], weights[unverified][k])
+               for k in weights[good])
 
 
 def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):

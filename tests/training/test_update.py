@@ -73,7 +73,7 @@ def _tf_run(strategy, lr, clip, wd, steps, poison_steps=(), kind="adamw"):
 
     losses, applied = [], []
     for s in range(steps):
-        loss, _, ok = step(tf.constant(s in poison_steps))
+        loss, _, ok, _ = step(tf.constant(s in poison_steps))
         losses.append(float(loss) if bool(ok) else np.nan)
         applied.append(bool(ok))
     return w.numpy(), b.numpy(), losses, int(opt.iterations.numpy()), applied
@@ -121,3 +121,50 @@ def test_mirrored_adafactorw_matches_keras_own_apply_on_one_device():
     assert iterations == 3 and opt._factored(w)
     np.testing.assert_allclose(wm, w.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(bm, b.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _one_variable_step(optimizer_fn, grad_value, max_loss=None, loss_value=1.0):
+    """One apply_update of a constant gradient on a [4] variable under 4 replicas; -> (result,
+    weights after, slots after, update count)."""
+    mirrored = mirrored_strategy(4)
+    with mirrored.scope():
+        w = keras.Variable(np.ones(4, np.float32), name="kernel")
+        opt = optimizer_fn()
+        opt.build([w])
+
+    @tf.function
+    def step():
+        def replica():
+            grads = [tf.fill([4], tf.constant(grad_value / 4, tf.float32))]
+            return apply_update(opt, [w], tf.constant(loss_value / 4), grads, None, max_loss)
+        out = mirrored.run(replica)
+        return [mirrored.experimental_local_results(t)[0] for t in out]
+
+    loss, _, applied, loss_finite = step()
+    slots = [v.numpy() for v in opt.variables if v is not opt.iterations and "learning_rate"
+             not in v.path]
+    return (bool(applied), bool(loss_finite)), w.numpy(), slots, int(opt.iterations.numpy())
+
+
+def test_update_that_overflows_the_weights_is_rolled_back():
+    # A finite loss and gradient, but lr x grad overflows float32: before the fix the weights
+    # became inf and stayed so (the loss was finite, so nothing was skipped).
+    (applied, loss_finite), w, slots, iterations = _one_variable_step(
+        lambda: keras.optimizers.SGD(learning_rate=1e30, momentum=0.9), grad_value=1e10)
+    assert (applied, loss_finite) == (False, True)
+    np.testing.assert_array_equal(w, np.ones(4))
+    for slot in slots:
+        np.testing.assert_array_equal(slot, np.zeros_like(slot))
+    assert iterations == 0
+
+
+def test_loss_above_the_ceiling_is_not_applied():
+    sgd = lambda: keras.optimizers.SGD(learning_rate=0.1)
+    (applied, loss_finite), w, _, iterations = _one_variable_step(
+        sgd, grad_value=1.0, max_loss=tf.constant(0.5), loss_value=1.0)
+    assert (applied, loss_finite, iterations) == (False, True, 0)
+    np.testing.assert_array_equal(w, np.ones(4))
+    (applied, _), w, _, iterations = _one_variable_step(
+        sgd, grad_value=1.0, max_loss=tf.constant(2.0), loss_value=1.0)
+    assert applied and iterations == 1
+    np.testing.assert_allclose(w, np.full(4, 0.9), rtol=1e-6)

@@ -1,0 +1,188 @@
+"""Faults injected into training (README "Reliability"): divergence, resume with changed
+settings, unreadable or half-written checkpoints, a full disk, bad settings. Each test fails on
+the code before the fault was handled (main 8fa76eb)."""
+import glob
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from basic_tf import config
+from basic_tf.training import checkpoints, loop
+from basic_tf.training.contrastive import ContrastiveTask
+from basic_tf.training.trainer import NonFiniteLossError
+from training_helpers import bindings, checkpoint_values, scalar_events
+
+FAST = ["train.steps_per_loop = 2", "train.checkpoint_interval = 2", "train.log_every = 2"]
+
+
+def _train(model_dir, data, *extra, batch=8):
+    config.parse(["tiny"], bindings(data, global_batch_size=batch) + FAST + list(extra))
+    return loop.train(model_dir)
+
+
+def test_divergence_keeps_the_last_good_state_then_resumes(tiny_data, tmp_path):
+    model_dir = str(tmp_path / "run")
+    _train(model_dir, tiny_data, "train.train_steps = 6")
+    good = os.path.join(model_dir, "ckpt-6")
+    before = checkpoint_values(good, "model/")
+    # An absurd learning rate: the first update is applied (its loss was finite) and blows the
+    # weights up; every later step is non-finite. Before the fix the learning rate came back
+    # from the checkpoint (no divergence at all), and with it rotation deleted the good states.
+    with pytest.raises(NonFiniteLossError, match=f"newest good checkpoint is {good} "):
+        _train(model_dir, tiny_data, "train.train_steps = 40", "make_optimizer.learning_rate = 1e30",
+               "train.max_consecutive_nonfinite = 3", "train.max_checkpoints = 1")
+    assert tf.train.latest_checkpoint(model_dir) == good
+    after = checkpoint_values(good, "model/")
+    for key, value in before.items():
+        assert np.all(np.isfinite(after[key])), key
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    result = _train(model_dir, tiny_data, "train.train_steps = 10")
+    assert result["step"] == 10 and "loss" in result["progress"][-1]
+    final = checkpoint_values(os.path.join(model_dir, "ckpt-10"), "model/")
+    assert all(np.all(np.isfinite(v)) for v in final.values())
+
+
+def test_learning_rate_changed_on_resume_is_honoured_and_recorded(tiny_data, tmp_path):
+    model_dir = str(tmp_path / "run")
+    _train(model_dir, tiny_data, "train.train_steps = 2", "make_optimizer.learning_rate = 3e-3")
+    _train(model_dir, tiny_data, "train.train_steps = 4", "make_optimizer.learning_rate = 1e-4")
+    (_, lr), = [e for e in scalar_events(os.path.join(model_dir, "train"), "learning_rate")
+                if 4 in e[1]]
+    assert lr[4] == pytest.approx(1e-4)  # before the fix: 3e-3, restored from the checkpoint
+    kept = os.path.join(model_dir, "operative_config-until-2.gin")
+    assert "make_optimizer.learning_rate = 0.003" in open(kept).read()
+    assert "make_optimizer.learning_rate = 0.0001" in open(
+        os.path.join(model_dir, "operative_config.gin")).read()
+
+
+def test_shape_changing_settings_are_refused_naming_them(tiny_data, tmp_path, monkeypatch):
+    model_dir = str(tmp_path / "run")
+    _train(model_dir, tiny_data, "train.train_steps = 2")
+    traced = []
+    monkeypatch.setattr(ContrastiveTask, "replica_step",
+                        lambda *a: traced.append(1) or pytest.fail("traced a step"))
+    with pytest.raises(ValueError, match=r"^make_dataset.global_batch_size=16, but .*ckpt-2 "
+                                         r"was trained with 8.*global_batch_size: 8 -> 16"):
+        _train(model_dir, tiny_data, "train.train_steps = 4", batch=16)
+    with pytest.raises(ValueError, match=r"ckpt-2' does not fit this model: .*shape.*"
+                                         r"text_tower_config.width: 64 -> 32"):
+        _train(model_dir, tiny_data, "train.train_steps = 4", "text_tower_config.width = 32")
+    assert not traced
+
+
+def test_unreadable_latest_checkpoint_falls_back_and_stale_temporaries_go(tiny_data, tmp_path,
+                                                                          caplog):
+    caplog.set_level("INFO")
+    model_dir = str(tmp_path / "run")
+    _train(model_dir, tiny_data, "train.train_steps = 4")
+    data = glob.glob(os.path.join(model_dir, "ckpt-4.data-*"))[0]
+    with open(data, "r+b") as f:
+        f.truncate(os.path.getsize(data) // 3)
+    stale = os.path.join(model_dir, "ckpt-6_temp")
+    os.makedirs(stale)
+    open(os.path.join(stale, "part-00000-of-00001.index"), "wb").close()
+    result = _train(model_dir, tiny_data, "train.train_steps = 6")
+    assert result["step"] == 6
+    log = caplog.text
+    assert f"checkpoint {os.path.join(model_dir, 'ckpt-4')} is unreadable" in log
+    assert f"resuming from {os.path.join(model_dir, 'ckpt-2')} at step 2" in log
+    assert not os.path.exists(stale)
+
+
+def test_full_disk_at_a_save_is_named_and_keeps_the_previous(tiny_data, tmp_path, monkeypatch):
+    model_dir = str(tmp_path / "run")
+    real_write = tf.train.Checkpoint._write
+    calls = []
+
+    def write(self, prefix, options=None):
+        calls.append(prefix)
+        if prefix.endswith("ckpt-4"):
+            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
+        return real_write(self, prefix, options=options)
+
+    monkeypatch.setattr(tf.train.Checkpoint, "_write", write)
+    with pytest.raises(checkpoints.CheckpointWriteError,
+                       match=r"^model_dir .*: could not write the checkpoint of step 4 .*No "
+                             r"space left on device.*ckpt-2 is intact"):
+        _train(model_dir, tiny_data, "train.train_steps = 6")
+    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
+
+
+@pytest.mark.parametrize("binding, message", [
+    ("train.train_steps = -5", r"^train.train_steps=-5 must be a positive integer"),
+    ("train.train_steps = 'ten'", r"^train.train_steps='ten' must be a positive integer"),
+    ("train.checkpoint_interval = 0", r"^train.checkpoint_interval=0 must be a positive"),
+    ("train.clip_norm = 'x'", r"^train.clip_norm='x' must be a positive number or None"),
+])
+def test_bad_settings_are_named_before_any_work(tiny_data, tmp_path, binding, message):
+    with pytest.raises(ValueError, match=message):
+        _train(str(tmp_path / "run"), tiny_data, "train.train_steps = 2", binding)
+    assert not os.path.exists(str(tmp_path / "run"))
+
+
+def test_unwritable_model_dir_is_named(tiny_data):
+    with pytest.raises(ValueError, match=r"^--model_dir=/proc/1/run is not writable"):
+        _train("/proc/1/run", tiny_data, "train.train_steps = 2")
+
+
+def test_checkpoints_at_exact_multiples_and_the_end(tiny_data, tmp_path):
+    model_dir = str(tmp_path / "run")
+    config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
+        "train.train_steps = 11", "train.steps_per_loop = 3", "train.checkpoint_interval = 4",
+        "train.max_checkpoints = 5"])
+    loop.train(model_dir)
+    steps = sorted(int(p.rsplit("-", 1)[1].split(".")[0])
+                   for p in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
+    assert steps == [4, 8, 11]  # before: 3 (after the first loop), 9, 11
+
+
+def test_loss_spike_guard_skips_and_counts(tiny_data, tmp_path):
+    # A factor below 1 makes every loss above the running median a "spike" once armed.
+    model_dir = str(tmp_path / "run")
+    result = _train(model_dir, tiny_data, "train.train_steps = 8", "train.loss_spike_factor = 0.5",
+                    "train.loss_spike_window = 2", "train.max_consecutive_nonfinite = 100")
+    (_, rejected), = scalar_events(os.path.join(model_dir, "train"), "rejected_steps")
+    assert rejected == {2: 0, 4: 2, 6: 4, 8: 6}  # armed after 2 applied steps
+    assert result["step"] == 8 and tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
+
+
+def test_temperature_summary_survives_a_zero_scale():
+    class Model:
+        logit_scale = tf.constant(0.0)
+    task = ContrastiveTask.__new__(ContrastiveTask)
+    task.model = Model()
+    assert task.summaries()["temperature"] == float("inf")  # was ZeroDivisionError
+
+
+def test_export_and_evaluate_refuse_nonfinite_weights(tmp_path):
+    from basic_tf.models import DualEncoder
+    from basic_tf.zeroshot.run import restore_model
+    config.parse(["tiny"])
+    model = DualEncoder()
+    model.text_tower.variables[0].assign(tf.fill(model.text_tower.variables[0].shape, np.nan))
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))  # like the trainer's
+    with pytest.raises(ValueError, match=r"^checkpoint '.*ckpt-1' has non-finite weights \(1 "):
+        restore_model(DualEncoder(), path)
+
+
+def test_gin_faults_are_named_on_the_first_line(tmp_path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("train.train_steps = (\n")
+    with pytest.raises(config.ConfigError, match=rf"^gin file {bad}: syntax error"):
+        config.parse([str(bad)])
+    with pytest.raises(config.ConfigError, match=r"^gin binding 'trian.train_steps = 3': No "
+                                                 r"configurable matching 'trian'"):
+        config.parse(["tiny"], ["trian.train_steps = 3"])
+    with pytest.raises(config.ConfigError, match=r"^gin binding 'train.train_steps = \)': "
+                                                 r"syntax error"):
+        config.parse(["tiny"], ["train.train_steps = )"])
+
+
+def test_absurd_learning_rate_from_the_start_ends_in_the_guard(tiny_data, tmp_path):
+    # Before: ZeroDivisionError in the summaries once the temperature's scale reached 0.
+    model_dir = str(tmp_path / "run")
+    with pytest.raises(NonFiniteLossError, match="newest good checkpoint is "):
+        _train(model_dir, tiny_data, "train.train_steps = 30", "make_optimizer.learning_rate = 1e5",
+               "train.max_consecutive_nonfinite = 2")
