@@ -97,8 +97,11 @@ class TrainState(tf.Module):
         """Counts the step's verification and, if applied, puts its loss in the ring."""
         self.verified_step.assign(tf.where(result.loss_finite, self.step, self.verified_step))
         slot = tf.cast(self.applied_steps % window, tf.int32)
-        ring = tf.tensor_scatter_nd_update(self.recent_losses, [[slot]], [result.loss])
-        self.recent_losses.assign(tf.where(result.applied, ring, self.recent_losses))
+        # Scalar selections only: DTensor (TF 2.20) segfaults on a tf.where whose scalar
+        # condition selects between vectors.
+        value = tf.where(result.applied, result.loss, self.recent_losses[slot])
+        self.recent_losses.assign(
+            tf.tensor_scatter_nd_update(self.recent_losses, [[slot]], [value]))
         self.applied_steps.assign_add(tf.cast(result.applied, tf.int64))
         self.rejected_steps.assign_add(tf.cast(result.loss_finite & ~result.applied, tf.int64))
 

@@ -75,6 +75,7 @@ def test_shape_changing_settings_are_refused_naming_them(tiny_data, tmp_path, mo
 def test_unreadable_latest_checkpoint_falls_back_and_stale_temporaries_go(tiny_data, tmp_path,
                                                                           caplog):
     caplog.set_level("INFO")
+    caplog.set_level("INFO", logger="absl")
     model_dir = str(tmp_path / "run")
     _train(model_dir, tiny_data, "train.train_steps = 4")
     data = glob.glob(os.path.join(model_dir, "ckpt-4.data-*"))[0]
