@@ -66,6 +66,7 @@ def main(argv):
                    for _ in range(FLAGS.virtual_cpu_devices)]
         tf.config.set_logical_device_configuration(cpu, devices)
     from basic_tf import config
+    from basic_tf.data.skips import input_error_message
     from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
     from basic_tf.training import loop, preemption
     from basic_tf.training.checkpoints import CheckpointWriteError
@@ -90,6 +91,12 @@ def main(argv):
             raise
         logging.error("%s", str(e).strip())
         raise SystemExit(2) from None
+    except tf.errors.InvalidArgumentError as e:  # the input pipeline stopped: say why, first
+        message = input_error_message(e)
+        if message is None:
+            raise
+        logging.error("%s", message)
+        raise SystemExit(1) from None
     if result["preempted"]:
         raise SystemExit(preemption.EXIT_CODE)
     logging.info("done at step %d; model_dir %s", result["step"], FLAGS.model_dir)

@@ -1,19 +1,27 @@
 """The tf.data input pipeline: TFRecord shards -> batches of images, token ids and labels.
 
     files (this host's share) -> [train: shuffle files, repeat] -> interleave shard readers
-    -> [train: shuffle records] -> number each record -> parse + decode/crop/flip (parallel)
-    -> skip bad records (and count them) -> batch -> tokenize captions per batch -> prefetch
+    -> [train: shuffle records] -> number each element -> parse -> bound + decode/crop/flip
+    (parallel) -> count skipped records by cause -> batch -> tokenize captions -> prefetch
 
 Graph-only (no py_function), static shapes, deterministic: the random crop, flip and caption
 choice are stateless, keyed by (seed, record number), so a restored iterator
 (`tf.train.Checkpoint(iterator=...)`) continues with exactly the batches it would have given.
 
-Bad records never stop a run. A record that fails to parse, has no non-empty caption or whose
-image does not decode raises inside the parallel map; `ignore_errors` drops it, and the gap it
-leaves in the record numbers is counted. A truncated shard's lost tail is counted from the
-shard's stats sidecar (written by basic_tf.data.writer). Each example carries "skipped": how many
-records were dropped just before it, so the sum over consumed batches is the exact number of
-records skipped so far (`SkippedRecordsCounter` keeps that sum, reduced over replicas).
+Bad records never stop a run by themselves. A record that fails to parse or whose image does
+not decode raises inside a parallel map; `ignore_errors` drops it, and the gap it leaves in the
+element numbers is counted. A record with no non-empty caption, or an image with more pixels
+than `input_limits.max_image_pixels` (read from its header, before decoding), is skipped without
+decoding. A truncated shard's lost tail is counted from the shard's stats sidecar (written by
+basic_tf.data.writer). Captions longer than `input_limits.max_caption_bytes` are cut before
+tokenisation. Each example carries "skipped" and "skipped_by_cause": records dropped just before
+it, so sums over consumed batches are exact (`SkippedRecordsCounter` keeps them, reduced over
+replicas; causes in basic_tf.data.skips).
+
+What does stop the pipeline, with a message naming the file pattern and the counts by cause:
+files that are all empty (checked up front from sizes and sidecars), a whole pass with no
+usable record (a repeated stream of bad records would otherwise spin forever), and more than
+`max_skipped_fraction` of the records read skipped.
 
 Each batch (b = per-replica batch size):
   images     float32 [b, H, W, 3] in [0, 1]
@@ -21,6 +29,8 @@ Each batch (b = per-replica batch size):
   labels     int32 [b], -1 for unlabelled records
   mask       float32 [b], 1 real example, 0 padding (only in evaluation's last batches)
   skipped    int32 [b], records dropped just before each example
+  skipped_by_cause int32 [b, C], the same by cause (C = len(skips.SKIP_CAUSES))
+  captions_cut int32 [b], 1 where the example's caption was cut to max_caption_bytes
   example_id tf.string [b] (left out with string_features=False, e.g. for TPU infeed)
 
 Evaluation (training=False): centre crop, first caption, no shuffle, one pass; the tail is padded
@@ -31,12 +41,16 @@ from typing import Optional, Sequence, Union
 
 import gin
 import tensorflow as tf
+from absl import logging
 
-from basic_tf.data import augment, schema, writer
+from basic_tf.data import augment, schema, skips, writer
+from basic_tf.data import limits as limits_lib
+from basic_tf.data.skips import SkippedRecordsCounter  # noqa: F401 (its home was here)
 from basic_tf.data.tokenizer import Tokenizer
 
-# Kinds of elements between the shard readers and the decoder.
-_RECORD, _TRUNCATION, _END = 0, 1, 2
+# Kinds of elements between the shard readers and the accounting scan: a record, a shard's end
+# (carries its lost tail), the end of an evaluation pass, a record skipped for a known cause.
+_RECORD, _SHARD_END, _END, _BAD = 0, 1, 2, 3
 
 
 def shard_for_pipeline(files: Sequence[str], input_context) -> list:
@@ -52,15 +66,17 @@ def shard_for_pipeline(files: Sequence[str], input_context) -> list:
 
 
 def _read_shard(path: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
-    """One shard's records as elements; a TRUNCATION element follows if records were lost.
+    """One shard's records as elements, then one SHARD_END element carrying how many records
+    were lost to a truncated tail ("missing").
 
     expected: int64 record count from the stats sidecar, -1 if unknown (then a truncated tail
-    cannot be counted).
+    cannot be counted). SHARD_END elements are never dropped, so something reaches the
+    accounting scan on every pass even when every record is bad (skips.account).
     """
     records = tf.data.TFRecordDataset(path).ignore_errors()  # stops at a bad frame
     records = records.map(
         lambda r: {"record": r, "kind": _RECORD, "missing": tf.constant(0, tf.int64)})
-    end = tf.data.Dataset.from_tensors({"record": tf.constant(""), "kind": _TRUNCATION,
+    end = tf.data.Dataset.from_tensors({"record": tf.constant(""), "kind": _SHARD_END,
                                         "missing": tf.constant(0, tf.int64)})
 
     def count(n, element):
@@ -70,57 +86,106 @@ def _read_shard(path: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
         out = dict(element, missing=missing, source=path, offset=n)
         return n + tf.cast(is_record, tf.int64), out
 
-    ds = records.concatenate(end).scan(tf.constant(0, tf.int64), count)
-    return ds.filter(lambda e: (e["kind"] == _RECORD) | (e["missing"] > 0))
+    return records.concatenate(end).scan(tf.constant(0, tf.int64), count)
 
 
-def _decode(index, element, *, training, seed, image_size, area_range, aspect_ratio_range,
-            random_flip, eval_crop_fraction, antialias):
-    """(record number, element) -> example dict; raises (-> skipped) for a bad record."""
+def _parse(index, element):
+    """(element number, element) -> parsed fields; raises (-> dropped, counted as parse_error)
+    for a record that is not an Example of the schema."""
     def real():
         ex = schema.parse_example(element["record"])
-        captions = tf.strings.strip(ex[schema.CAPTION_KEY])
-        captions = tf.boolean_mask(captions, tf.strings.length(captions) > 0)
-        n = tf.size(captions)
-        check = tf.debugging.Assert(n > 0, ["no non-empty caption in", element["source"],
-                                            "record", element["offset"]])
-        with tf.control_dependencies([check]):
-            if training:
-                key = tf.stack([tf.cast(seed, tf.int64), index])
-                caption_seed, image_seed = tf.unstack(
-                    tf.random.experimental.stateless_split(key, 2))
-                pick = tf.random.stateless_uniform([], caption_seed, 0, n, dtype=tf.int32)
-                image = augment.decode_and_random_crop(
-                    ex[schema.IMAGE_KEY], image_seed, image_size, area_range,
-                    aspect_ratio_range, random_flip, antialias)
-            else:
-                pick = 0
-                image = augment.decode_and_center_crop(ex[schema.IMAGE_KEY], image_size,
-                                                       eval_crop_fraction, antialias)
-            caption = captions[pick]
-        return (image, caption, tf.cast(ex[schema.LABEL_KEY], tf.int32),
-                ex[schema.ID_KEY], tf.constant(1.0))
+        return (ex[schema.IMAGE_KEY], ex[schema.CAPTION_KEY],
+                tf.cast(ex[schema.LABEL_KEY], tf.int32), ex[schema.ID_KEY])
 
     def placeholder():
-        return (tf.zeros([image_size, image_size, 3]), tf.constant(""),
-                tf.constant(schema.NO_LABEL), tf.constant(""), tf.constant(0.0))
+        return (tf.constant(""), tf.zeros([0], tf.string), tf.constant(schema.NO_LABEL),
+                tf.constant(""))
 
-    image, caption, label, example_id, mask = tf.cond(element["kind"] == _RECORD, real,
-                                                      placeholder)
+    image, captions, label, example_id = tf.cond(element["kind"] == _RECORD, real, placeholder)
     return {"index": index, "kind": element["kind"], "missing": element["missing"],
+            "source": element["source"], "offset": element["offset"], "image": image,
+            "captions": captions, "labels": label, "example_id": example_id}
+
+
+def _count_parse_drops(survivors, element):
+    """Scan after the parse step: parse_dropped = records it dropped before this element."""
+    return survivors + 1, dict(element, parse_dropped=element["index"] - survivors)
+
+
+def _decode(element, *, training, seed, image_size, area_range, aspect_ratio_range,
+            random_flip, eval_crop_fraction, antialias, limits):
+    """Parsed element -> example dict. A record with no non-empty caption or too many pixels
+    becomes kind BAD with its cause (nothing decoded); an image that does not decode raises
+    (-> dropped, counted as bad_image)."""
+    index = element["index"]
+    captions = tf.strings.strip(element["captions"])
+    captions = tf.boolean_mask(captions, tf.strings.length(captions) > 0)
+    captions, was_cut = limits_lib.cut_captions(captions, limits.max_caption_bytes)
+    n = tf.size(captions)
+    height_width = tf.cond(element["kind"] == _RECORD,
+                           lambda: limits_lib.image_height_width(element["image"]),
+                           lambda: tf.constant([0, 0], tf.int64))
+    cause = tf.case([(n == 0, lambda: tf.constant(skips.EMPTY_CAPTION)),
+                     (height_width[0] < 0, lambda: tf.constant(skips.BAD_IMAGE)),
+                     (height_width[0] * height_width[1] > limits.max_image_pixels,
+                      lambda: tf.constant(skips.TOO_LARGE))],
+                    default=lambda: tf.constant(skips.OK))
+    usable = (element["kind"] == _RECORD) & (cause == skips.OK)
+
+    def real():
+        image_bytes = element["image"]
+        if training:
+            key = tf.stack([tf.cast(seed, tf.int64), index])
+            caption_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(key, 2))
+            pick = tf.random.stateless_uniform([], caption_seed, 0, n, dtype=tf.int32)
+            image = augment.decode_and_random_crop(image_bytes, image_seed, image_size,
+                                                   area_range, aspect_ratio_range, random_flip,
+                                                   antialias)
+        else:
+            pick = 0
+            image = augment.decode_and_center_crop(image_bytes, image_size, eval_crop_fraction,
+                                                   antialias)
+        return image, captions[pick], tf.cast(was_cut[pick], tf.int32), tf.constant(1.0)
+
+    def placeholder():
+        return (tf.zeros([image_size, image_size, 3]), tf.constant(""), tf.constant(0),
+                tf.constant(0.0))
+
+    image, caption, cut, mask = tf.cond(usable, real, placeholder)
+    kind = tf.where((element["kind"] == _RECORD) & ~usable, _BAD, element["kind"])
+    return {"index": index, "parse_dropped": element["parse_dropped"], "kind": kind,
+            "missing": element["missing"], "cause": tf.cast(cause, tf.int32),
             "images": tf.ensure_shape(image, [image_size, image_size, 3]), "caption": caption,
-            "labels": label, "example_id": example_id, "mask": mask}
+            "captions_cut": cut, "labels": element["labels"],
+            "example_id": element["example_id"], "mask": mask}
 
 
-def _count_skipped(state, example):
-    """Scan: skipped = records missing since the previous emitted example (gaps in the record
-    numbers left by ignore_errors, plus lost shard tails), carried over TRUNCATION elements."""
-    last, pending = state
-    total = pending + example["index"] - last - 1 + example["missing"]
-    carry = example["kind"] == _TRUNCATION
-    out = {k: v for k, v in example.items() if k not in ("index", "missing")}
-    out["skipped"] = tf.cast(tf.where(carry, tf.constant(0, tf.int64), total), tf.int32)
-    return (example["index"], tf.where(carry, total, 0)), out
+def _check_files(pattern, files: Sequence[str]) -> list:
+    """int64 record counts of `files` from their stats sidecars (-1: no sidecar), after a
+    cheap look at the files: raises ValueError naming the pattern when every file is empty
+    (0 bytes, or a sidecar counting 0 records), since such input can never give a batch."""
+    expected, empty = [], []
+    for f in files:
+        stats = writer.read_shard_stats(f)
+        n = int(stats["num_records"]) if stats is not None else -1
+        if n == 0 or (n < 0 and tf.io.gfile.stat(f).length == 0):
+            empty.append(f)
+        expected.append(n)
+    if empty and len(empty) == len(files):
+        raise ValueError(
+            f"file_pattern {pattern!r}: all {len(files)} matching file(s) are empty (0 bytes or "
+            f"0 records in the stats sidecar), e.g. {empty[0]!r}; write shards with "
+            "tools/make_tfrecords.py and check them with --validate")
+    if empty:
+        logging.warning("file_pattern %r: %d of %d files are empty and give no record: %s",
+                        pattern, len(empty), len(files), empty[:5])
+    return expected
+
+
+def _records_per_pass(files: Sequence[str], expected: Sequence[int]) -> int:
+    """Records in one pass over `files`: sidecar counts, else at most bytes / 16 (a record's
+    framing alone is 16 bytes)."""
+    return sum(n if n >= 0 else tf.io.gfile.stat(f).length // 16 for f, n in zip(files, expected))
 
 
 @gin.configurable(denylist=["input_context", "training"])
@@ -142,7 +207,8 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
                  eval_crop_fraction: float = 1.0,
                  antialias: bool = False,
                  string_features: bool = True,
-                 log_skipped: bool = True) -> tf.data.Dataset:
+                 log_skipped: bool = True,
+                 max_skipped_fraction: Optional[float] = 0.5) -> tf.data.Dataset:
     """Builds the (per-replica-batched) dataset for training or evaluation; see module doc.
 
     Args:
@@ -161,8 +227,14 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
       antialias: antialiased resize (better for large downscales, slower).
       string_features: include example_id (tf.string; TPU infeed cannot carry strings).
       log_skipped: log each skipped record's error (from tf.data, at warning level).
+      max_skipped_fraction: stop (skips.account) once more than this fraction of the records
+        read by this pipeline were skipped (checked from min(1000, records per pass) records
+        on); None: no bound. Image pixels and caption bytes are bounded by `input_limits`.
     """
     pattern = file_pattern if (training or eval_file_pattern is None) else eval_file_pattern
+    if max_skipped_fraction is not None and not 0.0 <= max_skipped_fraction <= 1.0:
+        raise ValueError(f"make_dataset.max_skipped_fraction={max_skipped_fraction!r} must be "
+                         "in [0, 1] or None")
     batch_size = global_batch_size if training else (eval_global_batch_size or global_batch_size)
     files = shard_for_pipeline(schema.list_shards(pattern), input_context)
     per_replica = batch_size
@@ -174,8 +246,9 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
         per_replica = input_context.get_per_replica_batch_size(batch_size)
         replicas_per_pipeline = max(
             input_context.num_replicas_in_sync // input_context.num_input_pipelines, 1)
-    expected = [int((writer.read_shard_stats(f) or {"num_records": -1})["num_records"])
-                for f in files]
+    expected = _check_files(pattern, files)
+    per_pass = _records_per_pass(files, expected)
+    limits = limits_lib.input_limits()
     tokenizer = Tokenizer(tokenizer_path, seq_len)
 
     ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(expected, tf.int64)))
@@ -190,13 +263,24 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
             {"record": tf.constant(""), "kind": _END, "missing": tf.constant(0, tf.int64),
              "source": tf.constant(""), "offset": tf.constant(-1, tf.int64)}))
     ds = ds.enumerate()
+    ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors(log_warning=log_skipped)
+    ds = ds.scan(tf.constant(0, tf.int64), _count_parse_drops)
     decode = functools.partial(
         _decode, training=training, seed=seed, image_size=image_size, area_range=area_range,
         aspect_ratio_range=aspect_ratio_range, random_flip=random_flip,
-        eval_crop_fraction=eval_crop_fraction, antialias=antialias)
+        eval_crop_fraction=eval_crop_fraction, antialias=antialias, limits=limits)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=log_skipped)
-    ds = ds.scan((tf.constant(-1, tf.int64), tf.constant(0, tf.int64)), _count_skipped)
+    # A record can stay in the shuffle buffer for a while: "a whole pass with no usable
+    # record" is two passes plus 8 buffer lengths of elements (a good record stays in the
+    # buffer that long with probability e^-8).
+    state, account = skips.account(
+        where=str(pattern), num_files=len(files), max_skipped_fraction=max_skipped_fraction,
+        min_records_for_fraction=max(min(1000, per_pass), 1),
+        stall_elements=2 * (per_pass + len(files)) + 8 * shuffle_buffer if training else None,
+        end_kind=_END, record_kind=_RECORD, bad_kind=_BAD)
+    ds = ds.scan(state, account)
     ds = ds.filter(lambda e: (e["kind"] == _RECORD) | ((e["kind"] == _END) & (e["skipped"] > 0)))
     ds = ds.map(lambda e: {k: v for k, v in e.items() if k != "kind"})
     if training:
@@ -242,28 +326,3 @@ def pad_to_batches(ds: tf.data.Dataset, batch_size: int, replicas: int = 1) -> t
         return out
 
     return ds.batch(group).map(pad).unbatch()
-
-
-class SkippedRecordsCounter(tf.Module):
-    """Running total of records the pipeline skipped, from the consumed batches' "skipped".
-
-    Put it in the training checkpoint so the total survives a resume. Call `update` in
-    cross-replica context (outside strategy.run), with the per-replica batch a distributed
-    iterator returned (or a plain batch when no strategy is used).
-    """
-
-    def __init__(self, name: Optional[str] = None):
-        super().__init__(name=name)
-        self.total = tf.Variable(0, dtype=tf.int64, trainable=False, name="skipped_records",
-                                 aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-
-    def update(self, batch: dict, strategy: Optional[tf.distribute.Strategy] = None) -> tf.Tensor:
-        """Adds the batch's skipped records (summed over replicas); returns that int64 number."""
-        skipped = batch["skipped"]
-        if strategy is not None:
-            n = strategy.reduce(tf.distribute.ReduceOp.SUM, skipped, axis=0)
-        else:
-            n = tf.reduce_sum(skipped)
-        n = tf.cast(n, tf.int64)
-        self.total.assign_add(n)
-        return n

@@ -50,8 +50,11 @@ class ProgressLogger:
         self._last_step, self._last_time, self._last_logged = step, now, step
         parts = [f"step {step}/{self.total_steps} ({100 * step // max(self.total_steps, 1)}%)"]
         parts += [fmt.format(float(output[k])) for k, fmt in _LINE_FIELDS if k in output]
-        parts.append(f"skipped {int(output.get('skipped_records', 0))} rec, "
-                     f"{int(output.get('nonfinite_steps', 0))} steps")
+        causes = ", ".join(f"{k.split('/', 1)[1]} {int(v)}" for k, v in output.items()
+                           if k.startswith("skipped_records/") and v)
+        parts.append(f"skipped {int(output.get('skipped_records', 0))} rec"
+                     + (f" ({causes})" if causes else "")
+                     + f", {int(output.get('nonfinite_steps', 0))} steps")
         eta = (self.total_steps - step) / rate if rate > 0 else 0.0
         parts.append(f"ETA {datetime.timedelta(seconds=round(eta))}")
         line = " | ".join(parts)

@@ -272,7 +272,7 @@ class Trainer(orbit.StandardTrainer):
             "nonfinite_steps": int(self.state.nonfinite_steps.numpy()),
             "rejected_steps": int(self.state.rejected_steps.numpy()),
         })
-        if self.skipped_records is not None:
-            out["skipped_records"] = int(self.skipped_records.total.numpy())
+        if self.skipped_records is not None:  # skipped_records, skipped_records/<cause>, ...
+            out.update(self.skipped_records.summaries())
         out.update(self.task.summaries())
         return out
