@@ -14,11 +14,13 @@ Examples:
   # a TFDS dataset already prepared in --tfds_data_dir (never downloads)
   python3 tools/make_tfrecords.py --source=tfds --tfds_name=coco_captions \
       --caption_key=captions/text --tfds_data_dir=~/tensorflow_datasets --output_prefix=/data/coco/train
-  # check shards: exits 1 when any record is corrupt, empty or lost
+  # check shards: exits 1 when any record is corrupt, empty, too large or lost
   python3 tools/make_tfrecords.py --validate='/data/fm/train-*.tfrecord'
 
 Output: <prefix>-00000-of-000NN.tfrecord shards (<= --max_shard_mb each), a
 <shard>.stats.json beside each shard and <prefix>.summary.json (records written and skipped).
+A missing or unreadable image file is skipped, counted and logged with its row (--strict:
+abort); on any failure no partial (.tmp) shard is left behind.
 """
 from absl import app, flags
 
@@ -34,6 +36,13 @@ flags.DEFINE_float("max_shard_mb", 256.0, "Start a new shard before one passes t
 flags.DEFINE_integer("limit", 0, "Write at most this many source records (0: all).")
 flags.DEFINE_bool("dedupe_records", True, "Skip records whose image and captions repeat.")
 flags.DEFINE_bool("check_images", True, "Skip images that Pillow cannot decode.")
+flags.DEFINE_bool("strict", False, "table/folder: abort (naming the file and row) on a missing "
+                  "or unreadable image file instead of skipping and counting it.")
+flags.DEFINE_integer("max_caption_bytes", None, "Cut captions longer than this many UTF-8 "
+                     "bytes (default: input_limits' 1024, as the training pipeline).")
+flags.DEFINE_integer("max_image_pixels", None, "Skip images whose header claims more pixels "
+                     "(height * width; default: input_limits' 16000000, as the training "
+                     "pipeline). Also used by --validate.")
 flags.DEFINE_multi_string("template", None, "Caption template with one '{}' for the class name "
                           "(repeat the flag for several); default: 10 built-in templates.")
 flags.DEFINE_string("image_column", "image", "table: column of image paths.")
@@ -72,9 +81,9 @@ def _records_and_total():
     if src == "table":
         return sources.from_table(FLAGS.input, FLAGS.image_column, FLAGS.caption_column,
                                   FLAGS.label_column, FLAGS.id_column, FLAGS.image_root,
-                                  class_names), None
+                                  class_names, strict=FLAGS.strict), None
     if src == "folder":
-        return sources.from_folder(FLAGS.input, templates), None
+        return sources.from_folder(FLAGS.input, templates, strict=FLAGS.strict), None
     if src == "numpy":
         import numpy as np
 
@@ -104,10 +113,14 @@ def _records_and_total():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
+    from basic_tf.data import limits
+
+    bounds = limits.input_limits(**{k: getattr(FLAGS, k) for k in (
+        "max_image_pixels", "max_caption_bytes") if getattr(FLAGS, k) is not None})
     if FLAGS.validate:
         from basic_tf.data import schema, validate
 
-        report = validate.validate_shards(schema.list_shards(FLAGS.validate))
+        report = validate.validate_shards(schema.list_shards(FLAGS.validate), bounds=bounds)
         print(report)
         return 1 if report.problems else 0
     if not FLAGS.source or not FLAGS.output_prefix:
@@ -126,11 +139,14 @@ def main(argv):
                                      # arrays were just encoded by us: no need to re-check
                                      check_images=FLAGS.check_images and FLAGS.source not in (
                                          "numpy", "fashion_mnist"),
-                                     total=total)
+                                     total=total, bounds=bounds)
     print(f"wrote {summary.written} records in {len(summary.shards)} shards "
           f"({FLAGS.output_prefix}-*); skipped: {summary.duplicate_records} duplicate, "
-          f"{summary.empty_records} without caption, {summary.bad_images} bad image; dropped "
-          f"captions: {summary.duplicate_captions} repeated, {summary.empty_captions} blank")
+          f"{summary.empty_records} without caption, {summary.bad_images} bad image, "
+          f"{summary.too_large_images} image over {bounds.max_image_pixels} pixels, "
+          f"{summary.unreadable_sources} missing/unreadable image file; dropped captions: "
+          f"{summary.duplicate_captions} repeated, {summary.empty_captions} blank; "
+          f"{summary.cut_captions} captions cut to {bounds.max_caption_bytes} bytes")
     return 0 if summary.written else 1
 
 

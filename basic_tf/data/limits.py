@@ -82,3 +82,29 @@ def cut_caption_text(caption: str, max_bytes: int) -> str:
     if len(data) <= max_bytes:
         return caption
     return data[:max_bytes].decode("utf-8", "ignore")
+
+
+def check_image_pixels(image: tf.Tensor, max_pixels: int) -> tf.Operation:
+    """An Assert (InvalidArgument) that one encoded image's header claims at most `max_pixels`
+    pixels: make the decode depend on it, so a pipeline that skips records on errors skips an
+    oversized image before decoding it."""
+    height_width = image_height_width(image)
+    return tf.debugging.Assert(height_width[0] * height_width[1] <= max_pixels,
+                               ["image of", height_width, "pixels is over "
+                                f"input_limits.max_image_pixels={max_pixels}"])
+
+
+def header_height_width(data: bytes):
+    """Python twin of `image_height_width` for the writer and --validate: (height, width) from
+    the image header (Pillow reads only the header until asked for pixels), or None if Pillow
+    cannot identify the bytes."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Exception:  # Pillow raises many types (OSError, SyntaxError, ValueError...)
+        return None
+    return height, width

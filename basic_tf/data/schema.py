@@ -62,6 +62,14 @@ class Record:
         return sniff_image_format(self.image)
 
 
+@dataclasses.dataclass
+class SkippedSource:
+    """What a source yields instead of a Record it cannot read (e.g. a missing image file): the
+    writer counts it and logs `where` (file and row) and `reason`."""
+    where: str
+    reason: str
+
+
 def sniff_image_format(data: bytes) -> Optional[str]:
     """'jpeg' or 'png' from the file's magic bytes, None for anything else."""
     if data[:3] == b"\xff\xd8\xff":

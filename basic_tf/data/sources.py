@@ -7,6 +7,7 @@ with the class name, one caption each (training then picks one at random per ste
 """
 import csv
 import io
+import itertools
 import json
 import os
 from typing import Iterator, Optional, Sequence
@@ -61,13 +62,18 @@ def class_captions(class_name: str, templates: Sequence[str]) -> list:
 def from_table(path: str, image_column: str = "image", caption_column: str = "caption",
                label_column: Optional[str] = None, id_column: Optional[str] = None,
                image_root: Optional[str] = None,
-               class_names: Optional[Sequence[str]] = None) -> Iterator[schema.Record]:
+               class_names: Optional[Sequence[str]] = None,
+               strict: bool = False) -> Iterator[schema.Record]:
     """Rows of a CSV (header row) or JSONL file (by extension: .csv / .jsonl / .json).
 
     `caption_column` may name several columns separated by commas ("caption,alt_text"); a JSONL
     value may also be a list of captions. Image paths are relative to `image_root` (default: the
     table's folder). The id is `id_column`'s value, else the image path as written in the table.
     Labels are integers; `class_names[label]` becomes the label name when given.
+
+    A row whose image file is missing or unreadable becomes a `schema.SkippedSource` naming the
+    row (the writer counts and logs it); with `strict` it raises FileNotFoundError instead. Text
+    that is not UTF-8 (or a JSON lone surrogate) raises ValueError naming the file and line.
     """
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".csv", ".jsonl", ".json"):
@@ -85,6 +91,9 @@ def from_table(path: str, image_column: str = "image", caption_column: str = "ca
             captions.extend(value if isinstance(value, list) else [value])
         image_path = str(row[image_column])
         full_path = image_path if os.path.isabs(image_path) else os.path.join(root, image_path)
+        captions = [str(c) for c in captions]
+        for i, caption in enumerate(captions):
+            _check_encodable(caption, f"{where}: caption {i}")
         label = label_name = None
         if label_column:
             try:
@@ -94,16 +103,25 @@ def from_table(path: str, image_column: str = "image", caption_column: str = "ca
                                  f"got {row.get(label_column)!r}") from None
             label_name = class_names[label] if class_names else None
         example_id = str(row[id_column]) if id_column else image_path
-        yield schema.Record(image=_read_image(full_path, where),
-                            captions=[str(c) for c in captions],
-                            example_id=example_id, label=label, label_name=label_name)
+        _check_encodable(example_id, f"{where}: id")
+        try:
+            image = _read_image(full_path, where)
+        except FileNotFoundError as e:
+            if strict:
+                raise
+            yield schema.SkippedSource(where, str(e).split(": ", 1)[-1])
+            continue
+        yield schema.Record(image=image, captions=captions, example_id=example_id, label=label,
+                            label_name=label_name)
 
 
-def from_folder(root: str, templates: Optional[Sequence[str]] = None) -> Iterator[schema.Record]:
+def from_folder(root: str, templates: Optional[Sequence[str]] = None,
+                strict: bool = False) -> Iterator[schema.Record]:
     """An image tree `root/<class name>/**/<image>`; labels are sorted sub-folder indices.
 
     The class name is the folder name with '_' read as a space. Ids are paths relative to root.
-    Templates default to `caption_templates()` (as in from_arrays and from_tfds).
+    Templates default to `caption_templates()` (as in from_arrays and from_tfds). An unreadable
+    file becomes a `schema.SkippedSource` (with `strict`: FileNotFoundError).
     """
     templates = _templates(templates)
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
@@ -117,7 +135,14 @@ def from_folder(root: str, templates: Optional[Sequence[str]] = None) -> Iterato
                 if os.path.splitext(filename)[1].lower() not in IMAGE_EXTENSIONS:
                     continue
                 path = os.path.join(dirpath, filename)
-                yield schema.Record(image=_read_image(path, path),
+                try:
+                    image = _read_image(path, path)
+                except FileNotFoundError as e:
+                    if strict:
+                        raise
+                    yield schema.SkippedSource(path, str(e).split(": ", 1)[-1])
+                    continue
+                yield schema.Record(image=image,
                                     captions=class_captions(name, templates),
                                     example_id=os.path.relpath(path, root), label=label,
                                     label_name=name)
@@ -240,16 +265,54 @@ def _read_image(path: str, where: str) -> bytes:
         return data  # not an image: the writer's image check reports and skips it
 
 
+def _check_encodable(text: str, where: str) -> None:
+    """Raises ValueError naming `where` if `text` cannot be written as UTF-8 (a lone surrogate
+    from a JSON escape such as "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{where} is not valid Unicode text ({e.reason} at character "
+                         f"{e.start}: {text[max(e.start - 20, 0):e.start]!r}...); fix the "
+                         "source text") from None
+
+
+def _decoded_lines(path: str):
+    """(1-based line number, text line with its line end) of a UTF-8 file; a line that is not
+    UTF-8 raises ValueError naming the file and line (not a byte offset of a read buffer)."""
+    with open(path, "rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                yield i, raw.decode("utf-8-sig" if i == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path} line {i}: not UTF-8 text (byte {raw[e.start:e.end]!r} "
+                                 f"at column {e.start}); re-save the file as UTF-8") from None
+
+
 def _table_rows(path: str, ext: str):
     """(1-based data row number, dict) for each CSV data row / JSONL line."""
-    with open(path, newline="" if ext == ".csv" else None, encoding="utf-8") as f:
-        if ext == ".csv":
-            for i, row in enumerate(csv.DictReader(f), start=1):
-                yield i, row
-        else:
-            for i, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        yield i, json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path} line {i}: not valid JSON ({e.msg})") from None
+    lines = _decoded_lines(path)
+    if ext == ".csv":
+        line_number = [0]
+
+        def text():
+            for line_number[0], line in lines:
+                yield line
+
+        reader = csv.DictReader(text())
+        for i in itertools.count(1):
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise ValueError(f"{path} row {i} (line {line_number[0]}): not a valid CSV row "
+                                 f"({e}; a field holds at most {csv.field_size_limit()} "
+                                 "bytes)") from None
+            yield i, row
+    else:
+        for i, line in lines:
+            if line.strip():
+                try:
+                    yield i, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path} line {i}: not valid JSON ({e.msg})") from None

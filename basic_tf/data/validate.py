@@ -5,14 +5,18 @@ Problem kinds (the same rules as `basic_tf.data.pipeline`, whose decoders are us
   count_mismatch the shard holds fewer records than its stats sidecar says
   schema         the record is not an Example of the basic_tf schema (message names the field)
   corrupt_image  TensorFlow cannot decode the image
+  too_large      the image header claims more than input_limits.max_image_pixels pixels (not
+                 decoded here either)
   empty_caption  every caption is blank
+Captions longer than input_limits.max_caption_bytes are not a problem (training cuts them) but
+are counted (`Report.long_captions`).
 """
 import dataclasses
-from typing import Iterator, List, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from basic_tf.data import schema, writer
+from basic_tf.data import limits, schema, writer
 
 
 @dataclasses.dataclass
@@ -32,6 +36,7 @@ class Report:
     shards: int = 0
     records: int = 0
     ok: int = 0
+    long_captions: int = 0
     problems: List[Problem] = dataclasses.field(default_factory=list)
 
     def counts(self) -> dict:
@@ -42,7 +47,8 @@ class Report:
 
     def __str__(self) -> str:
         lines = [f"{self.shards} shards, {self.records} records read, {self.ok} ok, "
-                 f"problems: {self.counts() or 'none'}"]
+                 f"problems: {self.counts() or 'none'}; captions over "
+                 f"input_limits.max_caption_bytes (cut in training): {self.long_captions}"]
         lines += [f"  {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -76,9 +82,12 @@ def image_decodes(image: bytes) -> bool:
         return False
 
 
-def validate_shards(paths: Sequence[str], decode_images: bool = True) -> Report:
-    """Reads every record of `paths`; returns a Report listing each problem (see module doc)."""
+def validate_shards(paths: Sequence[str], decode_images: bool = True,
+                    bounds: Optional[limits.InputLimits] = None) -> Report:
+    """Reads every record of `paths`; returns a Report listing each problem (see module doc).
+    `bounds` defaults to `limits.input_limits()` (gin)."""
     report = Report()
+    bounds = bounds or limits.input_limits()
     for path in paths:
         report.shards += 1
         count = 0
@@ -86,7 +95,7 @@ def validate_shards(paths: Sequence[str], decode_images: bool = True) -> Report:
             for i, rec in iter_shard(path):
                 count += 1
                 report.records += 1
-                problem = _check_record(path, i, rec, decode_images)
+                problem = _check_record(path, i, rec, decode_images, bounds, report)
                 if problem:
                     report.problems.append(problem)
                 else:
@@ -103,14 +112,21 @@ def validate_shards(paths: Sequence[str], decode_images: bool = True) -> Report:
     return report
 
 
-def _check_record(path, index, serialized, decode_images):
+def _check_record(path, index, serialized, decode_images, bounds, report):
     try:
         record = schema.decode_record(serialized, path, index)
     except schema.SchemaError as e:
         return Problem(path, index, "schema", str(e).split(": ", 1)[-1])
+    report.long_captions += sum(len(c.encode("utf-8")) > bounds.max_caption_bytes
+                                for c in record.captions)
     if not any(c.strip() for c in record.captions):
         return Problem(path, index, "empty_caption", f"id {record.example_id!r}: all "
                        f"{len(record.captions)} captions are blank")
+    height_width = limits.header_height_width(record.image)
+    if height_width is not None and height_width[0] * height_width[1] > bounds.max_image_pixels:
+        return Problem(path, index, "too_large", f"id {record.example_id!r}: the image is "
+                       f"{height_width[0]}x{height_width[1]} pixels, more than "
+                       f"input_limits.max_image_pixels={bounds.max_image_pixels}")
     if decode_images and not image_decodes(record.image):
         return Problem(path, index, "corrupt_image", f"id {record.example_id!r}: the "
                        f"{record.image_format} image does not decode")

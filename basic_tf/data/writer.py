@@ -7,8 +7,14 @@ Shards are `<prefix>-00000-of-00004.tfrecord`; a new shard starts when the curre
     compared by SHA-1) are kept once;
   * a record whose image bytes and caption set hash like an earlier record's is skipped as a
     duplicate (an 8-byte digest per record is kept in memory);
-  * with `check_images`, images Pillow cannot decode are skipped.
-Every skip is counted in the summary (`<prefix>.summary.json`) and logged with the example id.
+  * with `check_images`, images Pillow cannot decode are skipped;
+  * captions longer than `input_limits.max_caption_bytes` are cut, and images whose header
+    claims more than `input_limits.max_image_pixels` are skipped (basic_tf.data.limits: the
+    pipeline would skip them too), before anything is decoded;
+  * a `schema.SkippedSource` (a source row whose image is missing or unreadable) is skipped.
+Every skip is counted in the summary (`<prefix>.summary.json`) and logged with the example id
+or source row. Shards are written as `.tmp` files and renamed at the end; on any failure the
+`.tmp` files are removed.
 """
 import collections
 import dataclasses
@@ -24,7 +30,7 @@ import gin
 import tensorflow as tf
 from absl import logging
 
-from basic_tf.data import schema
+from basic_tf.data import limits, schema
 
 
 @dataclasses.dataclass
@@ -37,6 +43,9 @@ class WriteSummary:
     empty_captions: int = 0
     empty_records: int = 0
     bad_images: int = 0
+    too_large_images: int = 0
+    unreadable_sources: int = 0
+    cut_captions: int = 0
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,53 +98,44 @@ def normalize_caption(caption: str) -> str:
 def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
                     max_shard_bytes: int = 256 << 20, dedupe_records: bool = True,
                     check_images: bool = True, total: Optional[int] = None,
-                    show_progress: bool = True) -> WriteSummary:
+                    show_progress: bool = True,
+                    bounds: Optional[limits.InputLimits] = None) -> WriteSummary:
     """Writes records into shards `<output_prefix>-XXXXX-of-NNNNN.tfrecord`.
 
     Each shard gets `<shard>.stats.json` (records, bytes, captions, caption lengths, labels,
     image formats, first/last id). Returns the WriteSummary, also saved as
-    `<output_prefix>.summary.json`. `total` (if known) sizes the progress bar.
+    `<output_prefix>.summary.json`. `total` (if known) sizes the progress bar. `bounds`
+    defaults to `limits.input_limits()` (gin). `records` may hold `schema.SkippedSource`s.
     """
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes={max_shard_bytes} must be > 0")
+    bounds = bounds or limits.input_limits()
     out_dir = os.path.dirname(os.path.abspath(output_prefix))
     os.makedirs(out_dir, exist_ok=True)
     summary = WriteSummary(shards=[])
     seen = set()
     progress = Progress(total) if show_progress else None
-    tmp_paths, stats = [], []
-    writer = None
-    shard_bytes = 0
-    for record in records:
+    shards = _Shards(output_prefix, max_shard_bytes)
+    try:
+        for record in records:
+            if progress:
+                progress.update()
+            if isinstance(record, schema.SkippedSource):
+                summary.unreadable_sources += 1
+                logging.warning("skipped %s: %s", record.where, record.reason)
+                continue
+            record = _clean(record, summary, seen, dedupe_records, check_images, bounds)
+            if record is None:
+                continue
+            shards.add(record, schema.encode_record(record,
+                                                    where=f"example {record.example_id!r}"))
+            summary.written += 1
         if progress:
-            progress.update()
-        record = _clean(record, summary, seen, dedupe_records, check_images)
-        if record is None:
-            continue
-        serialized = schema.encode_record(record, where=f"example {record.example_id!r}")
-        size = len(serialized) + 16  # TFRecord framing: length, 2 CRCs
-        if writer is None or (shard_bytes > 0 and shard_bytes + size > max_shard_bytes):
-            if writer is not None:
-                writer.close()
-            tmp_paths.append(f"{output_prefix}-{len(tmp_paths):05d}.tfrecord.tmp")
-            stats.append(_ShardStats())
-            writer = tf.io.TFRecordWriter(tmp_paths[-1])
-            shard_bytes = 0
-        writer.write(serialized)
-        shard_bytes += size
-        stats[-1].add(record, size)
-        summary.written += 1
-    if writer is not None:
-        writer.close()
-    if progress:
-        progress.close()
-    n = len(tmp_paths)
-    for i, (tmp, st) in enumerate(zip(tmp_paths, stats)):
-        final = f"{output_prefix}-{i:05d}-of-{n:05d}.tfrecord"
-        os.replace(tmp, final)
-        with open(final + schema.STATS_SUFFIX, "w", encoding="utf-8") as f:
-            json.dump(st.to_json(os.path.basename(final)), f, indent=1)
-        summary.shards.append(final)
+            progress.close()
+        summary.shards = shards.finish()
+    except BaseException:  # also KeyboardInterrupt: never leave a .tmp shard behind
+        shards.remove_tmp()
+        raise
     with open(output_prefix + ".summary.json", "w", encoding="utf-8") as f:
         json.dump(summary.to_json(), f, indent=1)
     if not summary.written:
@@ -144,10 +144,59 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
     return summary
 
 
-def _clean(record, summary, seen, dedupe_records, check_images) -> Optional[schema.Record]:
+class _Shards:
+    """The shards being written, as `.tmp` files until `finish` renames them (with their stats
+    sidecars); a new one starts when the current one would pass max_bytes."""
+
+    def __init__(self, prefix: str, max_bytes: int):
+        self.prefix, self.max_bytes = prefix, max_bytes
+        self.tmp_paths, self.stats = [], []
+        self._writer, self._bytes = None, 0
+
+    def add(self, record: schema.Record, serialized: bytes) -> None:
+        size = len(serialized) + 16  # TFRecord framing: length, 2 CRCs
+        if self._writer is None or (self._bytes > 0 and self._bytes + size > self.max_bytes):
+            self._close()
+            self.tmp_paths.append(f"{self.prefix}-{len(self.tmp_paths):05d}.tfrecord.tmp")
+            self.stats.append(_ShardStats())
+            self._writer, self._bytes = tf.io.TFRecordWriter(self.tmp_paths[-1]), 0
+        self._writer.write(serialized)
+        self._bytes += size
+        self.stats[-1].add(record, size)
+
+    def finish(self) -> List[str]:
+        """Renames the .tmp shards to `<prefix>-XXXXX-of-NNNNN.tfrecord`; their paths."""
+        self._close()
+        n, finals = len(self.tmp_paths), []
+        for i, (tmp, st) in enumerate(zip(self.tmp_paths, self.stats)):
+            final = f"{self.prefix}-{i:05d}-of-{n:05d}.tfrecord"
+            os.replace(tmp, final)
+            with open(final + schema.STATS_SUFFIX, "w", encoding="utf-8") as f:
+                json.dump(st.to_json(os.path.basename(final)), f, indent=1)
+            finals.append(final)
+        return finals
+
+    def remove_tmp(self) -> None:
+        self._close()
+        for path in self.tmp_paths:
+            if os.path.exists(path):
+                os.remove(path)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _clean(record, summary, seen, dedupe_records, check_images,
+           bounds) -> Optional[schema.Record]:
     """Applies the cleaning rules of the module docstring; None means skipped (and counted)."""
     kept, keys = [], set()
     for caption in record.captions:
+        cut = limits.cut_caption_text(caption, bounds.max_caption_bytes)
+        if cut != caption:
+            summary.cut_captions += 1
+            caption = cut
         key = normalize_caption(caption)
         if not key:
             summary.empty_captions += 1
@@ -171,6 +220,13 @@ def _clean(record, summary, seen, dedupe_records, check_images) -> Optional[sche
             summary.duplicate_records += 1
             return None
         seen.add(digest)
+    height_width = limits.header_height_width(record.image)
+    if height_width is not None and height_width[0] * height_width[1] > bounds.max_image_pixels:
+        summary.too_large_images += 1
+        logging.warning("skipped %s: the image is %dx%d pixels, more than "
+                        "input_limits.max_image_pixels=%d", record.example_id, *height_width,
+                        bounds.max_image_pixels)
+        return None
     if check_images and not _decodes(record.image):
         summary.bad_images += 1
         logging.warning("skipped %s: the image does not decode", record.example_id)

@@ -14,10 +14,8 @@ import gin
 import tensorflow as tf
 
 from basic_tf.data.augment import decode_and_center_crop
+from basic_tf.data.limits import JPEG_MAGIC, PNG_HEADER, image_height_width
 from basic_tf.zeroshot.prompts import PLACEHOLDER   # '{c}': where the class name goes
-
-JPEG_MAGIC = b"\xff\xd8\xff"
-PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"   # signature, IHDR length and type
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,19 +123,6 @@ def check_images(images: tf.Tensor, where: str, limits: ServingLimits) -> list:
                              "file (send the encoded file bytes, base64-encoded in REST JSON)")]
 
 
-def _height_width(image: tf.Tensor) -> tf.Tensor:
-    """int64 [2] from the JPEG SOF or PNG IHDR header of one encoded image (nothing decoded)."""
-    def jpeg():
-        return tf.cast(tf.image.extract_jpeg_shape(image)[:2], tf.int64)
-
-    def png():   # IHDR: width then height, big-endian uint32 at byte 16.
-        width_height = tf.io.decode_raw(tf.strings.substr(image, 16, 8), tf.int32,
-                                        little_endian=False)
-        return tf.cast(tf.reverse(width_height, [0]), tf.int64) & 0xFFFFFFFF
-
-    return tf.cond(tf.strings.substr(image, 0, len(JPEG_MAGIC)) == JPEG_MAGIC, jpeg, png)
-
-
 def decode_images(images: tf.Tensor, where: str, limits: ServingLimits, image_size: int,
                   crop_fraction: float, antialias: bool) -> tf.Tensor:
     """tf.string [N] JPEG/PNG bytes -> float32 [N, image_size, image_size, 3] in [0, 1].
@@ -150,7 +135,7 @@ def decode_images(images: tf.Tensor, where: str, limits: ServingLimits, image_si
 
     def one(args):
         image, index = args
-        height_width = _height_width(image)
+        height_width = image_height_width(image)
         check = assert_that(height_width[0] * height_width[1] <= limits.max_image_pixels,
                             f"{where}: images[{{}}] is {{}}x{{}} pixels; at most "
                             f"{limits.max_image_pixels} pixels allowed",

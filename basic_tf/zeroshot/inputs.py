@@ -16,7 +16,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 import gin
 import tensorflow as tf
 
-from basic_tf.data import augment, schema
+from basic_tf.data import augment, limits, schema
 from basic_tf.data.pipeline import pad_to_batches, shard_for_pipeline
 from basic_tf.zeroshot import prompts
 
@@ -158,7 +158,9 @@ def retrieval_dataset(tokenizer: Callable[[tf.Tensor], tf.Tensor],
     """Captioned TFRecords (basic_tf.data.schema) as retrieval batches with ALL captions.
 
     Each image keeps its first `max_captions` non-empty captions (COCO has 5, Flickr30k 5).
-    Records whose image does not decode are skipped and counted, like the data pipeline does.
+    Records whose image does not decode, or has more pixels than input_limits.max_image_pixels
+    (read from its header), are skipped and counted, like the data pipeline does; captions are
+    cut to input_limits.max_caption_bytes before tokenisation.
     Returns batches {"images" float32 [b,H,W,3], "token_ids" int32 [b,K,L],
     "caption_mask" float32 [b,K], "mask" float32 [b], "skipped" int32 [b] (records dropped just
     before each row)} with K = max_captions.
@@ -167,17 +169,22 @@ def retrieval_dataset(tokenizer: Callable[[tf.Tensor], tf.Tensor],
         raise ValueError(f"retrieval_dataset.max_captions={max_captions} must be >= 1")
     files = shard_for_pipeline(schema.list_shards(file_pattern), input_context)
     per_replica, replicas = _per_replica(global_batch_size, input_context)
+    bounds = limits.input_limits()
 
     def real(record):
         ex = schema.parse_example(record)
         captions = tf.strings.strip(ex[schema.CAPTION_KEY])
         captions = tf.boolean_mask(captions, tf.strings.length(captions) > 0)[:max_captions]
+        captions, _ = limits.cut_captions(captions, bounds.max_caption_bytes)  # cheap tokens
         n = tf.size(captions)
         padded = tf.concat([captions, tf.fill([max_captions - n], "")], axis=0)
         token_ids = tokenizer(tf.ensure_shape(padded, [max_captions]))
         caption_mask = tf.cast(tf.range(max_captions) < n, tf.float32)
         token_ids *= tf.cast(caption_mask[:, None], token_ids.dtype)  # padding captions: all 0
-        image = augment.decode_and_center_crop(ex[schema.IMAGE_KEY], image_size, crop_fraction)
+        pixels = limits.check_image_pixels(ex[schema.IMAGE_KEY], bounds.max_image_pixels)
+        with tf.control_dependencies([pixels]):  # oversized: skipped before decoding
+            image = augment.decode_and_center_crop(ex[schema.IMAGE_KEY], image_size,
+                                                   crop_fraction)
         return image, token_ids, caption_mask, tf.constant(1.0)
 
     def example(index, element):

@@ -52,7 +52,7 @@ def test_table_csv_and_jsonl_round_trip(tmp_path):
 def test_table_errors_name_row_and_column(tmp_path):
     (tmp_path / "t.jsonl").write_text('{"image": "x.png", "caption": "c"}\n{"image": "y.png"}\n')
     with pytest.raises(FileNotFoundError, match=r"t.jsonl row 1: cannot read image"):
-        list(sources.from_table(str(tmp_path / "t.jsonl")))
+        list(sources.from_table(str(tmp_path / "t.jsonl"), strict=True))
     (tmp_path / "x.png").write_bytes(png_bytes(random_image(0)))
     with pytest.raises(ValueError, match=r"t.jsonl row 2: no column 'caption'"):
         list(sources.from_table(str(tmp_path / "t.jsonl")))
