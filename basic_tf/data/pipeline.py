@@ -162,12 +162,16 @@ def _decode(element, *, training, seed, image_size, area_range, aspect_ratio_ran
 
 def _check_files(pattern, files: Sequence[str]) -> list:
     """int64 record counts of `files` from their stats sidecars (-1: no sidecar), after a
-    cheap look at the files: raises ValueError naming the pattern when every file is empty
-    (0 bytes, or a sidecar counting 0 records), since such input can never give a batch."""
+    cheap look at the files (a stat only where there is no sidecar): raises ValueError naming
+    the pattern when a file is a directory or every file is empty (0 bytes, or a sidecar
+    counting 0 records), since such input can never give a batch."""
     expected, empty = [], []
     for f in files:
         stats = writer.read_shard_stats(f)
         n = int(stats["num_records"]) if stats is not None else -1
+        if n < 0 and tf.io.gfile.isdir(f):
+            raise ValueError(f"file_pattern {pattern!r} matches {f!r}, which is a directory; "
+                             f"give a glob of shard files, e.g. '{f}/*.tfrecord'")
         if n == 0 or (n < 0 and tf.io.gfile.stat(f).length == 0):
             empty.append(f)
         expected.append(n)

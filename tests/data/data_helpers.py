@@ -70,3 +70,26 @@ def _empty_caption(record):
         schema.Record(record.image, ["x"], record.example_id)))
     ex.features.feature[schema.CAPTION_KEY].bytes_list.value[0] = b"   "
     return ex.SerializeToString()
+
+
+def png_claiming(height: int, width: int) -> bytes:
+    """A PNG whose (valid, CRC-checked) IHDR header claims height x width RGB pixels, with no
+    pixel data: a tiny file that decodes to a huge canvas (or fails to decode)."""
+    import struct
+    import zlib
+
+    ihdr = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + ihdr + struct.pack(">I", zlib.crc32(ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk
+
+
+def write_shard(path, rows, sidecar=True):
+    """A shard of `rows` (schema.Records, or bytes written as they are) with a stats sidecar
+    counting them."""
+    with tf.io.TFRecordWriter(path) as w:
+        for r in rows:
+            w.write(r if isinstance(r, bytes) else schema.encode_record(r))
+    if sidecar:
+        with open(path + schema.STATS_SUFFIX, "w") as f:
+            json.dump({"num_records": len(rows)}, f)
+    return path

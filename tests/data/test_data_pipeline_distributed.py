@@ -42,6 +42,11 @@ def test_mirrored_eval_covers_every_record_once_and_counts_skips(shards_120, sp_
     assert real == sorted([r.example_id.encode() for r in records] +
                           [i.encode() for i in good_ids])
     assert int(counter.total.numpy()) == 3  # corrupt + empty + truncated tail
+    # summed over the 4 replicas, by cause (what the Trainer reports as skipped_records/<cause>)
+    assert counter.summaries() == {
+        "skipped_records": 3, "skipped_records/parse_error": 0, "skipped_records/bad_image": 1,
+        "skipped_records/empty_caption": 1, "skipped_records/too_large": 0,
+        "skipped_records/truncated": 1, "captions_cut": 0}
 
 
 def test_checkpointable_iterator_gives_replicas_what_tf_distribute_gives(shards_120, sp_model):
