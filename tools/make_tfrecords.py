@@ -22,6 +22,8 @@ Output: <prefix>-00000-of-000NN.tfrecord shards (<= --max_shard_mb each), a
 A missing or unreadable image file is skipped, counted and logged with its row (--strict:
 abort); on any failure no partial (.tmp) shard is left behind.
 """
+import sys
+
 from absl import app, flags
 
 FLAGS = flags.FLAGS
@@ -133,13 +135,18 @@ def main(argv):
     if FLAGS.limit:
         records = itertools.islice(records, FLAGS.limit)
         total = min(total, FLAGS.limit) if total else FLAGS.limit
-    summary = writer.write_tfrecords(records, FLAGS.output_prefix,
-                                     max_shard_bytes=int(FLAGS.max_shard_mb * (1 << 20)),
-                                     dedupe_records=FLAGS.dedupe_records,
-                                     # arrays were just encoded by us: no need to re-check
-                                     check_images=FLAGS.check_images and FLAGS.source not in (
-                                         "numpy", "fashion_mnist"),
-                                     total=total, bounds=bounds)
+    try:
+        summary = writer.write_tfrecords(records, FLAGS.output_prefix,
+                                         max_shard_bytes=int(FLAGS.max_shard_mb * (1 << 20)),
+                                         dedupe_records=FLAGS.dedupe_records,
+                                         # arrays were just encoded by us: no need to re-check
+                                         check_images=FLAGS.check_images and FLAGS.source not in (
+                                             "numpy", "fashion_mnist"),
+                                         total=total, bounds=bounds)
+    except (ValueError, OSError) as e:  # a source row (named in the message) or the disk
+        message = str(e).split("\n  In call to configurable")[0]  # gin's addition
+        print(f"{message}\nnothing written to {FLAGS.output_prefix}-*", file=sys.stderr)
+        return 1
     print(f"wrote {summary.written} records in {len(summary.shards)} shards "
           f"({FLAGS.output_prefix}-*); skipped: {summary.duplicate_records} duplicate, "
           f"{summary.empty_records} without caption, {summary.bad_images} bad image, "

@@ -55,3 +55,23 @@ def test_folder_to_shards_to_tokenizer_then_validate(tmp_path):
         f.truncate(os.path.getsize(tmp_path / "out" / shards[0]) - 30)
     out = run_tool("make_tfrecords.py", f"--validate={prefix}-*")
     assert out.returncode == 1 and "truncated" in out.stdout and "count_mismatch" in out.stdout
+
+
+def test_missing_image_is_skipped_with_its_row_and_strict_aborts_without_tmp(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "PNG")
+    (tmp_path / "a.png").write_bytes(buf.getvalue())
+    (tmp_path / "t.csv").write_text("image,caption\na.png,a black square\ngone.png,lost\n")
+    prefix = str(tmp_path / "out" / "train")
+    args = ("make_tfrecords.py", "--source=table", f"--input={tmp_path / 't.csv'}",
+            f"--output_prefix={prefix}")
+    out = run_tool(*args)
+    assert out.returncode == 0, out.stderr
+    assert "wrote 1 records" in out.stdout and "1 missing/unreadable image file" in out.stdout
+    assert "t.csv row 2" in out.stderr and "gone.png" in out.stderr
+    os.remove(prefix + "-00000-of-00001.tfrecord")
+    out = run_tool(*args, "--strict")
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-2].startswith(f"{tmp_path / 't.csv'} row 2: cannot "
+                                                          "read image"), out.stderr
+    assert not [p for p in os.listdir(tmp_path / "out") if p.endswith((".tmp", ".tfrecord"))]
