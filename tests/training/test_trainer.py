@@ -30,7 +30,8 @@ def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
     tags = all_tags(os.path.join(model_dir, "train"))
     for tag in ("loss", "temperature", "learning_rate", "grad_norm", "image_to_text_accuracy",
                 "text_to_image_accuracy", "examples_per_second", "skipped_records",
-                "nonfinite_steps", "gin/operative_config"):
+                "skipped_records/bad_image", "captions_cut", "nonfinite_steps",
+                "gin/operative_config"):
         assert tag in tags, (tag, tags)
     assert len(result["progress"]) == 3 and "ETA" in result["progress"][-1]
     assert "step 24/24 (100%)" in result["progress"][-1]
