@@ -7,7 +7,10 @@
   validate      read shards back; report corrupt, empty and truncated records
   tokenizer     SentencePiece training and the in-graph Tokenizer (pad 0, EOS last)
   augment       fused JPEG decode-and-crop, centre crop, flip
+  limits        input_limits (gin): pixels per image (read from the header), bytes per caption
   pipeline      make_dataset (gin): sharding, shuffle, decode, skip-and-count, batch, tokenize
+  skips         skipped records by cause, SkippedRecordsCounter, the stops for inputs that
+                yield nothing (or too little)
   distributed   CheckpointableDistributedIterator: per-replica batches with a saveable position
   throughput    examples/s of the pipeline for a config (benchmarks)
 """
