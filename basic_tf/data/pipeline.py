@@ -160,21 +160,27 @@ def _decode(element, *, training, seed, image_size, area_range, aspect_ratio_ran
             "example_id": element["example_id"], "mask": mask}
 
 
-def _check_files(pattern, files: Sequence[str]) -> list:
-    """int64 record counts of `files` from their stats sidecars (-1: no sidecar), after a
-    cheap look at the files (a stat only where there is no sidecar): raises ValueError naming
-    the pattern when a file is a directory or every file is empty (0 bytes, or a sidecar
-    counting 0 records), since such input can never give a batch."""
-    expected, empty = [], []
+def _check_files(pattern, files: Sequence[str]) -> tuple:
+    """(int64 record count of each file from its stats sidecar, -1 without one; records in a
+    pass over all files: sidecar counts, else at most bytes / 16, a record's framing alone).
+
+    Looks cheaply at the files (a stat only where there is no sidecar) and raises ValueError
+    naming the pattern when a file is a directory or every file is empty (0 bytes, or a sidecar
+    counting 0 records): such input can never give a batch.
+    """
+    expected, empty, per_pass = [], [], 0
     for f in files:
         stats = writer.read_shard_stats(f)
         n = int(stats["num_records"]) if stats is not None else -1
-        if n < 0 and tf.io.gfile.isdir(f):
-            raise ValueError(f"file_pattern {pattern!r} matches {f!r}, which is a directory; "
-                             f"give a glob of shard files, e.g. '{f}/*.tfrecord'")
-        if n == 0 or (n < 0 and tf.io.gfile.stat(f).length == 0):
+        if n < 0:
+            info = tf.io.gfile.stat(f)
+            if info.is_directory:
+                raise ValueError(f"file_pattern {pattern!r} matches {f!r}, which is a "
+                                 f"directory; give a glob of shard files, e.g. '{f}/*.tfrecord'")
+        if n == 0 or (n < 0 and info.length == 0):
             empty.append(f)
         expected.append(n)
+        per_pass += n if n >= 0 else info.length // 16
     if empty and len(empty) == len(files):
         raise ValueError(
             f"file_pattern {pattern!r}: all {len(files)} matching file(s) are empty (0 bytes or "
@@ -183,13 +189,7 @@ def _check_files(pattern, files: Sequence[str]) -> list:
     if empty:
         logging.warning("file_pattern %r: %d of %d files are empty and give no record: %s",
                         pattern, len(empty), len(files), empty[:5])
-    return expected
-
-
-def _records_per_pass(files: Sequence[str], expected: Sequence[int]) -> int:
-    """Records in one pass over `files`: sidecar counts, else at most bytes / 16 (a record's
-    framing alone is 16 bytes)."""
-    return sum(n if n >= 0 else tf.io.gfile.stat(f).length // 16 for f, n in zip(files, expected))
+    return expected, per_pass
 
 
 @gin.configurable(denylist=["input_context", "training"])
@@ -250,8 +250,7 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
         per_replica = input_context.get_per_replica_batch_size(batch_size)
         replicas_per_pipeline = max(
             input_context.num_replicas_in_sync // input_context.num_input_pipelines, 1)
-    expected = _check_files(pattern, files)
-    per_pass = _records_per_pass(files, expected)
+    expected, per_pass = _check_files(pattern, files)
     limits = limits_lib.input_limits()
     tokenizer = Tokenizer(tokenizer_path, seq_len)
 
