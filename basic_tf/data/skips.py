@@ -92,24 +92,28 @@ def account(*, where: str, num_files: int, max_skipped_fraction: Optional[float]
         last_good = tf.where(is_record, e["index"], s["last_good"])
         skipped, read = tf.reduce_sum(totals), good + tf.reduce_sum(totals)
 
-        checks = []
-        if bound >= 0:
-            over = (read >= min_records_for_fraction) & (
-                tf.cast(skipped, tf.float64) > bound * tf.cast(read, tf.float64))
-            checks.append(tf.cond(over, lambda: _fail(
-                f"file_pattern '{where}': {{}} of {{}} records read were skipped, more than "
-                f"make_dataset.max_skipped_fraction={bound}; skipped by cause: {{}}. Check the "
-                f"shards with tools/make_tfrecords.py --validate='{where}'",
-                skipped, read, _format_counts(totals)), lambda: tf.constant(True)))
         stalled = (e["kind"] == end_kind) & (good == 0)
         if stall_elements is not None:
             stalled |= e["index"] - last_good > stall_elements
-        checks.append(tf.cond(stalled, lambda: _fail(
-            f"file_pattern '{where}': no usable record in a whole pass over its {num_files} "
-            f"file(s): {{}} records read, {{}} usable; skipped by cause: {{}}. Check the shards "
-            f"with tools/make_tfrecords.py --validate='{where}'",
-            read, good, _format_counts(totals)), lambda: tf.constant(True)))
+        over = tf.constant(False)
+        if bound >= 0:
+            over = (read >= min_records_for_fraction) & (
+                tf.cast(skipped, tf.float64) > bound * tf.cast(read, tf.float64))
 
+        def fail():  # one cond per element: the messages are built only when stopping
+            too_many = lambda: _fail(
+                f"file_pattern '{where}': {{}} of {{}} records read were skipped, more than "
+                f"make_dataset.max_skipped_fraction={bound}; skipped by cause: {{}}. Check the "
+                f"shards with tools/make_tfrecords.py --validate='{where}'",
+                skipped, read, _format_counts(totals))
+            nothing = lambda: _fail(
+                f"file_pattern '{where}': no usable record in a whole pass over its {num_files} "
+                f"file(s): {{}} records read, {{}} usable; skipped by cause: {{}}. Check the "
+                f"shards with tools/make_tfrecords.py --validate='{where}'",
+                read, good, _format_counts(totals))
+            return tf.cond(over, too_many, nothing)
+
+        checks = [tf.cond(over | stalled, fail, lambda: tf.constant(True))]
         with tf.control_dependencies(checks):
             out = {k: v for k, v in e.items()
                    if k not in ("index", "parse_dropped", "missing", "cause")}
