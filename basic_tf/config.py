@@ -4,6 +4,7 @@ An experiment is one gin file in the repository's `gin/` folder (or any path). E
 gin binding; `operative_config_str()` after training is the run's record.
 """
 import contextlib
+import copy
 import importlib
 import os
 import tokenize
@@ -105,8 +106,15 @@ def config_str() -> str:
 
 
 def bound_value(name: str, default):
-    """The value the parsed gin files bind to `name` ("fn.param"), or `default` when unbound."""
+    """The value the parsed gin files bind to `name` ("fn.param"), or `default` when unbound.
+
+    Macros and references are resolved the way gin resolves them when it calls `fn`
+    (`make_dataset.seq_len = %SEQ_LEN` reads as 24, not as a ConfigurableReference).
+    """
     try:
-        return gin.query_parameter(name)
+        value = gin.query_parameter(name)
     except ValueError:
         return default
+    # gin evaluates %MACRO / @fn() references by deep-copying the bound value (its
+    # ConfigurableReference.__deepcopy__); the injected argument is made the same way.
+    return copy.deepcopy(value)

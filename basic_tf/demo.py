@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Sequence
 
 import gin
 
+from basic_tf import config
 from basic_tf.data import fashion_mnist
 
 PHASES = ("load", "tfrecords", "tokenizer", "train", "zero_shot", "export")
@@ -224,16 +225,9 @@ def _train(model_dir: str, shards: Sequence[str], spm_path: str) -> dict:
     return {"checkpoint": tf.train.latest_checkpoint(model_dir), "start_step": start_step, "final_step": out["step"],
             "steps_run": out["step"] - start_step,
             "last_progress_line": out["progress"][-1] if out["progress"] else None,
-            "global_batch_size": _bound("make_dataset.global_batch_size"),
-            "num_micro_batches": _bound("compute_contrastive_step.num_micro_batches")}
-
-
-def _bound(name: str):
-    """The value gin binds to `name`, with a macro (%BATCH) resolved to its value."""
-    value = gin.query_parameter(name)
-    if isinstance(value, gin.config.ConfigurableReference):
-        value = value.scoped_configurable_fn()
-    return value
+            "global_batch_size": config.bound_value("make_dataset.global_batch_size", None),
+            "num_micro_batches": config.bound_value(
+                "compute_contrastive_step.num_micro_batches", None)}
 
 
 class _Trained:
@@ -244,13 +238,16 @@ class _Trained:
 
     def get(self):
         if self._pair is None:
+            from basic_tf.data import data_config
             from basic_tf.data.tokenizer import Tokenizer
             from basic_tf.models import DualEncoder
             from basic_tf.zeroshot.run import restore_model
 
             model = DualEncoder()
             restore_model(model, self.model_dir)
-            tokenizer = Tokenizer(self.spm_path, model.max_text_len)
+            data = data_config.from_gin(tokenizer_path=self.spm_path).check_model(
+                model.image_size, model.max_text_len)
+            tokenizer = Tokenizer(self.spm_path, data.seq_len)
             if tokenizer.vocab_size > model.text_config.vocab_size:
                 raise ValueError(f"{self.spm_path} has {tokenizer.vocab_size} pieces but "
                                  f"text_tower_config.vocab_size is "
@@ -278,8 +275,13 @@ def _zero_shot(model, tokenizer, shards, spm_path, class_names, templates, batch
                out_path) -> dict:
     from basic_tf.zeroshot import run
 
-    task = run.tfrecord_task(list(shards), class_names, templates, spm_path,
-                             model.max_text_len, model.image_size, batch_size,
+    from basic_tf.data import data_config
+    from basic_tf.zeroshot import prompts
+
+    data = data_config.from_gin(tokenizer_path=spm_path).check_model(model.image_size,
+                                                                     model.max_text_len)
+    task = run.tfrecord_task(list(shards), prompts.load_class_names(class_names),
+                             prompts.load_templates(templates), data, batch_size,
                              name="fashion_mnist_test")
     result = run.run_and_report(model, tokenizer, [task], out_path=out_path)[task.name]
     keep = ("count", "top1", "top5", "class_count", "confusion")
@@ -288,10 +290,13 @@ def _zero_shot(model, tokenizer, shards, spm_path, class_names, templates, batch
 
 
 def _export(model, tokenizer, export_root, class_names, templates, model_name) -> str:
+    from basic_tf.data import data_config
     from basic_tf.export import export_for_serving
 
+    data = data_config.from_gin()
     return export_for_serving(model, tokenizer, export_root, class_names, templates,
-                              model_name=model_name)
+                              model_name=model_name, crop_fraction=data.eval_crop_fraction,
+                              antialias=data.antialias)
 
 
 def format_report(report: dict, path: str) -> str:

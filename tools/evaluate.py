@@ -1,12 +1,16 @@
 r"""Zero-shot evaluation of a trained basic_tf model: classification top-1/top-5 over TFDS sets or
 labelled TFRecords, image-text retrieval R@1/5/10 over captioned TFRecords.
 
-The model is built from the experiment's gin files and restored from a training checkpoint; the
-SentencePiece model, token length and evaluation crop come from the same gin files
-(make_dataset.tokenizer_path / seq_len / eval_crop_fraction) unless given as flags. Class names
+The model is built from the experiment's gin files and restored from a training checkpoint. Images
+and texts are seen exactly as training sees them: image size, token length, tokenizer, evaluation
+crop and antialiasing are the gin file's make_dataset bindings, macros resolved
+(basic_tf/data/data_config.py); --tokenizer / --seq_len override them explicitly. Class names
 and templates are shipped set names (basic_tf/zeroshot/data: imagenet1k, cifar10, cifar100, mnist,
 fashion_mnist, ...) or .txt/.json files; TFDS sets have defaults. Nothing is downloaded: TFDS
 data must already be prepared in --tfds_data_dir (the error says how).
+
+--tfrecords: the class names must be in the records' label order (records store each label's
+name; the first mismatch is an error), or give --labels_by_name to match them by name.
 
 Examples:
   python3 tools/evaluate.py --gin_file=tiny --model_dir=/tmp/tiny --tfds_name=imagenet2012 \
@@ -15,6 +19,9 @@ Examples:
       --tfrecords='/data/fm/test-*.tfrecord' --class_names=fashion_mnist \
       --templates=fashion_mnist --retrieval_tfrecords='/data/coco/val-*.tfrecord' \
       --strategy=mirrored
+  python3 tools/evaluate.py --gin_file=my_experiment.gin --model_dir=/tmp/mine \
+      --tfrecords='/data/mine/test-*.tfrecord' --class_names=/data/mine/names.txt \
+      --templates=/data/mine/prompts.txt --predictions=/tmp/mine/predictions.csv
 
 Writes --out (JSON: per task counts, accuracies, per-class accuracy, confusion matrix up to 100
 classes, R@K), <out>.txt (the table printed at the end) and <out>.<task>.confusion.png.
@@ -30,10 +37,10 @@ flags.DEFINE_string("checkpoint", None, "Training checkpoint: a path prefix (ckp
 flags.DEFINE_string("model_dir", None, "Training model_dir: its latest checkpoint is evaluated "
                     "(same as --checkpoint=<model_dir>).")
 flags.DEFINE_bool("untrained", False, "Evaluate freshly initialised weights (smoke tests only).")
-flags.DEFINE_string("tokenizer", None, "SentencePiece .model; default gin "
+flags.DEFINE_string("tokenizer", None, "SentencePiece .model; default: gin "
                     "make_dataset.tokenizer_path.")
-flags.DEFINE_integer("seq_len", None, "Token ids per text; default gin make_dataset.seq_len, else "
-                     "the text tower's max_text_len.")
+flags.DEFINE_integer("seq_len", None, "Token ids per text; default: gin make_dataset.seq_len (as "
+                     "in training).")
 flags.DEFINE_string("strategy", "default", "default | one_device | mirrored[:N] | "
                     "multi_worker_mirrored | tpu (see basic_tf/parallel/strategy.py).")
 flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
@@ -53,6 +60,10 @@ flags.DEFINE_string("class_names", None, "Class-name set or .txt/.json file (ove
                     "preset).")
 flags.DEFINE_string("templates", None, "Template set or .txt/.json file, '{c}' = class name "
                     "(overrides the TFDS preset).")
+flags.DEFINE_bool("labels_by_name", False, "--tfrecords: match --class_names to the records' "
+                  "label names by name (any order) instead of requiring label order.")
+flags.DEFINE_string("predictions", None, "Write per-image predictions here: .csv or .jsonl "
+                    "(task, example id, label, top-k class names and scores).")
 flags.DEFINE_integer("batch_size", 256, "Global evaluation batch size (all replicas).")
 flags.DEFINE_integer("max_captions", 5, "Retrieval: captions kept per image.")
 flags.DEFINE_integer("max_steps", None, "Stop each task after this many steps (smoke runs).")
@@ -71,39 +82,47 @@ def main(argv):
     if not (checkpoint or FLAGS.untrained):
         raise app.UsageError("give --checkpoint or --model_dir (or --untrained)")
     from basic_tf import config
+    from basic_tf.data import data_config
     from basic_tf.data.tokenizer import Tokenizer
     from basic_tf.models import DualEncoder
     from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
-    from basic_tf.zeroshot import run
+    from basic_tf.zeroshot import labels, prompts, report, run
 
+    if FLAGS.predictions:
+        report.check_predictions_path(FLAGS.predictions)
     config.parse(FLAGS.gin_file, FLAGS.gin_param)
+    data = data_config.from_gin(tokenizer_path=FLAGS.tokenizer, seq_len=FLAGS.seq_len)
+    tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
+    tasks = [run.tfds_task(name, data, FLAGS.tfds_data_dir, FLAGS.split, FLAGS.batch_size,
+                           FLAGS.class_names, FLAGS.templates)
+             for name in FLAGS.tfds_name]
+    if FLAGS.tfrecords:
+        class_names = prompts.load_class_names(FLAGS.class_names)
+        record_names = labels.record_label_names(FLAGS.tfrecords)
+        label_map = None
+        if FLAGS.labels_by_name:
+            label_map = labels.label_map_by_name(class_names, record_names, FLAGS.tfrecords)
+        else:
+            labels.check_class_names(class_names, record_names, FLAGS.tfrecords)
+        tasks.append(run.tfrecord_task(FLAGS.tfrecords, class_names,
+                                       prompts.load_templates(FLAGS.templates), data,
+                                       FLAGS.batch_size, label_map=label_map,
+                                       with_ids=bool(FLAGS.predictions)))
+    if FLAGS.retrieval_tfrecords:
+        tasks.append(run.retrieval_task(FLAGS.retrieval_tfrecords, tokenizer, data,
+                                        FLAGS.batch_size, FLAGS.max_captions))
     strategy = make_strategy(**parse_strategy_flag(FLAGS.strategy), tpu=FLAGS.tpu)
     with strategy.scope():
         model = DualEncoder()
+    data.check_model(model.image_size, model.max_text_len)
     restored = run.restore_model(model, checkpoint) if checkpoint else "untrained"
-    tokenizer_path = FLAGS.tokenizer or config.bound_value("make_dataset.tokenizer_path", None)
-    if not tokenizer_path:
-        raise app.UsageError("give --tokenizer (no make_dataset.tokenizer_path in the gin files)")
-    seq_len = FLAGS.seq_len or config.bound_value("make_dataset.seq_len", model.max_text_len)
-    crop = config.bound_value("make_dataset.eval_crop_fraction", 1.0)
-    tokenizer = Tokenizer(tokenizer_path, seq_len)
-
-    tasks = [run.tfds_task(name, FLAGS.tfds_data_dir, FLAGS.split, model.image_size,
-                           FLAGS.batch_size, FLAGS.class_names, FLAGS.templates, crop)
-             for name in FLAGS.tfds_name]
-    if FLAGS.tfrecords:
-        tasks.append(run.tfrecord_task(FLAGS.tfrecords, FLAGS.class_names, FLAGS.templates,
-                                       tokenizer_path, seq_len, model.image_size,
-                                       FLAGS.batch_size))
-    if FLAGS.retrieval_tfrecords:
-        tasks.append(run.retrieval_task(FLAGS.retrieval_tfrecords, tokenizer, model.image_size,
-                                        FLAGS.batch_size, FLAGS.max_captions, crop))
     run.run_and_report(model, tokenizer, tasks, strategy, FLAGS.out,
                        metadata={"checkpoint": restored, "gin_files": FLAGS.gin_file,
                                  "gin_params": FLAGS.gin_param, "strategy": FLAGS.strategy,
-                                 "replicas": strategy.num_replicas_in_sync},
-                       max_steps=FLAGS.max_steps)
-
+                                 "replicas": strategy.num_replicas_in_sync,
+                                 "data_config": {f: getattr(data, f)
+                                                 for f in data_config.FIELDS + ("channels",)}},
+                       max_steps=FLAGS.max_steps, predictions_path=FLAGS.predictions)
 
 if __name__ == "__main__":
     app.run(main)

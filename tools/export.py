@@ -1,10 +1,14 @@
 r"""Exports a trained basic_tf model for TF Serving: <export_dir>/<model>/<version>/, models.config.
 
-The model is built from the experiment's gin files and restored from a training checkpoint; the
-SentencePiece model, token length and evaluation crop come from the same gin files
-(make_dataset.tokenizer_path, make_dataset.seq_len, make_dataset.eval_crop_fraction,
-make_dataset.antialias) unless given as flags. Class names and templates are shipped set names
-(basic_tf/zeroshot/data) or .txt/.json files.
+The model is built from the experiment's gin files and restored from a training checkpoint. Images
+and texts are seen exactly as training and tools/evaluate.py see them: image size, token length,
+tokenizer, evaluation crop and antialiasing are the gin file's make_dataset bindings, macros
+resolved (basic_tf/data/data_config.py); --tokenizer / --seq_len override them explicitly.
+Class names and templates are shipped set names (basic_tf/zeroshot/data) or .txt/.json files.
+
+When the gin file names labelled records (make_dataset.eval_file_pattern, else file_pattern), the
+class names must be in the records' label order (the first mismatch is an error), so that served
+class ids are the records' labels; --labels_by_name re-orders them by name instead.
 
 Example:
   python3 tools/export.py --gin_file=tiny --checkpoint=/tmp/tiny/model.weights.h5 \
@@ -25,13 +29,15 @@ flags.DEFINE_string("checkpoint", None, "Trained weights: a Keras .weights.h5 fi
 flags.DEFINE_bool("untrained", False, "Export freshly initialised weights (smoke tests only).")
 flags.DEFINE_string("tokenizer", None,
                     "SentencePiece .model; default: gin make_dataset.tokenizer_path.")
-flags.DEFINE_integer("seq_len", None, "Token ids per text; default gin make_dataset.seq_len, else "
-                     "the text tower's max_text_len.")
+flags.DEFINE_integer("seq_len", None, "Token ids per text; default: gin make_dataset.seq_len (as "
+                     "in training).")
 flags.DEFINE_string("export_dir", None, "Root folder TF Serving reads (holds models.config).")
 flags.DEFINE_string("model_name", "basic", "Served model name: /v1/models/<name>:predict.")
 flags.DEFINE_integer("version", None, "Version folder (integer >= 1); default: next free one.")
 flags.DEFINE_string("class_names", None, "Class-name set (e.g. imagenet1k) or .txt/.json file.")
 flags.DEFINE_string("templates", None, "Template set (e.g. imagenet1k) or .txt/.json file.")
+flags.DEFINE_bool("labels_by_name", False, "Order --class_names as the training records' labels, "
+                  "matched by name (default: they must already be in that order).")
 flags.DEFINE_string("base_path_prefix", None, "Where the server sees --export_dir, for "
                     "models.config (e.g. /models in a container). Default: --export_dir.")
 
@@ -43,29 +49,39 @@ def main(argv):
     if missing or not (FLAGS.checkpoint or FLAGS.untrained):
         raise app.UsageError(f"give --{', --'.join(missing or ['checkpoint (or --untrained)'])}")
     from basic_tf import config
+    from basic_tf.data import data_config
     from basic_tf.data.tokenizer import Tokenizer
     from basic_tf.export import export_for_serving
     from basic_tf.models import DualEncoder
-    from basic_tf.zeroshot import prompts
+    from basic_tf.zeroshot import labels, prompts
     from basic_tf.zeroshot.run import restore_model
 
     config.parse(FLAGS.gin_file, FLAGS.gin_param)
+    data = data_config.from_gin(tokenizer_path=FLAGS.tokenizer, seq_len=FLAGS.seq_len)
+    tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
+    class_names = prompts.load_class_names(FLAGS.class_names)
+    records = (config.bound_value("make_dataset.eval_file_pattern", None)
+               or config.bound_value("make_dataset.file_pattern", None))
+    try:
+        record_names = labels.record_label_names(records) if records else {}
+    except FileNotFoundError as e:  # training data not on this machine: nothing to check
+        logging.warning("class names not checked against the records: %s", e)
+        record_names = {}
+    if record_names:
+        if FLAGS.labels_by_name:
+            class_names = labels.order_by_records(class_names, record_names, records)
+        else:
+            labels.check_class_names(class_names, record_names, records)
     model = DualEncoder()
+    data.check_model(model.image_size, model.max_text_len)
     if FLAGS.checkpoint:
         logging.info("restored the model from %s", restore_model(model, FLAGS.checkpoint))
-    tokenizer_path = FLAGS.tokenizer or config.bound_value("make_dataset.tokenizer_path", None)
-    if not tokenizer_path:
-        raise app.UsageError("give --tokenizer (no make_dataset.tokenizer_path in the gin files)")
-    seq_len = FLAGS.seq_len or config.bound_value("make_dataset.seq_len", model.max_text_len)
     path = export_for_serving(
-        model, Tokenizer(tokenizer_path, seq_len), FLAGS.export_dir,
-        prompts.load_class_names(FLAGS.class_names), prompts.load_templates(FLAGS.templates),
+        model, tokenizer, FLAGS.export_dir, class_names, prompts.load_templates(FLAGS.templates),
         model_name=FLAGS.model_name, version=FLAGS.version,
-        crop_fraction=config.bound_value("make_dataset.eval_crop_fraction", 1.0),
-        antialias=config.bound_value("make_dataset.antialias", False),
+        crop_fraction=data.eval_crop_fraction, antialias=data.antialias,
         base_path_prefix=FLAGS.base_path_prefix)
     print(f"exported {path}")
-
 
 if __name__ == "__main__":
     app.run(main)

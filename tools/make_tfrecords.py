@@ -4,7 +4,8 @@ or, with --validate, reads shards back and reports corrupt or empty records.
 Examples:
   # CSV/JSONL with image path and caption columns (paths relative to the table's folder)
   python3 tools/make_tfrecords.py --source=table --input=pairs.csv --output_prefix=/data/pairs/train
-  # class folders root/<class name>/*.jpg, captions from templates
+  # class folders root/<class name>/*.jpg, captions from templates; labels number the folders
+  # in sorted name order, listed in /data/img/train.class_names.json (use it as --class_names)
   python3 tools/make_tfrecords.py --source=folder --input=/images --output_prefix=/data/img/train
   # Fashion-MNIST from the Debian package dataset-fashion-mnist
   python3 tools/make_tfrecords.py --source=fashion_mnist --split=train \

@@ -117,8 +117,13 @@ def from_table(path: str, image_column: str = "image", caption_column: str = "ca
 
 def from_folder(root: str, templates: Optional[Sequence[str]] = None,
                 strict: bool = False) -> Iterator[schema.Record]:
-    """An image tree `root/<class name>/**/<image>`; labels are sorted sub-folder indices.
+    """An image tree `root/<class name>/**/<image>`.
 
+    Label order: labels number the class sub-folders in sorted (alphabetical, case-sensitive)
+    order of their names, NOT any order the classes have elsewhere: `ankle_boot/`, `bag/`,
+    `trouser/` are labels 0, 1, 2. Every record stores its label name too, and the writer lists
+    the names in label order in `<output_prefix>.class_names.json`; evaluation and export check
+    the class names they are given against the records (basic_tf.zeroshot.labels).
     The class name is the folder name with '_' read as a space. Ids are paths relative to root.
     Templates default to `caption_templates()` (as in from_arrays and from_tfds). An unreadable
     file becomes a `schema.SkippedSource` (with `strict`: FileNotFoundError).

@@ -32,6 +32,8 @@ from absl import logging
 
 from basic_tf.data import limits, schema
 
+CLASS_NAMES_SUFFIX = ".class_names.json"  # <output_prefix>.class_names.json: names by label
+
 
 @dataclasses.dataclass
 class WriteSummary:
@@ -104,7 +106,9 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
 
     Each shard gets `<shard>.stats.json` (records, bytes, captions, caption lengths, labels,
     image formats, first/last id). Returns the WriteSummary, also saved as
-    `<output_prefix>.summary.json`. `total` (if known) sizes the progress bar. `bounds`
+    `<output_prefix>.summary.json`. When records carry label names, `<output_prefix>
+    .class_names.json` lists them in label order (a JSON list: give it as --class_names to
+    tools/evaluate.py and tools/export.py). `total` (if known) sizes the progress bar. `bounds`
     defaults to `limits.input_limits()` (gin). `records` may hold `schema.SkippedSource`s.
     """
     if max_shard_bytes <= 0:
@@ -114,6 +118,7 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
     os.makedirs(out_dir, exist_ok=True)
     summary = WriteSummary(shards=[])
     seen = set()
+    label_names = {}
     progress = Progress(total) if show_progress else None
     shards = _Shards(output_prefix, max_shard_bytes)
     try:
@@ -129,6 +134,8 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
                 continue
             shards.add(record, schema.encode_record(record,
                                                     where=f"example {record.example_id!r}"))
+            if record.label is not None and record.label_name:
+                label_names.setdefault(record.label, record.label_name)
             summary.written += 1
         if progress:
             progress.close()
@@ -138,6 +145,10 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
         raise
     with open(output_prefix + ".summary.json", "w", encoding="utf-8") as f:
         json.dump(summary.to_json(), f, indent=1)
+    if label_names:  # index = label; a label no record had is ""
+        names = [label_names.get(i, "") for i in range(max(label_names) + 1)]
+        with open(output_prefix + CLASS_NAMES_SUFFIX, "w", encoding="utf-8") as f:
+            json.dump(names, f, indent=1, ensure_ascii=False)
     if not summary.written:
         logging.warning("write_tfrecords(%s): no record written (summary: %s)", output_prefix,
                         summary.to_json())

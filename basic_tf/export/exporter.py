@@ -40,7 +40,7 @@ def _check_list(values: Sequence[str], field: str) -> list:
 
 
 @gin.configurable(denylist=["model", "tokenizer", "export_dir", "class_names", "templates",
-                            "version", "gin_config"])
+                            "version", "gin_config", "crop_fraction", "antialias"])
 def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[str],
                        templates: Sequence[str], model_name: str = "basic",
                        version: Optional[int] = None, top_k: int = 5,
@@ -62,8 +62,9 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
       version: integer >= 1; None: one more than the highest existing version.
       top_k: classes `classify` returns per image.
       limits: request bounds (default: gin `serving_limits()`).
-      crop_fraction, antialias: the evaluation image view (`decode_and_center_crop`); keep them
-        equal to the evaluation pipeline's.
+      crop_fraction, antialias: the evaluation image view (`decode_and_center_crop`): pass the
+        data config's (basic_tf.data.data_config: make_dataset.eval_crop_fraction /
+        antialias), so serving sees images as evaluation does; not gin-bindable here.
       prompt_batch_size: prompts per text-encoder call inside classify_with_labels.
       gin_config: text stored as assets/operative_config.gin (default: gin's operative config).
       base_path_prefix: where the server sees export_dir, for models.config (e.g. "/models").

@@ -56,7 +56,8 @@ def distribute(dataset, strategy: tf.distribute.Strategy):
     return dataset
 
 
-@gin.configurable(denylist=["encode_image_fn", "classifier", "dataset", "strategy", "class_names"])
+@gin.configurable(denylist=["encode_image_fn", "classifier", "dataset", "strategy", "class_names",
+                            "predictions", "logit_scale"])
 def evaluate_classification(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
                             classifier: np.ndarray,
                             dataset,
@@ -65,7 +66,9 @@ def evaluate_classification(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
                             k: int = 5,
                             confusion_max_classes: int = 100,
                             max_steps: Optional[int] = None,
-                            log_every: int = 50) -> Dict:
+                            log_every: int = 50,
+                            predictions: bool = False,
+                            logit_scale: float = 1.0) -> Dict:
     """Zero-shot top-1 / top-k accuracy of `encode_image_fn` against a [D, C] classifier.
 
     Args:
@@ -78,12 +81,18 @@ def evaluate_classification(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
       k: the second accuracy reported (top-5 by default).
       confusion_max_classes: the confusion matrix [C, C] is counted only when C <= this.
       max_steps: stop after this many steps (None: the whole dataset).
+      predictions: also return every real example's top-k classes and scores (below).
+      logit_scale: the scores are softmax(logit_scale * logits), the probabilities the export's
+        `classify` signature serves (pass `model.logit_scale`).
 
     Returns:
       dict: count, top1, top{k} (fractions), top1_correct, top{k}_correct (ints),
       per_class_accuracy (list, NaN for classes without examples), class_count (list),
       confusion (list of lists or None), class_names, num_classes, skipped_records (records
-      the data pipeline dropped as unreadable, from the batches' optional "skipped"), seconds.
+      the data pipeline dropped as unreadable, from the batches' optional "skipped"), seconds;
+      with `predictions`, "predictions": {"example_id": [N] str ('' when the batches carry no
+      "example_id"), "labels": int [N], "top_ids": int [N, k], "top_scores": float [N, k]},
+      real examples in the order the replicas returned them.
     """
     strategy = strategy or tf.distribute.get_strategy()
     classifier = np.asarray(classifier, np.float32)
@@ -105,19 +114,29 @@ def evaluate_classification(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
                                            with_confusion)
             if "skipped" in batch:  # records the data pipeline dropped (corrupt, no caption)
                 counts["skipped_records"] = tf.reduce_sum(tf.cast(batch["skipped"], tf.int32))
-            return counts
-        per_replica = strategy.run(replica_fn, args=(batch,))
-        return {key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
-                for key, value in per_replica.items()}
+            if not predictions:
+                return counts, {}
+            scores, ids = tf.math.top_k(tf.nn.softmax(logit_scale * logits),
+                                        k=min(k, num_classes))
+            example_id = batch.get("example_id", tf.fill(tf.shape(batch["mask"]), ""))
+            return counts, {"top_ids": ids, "top_scores": scores, "mask": batch["mask"],
+                            "labels": tf.cast(batch["labels"], tf.int32), "example_id": example_id}
+        counts, rows = strategy.run(replica_fn, args=(batch,))
+        return ({key: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                 for key, value in counts.items()}, rows)
 
     totals = {}
+    rows = {"example_id": [], "labels": [], "top_ids": [], "top_scores": []}
     start = time.time()
     steps = 0
     for batch in distribute(dataset, strategy):
         if max_steps is not None and steps >= max_steps:
             break
-        for key, value in step(batch).items():
+        counts, per_replica = step(batch)
+        for key, value in counts.items():
             totals[key] = totals.get(key, 0) + value.numpy().astype(np.int64)
+        if predictions:
+            _collect_rows(rows, per_replica, strategy)
         steps += 1
         if log_every and steps % log_every == 0:
             seen = int(totals["count"])
@@ -130,7 +149,23 @@ def evaluate_classification(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
                          f"[0, {num_classes}) of the classifier's {num_classes} classes: check "
                          "that the class-name set matches the dataset (and that labelled data "
                          "was given: unlabelled records read as label -1)")
-    return _summarise(totals, k, num_classes, class_names, time.time() - start)
+    result = _summarise(totals, k, num_classes, class_names, time.time() - start)
+    if predictions:
+        result["predictions"] = {key: np.concatenate(value) for key, value in rows.items()}
+        result["predictions"]["example_id"] = [
+            i.decode("utf-8", "replace") for i in result["predictions"]["example_id"]]
+    return result
+
+
+def _collect_rows(rows: Dict, per_replica: Dict, strategy) -> None:
+    """Appends each replica's real rows (mask 1) of one step to `rows` (host NumPy arrays).
+    Local results, not a gather: example ids are strings, which collectives cannot carry."""
+    local = {key: strategy.experimental_local_results(value)
+             for key, value in per_replica.items()}
+    for replica in range(len(local["mask"])):
+        real = local["mask"][replica].numpy() > 0
+        for key in rows:
+            rows[key].append(local[key][replica].numpy()[real])
 
 
 def _summarise(totals, k, num_classes, class_names, seconds) -> Dict:

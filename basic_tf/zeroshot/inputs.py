@@ -86,6 +86,7 @@ def tfds_classification_dataset(name: str = gin.REQUIRED,
                                 global_batch_size: int = 256,
                                 class_names: Optional[str] = None,
                                 crop_fraction: float = 1.0,
+                                antialias: bool = False,
                                 image_key: str = "image",
                                 label_key: str = "label",
                                 input_context: Optional[tf.distribute.InputContext] = None
@@ -94,7 +95,8 @@ def tfds_classification_dataset(name: str = gin.REQUIRED,
 
     Args:
       name, split, data_dir: the TFDS dataset; split defaults to the preset's (TFDS_PRESETS).
-      image_size, crop_fraction: centre crop of the shorter side, resized to image_size.
+      image_size, crop_fraction, antialias: centre crop of the shorter side, resized to
+        image_size (the data config's evaluation view, basic_tf.data.data_config).
       global_batch_size: summed over replicas.
       class_names: the class-name set the classifier is built from (default: the preset's); a
         subset such as "imagenet_a" remaps labels to the subset's columns.
@@ -122,7 +124,8 @@ def tfds_classification_dataset(name: str = gin.REQUIRED,
         label = tf.cast(ex[label_key], tf.int32)
         if remap is not None:
             label = tf.gather(remap, label)  # -1 for labels outside the subset
-        image = augment.decode_and_center_crop(ex[image_key], image_size, crop_fraction)
+        image = augment.decode_and_center_crop(ex[image_key], image_size, crop_fraction,
+                                               antialias)
         return {"images": image, "labels": label}
 
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -153,6 +156,7 @@ def retrieval_dataset(tokenizer: Callable[[tf.Tensor], tf.Tensor],
                       global_batch_size: int = 64,
                       max_captions: int = 5,
                       crop_fraction: float = 1.0,
+                      antialias: bool = False,
                       input_context: Optional[tf.distribute.InputContext] = None
                       ) -> tf.data.Dataset:
     """Captioned TFRecords (basic_tf.data.schema) as retrieval batches with ALL captions.
@@ -184,7 +188,7 @@ def retrieval_dataset(tokenizer: Callable[[tf.Tensor], tf.Tensor],
         pixels = limits.check_image_pixels(ex[schema.IMAGE_KEY], bounds.max_image_pixels)
         with tf.control_dependencies([pixels]):  # oversized: skipped before decoding
             image = augment.decode_and_center_crop(ex[schema.IMAGE_KEY], image_size,
-                                                   crop_fraction)
+                                                   crop_fraction, antialias)
         return image, token_ids, caption_mask, tf.constant(1.0)
 
     def example(index, element):

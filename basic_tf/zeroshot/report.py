@@ -103,3 +103,52 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], class_names: Optional
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+PREDICTION_FORMATS = (".csv", ".jsonl")
+
+
+def check_predictions_path(path: str) -> str:
+    """Refuses (before any work) a predictions path that is neither .csv nor .jsonl."""
+    if os.path.splitext(path)[1].lower() not in PREDICTION_FORMATS:
+        raise ValueError(f"--predictions={path!r}: the extension picks the format; use .csv or "
+                         ".jsonl")
+    return path
+
+
+def prediction_rows(task: str, result: Dict):
+    """One dict per real example of a classification result made with predictions=True:
+    task, example_id (or '<task>/<n>' when the data has no ids), label, label_name, classes
+    (top-k names, best first) and scores (softmax probabilities, as the export serves)."""
+    p, names = result["predictions"], result["class_names"]
+    for n, (example_id, label, ids, scores) in enumerate(zip(
+            p["example_id"], p["labels"], p["top_ids"], p["top_scores"])):
+        yield {"task": task, "example_id": example_id or f"{task}/{n}", "label": int(label),
+               "label_name": names[label] if names and 0 <= label < len(names) else "",
+               "classes": [names[i] if names else str(i) for i in ids],
+               "scores": [float(s) for s in scores]}
+
+
+def write_predictions(results: Dict[str, Dict], path: str) -> int:
+    """Writes every classification task's per-image predictions to `path`: JSONL (one object
+    per line, see prediction_rows) or CSV (columns task, example_id, label, label_name,
+    top1_class, top1_score, ..., topk_class, topk_score). Returns the number of rows."""
+    import csv
+
+    rows = [row for name, r in results.items() if "predictions" in r
+            for row in prediction_rows(name, r)]
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        if path.lower().endswith(".jsonl"):
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            return len(rows)
+        k = max((len(row["classes"]) for row in rows), default=0)
+        writer = csv.writer(f)
+        writer.writerow(["task", "example_id", "label", "label_name"]
+                        + [f"top{i + 1}_{what}" for i in range(k) for what in ("class", "score")])
+        for row in rows:
+            writer.writerow([row["task"], row["example_id"], row["label"], row["label_name"]]
+                            + [v for c, s in zip(row["classes"], row["scores"])
+                               for v in (c, f"{s:.8g}")])
+    return len(rows)

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from basic_tf.data.data_config import DataConfig
 from basic_tf.zeroshot import inputs, prompts, report
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
 from basic_tf.zeroshot.evaluation import evaluate_classification
@@ -42,12 +43,13 @@ class RetrievalTask:
 Task = Union[ClassificationTask, RetrievalTask]
 
 
-def tfds_task(name: str, data_dir: Optional[str] = None, split: Optional[str] = None,
-              image_size: int = 224, global_batch_size: int = 256,
-              class_names: Optional[str] = None, templates: Optional[str] = None,
-              crop_fraction: float = 1.0) -> ClassificationTask:
-    """A TFDS classification set; class names/templates default to its preset (inputs.TFDS_PRESETS).
-    Checks now (not at the first batch) that the data is prepared locally."""
+def tfds_task(name: str, data: DataConfig, data_dir: Optional[str] = None,
+              split: Optional[str] = None, global_batch_size: int = 256,
+              class_names: Optional[str] = None, templates: Optional[str] = None
+              ) -> ClassificationTask:
+    """A TFDS classification set seen through `data` (image size, crop, antialias); class
+    names/templates default to its preset (inputs.TFDS_PRESETS). Checks now (not at the first
+    batch) that the data is prepared locally."""
     preset = inputs.TFDS_PRESETS.get(name)
     class_names = class_names or (preset.class_names if preset else None)
     templates = templates or (preset.templates if preset else None)
@@ -58,51 +60,70 @@ def tfds_task(name: str, data_dir: Optional[str] = None, split: Optional[str] = 
 
     def dataset_fn(ctx=None):
         return inputs.tfds_classification_dataset(
-            name, split=split, data_dir=data_dir, image_size=image_size,
+            name, split=split, data_dir=data_dir, image_size=data.image_size,
             global_batch_size=global_batch_size, class_names=class_names,
-            crop_fraction=crop_fraction, input_context=ctx)
+            crop_fraction=data.eval_crop_fraction, antialias=data.antialias, input_context=ctx)
 
     label = name if split is None else f"{name}:{split}"
     return ClassificationTask(label, dataset_fn, prompts.load_class_names(class_names),
                               prompts.load_templates(templates))
 
 
-def tfrecord_task(file_pattern: Union[str, Sequence[str]], class_names: str, templates: str,
-                  tokenizer_path: str, seq_len: int, image_size: int = 224,
-                  global_batch_size: int = 256, name: str = "tfrecords") -> ClassificationTask:
-    """Labelled TFRecords (basic_tf.data.schema) read by the data pipeline in evaluation mode."""
+def tfrecord_task(file_pattern: Union[str, Sequence[str]], class_names: Sequence[str],
+                  templates: Sequence[str], data: DataConfig, global_batch_size: int = 256,
+                  name: str = "tfrecords", label_map: Optional[Sequence[int]] = None,
+                  with_ids: bool = False) -> ClassificationTask:
+    """Labelled TFRecords (basic_tf.data.schema) read by the data pipeline in evaluation mode,
+    with exactly the training config's view (`data`).
+
+    class_names / templates: lists (see prompts.load_class_names / load_templates).
+    label_map: int [num record labels]: record label -> class_names column (labels.by_name);
+      None = record label i is column i (checked by labels.check_class_names).
+    with_ids: batches carry "example_id" (tf.string; not through a TPU infeed), for per-image
+      predictions.
+    """
     from basic_tf.data import pipeline
+
+    table = None if label_map is None else tf.constant(list(label_map), tf.int32)
 
     def dataset_fn(ctx=None):
         # Explicit arguments override any make_dataset bindings of a training gin file.
-        return pipeline.make_dataset(
+        ds = pipeline.make_dataset(
             ctx, training=False, file_pattern=file_pattern, eval_file_pattern=file_pattern,
             global_batch_size=global_batch_size, eval_global_batch_size=global_batch_size,
-            image_size=image_size, seq_len=seq_len, tokenizer_path=tokenizer_path,
-            string_features=False)  # no example ids: TPU infeed cannot carry strings
+            image_size=data.image_size, seq_len=data.seq_len,
+            tokenizer_path=data.require_tokenizer(), eval_crop_fraction=data.eval_crop_fraction,
+            antialias=data.antialias, string_features=with_ids)
+        if table is None:
+            return ds
+        return ds.map(lambda b: dict(b, labels=tf.where(
+            b["labels"] >= 0, tf.gather(table, tf.maximum(b["labels"], 0)), b["labels"])))
 
-    return ClassificationTask(name, dataset_fn, prompts.load_class_names(class_names),
-                              prompts.load_templates(templates))
+    return ClassificationTask(name, dataset_fn, list(class_names), list(templates))
 
 
-def retrieval_task(file_pattern: Union[str, Sequence[str]], tokenizer, image_size: int = 224,
-                   global_batch_size: int = 64, max_captions: int = 5, crop_fraction: float = 1.0,
+def retrieval_task(file_pattern: Union[str, Sequence[str]], tokenizer, data: DataConfig,
+                   global_batch_size: int = 64, max_captions: int = 5,
                    name: str = "retrieval") -> RetrievalTask:
-    """Captioned TFRecords, every image with up to `max_captions` captions."""
+    """Captioned TFRecords, every image with up to `max_captions` captions, seen through `data`."""
     def dataset_fn(ctx=None):
         return inputs.retrieval_dataset(tokenizer, file_pattern=file_pattern,
-                                        image_size=image_size, global_batch_size=global_batch_size,
-                                        max_captions=max_captions, crop_fraction=crop_fraction,
-                                        input_context=ctx)
+                                        image_size=data.image_size,
+                                        global_batch_size=global_batch_size,
+                                        max_captions=max_captions,
+                                        crop_fraction=data.eval_crop_fraction,
+                                        antialias=data.antialias, input_context=ctx)
     return RetrievalTask(name, dataset_fn)
 
 
 def evaluate_tasks(model, tokenizer, tasks: Sequence[Task],
                    strategy: Optional[tf.distribute.Strategy] = None,
-                   max_steps: Optional[int] = None) -> Dict[str, Dict]:
+                   max_steps: Optional[int] = None, predictions: bool = False) -> Dict[str, Dict]:
     """Runs every task on `model` (encode_image / encode_text contract of basic_tf.models).
 
-    Classifiers are built once per (class names, templates). Returns {task name: result}.
+    Classifiers are built once per (class names, templates). Returns {task name: result};
+    with `predictions`, classification results hold per-example top-k classes and softmax
+    scores (evaluation.evaluate_classification).
     """
     strategy = strategy or tf.distribute.get_strategy()
     classifiers = {}
@@ -116,7 +137,8 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Task],
                     model.encode_text, tokenizer, task.class_names, task.templates)
             results[task.name] = evaluate_classification(
                 model.encode_image, classifiers[key], dist, strategy,
-                class_names=task.class_names, max_steps=max_steps)
+                class_names=task.class_names, max_steps=max_steps, predictions=predictions,
+                logit_scale=float(getattr(model, "logit_scale", 1.0)))
         else:
             results[task.name] = evaluate_retrieval(model.encode_image, model.encode_text, dist,
                                                     strategy, max_steps=max_steps)
@@ -195,14 +217,25 @@ def restore_model(model, checkpoint: str) -> str:
     return path
 
 
-@gin.configurable(denylist=["model", "tokenizer", "tasks", "strategy", "out_path", "metadata"])
+@gin.configurable(denylist=["model", "tokenizer", "tasks", "strategy", "out_path", "metadata",
+                            "predictions_path"])
 def run_and_report(model, tokenizer, tasks: Sequence[Task], strategy=None,
                    out_path: Optional[str] = None, metadata: Optional[Dict] = None,
-                   confusion_max_classes: int = 100, max_steps: Optional[int] = None) -> Dict:
+                   confusion_max_classes: int = 100, max_steps: Optional[int] = None,
+                   predictions_path: Optional[str] = None) -> Dict:
     """evaluate_tasks, then print the table and write `out_path` (JSON), `<out>.txt` (table) and
-    `<out>.<task>.confusion.png` for tasks with <= confusion_max_classes classes."""
+    `<out>.<task>.confusion.png` for tasks with <= confusion_max_classes classes;
+    `predictions_path` (.csv / .jsonl): every classified image's top-k classes and scores."""
     start = time.time()
-    results = evaluate_tasks(model, tokenizer, tasks, strategy, max_steps)
+    if predictions_path:
+        report.check_predictions_path(predictions_path)
+    results = evaluate_tasks(model, tokenizer, tasks, strategy, max_steps,
+                             predictions=bool(predictions_path))
+    if predictions_path:
+        rows = report.write_predictions(results, predictions_path)
+        logging.info("wrote %d per-image predictions to %s", rows, predictions_path)
+        for r in results.values():
+            r.pop("predictions", None)
     table = report.format_table(results)
     print(table, flush=True)
     if out_path:

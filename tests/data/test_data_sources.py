@@ -78,6 +78,9 @@ def test_folder_round_trip_with_templates(tmp_path):
         assert rec.captions == [f"a photo of a {name}.", name]
         assert rec.label == ["cat", "dog_house"].index(cls) and rec.label_name == name
         np.testing.assert_array_equal(decode(rec.image), im)
+    # Labels follow the sorted folder names; the writer lists the names in label order.
+    names = json.loads((tmp_path / "out" / "train.class_names.json").read_text())
+    assert names == ["cat", "dog house"]
 
 
 def test_arrays_round_trip_png_exact_and_jpeg_close(tmp_path):

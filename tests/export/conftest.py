@@ -75,7 +75,7 @@ def exported(model, tokenizer_path, tmp_path_factory):
     model.save_weights(checkpoint)
     for name, values in [("classes.json", CLASS_NAMES), ("templates.json", TEMPLATES)]:
         (work / name).write_text(json.dumps(values), encoding="utf-8")
-    bindings = [f"make_dataset.tokenizer_path='{tokenizer_path}'",
+    bindings = [f"make_dataset.tokenizer_path='{tokenizer_path}'", "make_dataset.image_size=32",
                 f"make_dataset.seq_len={SEQ_LEN}", f"export_for_serving.top_k={TOP_K}"]
     bindings += [f"serving_limits.{k}={v}" for k, v in LIMITS.items()]
     command = [sys.executable, os.path.join(REPO_ROOT, "tools", "export.py"), "--gin_file=tiny",

@@ -104,3 +104,32 @@ def test_errors(problem):
     with pytest.raises(ValueError, match="3 class names"):
         evaluate_classification(encoder, classifier, pad_to_batches(examples(images, labels), 8),
                                 class_names=["a", "b", "c"])
+
+
+def test_per_example_predictions_under_4_replicas(problem, mirrored4):
+    """Every real example once (padding left out), with NumPy's top-5 and softmax scores."""
+    images, labels, classifier, encoder, _ = problem
+    ids = np.array([f"ex{i}" for i in range(NUM_EXAMPLES)])
+
+    def dataset_fn(ctx):
+        ds = tf.data.Dataset.from_tensor_slices(
+            {"images": images, "labels": labels, "example_id": ids})
+        return pad_to_batches(ds, ctx.get_per_replica_batch_size(8), ctx.num_replicas_in_sync)
+
+    with mirrored4.scope():
+        mirrored_encoder = StandInImageEncoder()
+        mirrored_encoder(images[:1])
+        mirrored_encoder.set_weights(encoder.get_weights())
+    result = evaluate_classification(
+        mirrored_encoder, classifier, mirrored4.distribute_datasets_from_function(dataset_fn),
+        mirrored4, predictions=True, logit_scale=3.0)
+    p = result["predictions"]
+    order = np.argsort([int(i[2:]) for i in p["example_id"]])
+    assert sorted(p["example_id"]) == sorted(ids.tolist())
+    logits = 3.0 * (encoder(images).numpy() @ classifier)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    np.testing.assert_array_equal(p["labels"][order], labels)
+    np.testing.assert_array_equal(p["top_ids"][order], np.argsort(-probs, axis=1)[:, :5])
+    np.testing.assert_allclose(p["top_scores"][order], -np.sort(-probs, axis=1)[:, :5],
+                               rtol=1e-5, atol=1e-6)
