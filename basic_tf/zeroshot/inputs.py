@@ -166,8 +166,9 @@ def retrieval_dataset(tokenizer: Callable[[tf.Tensor], tf.Tensor],
     (read from its header), are skipped and counted, like the data pipeline does; captions are
     cut to input_limits.max_caption_bytes before tokenisation.
     Returns batches {"images" float32 [b,H,W,3], "token_ids" int32 [b,K,L],
-    "caption_mask" float32 [b,K], "mask" float32 [b], "skipped" int32 [b] (records dropped just
-    before each row)} with K = max_captions.
+    "caption_mask" float32 [b,K], "caption_hash" int64 [b,K] (fingerprint of the lower-cased,
+    whitespace-folded text: retrieval's ground truth is caption identity), "mask" float32 [b],
+    "skipped" int32 [b] (records dropped just before each row)} with K = max_captions.
     """
     if max_captions < 1:
         raise ValueError(f"retrieval_dataset.max_captions={max_captions} must be >= 1")
@@ -185,21 +186,25 @@ def retrieval_dataset(tokenizer: Callable[[tf.Tensor], tf.Tensor],
         token_ids = tokenizer(tf.ensure_shape(padded, [max_captions]))
         caption_mask = tf.cast(tf.range(max_captions) < n, tf.float32)
         token_ids *= tf.cast(caption_mask[:, None], token_ids.dtype)  # padding captions: all 0
+        folded = tf.strings.regex_replace(tf.strings.lower(padded), r"\s+", " ")
+        caption_hash = tf.ensure_shape(tf.strings.to_hash_bucket_fast(folded, 2 ** 62),
+                                       [max_captions])
         pixels = limits.check_image_pixels(ex[schema.IMAGE_KEY], bounds.max_image_pixels)
         with tf.control_dependencies([pixels]):  # oversized: skipped before decoding
             image = augment.decode_and_center_crop(ex[schema.IMAGE_KEY], image_size,
                                                    crop_fraction, antialias)
-        return image, token_ids, caption_mask, tf.constant(1.0)
+        return image, token_ids, caption_mask, caption_hash, tf.constant(1.0)
 
     def example(index, element):
         record, is_record = element
-        image, token_ids, caption_mask, mask = tf.cond(
+        image, token_ids, caption_mask, caption_hash, mask = tf.cond(
             is_record, lambda: real(record),
             lambda: (tf.zeros([image_size, image_size, 3]),
                      tokenizer(tf.fill([max_captions], "")) * 0,
-                     tf.zeros([max_captions]), tf.constant(0.0)))
+                     tf.zeros([max_captions]), tf.fill([max_captions], tf.constant(-1, tf.int64)),
+                     tf.constant(0.0)))
         return {"index": index, "images": image, "token_ids": token_ids,
-                "caption_mask": caption_mask, "mask": mask}
+                "caption_mask": caption_mask, "caption_hash": caption_hash, "mask": mask}
 
     def count_skipped(last, ex):
         """Records dropped (undecodable) just before this element: the gap in record numbers."""

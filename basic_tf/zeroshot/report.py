@@ -43,6 +43,11 @@ def format_table(results: Dict[str, Dict]) -> str:
                 values = "  ".join(f"{100 * r[direction][k]:5.1f}%" for k in ks)
                 lines.append(f"{name:<{width}}  {r['num_images']:>7d}  {r['num_captions']:>8d}  "
                              f"{direction:<13}  {values}")
+            if "num_distinct_captions" in r:
+                lines.append(f"{'':<{width}}  (ground truth by caption identity: "
+                             f"{r['num_distinct_captions']} distinct captions of "
+                             f"{r['num_captions']}, each ranked once; every image with a "
+                             "caption of that text is a hit)")
             if r.get("skipped_records"):
                 lines.append(f"{'':<{width}}  ({r['skipped_records']} unreadable records skipped)")
     return "\n".join(lines)

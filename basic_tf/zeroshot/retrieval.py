@@ -5,13 +5,20 @@ A batch is a dict with
   "token_ids":    int32 [b, K, L], up to K captions per image (padding captions are all 0),
   "caption_mask": float32 [b, K], 1 for real captions,
   "mask":         float32 [b], 1 for real rows, 0 for the padding rows of a last partial batch,
+  "caption_hash": int64 [b, K], optional: a fingerprint of each caption's text (lower-cased,
+                  whitespace folded); captions with equal hashes are the same caption,
 as made by `basic_tf.zeroshot.inputs.retrieval_dataset`. Embeddings are computed on the
 replicas, gathered to the host with their masks (so padding never counts), then scored.
 
-Definitions (CLIP / clip-benchmark): image->text R@K = fraction of images (with >= 1 caption)
-for which at least one of their captions is among the K captions most similar to the image;
-text->image R@K = fraction of captions whose own image is among the K most similar images.
-Ties between a positive and a negative score count in the positive's favour.
+Definitions (CLIP / clip-benchmark), with ground truth by caption identity: the candidates and
+queries are the distinct caption texts. image->text R@K = fraction of images (with >= 1 caption)
+for which at least one of their caption texts is among the K texts most similar to the image;
+text->image R@K = fraction of distinct texts for which at least one image captioned with that
+text is among the K most similar images. With distinct captions this is the usual "own captions /
+own image"; when captions repeat (class-template captions: "a photo of a cat." on every cat
+image), copies of a text are the same embedding, and counting only its "own" image made R@K
+meaningless (t2i R@1 ~ 1 / images per text). Ties between a positive and a negative score count
+in the positive's favour.
 """
 import time
 from typing import Callable, Dict, Optional, Sequence
@@ -23,6 +30,9 @@ from absl import logging
 
 from basic_tf.zeroshot.evaluation import distribute
 
+GROUND_TRUTH = ("caption identity: candidates and queries are the distinct caption texts "
+                "(lower-cased, whitespace folded); every image with a caption of that text is a hit")
+
 
 def embed_retrieval_dataset(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
                             encode_text_fn: Callable[[tf.Tensor], tf.Tensor],
@@ -32,8 +42,10 @@ def embed_retrieval_dataset(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
     """Embeds every real image and caption of `dataset` (batches as in the module docstring).
 
     Returns (image_emb float32 [N, D], text_emb float32 [M, D], text_to_image int64 [M],
-    skipped_records int): text_to_image[j] = row of the image that caption j describes;
-    skipped_records = sum of the batches' optional "skipped" (unreadable records dropped).
+    skipped_records int, caption_groups int64 [M]): text_to_image[j] = row of the image that
+    caption j describes; skipped_records = sum of the batches' optional "skipped" (unreadable
+    records dropped); caption_groups[j] = caption_groups[j'] when captions j and j' have the
+    same text (from the batches' "caption_hash"; without it every caption is its own group).
     """
     strategy = strategy or tf.distribute.get_strategy()
 
@@ -46,17 +58,21 @@ def embed_retrieval_dataset(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
             text_emb = tf.cast(encode_text_fn(tf.reshape(token_ids, [-1, shape[2]])), tf.float32)
             text_emb = tf.reshape(text_emb, [shape[0], shape[1], -1])
             skipped = tf.reduce_sum(batch["skipped"]) if "skipped" in batch else tf.constant(0)
-            return image_emb, text_emb, batch["caption_mask"], batch["mask"], skipped
+            hashes = batch.get("caption_hash", tf.fill(tf.shape(batch["caption_mask"]),
+                                                       tf.constant(-1, tf.int64)))
+            return (image_emb, text_emb, batch["caption_mask"], batch["mask"], hashes,
+                    skipped)
         *outputs, skipped = strategy.run(replica_fn, args=(batch,))
         return ([strategy.gather(x, axis=0) for x in outputs]
                 + [strategy.reduce(tf.distribute.ReduceOp.SUM, skipped, axis=None)])
 
-    images, texts, owners = [], [], []
+    images, texts, owners, hashes = [], [], [], []
     offset = skipped_records = 0
     for steps, batch in enumerate(distribute(dataset, strategy)):
         if max_steps is not None and steps >= max_steps:
             break
-        image_emb, text_emb, caption_mask, mask, skipped = (x.numpy() for x in step(batch))
+        image_emb, text_emb, caption_mask, mask, caption_hash, skipped = (
+            x.numpy() for x in step(batch))
         skipped_records += int(skipped)
         real = mask > 0
         image_emb, text_emb, caption_mask = image_emb[real], text_emb[real], caption_mask[real] > 0
@@ -64,43 +80,72 @@ def embed_retrieval_dataset(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
         images.append(image_emb)
         texts.append(text_emb[rows, cols])
         owners.append(rows + offset)
+        hashes.append(caption_hash[real][rows, cols])
         offset += image_emb.shape[0]
     if not images:
         raise ValueError("the retrieval dataset yielded no batch")
+    hashes = np.concatenate(hashes)
+    if (hashes == -1).all():  # no caption_hash: every caption is distinct
+        groups = np.arange(hashes.size, dtype=np.int64)
+    else:
+        groups = np.unique(hashes, return_inverse=True)[1].reshape(-1).astype(np.int64)
     return (np.concatenate(images).astype(np.float32), np.concatenate(texts).astype(np.float32),
-            np.concatenate(owners).astype(np.int64), skipped_records)
+            np.concatenate(owners).astype(np.int64), skipped_records, groups)
 
 
 def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.ndarray,
-                ks: Sequence[int] = (1, 5, 10),
-                chunk_size: int = 1024) -> Dict[str, Dict[int, float]]:
-    """R@K both ways. image_emb [N, D], text_emb [M, D] (similarity = dot product),
-    text_to_image int [M] in [0, N). Works in chunks of `chunk_size` rows (memory O(chunk * N))."""
-    image_emb = tf.constant(image_emb, tf.float32)
-    text_emb = tf.constant(text_emb, tf.float32)
+                ks: Sequence[int] = (1, 5, 10), chunk_size: int = 1024,
+                caption_groups: Optional[np.ndarray] = None) -> Dict[str, Dict[int, float]]:
+    """R@K both ways over distinct captions. image_emb [N, D], text_emb [M, D] (similarity = dot
+    product), text_to_image int [M] in [0, N); caption_groups int [M]: captions with equal ids
+    have the same text (None: all distinct), so the same embedding; each text is ranked and
+    queried once. Image i and text t are positives when i has a caption with text t (module
+    docstring). Works in chunks of `chunk_size` rows (memory O(chunk * (N + distinct texts)))."""
     owners = np.asarray(text_to_image, np.int64)
-    num_images, num_texts = int(image_emb.shape[0]), int(text_emb.shape[0])
+    num_images, num_texts = int(np.shape(image_emb)[0]), int(np.shape(text_emb)[0])
     out_of_range = num_texts and (owners.min() < 0 or owners.max() >= num_images)
     if owners.shape != (num_texts,) or out_of_range:
         raise ValueError(f"text_to_image must be [{num_texts}] ints in [0, {num_images})")
-    owners_t = tf.constant(owners)
+    if caption_groups is None:
+        caption_groups = np.arange(num_texts)
+    if np.shape(caption_groups) != (num_texts,):
+        raise ValueError(f"caption_groups must be [{num_texts}] ints, got "
+                         f"{np.shape(caption_groups)}")
+    _, first, groups = np.unique(np.asarray(caption_groups), return_index=True,
+                                 return_inverse=True)
+    groups = groups.reshape(-1)
+    num_groups = first.size
+    image_emb = tf.constant(image_emb, tf.float32)
+    text_emb = tf.gather(tf.constant(text_emb, tf.float32), first)  # one row per distinct text
+    # The distinct (text, image) pairs: which images each caption text belongs to.
+    pairs = np.unique(np.stack([groups, owners], axis=1), axis=0)
 
-    # Text -> image: rank of the own image = number of images scoring strictly higher.
-    t2i_ranks = []
-    for begin in range(0, num_texts, chunk_size):
-        sims = tf.matmul(text_emb[begin:begin + chunk_size], image_emb, transpose_b=True)
-        own = tf.gather(sims, owners_t[begin:begin + chunk_size], batch_dims=1)
-        t2i_ranks.append(tf.reduce_sum(tf.cast(sims > own[:, None], tf.int32), axis=1).numpy())
-
-    # Image -> text: rank of the best own caption = number of other captions scoring higher.
-    i2t_ranks = []
-    for begin in range(0, num_images, chunk_size):
-        ids = tf.range(begin, min(begin + chunk_size, num_images), dtype=tf.int64)
-        sims = tf.matmul(image_emb[begin:begin + chunk_size], text_emb, transpose_b=True)
-        positive = tf.equal(ids[:, None], owners_t[None, :])
+    def rank_of_best_positive(sims, positive):
+        """Per row: how many negatives score strictly higher than the best positive."""
+        positive = tf.constant(positive)
         best = tf.reduce_max(tf.where(positive, sims, -np.inf), axis=1)
         higher = (sims > best[:, None]) & ~positive
-        i2t_ranks.append(tf.reduce_sum(tf.cast(higher, tf.int32), axis=1).numpy())
+        return tf.reduce_sum(tf.cast(higher, tf.int32), axis=1).numpy()
+
+    # Text -> image: positives of text t = the images with a caption t.
+    t2i_ranks = []
+    for begin in range(0, num_groups, chunk_size):
+        end = min(begin + chunk_size, num_groups)
+        images_of = np.zeros([end - begin, num_images], bool)
+        sel = (pairs[:, 0] >= begin) & (pairs[:, 0] < end)
+        images_of[pairs[sel, 0] - begin, pairs[sel, 1]] = True
+        sims = tf.matmul(text_emb[begin:end], image_emb, transpose_b=True)
+        t2i_ranks.append(rank_of_best_positive(sims, images_of))
+
+    # Image -> text: positives of image i = the texts of its captions.
+    i2t_ranks = []
+    for begin in range(0, num_images, chunk_size):
+        end = min(begin + chunk_size, num_images)
+        texts_of = np.zeros([end - begin, num_groups], bool)
+        sel = (pairs[:, 1] >= begin) & (pairs[:, 1] < end)
+        texts_of[pairs[sel, 1] - begin, pairs[sel, 0]] = True
+        sims = tf.matmul(image_emb[begin:end], text_emb, transpose_b=True)
+        i2t_ranks.append(rank_of_best_positive(sims, texts_of))
 
     has_caption = np.bincount(owners, minlength=num_images) > 0
     t2i = np.concatenate(t2i_ranks) if t2i_ranks else np.zeros([0], np.int32)
@@ -116,15 +161,19 @@ def evaluate_retrieval(encode_image_fn, encode_text_fn, dataset,
                        strategy: Optional[tf.distribute.Strategy] = None,
                        ks: Sequence[int] = (1, 5, 10),
                        max_steps: Optional[int] = None) -> Dict:
-    """Embeds `dataset` and returns R@K both ways plus counts:
-    {image_to_text: {k: r}, text_to_image: {k: r}, num_images, num_captions, skipped_records,
+    """Embeds `dataset` and returns R@K both ways (ground truth by caption identity) plus counts:
+    {image_to_text: {k: r}, text_to_image: {k: r}, num_images, num_captions,
+    num_distinct_captions, ground_truth (how positives were defined), skipped_records,
     seconds}."""
     start = time.time()
-    image_emb, text_emb, owners, skipped = embed_retrieval_dataset(
+    image_emb, text_emb, owners, skipped, groups = embed_retrieval_dataset(
         encode_image_fn, encode_text_fn, dataset, strategy, max_steps)
-    result = recall_at_k(image_emb, text_emb, owners, ks)
+    result = recall_at_k(image_emb, text_emb, owners, ks, caption_groups=groups)
+    distinct = int(np.unique(groups).size)
     result.update(num_images=int(image_emb.shape[0]), num_captions=int(text_emb.shape[0]),
+                  num_distinct_captions=distinct, ground_truth=GROUND_TRUTH,
                   skipped_records=skipped, seconds=time.time() - start)
-    logging.info("retrieval: %d images, %d captions, i2t %s, t2i %s", result["num_images"],
-                 result["num_captions"], result["image_to_text"], result["text_to_image"])
+    logging.info("retrieval: %d images, %d captions (%d distinct), i2t %s, t2i %s",
+                 result["num_images"], result["num_captions"], distinct,
+                 result["image_to_text"], result["text_to_image"])
     return result

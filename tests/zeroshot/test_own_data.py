@@ -98,6 +98,18 @@ def test_demo_copy_evaluates_with_per_image_predictions(own, evaluated):
     assert correct == results["tfrecords"]["top1_correct"]
 
 
+def test_retrieval_on_template_captions_counts_caption_identity(own, evaluated):
+    """Folder captions repeat (2 templates x 3 classes = 6 texts for 12 images): the report
+    says so, and R@K uses caption identity."""
+    retrieval = evaluated["results"]["retrieval"]
+    assert (retrieval["num_captions"], retrieval["num_distinct_captions"]) == (24, 6)
+    assert retrieval["ground_truth"].startswith("caption identity")
+    assert "ground truth by caption identity: 6 distinct captions of 24" in (
+        evaluated["proc"].stdout)
+    for direction in ("image_to_text", "text_to_image"):
+        assert retrieval[direction]["10"] == 1.0   # 6 texts / 3 classes: always within 10
+
+
 def test_class_names_in_another_order_are_refused(own):
     proc = _run("evaluate.py", f"--gin_file={own['gin']}", f"--checkpoint={own['weights']}",
                 f"--tfrecords={own['shards']}", f"--class_names={own['root'] / 'natural.txt'}",
