@@ -8,7 +8,9 @@ Class names and templates are shipped set names (basic_tf/zeroshot/data) or .txt
 
 When the gin file names labelled records (make_dataset.eval_file_pattern, else file_pattern), the
 class names must be in the records' label order (the first mismatch is an error), so that served
-class ids are the records' labels; --labels_by_name re-orders them by name instead.
+class ids are the records' labels; --labels_by_name re-orders them by name instead. Prompts cut at
+the token length and class names with unknown pieces are reported; a class whose every prompt
+lost its name is refused unless --allow_nameless_classes.
 
 Example:
   python3 tools/export.py --gin_file=tiny --checkpoint=/tmp/tiny/model.weights.h5 \
@@ -36,6 +38,8 @@ flags.DEFINE_string("model_name", "basic", "Served model name: /v1/models/<name>
 flags.DEFINE_integer("version", None, "Version folder (integer >= 1); default: next free one.")
 flags.DEFINE_string("class_names", None, "Class-name set (e.g. imagenet1k) or .txt/.json file.")
 flags.DEFINE_string("templates", None, "Template set (e.g. imagenet1k) or .txt/.json file.")
+flags.DEFINE_bool("allow_nameless_classes", False, "Export even if a class lost its name in "
+                  "every prompt (prompts cut at the token length); refused by default.")
 flags.DEFINE_bool("labels_by_name", False, "Order --class_names as the training records' labels, "
                   "matched by name (default: they must already be in that order).")
 flags.DEFINE_string("base_path_prefix", None, "Where the server sees --export_dir, for "
@@ -80,7 +84,8 @@ def main(argv):
         model, tokenizer, FLAGS.export_dir, class_names, prompts.load_templates(FLAGS.templates),
         model_name=FLAGS.model_name, version=FLAGS.version,
         crop_fraction=data.eval_crop_fraction, antialias=data.antialias,
-        base_path_prefix=FLAGS.base_path_prefix)
+        base_path_prefix=FLAGS.base_path_prefix,
+        allow_nameless_classes=FLAGS.allow_nameless_classes)
     print(f"exported {path}")
 
 if __name__ == "__main__":

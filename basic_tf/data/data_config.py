@@ -3,12 +3,13 @@
 Training (`make_dataset`), evaluation (`basic_tf.zeroshot`, tools/evaluate.py) and export
 (`basic_tf.export`, tools/export.py) all see images and texts the same way:
 
-  image_size          int    side of the square image the model sees   make_dataset.image_size
-  channels            int    always 3: records decode to RGB (schema)  -
-  seq_len             int    token ids per text, EOS included          make_dataset.seq_len
-  tokenizer_path      str    SentencePiece .model                      make_dataset.tokenizer_path
-  eval_crop_fraction  float  centre square side / shorter image side   make_dataset.eval_crop_fraction
-  antialias           bool   antialiased resize                        make_dataset.antialias
+  field               type   meaning                                  gin binding (make_dataset.)
+  image_size          int    side of the square image the model sees  image_size
+  channels            int    always 3: records decode to RGB (schema) -
+  seq_len             int    token ids per text, EOS included         seq_len
+  tokenizer_path      str    SentencePiece .model                     tokenizer_path
+  eval_crop_fraction  float  centre square side / shorter image side  eval_crop_fraction
+  antialias           bool   antialiased resize                       antialias
 
 `from_gin()` reads each value exactly as gin hands it to `make_dataset` in training: the bound
 value with macros resolved (`make_dataset.seq_len = %SEQ_LEN`), else `make_dataset`'s own

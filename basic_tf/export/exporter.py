@@ -28,6 +28,7 @@ from basic_tf import config as basic_config
 from basic_tf.export import layout
 from basic_tf.export.inputs import PLACEHOLDER, ServingLimits, serving_limits
 from basic_tf.export.signatures import make_serving_functions
+from basic_tf.zeroshot import prompt_checks
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
 
 
@@ -40,14 +41,16 @@ def _check_list(values: Sequence[str], field: str) -> list:
 
 
 @gin.configurable(denylist=["model", "tokenizer", "export_dir", "class_names", "templates",
-                            "version", "gin_config", "crop_fraction", "antialias"])
+                            "version", "gin_config", "crop_fraction", "antialias",
+                            "allow_nameless_classes"])
 def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[str],
                        templates: Sequence[str], model_name: str = "basic",
                        version: Optional[int] = None, top_k: int = 5,
                        limits: Optional[ServingLimits] = None, crop_fraction: float = 1.0,
                        antialias: bool = False, prompt_batch_size: int = 256,
                        gin_config: Optional[str] = None,
-                       base_path_prefix: Optional[str] = None) -> str:
+                       base_path_prefix: Optional[str] = None,
+                       allow_nameless_classes: bool = False) -> str:
     """Writes <export_dir>/<model_name>/<version>/ (SavedModel) and <export_dir>/models.config.
 
     Args:
@@ -68,6 +71,8 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
       prompt_batch_size: prompts per text-encoder call inside classify_with_labels.
       gin_config: text stored as assets/operative_config.gin (default: gin's operative config).
       base_path_prefix: where the server sees export_dir, for models.config (e.g. "/models").
+      allow_nameless_classes: export even when a class lost its name in every prompt (cut at
+        the tokenizer's seq_len: its column would not depend on the name); refused by default.
 
     Returns:
       The absolute path of the new version directory.
@@ -86,6 +91,16 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
     if tokenizer.seq_len > model.max_text_len:
         raise ValueError(f"export_for_serving: tokenizer.seq_len={tokenizer.seq_len} is longer "
                          f"than the text tower's max_text_len={model.max_text_len}")
+    check = prompt_checks.check_prompts(tokenizer, class_names, templates)
+    for line in prompt_checks.describe(check):
+        logging.warning("export prompts: %s", line)
+    if check["classes_without_name"] and not allow_nameless_classes:
+        names = check["classes_without_name"]
+        raise ValueError(
+            f"export_for_serving: class {names[0]!r} (and {len(names) - 1} more) lost its name "
+            f"in every prompt: cut at the tokenizer's seq_len={tokenizer.seq_len}, e.g. "
+            f"{check['name_cut_examples'][0]!r}; shorten the templates, raise "
+            "make_dataset.seq_len, or accept it (tools/export.py --allow_nameless_classes)")
     limits = limits or serving_limits()
     final = layout.resolve_version_path(export_dir, model_name, version)
 
@@ -113,6 +128,7 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
         "crop_fraction": crop_fraction,
         "antialias": antialias,
         "limits": dataclasses.asdict(limits),
+        "prompt_check": check,
     }
     with layout.staged_dir(final) as staging:
         archive.write_out(staging, verbose=False)

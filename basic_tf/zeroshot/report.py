@@ -10,6 +10,8 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from basic_tf.zeroshot import prompt_checks
+
 
 def _is_retrieval(result: Dict) -> bool:
     return "image_to_text" in result
@@ -30,6 +32,8 @@ def format_table(results: Dict[str, Dict]) -> str:
                          f"{100 * r['top1']:>6.2f}%  {100 * r[f'top{k}']:>6.2f}% (k={k})")
             if r.get("skipped_records"):
                 lines.append(f"{'':<{width}}  ({r['skipped_records']} unreadable records skipped)")
+            for line in prompt_checks.describe(r["prompt_check"]) if r.get("prompt_check") else []:
+                lines.append(f"{'':<{width}}  (prompts: {line})")
     if retrieval:
         if lines:
             lines.append("")

@@ -31,7 +31,8 @@ from absl import logging
 from basic_tf.zeroshot.evaluation import distribute
 
 GROUND_TRUTH = ("caption identity: candidates and queries are the distinct caption texts "
-                "(lower-cased, whitespace folded); every image with a caption of that text is a hit")
+                "(lower-cased, whitespace folded); every image with a caption of that text is a "
+                "hit")
 
 
 def embed_retrieval_dataset(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],

@@ -16,7 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from basic_tf.data.data_config import DataConfig
-from basic_tf.zeroshot import inputs, prompts, report
+from basic_tf.zeroshot import inputs, prompt_checks, prompts, report
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
 from basic_tf.zeroshot.evaluation import evaluate_classification
 from basic_tf.zeroshot.retrieval import evaluate_retrieval
@@ -132,6 +132,11 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Task],
         dist = strategy.distribute_datasets_from_function(task.dataset_fn)
         if isinstance(task, ClassificationTask):
             key = (tuple(task.class_names), tuple(task.templates))
+            check = None
+            if hasattr(tokenizer, "model_proto"):  # a SentencePiece Tokenizer: report prompts
+                check = prompt_checks.check_prompts(tokenizer, task.class_names, task.templates)
+                for line in prompt_checks.describe(check):
+                    logging.warning("%s prompts: %s", task.name, line)
             if key not in classifiers:
                 classifiers[key] = build_zero_shot_classifier(
                     model.encode_text, tokenizer, task.class_names, task.templates)
@@ -139,6 +144,8 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Task],
                 model.encode_image, classifiers[key], dist, strategy,
                 class_names=task.class_names, max_steps=max_steps, predictions=predictions,
                 logit_scale=float(getattr(model, "logit_scale", 1.0)))
+            if check is not None:
+                results[task.name]["prompt_check"] = check
         else:
             results[task.name] = evaluate_retrieval(model.encode_image, model.encode_text, dist,
                                                     strategy, max_steps=max_steps)

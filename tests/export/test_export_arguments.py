@@ -35,3 +35,12 @@ def test_existing_version_and_bad_names(model, tokenizer, tmp_path):
         export_for_serving(model, tokenizer, str(tmp_path), NAMES, TEMPLATES, version=3)
     with pytest.raises(ValueError, match="model_name='a/b'"):
         export_for_serving(model, tokenizer, str(tmp_path), NAMES, TEMPLATES, model_name="a/b")
+
+
+def test_a_class_whose_every_prompt_lost_its_name_is_refused(model, tokenizer, tmp_path):
+    """SEQ_LEN=12 keeps 11 pieces: after a long prefix the class name is cut from every prompt."""
+    long = ["a photo of a photo of a photo of a photo of a photo of the {c}"]
+    with pytest.raises(ValueError, match="export_for_serving: class 'cat' .* lost its name in "
+                                         "every prompt: cut at the tokenizer's seq_len=12"):
+        export_for_serving(model, tokenizer, str(tmp_path), NAMES, long)
+    assert os.listdir(tmp_path) == []

@@ -50,7 +50,9 @@ def own(tmp_path_factory):
     gin_file.write_text(demo + f"\nmake_dataset.file_pattern = '{prefix}-*.tfrecord'\n"
                         f"make_dataset.tokenizer_path = '{spm}'\n", encoding="utf-8")
     (root / "natural.txt").write_text("\n".join(NATURAL) + "\n", encoding="utf-8")
-    (root / "prompts.txt").write_text("a photo of a {c}.\nthe {c}\n", encoding="utf-8")
+    long = "this is a very small black and white picture taken on a rainy day of the {c}"
+    (root / "prompts.txt").write_text(f"a photo of a {{c}}.\nthe {{c}}\n{long}\n",
+                                      encoding="utf-8")
 
     config.parse([str(gin_file)])
     from basic_tf.models import DualEncoder
@@ -96,6 +98,15 @@ def test_demo_copy_evaluates_with_per_image_predictions(own, evaluated):
         assert sum(row["scores"]) == pytest.approx(1.0, abs=1e-5)
     correct = sum(row["classes"][0] == row["label_name"] for row in rows)
     assert correct == results["tfrecords"]["top1_correct"]
+
+
+def test_prompts_cut_at_the_token_length_are_reported(evaluated):
+    """The long template (mostly unseen words: single letters) loses the class name."""
+    check = evaluated["results"]["tfrecords"]["prompt_check"]
+    assert (check["seq_len"], check["prompts"], check["cut"], check["name_cut"]) == (24, 9, 3, 3)
+    assert check["classes_without_name"] == [] and check["unknown_classes"] == {}
+    assert "(prompts: 3 of 9 prompts are longer than seq_len=24 and were cut" in (
+        evaluated["proc"].stdout)
 
 
 def test_retrieval_on_template_captions_counts_caption_identity(own, evaluated):

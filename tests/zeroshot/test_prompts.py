@@ -79,3 +79,26 @@ def test_errors_name_what_is_wrong(tmp_path):
         prompts.load_class_names(str(empty))
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         prompts.load_class_names(str(tmp_path / "missing.txt"))
+
+
+def test_prompt_checks_report_cuts_lost_names_and_unknown_pieces(tmp_path):
+    """seq_len 6 keeps 5 pieces: 'x {c}' keeps short names, a long template loses every name."""
+    from basic_tf.data.tokenizer import Tokenizer, train_sentencepiece
+    from basic_tf.zeroshot import prompt_checks
+
+    words = "a photo of the cat dog x with long words here and there".split()
+    spm = train_sentencepiece([" ".join(words[i:] + words[:i]) for i in range(len(words))] * 5,
+                              str(tmp_path / "sp"), vocab_size=40)
+    tokenizer = Tokenizer(spm, 6)
+    names = ["cat", "dog", "café"]                        # 'é' never seen: an unknown piece
+    templates = ["{c}", "a photo of the long words here and there {c}"]
+    report = prompt_checks.check_prompts(tokenizer, names, templates)
+    assert report["prompts"] == 6 and report["cut"] == 3 and report["name_cut"] == 3
+    assert report["classes_without_name"] == []            # '{c}' alone keeps every name
+    assert report["unknown_classes"] == {"café": ["é"]}
+    report = prompt_checks.check_prompts(tokenizer, names, templates[1:])
+    assert report["classes_without_name"] == names
+    lines = prompt_checks.describe(report)
+    assert lines[0].startswith("3 of 3 prompts are longer than seq_len=6 and were cut")
+    assert "3 classes lost their name in every prompt" in lines[2]
+    assert "'café' ['é']" in lines[3]
