@@ -46,8 +46,9 @@ flags.DEFINE_integer("max_caption_bytes", None, "Cut captions longer than this m
 flags.DEFINE_integer("max_image_pixels", None, "Skip images whose header claims more pixels "
                      "(height * width; default: input_limits' 16000000, as the training "
                      "pipeline). Also used by --validate.")
-flags.DEFINE_multi_string("template", None, "Caption template with one '{}' for the class name "
-                          "(repeat the flag for several); default: 10 built-in templates.")
+flags.DEFINE_multi_string("template", None, "Caption template, '{c}' = the class name (as in "
+                          "prompt templates; '{}' is accepted); repeat the flag for several; "
+                          "default: 10 built-in templates.")
 flags.DEFINE_string("image_column", "image", "table: column of image paths.")
 flags.DEFINE_string("caption_column", "caption", "table: caption column(s), comma-separated.")
 flags.DEFINE_string("label_column", None, "table: integer label column (optional).")

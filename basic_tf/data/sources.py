@@ -16,20 +16,22 @@ import gin
 import numpy as np
 
 from basic_tf.data import schema
+from basic_tf.data import templates as placeholder
 
-# Training caption templates ("{}" = class name). Zero-shot evaluation uses its own, different
-# prompt set (basic_tf/zeroshot), so that zero-shot accuracy is not measured on training prompts.
+# Training caption templates ("{c}" = class name, as in prompt templates: data/templates.py).
+# Zero-shot evaluation uses its own, different prompt set (basic_tf/zeroshot), so that zero-shot
+# accuracy is not measured on training prompts.
 DEFAULT_CAPTION_TEMPLATES = (
-    "a photo of a {}.",
-    "a picture of a {}.",
-    "an image showing a {}.",
-    "{}",
-    "a close-up photo of the {}.",
-    "a small {} on a plain background.",
-    "a low resolution photo of a {}.",
-    "a black and white picture of a {}.",
-    "this is a {}.",
-    "a cropped photo of one {}.",
+    "a photo of a {c}.",
+    "a picture of a {c}.",
+    "an image showing a {c}.",
+    "{c}",
+    "a close-up photo of the {c}.",
+    "a small {c} on a plain background.",
+    "a low resolution photo of a {c}.",
+    "a black and white picture of a {c}.",
+    "this is a {c}.",
+    "a cropped photo of one {c}.",
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -37,16 +39,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 @gin.configurable
 def caption_templates(templates: Sequence[str] = DEFAULT_CAPTION_TEMPLATES) -> tuple:
-    """The training caption templates (gin: `caption_templates.templates = [...]`), checked."""
+    """The training caption templates (gin: `caption_templates.templates = [...]`), checked;
+    '{c}' = class name ('{}' is read as '{c}' with a warning: basic_tf.data.templates)."""
     templates = tuple(templates)
     if not templates:
-        raise ValueError("caption templates: the list is empty; give at least one, e.g. "
-                         "'a photo of a {}.'")
-    for t in templates:
-        if t.count("{}") != 1 or "{" in t.replace("{}", ""):
-            raise ValueError(f"caption template {t!r} must contain the placeholder '{{}}' exactly "
-                             "once (and no other braces), e.g. 'a photo of a {}.'")
-    return templates
+        raise ValueError("caption_templates.templates: the list is empty; give at least one, "
+                         "e.g. 'a photo of a {c}.'")
+    return tuple(placeholder.normalize_template(t, f"caption_templates.templates[{i}]")
+                 for i, t in enumerate(templates))
 
 
 def _templates(templates: Optional[Sequence[str]]) -> tuple:
@@ -56,7 +56,7 @@ def _templates(templates: Optional[Sequence[str]]) -> tuple:
 
 def class_captions(class_name: str, templates: Sequence[str]) -> list:
     """All templates filled with `class_name`: [len(templates)] captions."""
-    return [t.format(class_name) for t in templates]
+    return [placeholder.fill(t, class_name) for t in templates]
 
 
 def from_table(path: str, image_column: str = "image", caption_column: str = "caption",

@@ -26,7 +26,8 @@ from absl import logging
 import basic_tf
 from basic_tf import config as basic_config
 from basic_tf.export import layout
-from basic_tf.export.inputs import PLACEHOLDER, ServingLimits, serving_limits
+from basic_tf.data.templates import normalize_template
+from basic_tf.export.inputs import ServingLimits, serving_limits
 from basic_tf.export.signatures import make_serving_functions
 from basic_tf.zeroshot import prompt_checks
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
@@ -84,10 +85,8 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
     if repeated:
         raise ValueError(f"export_for_serving: class_names repeats {repeated[:5]}; each class "
                          "needs a distinct name")
-    for i, template in enumerate(templates):
-        if PLACEHOLDER not in template:
-            raise ValueError(f"export_for_serving: templates[{i}]={template!r} has no "
-                             f"{PLACEHOLDER!r} where the class name goes")
+    templates = [normalize_template(t, f"export_for_serving: templates[{i}]")
+                 for i, t in enumerate(templates)]
     if tokenizer.seq_len > model.max_text_len:
         raise ValueError(f"export_for_serving: tokenizer.seq_len={tokenizer.seq_len} is longer "
                          f"than the text tower's max_text_len={model.max_text_len}")

@@ -14,10 +14,12 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
+from basic_tf.data import templates as placeholder
+
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 CLASS_NAMES_FILE = os.path.join(DATA_DIR, "class_names.json")
 TEMPLATES_FILE = os.path.join(DATA_DIR, "templates.json")
-PLACEHOLDER = "{c}"
+PLACEHOLDER = placeholder.PLACEHOLDER  # '{c}', as in training caption templates
 
 
 @functools.lru_cache(maxsize=None)
@@ -102,7 +104,8 @@ def class_subset_parent(name: str) -> Optional[str]:
 def load_templates(name: str) -> List[str]:
     """Prompt templates of a shipped set (e.g. 'imagenet1k': CLIP's 80) or from a file.
 
-    Every template must contain '{c}' (where the class name goes).
+    Every template must contain '{c}' (where the class name goes); '{}' is read as '{c}' with a
+    warning (basic_tf.data.templates).
     """
     if _is_path(name):
         templates = _read_list_file(name, "templates")
@@ -114,16 +117,13 @@ def load_templates(name: str) -> List[str]:
         templates = list(sets[name]["templates"])
     if not templates:
         raise ValueError(f"template set {name!r} is empty")
-    for i, t in enumerate(templates):
-        if PLACEHOLDER not in t:
-            raise ValueError(f"template set {name!r} entry {i} {t!r} has no {PLACEHOLDER!r} "
-                             f"placeholder for the class name, e.g. 'a photo of a {{c}}.'")
-    return templates
+    return [placeholder.normalize_template(t, f"template set {name!r} entry {i}")
+            for i, t in enumerate(templates)]
 
 
 def fill_templates(class_names: Sequence[str], templates: Sequence[str]) -> List[str]:
     """All prompts, class-major: prompt [i * T + j] = templates[j] with class_names[i]."""
-    return [t.replace(PLACEHOLDER, c) for c in class_names for t in templates]
+    return [placeholder.fill(t, c) for c in class_names for t in templates]
 
 
 def source_of(kind: str, name: str) -> Dict:

@@ -166,9 +166,14 @@ def test_tfds_round_trip_from_a_locally_prepared_dataset(tmp_path):
 
 
 def test_templates_are_checked():
+    """'{c}' is the placeholder (as in prompt templates); the old '{}' is read as '{c}'."""
     assert len(sources.caption_templates()) == 10
-    with pytest.raises(ValueError, match="placeholder"):
-        sources.caption_templates(["a photo of a {c}."])
+    assert all("{c}" in t for t in sources.caption_templates())
+    assert sources.caption_templates(["a {c} on {c}", "a {}."]) == ("a {c} on {c}", "a {c}.")
+    assert sources.class_captions("{c} $1", ["a {c}."]) == ["a {c} $1."]  # name verbatim
+    with pytest.raises(ValueError, match=r"caption_templates.templates\[1\]='a photo' has no "
+                                         r"'\{c\}' placeholder"):
+        sources.caption_templates(["a {c}", "a photo"])
 
 
 def test_gin_binds_the_default_templates():

@@ -69,10 +69,13 @@ def test_user_files(tmp_path):
 def test_errors_name_what_is_wrong(tmp_path):
     with pytest.raises(ValueError, match="imagenet1k"):  # lists the available sets
         prompts.load_class_names("imagenet1000")
-    with pytest.raises(ValueError, match="no '\\{c\\}'"):
+    with pytest.raises(ValueError, match="entry 1='a photo' has no '\\{c\\}'"):
         bad = tmp_path / "bad.txt"
-        bad.write_text("a photo of a {}.\n")
+        bad.write_text("a {c}\na photo\n")
         prompts.load_templates(str(bad))
+    old = tmp_path / "old.txt"            # the caption templates' old '{}' is read as '{c}'
+    old.write_text("a photo of a {}.\n")
+    assert prompts.load_templates(str(old)) == ["a photo of a {c}."]
     with pytest.raises(ValueError, match="empty"):
         empty = tmp_path / "empty.txt"
         empty.write_text("\n")
