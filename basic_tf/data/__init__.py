@@ -6,6 +6,8 @@
   writer        size-bounded shards with caption/record de-duplication and stats sidecars
   validate      read shards back; report corrupt, empty and truncated records
   tokenizer     SentencePiece training and the in-graph Tokenizer (pad 0, EOS last)
+  data_config   the one data config (image size, seq_len, tokenizer, eval crop) read from gin
+  templates     the '{c}' class placeholder of caption and prompt templates
   augment       fused JPEG decode-and-crop, centre crop, flip
   limits        input_limits (gin): pixels per image (read from the header), bytes per caption
   pipeline      make_dataset (gin): sharding, shuffle, decode, skip-and-count, batch, tokenize

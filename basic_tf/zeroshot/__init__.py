@@ -5,7 +5,9 @@
   evaluation  exact top-1 / top-k counts (and confusion) under any tf.distribute strategy
   retrieval   image<->text Recall@K with several captions per image
   inputs      TFDS classification sets and all-captions retrieval batches (imports basic_tf.data)
-  report      JSON, a readable table, confusion-matrix PNG
+  labels      class names checked against (or mapped by) the records' label names
+  prompt_checks  prompts cut at the token length, class names with unknown pieces
+  report      JSON, a readable table, confusion-matrix PNG, per-image predictions (CSV/JSONL)
 """
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
 from basic_tf.zeroshot.evaluation import evaluate_classification
