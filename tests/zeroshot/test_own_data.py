@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -59,6 +60,7 @@ def own(tmp_path_factory):
     tf.keras.utils.set_random_seed(11)
     weights = str(root / "model.weights.h5")
     DualEncoder().save_weights(weights)
+    gin.clear_config()  # its caption templates must not leak into other tests of this worker
     return {"root": root, "gin": str(gin_file), "shards": f"{prefix}-*.tfrecord",
             "names_file": prefix + writer.CLASS_NAMES_SUFFIX, "weights": weights,
             "written": summary.written}
