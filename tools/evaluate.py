@@ -63,7 +63,8 @@ flags.DEFINE_string("templates", None, "Template set or .txt/.json file, '{c}' =
 flags.DEFINE_bool("labels_by_name", False, "--tfrecords: match --class_names to the records' "
                   "label names by name (any order) instead of requiring label order.")
 flags.DEFINE_string("predictions", None, "Write per-image predictions here: .csv or .jsonl "
-                    "(task, example id, label, top-k class names and scores).")
+                    "(task, example id, label, top-k class names and scores; --tfrecords ids "
+                    "are strings, which a TPU infeed cannot carry).")
 flags.DEFINE_integer("batch_size", 256, "Global evaluation batch size (all replicas).")
 flags.DEFINE_integer("max_captions", 5, "Retrieval: captions kept per image.")
 flags.DEFINE_integer("max_steps", None, "Stop each task after this many steps (smoke runs).")
@@ -98,12 +99,7 @@ def main(argv):
              for name in FLAGS.tfds_name]
     if FLAGS.tfrecords:
         class_names = prompts.load_class_names(FLAGS.class_names)
-        record_names = labels.record_label_names(FLAGS.tfrecords)
-        label_map = None
-        if FLAGS.labels_by_name:
-            label_map = labels.label_map_by_name(class_names, record_names, FLAGS.tfrecords)
-        else:
-            labels.check_class_names(class_names, record_names, FLAGS.tfrecords)
+        label_map = labels.label_map_for(class_names, FLAGS.tfrecords, FLAGS.labels_by_name)
         tasks.append(run.tfrecord_task(FLAGS.tfrecords, class_names,
                                        prompts.load_templates(FLAGS.templates), data,
                                        FLAGS.batch_size, label_map=label_map,
@@ -120,9 +116,9 @@ def main(argv):
                        metadata={"checkpoint": restored, "gin_files": FLAGS.gin_file,
                                  "gin_params": FLAGS.gin_param, "strategy": FLAGS.strategy,
                                  "replicas": strategy.num_replicas_in_sync,
-                                 "data_config": {f: getattr(data, f)
-                                                 for f in data_config.FIELDS + ("channels",)}},
+                                 "data_config": data.as_dict()},
                        max_steps=FLAGS.max_steps, predictions_path=FLAGS.predictions)
+
 
 if __name__ == "__main__":
     app.run(main)

@@ -63,19 +63,10 @@ def main(argv):
     config.parse(FLAGS.gin_file, FLAGS.gin_param)
     data = data_config.from_gin(tokenizer_path=FLAGS.tokenizer, seq_len=FLAGS.seq_len)
     tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
-    class_names = prompts.load_class_names(FLAGS.class_names)
     records = (config.bound_value("make_dataset.eval_file_pattern", None)
                or config.bound_value("make_dataset.file_pattern", None))
-    try:
-        record_names = labels.record_label_names(records) if records else {}
-    except FileNotFoundError as e:  # training data not on this machine: nothing to check
-        logging.warning("class names not checked against the records: %s", e)
-        record_names = {}
-    if record_names:
-        if FLAGS.labels_by_name:
-            class_names = labels.order_by_records(class_names, record_names, records)
-        else:
-            labels.check_class_names(class_names, record_names, records)
+    class_names = labels.names_for_export(prompts.load_class_names(FLAGS.class_names), records,
+                                          FLAGS.labels_by_name)
     model = DualEncoder()
     data.check_model(model.image_size, model.max_text_len)
     if FLAGS.checkpoint:
@@ -87,6 +78,7 @@ def main(argv):
         base_path_prefix=FLAGS.base_path_prefix,
         allow_nameless_classes=FLAGS.allow_nameless_classes)
     print(f"exported {path}")
+
 
 if __name__ == "__main__":
     app.run(main)

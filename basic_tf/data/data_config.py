@@ -39,6 +39,10 @@ class DataConfig:
     channels: int = CHANNELS
     sources: tuple = ()
 
+    def as_dict(self) -> dict:
+        """The fields (with channels) as a plain dict, for reports."""
+        return {field: getattr(self, field) for field in FIELDS + ("channels",)}
+
     def source(self, field: str) -> str:
         """'flag', 'gin' or 'make_dataset default' for a field."""
         return dict(self.sources).get(field, "given")

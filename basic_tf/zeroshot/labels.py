@@ -8,13 +8,15 @@ any error; these checks compare the two before any evaluation or export:
   check_class_names(given, names, ...)   error naming the first mismatch (index, given, record's)
   label_map_by_name(given, names, ...)   record label -> given column, matched by name
   order_by_records(given, names, ...)    the given names re-ordered into the records' label order
+  label_map_for(given, pattern, by_name) what tools/evaluate.py calls: check, or map by name
 
 Names match after `normalize` (case, '_' as space, whitespace folded): the folder source turns
 `ankle_boot/` into 'ankle boot', which a user may write 'Ankle boot'.
 """
-from typing import Dict, List, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import tensorflow as tf
+from absl import logging
 
 from basic_tf.data import schema
 
@@ -105,3 +107,32 @@ def order_by_records(given: Sequence[str], names: Dict[int, str], where: str,
                          "--labels_by_name")
     ordered = [given[table[label]] for label in sorted(names)]
     return ordered + [n for i, n in enumerate(given) if i not in set(table)]
+
+
+def label_map_for(given: Sequence[str], file_pattern: Union[str, Sequence[str]],
+                  by_name: bool = False) -> Optional[List[int]]:
+    """Evaluation: None when the given names are in the records' label order (else the error of
+    check_class_names); with `by_name`, the label map of label_map_by_name."""
+    names = record_label_names(file_pattern)
+    if by_name:
+        return label_map_by_name(given, names, str(file_pattern))
+    check_class_names(given, names, str(file_pattern))
+    return None
+
+
+def names_for_export(given: Sequence[str], file_pattern: Union[str, Sequence[str], None],
+                     by_name: bool = False) -> List[str]:
+    """Export: the class names to bake, checked against (or, `by_name`, ordered as) the labelled
+    records of `file_pattern`. No pattern, or no records on this machine: the given names as
+    they are (logged)."""
+    if not file_pattern:
+        return list(given)
+    try:
+        names = record_label_names(file_pattern)
+    except FileNotFoundError as e:  # training data not on this machine: nothing to check
+        logging.warning("class names not checked against the records: %s", e)
+        return list(given)
+    if by_name:
+        return order_by_records(given, names, str(file_pattern)) if names else list(given)
+    check_class_names(given, names, str(file_pattern))
+    return list(given)

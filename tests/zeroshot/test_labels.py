@@ -43,3 +43,17 @@ def test_by_name():
         "ankle boot", "bag", "trouser", "shirt"]
     with pytest.raises(ValueError, match="label 1 'bag', which is not among the 2 class names"):
         labels.label_map_by_name(["trouser", "ankle boot"], RECORDS, "x")
+
+
+def test_what_the_tools_call(tmp_path):
+    path = _shard(tmp_path / "a.tfrecord", [(0, "ankle boot"), (1, "bag"), (2, "trouser")])
+    natural = ["trouser", "bag", "ankle boot"]
+    assert labels.label_map_for(sorted(natural), path) is None
+    assert labels.label_map_for(natural, path, by_name=True) == [2, 1, 0]
+    with pytest.raises(ValueError, match="class 0 is 'trouser'"):
+        labels.label_map_for(natural, path)
+    assert labels.names_for_export(natural, path, by_name=True) == sorted(natural)
+    assert labels.names_for_export(natural, None) == natural               # nothing to check
+    assert labels.names_for_export(natural, str(tmp_path / "gone-*")) == natural  # not here
+    with pytest.raises(ValueError, match="class 0 is 'trouser'"):
+        labels.names_for_export(natural, path)
