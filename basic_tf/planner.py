@@ -338,11 +338,9 @@ def parse_mesh(text: str, replicas: int = 1) -> tuple:
 
 def gin_step_setting() -> tuple:
     """(num_micro_batches, remat_every) bound in the parsed gin config (defaults 1, 0)."""
+    from basic_tf import config
     from basic_tf.parallel.remat import remat_policy
-    try:
-        micro = int(gin.query_parameter("compute_contrastive_step.num_micro_batches"))
-    except (ValueError, KeyError):
-        micro = 1
+    micro = int(config.bound_value("compute_contrastive_step.num_micro_batches", 1))
     policy = remat_policy()
     remat_every = {"none": 0, "every_block": 1}.get(policy.mode, policy.k)
     return micro, remat_every

@@ -180,3 +180,14 @@ def test_plan_tool_help_names_its_inputs():
     assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stderr
     for flag in ("--gin_file", "--global_batch", "--mesh", "--device_memory_gb", "--replicas"):
         assert flag in out.stdout, out.stdout
+
+
+def test_gin_step_setting_resolves_macros():
+    """A macro-bound micro-batch count (as demo.gin binds its sizes) is read as its value."""
+    import gin
+
+    config.parse(["tiny"], ["MICRO = 4", "compute_contrastive_step.num_micro_batches = %MICRO"])
+    try:
+        assert planner.gin_step_setting() == (4, 0)
+    finally:
+        gin.clear_config()
