@@ -13,15 +13,18 @@ data must already be prepared in --tfds_data_dir (the error says how).
 name; the first mismatch is an error), or give --labels_by_name to match them by name.
 
 Examples:
-  python3 tools/evaluate.py --gin_file=tiny --model_dir=/tmp/tiny --tfds_name=imagenet2012 \
-      --tfds_name=imagenet_v2 --tfds_data_dir=~/tensorflow_datasets --out=/tmp/tiny/eval.json
-  python3 tools/evaluate.py --gin_file=demo --model_dir=/tmp/demo \
-      --tfrecords='/data/fm/test-*.tfrecord' --class_names=fashion_mnist \
-      --templates=fashion_mnist --retrieval_tfrecords='/data/coco/val-*.tfrecord' \
-      --strategy=mirrored
+  # an experiment gin file that binds make_dataset.* (file_pattern, tokenizer_path, ...)
   python3 tools/evaluate.py --gin_file=my_experiment.gin --model_dir=/tmp/mine \
-      --tfrecords='/data/mine/test-*.tfrecord' --class_names=/data/mine/names.txt \
+      --tfrecords='/data/mine/test-*.tfrecord' --class_names=/data/mine/train.class_names.json \
       --templates=/data/mine/prompts.txt --predictions=/tmp/mine/predictions.csv
+  # the output of `basic-demo --out /tmp/demo` (the demo binds its tokenizer at run time)
+  python3 tools/evaluate.py --gin_file=demo --model_dir=/tmp/demo/model \
+      --tokenizer=/tmp/demo/data/spm.model --tfrecords='/tmp/demo/data/test-*.tfrecord' \
+      --class_names=fashion_mnist --templates=fashion_mnist --strategy=mirrored
+  # make_dataset bindings given on the training command line must be given here too
+  python3 tools/evaluate.py --gin_file=tiny --gin_param=make_dataset.image_size=32 \
+      --gin_param=make_dataset.seq_len=16 --tokenizer=/data/sp.model --model_dir=/tmp/tiny \
+      --tfds_name=imagenet2012 --tfds_data_dir=~/tensorflow_datasets --out=/tmp/tiny/eval.json
 
 Writes --out (JSON: per task counts, accuracies, per-class accuracy, confusion matrix up to 100
 classes, R@K), <out>.txt (the table printed at the end) and <out>.<task>.confusion.png.

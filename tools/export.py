@@ -13,9 +13,9 @@ the token length and class names with unknown pieces are reported; a class whose
 lost its name is refused unless --allow_nameless_classes.
 
 Example:
-  python3 tools/export.py --gin_file=tiny --checkpoint=/tmp/tiny/model.weights.h5 \
-      --export_dir=/tmp/serve --model_name=fashion --class_names=fashion_mnist \
-      --templates=fashion_mnist
+  python3 tools/export.py --gin_file=my_experiment.gin --checkpoint=/tmp/mine \
+      --export_dir=/tmp/serve --model_name=mine --class_names=/data/mine/train.class_names.json \
+      --templates=/data/mine/prompts.txt
   Then serve it (see basic_tf/export/README.md):
   docker run -p 8501:8501 -v /tmp/serve:/models tensorflow/serving \
       --model_config_file=/models/models.config   # export with --base_path_prefix=/models
