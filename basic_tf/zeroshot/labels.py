@@ -114,6 +114,10 @@ def label_map_for(given: Sequence[str], file_pattern: Union[str, Sequence[str]],
     """Evaluation: None when the given names are in the records' label order (else the error of
     check_class_names); with `by_name`, the label map of label_map_by_name."""
     names = record_label_names(file_pattern)
+    if not names:
+        logging.warning("%s: the records carry no label names; the class names cannot be "
+                        "checked (label i is class name i)", file_pattern)
+        return None
     if by_name:
         return label_map_by_name(given, names, str(file_pattern))
     check_class_names(given, names, str(file_pattern))
