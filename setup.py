@@ -17,6 +17,11 @@ INSTALL_REQUIRES = [
     "matplotlib",
 ]
 
+# tools/<name>.py is the command basic-<name with dashes> (basic_tf.cli.<name>), e.g.
+# tools/train.py -> basic-train.
+COMMANDS = ["train", "evaluate", "export", "make_tfrecords", "train_tokenizer", "new_experiment",
+            "plan", "serving_client"]
+
 setuptools.setup(
     name="basic_tf",
     version="0.1.0",
@@ -24,11 +29,18 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
-    packages=setuptools.find_packages(include=["basic_tf", "basic_tf.*"]),
-    package_data={"basic_tf": ["zeroshot/data/*.json", "zeroshot/data/*.txt"]},
+    # tools/ and gin/ stay where the layout puts them and are installed inside the package (one
+    # copy of each file): tools/ as basic_tf/tools (run by the console scripts below, see
+    # basic_tf/cli.py), gin/ as basic_tf/gin (found by basic_tf.config when there is no checkout).
+    packages=setuptools.find_packages(include=["basic_tf", "basic_tf.*"]) + [
+        "basic_tf.tools", "basic_tf.gin"],
+    package_dir={"basic_tf.tools": "tools", "basic_tf.gin": "gin"},
+    package_data={"basic_tf": ["zeroshot/data/*.json", "zeroshot/data/*.txt"],
+                  "basic_tf.gin": ["*.gin"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8", "pytest-xdist==3.8.0", "tensorflow-serving-api==2.20.0"],
     },
-    entry_points={"console_scripts": ["basic-demo = basic_tf.demo:console_main"]},
+    entry_points={"console_scripts": ["basic-demo = basic_tf.demo:console_main"] + [
+        f"basic-{name.replace('_', '-')} = basic_tf.cli:{name}" for name in COMMANDS]},
 )

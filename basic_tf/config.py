@@ -1,7 +1,7 @@
 """Gin configuration: one entry point that registers every configurable and parses files.
 
-An experiment is one gin file in the repository's `gin/` folder (or any path). Every tunable is a
-gin binding; `operative_config_str()` after training is the run's record.
+An experiment is one gin file in the repository's `gin/` folder (installed as basic_tf/gin) or any
+path. Every tunable is a gin binding; `operative_config_str()` after training is the run's record.
 """
 import contextlib
 import copy
@@ -32,7 +32,17 @@ CONFIGURABLE_MODULES = (
     "basic_tf.planner",
 )
 
-REPO_GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+def _gin_dir() -> str:
+    """The folder of the shipped gin files: basic_tf/gin in an installed package (setup.py copies
+    the repository's gin/ there), else the checkout's gin/. Installed, the folder above basic_tf
+    is site-packages, whose gin/ is the gin-config package, so the packaged copy comes first."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    packaged = os.path.join(here, "gin")
+    return packaged if os.path.isdir(packaged) else os.path.join(os.path.dirname(here), "gin")
+
+
+GIN_DIR = _gin_dir()
 
 
 def register_configurables() -> None:
@@ -45,13 +55,13 @@ def resolve_gin_file(name: str) -> str:
     """Returns the path of a gin file given a path, or a bare name such as `tiny` or `tiny.gin`."""
     candidates = [name]
     base = name if name.endswith(".gin") else name + ".gin"
-    candidates.append(os.path.join(REPO_GIN_DIR, base))
+    candidates.append(os.path.join(GIN_DIR, base))
     for path in candidates:
         if os.path.isfile(path):
             return path
-    available = sorted(f for f in os.listdir(REPO_GIN_DIR) if f.endswith(".gin")) if os.path.isdir(REPO_GIN_DIR) else []
+    available = sorted(f for f in os.listdir(GIN_DIR) if f.endswith(".gin")) if os.path.isdir(GIN_DIR) else []
     raise FileNotFoundError(
-        f"gin file {name!r} not found (looked at {candidates}); available in {REPO_GIN_DIR}: {available}")
+        f"gin file {name!r} not found (looked at {candidates}); available in {GIN_DIR}: {available}")
 
 
 def parse(gin_files: Iterable[str] | str, bindings: Sequence[str] = (), finalize: bool = False) -> None:
@@ -60,8 +70,8 @@ def parse(gin_files: Iterable[str] | str, bindings: Sequence[str] = (), finalize
     if isinstance(gin_files, str):
         gin_files = [gin_files]
     gin.clear_config()
-    if os.path.isdir(REPO_GIN_DIR):
-        gin.add_config_file_search_path(REPO_GIN_DIR)
+    if os.path.isdir(GIN_DIR):
+        gin.add_config_file_search_path(GIN_DIR)
     paths = [resolve_gin_file(f) for f in gin_files]
     for path in paths:
         with _naming(f"gin file {path}"):

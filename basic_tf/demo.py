@@ -340,8 +340,9 @@ def console_main() -> None:
     """`basic-demo`: flags are defined here, not at import, so that importing this module (gin
     does, for demo.gin's bindings) adds no flags to other programs."""
     started_at = time.time()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from absl import app, flags
+    from absl import flags
+
+    from basic_tf import cli
 
     flags.DEFINE_string("out", None, "Output directory (data, checkpoints, export, report.json); "
                         "an existing one is resumed.")
@@ -349,4 +350,4 @@ def console_main() -> None:
     flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. "
                               "'TRAIN_STEPS = 100'.")
     flags.mark_flag_as_required("out")
-    app.run(lambda argv: main(argv, started_at))
+    cli.run(lambda argv: main(argv, started_at))

@@ -31,6 +31,8 @@ classes, R@K), <out>.txt (the table printed at the end) and <out>.<task>.confusi
 """
 from absl import app, flags
 
+from basic_tf import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin files (path or name in gin/), e.g. tiny.")
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. "
@@ -124,4 +126,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

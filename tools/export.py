@@ -22,6 +22,8 @@ Example:
 """
 from absl import app, flags, logging
 
+from basic_tf import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin files (path or name in gin/), e.g. tiny.")
 flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. 'export_for_serving.top_k=3'.")
@@ -81,4 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

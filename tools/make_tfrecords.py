@@ -27,6 +27,8 @@ import sys
 
 from absl import app, flags
 
+from basic_tf import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("source", None, ["table", "folder", "numpy", "fashion_mnist", "tfds"],
                   "Where records come from: table = .csv/.jsonl of image paths and captions; "
@@ -160,4 +162,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -11,9 +11,9 @@ embeddings and the N x N logits. Then it recommends the number of micro-batches,
 policy and the data x model mesh that fit the device memory at the least compute. All numbers
 are analytic (basic_tf/planner.py); benchmarks/planner_memory.py checks them against measurement.
 """
-from absl import app, flags
+from absl import flags
 
-from basic_tf import config, planner
+from basic_tf import cli, config, planner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", ["tiny"], "Gin file(s): a path or a name in gin/.")
@@ -39,4 +39,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

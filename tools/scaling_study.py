@@ -13,8 +13,9 @@ Needs the Debian package dataset-fashion-mnist (tools/install.sh installs it).
 import os
 import tempfile
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from basic_tf import cli
 from benchmarks import scaling_study
 
 FLAGS = flags.FLAGS
@@ -53,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

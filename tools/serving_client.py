@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags
 
+from basic_tf import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("server", "127.0.0.1:8501", "host:port of the REST (8501) or gRPC (8500) API.")
 flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "REST JSON or gRPC PredictRequest.")
@@ -56,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

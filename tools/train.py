@@ -34,6 +34,8 @@ newest good checkpoint; 2 a bad flag, gin file, binding or model_dir, named on t
 """
 from absl import app, flags, logging
 
+from basic_tf import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "Gin file(s): a path or a name in gin/, e.g. tiny.")
 flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. "
@@ -103,4 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -11,6 +11,8 @@ Example:
 """
 from absl import app, flags
 
+from basic_tf import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("shards", None, "Glob of basic_tf TFRecord shards to read captions from.")
 flags.DEFINE_string("captions_file", None, "Text file with one caption per line.")
@@ -57,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)
