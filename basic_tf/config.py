@@ -1,7 +1,7 @@
 """Gin configuration: one entry point that registers every configurable and parses files.
 
-An experiment is one gin file in the repository's `gin/` folder (installed as basic_tf/gin) or any
-path. Every tunable is a gin binding; `operative_config_str()` after training is the run's record.
+An experiment is one gin file in the repository's `gin/` folder (or any path). Every tunable is a
+gin binding; `operative_config_str()` after training is the run's record.
 """
 import contextlib
 import copy

@@ -1,0 +1,48 @@
+"""basic_tf.new_experiment: the choices behind a generated gin file (the whole path, README
+commands included, runs in tests/tools/test_own_data_readme.py)."""
+import gin
+
+from basic_tf import config, new_experiment as ne
+
+
+def test_templates_are_read_off_captions_with_their_class_names():
+    captions = {"red": ["a red square.", "a red square.", "something red.", "red red"],
+                "blue": ["a blue square.", "the colour blue.", "something blue."]}
+    templates = ne.templates_from_captions(captions)
+    # seen with both classes, most frequent first; one-class patterns and repeats left out
+    assert templates == ["a {c} square.", "something {c}."]
+    assert ne.templates_from_captions({"cat": ["a photo"], "dog": ["x"]}) == list(
+        ne.FALLBACK_TEMPLATES)
+
+
+def test_sequence_length_holds_every_prompt_and_99_percent_of_captions():
+    assert ne.choose_seq_len([5] * 199 + [40], [7]) == 8     # the 0.5% outlier is cut
+    assert ne.choose_seq_len([5] * 10, [17]) == 24           # a prompt is never cut
+    assert ne.choose_seq_len([300] * 10, [3]) == 64          # at most 64
+
+
+def test_batch_gives_at_least_4_steps_per_epoch():
+    assert ne.choose_batch(200) == 32
+    assert ne.choose_batch(10) == 2
+    assert ne.choose_batch(1_000_000) == 256
+    assert ne.choose_batch(1_000_000, maximum=100) == 64
+
+
+def test_schedule_ends_on_a_checkpoint():
+    for records, batch, epochs, steps in ((200, 32, 10, None), (200, 32, 10, 40),
+                                          (60_000, 128, 3, None), (5, 2, 1, 7)):
+        train_steps, per_loop, interval = ne.choose_schedule(records, batch, epochs, steps)
+        assert train_steps % interval == 0 and interval % per_loop == 0
+        assert train_steps >= (steps or 100)
+        assert train_steps // per_loop <= 20     # progress lines stay few
+
+
+def test_model_gin_parses_and_the_planner_sizes_it():
+    config.register_configurables()
+    gin.clear_config()
+    gin.parse_config(ne.model_gin("small", 32, 24, 47))
+    gin.clear_config()
+    best, reason = ne.plan("small", 32, 24, 47, 32, device_memory_gb=1.0)
+    assert best.num_micro_batches == 1 and "fits" in reason
+    tight, _ = ne.plan("medium", 224, 64, 1000, 256, device_memory_gb=1.0)
+    assert tight.num_micro_batches > 1 or tight.remat_every > 0   # made to fit 1 GiB
