@@ -1,6 +1,8 @@
 """From your shards to one complete gin file: what tools/new_experiment.py (basic-new-experiment)
 does.
 
+  (a CSV/JSONL table or class-folder source is first written as shards, as
+   basic-make-tfrecords does)
   profile the training and evaluation shards (basic_tf.data.profile)
   -> class names in label order (class_names.txt) and prompt templates read off the training
      captions (templates.txt, '{c}' = class name)
@@ -14,6 +16,7 @@ does.
 import collections
 import dataclasses
 import datetime
+import glob
 import math
 import os
 import shlex
@@ -25,6 +28,7 @@ from basic_tf.data import profile as data_profile
 GIN_NAME, CLASS_NAMES_NAME, TEMPLATES_NAME, TOKENIZER_PREFIX = (
     "experiment.gin", "class_names.txt", "templates.txt", "spm")
 FALLBACK_TEMPLATES = ("a photo of a {c}.", "{c}")
+TABLE_EXTENSIONS = (".csv", ".jsonl", ".json")
 MAX_TEMPLATES = 8
 
 # Image and text towers by data size (training records): a small model on a small set
@@ -74,6 +78,37 @@ class Experiment:
     @property
     def templates_path(self) -> str:
         return os.path.join(self.out_dir, TEMPLATES_NAME)
+
+
+def is_source(path: str) -> bool:
+    """True for what basic-make-tfrecords reads (a .csv/.jsonl table or a class-folder root),
+    False for a glob of shards."""
+    return os.path.isdir(path) or os.path.splitext(path)[1].lower() in TABLE_EXTENSIONS
+
+
+def shards_from_source(source: str, output_prefix: str, label_column: Optional[str] = None,
+                       class_names_file: Optional[str] = None, log=print) -> str:
+    """Writes a table or class-folder source as shards `<output_prefix>-*.tfrecord`, as
+    `basic-make-tfrecords --source=table|folder` does (same readers and writer, default
+    options); returns their glob. Shards of an earlier run with this prefix are replaced."""
+    from basic_tf.data import sources, writer
+
+    if os.path.isdir(source):
+        records = sources.from_folder(source)
+    else:
+        class_names = None
+        if class_names_file:
+            with open(class_names_file, encoding="utf-8") as f:
+                class_names = [line.strip() for line in f if line.strip()]
+        records = sources.from_table(source, label_column=label_column, class_names=class_names)
+    for stale in glob.glob(output_prefix + "-*"):
+        os.remove(stale)
+    summary = writer.write_tfrecords(records, output_prefix)
+    if not summary.written:
+        raise ValueError(f"{source}: no record written ({summary.to_json()})")
+    log(f"wrote {summary.written} records of {source} in {len(summary.shards)} shard(s) "
+        f"({output_prefix}-*)")
+    return output_prefix + "-*.tfrecord"
 
 
 def templates_from_captions(captions_by_class: Dict[str, List[str]],

@@ -1,9 +1,11 @@
 r"""Starts an experiment on your own data: one complete, commented gin file that trains, evaluates
 and exports with no edits.
 
-Example (shards written by basic-make-tfrecords / tools/make_tfrecords.py):
+Examples (shards written by basic-make-tfrecords / tools/make_tfrecords.py):
   basic-new-experiment --train='my_data/tfrecords/train-*.tfrecord' \
       --eval='my_data/tfrecords/test-*.tfrecord' --out_dir=my_exp
+  basic-new-experiment --train=my_data/train.csv --eval=my_data/test.csv --label_column=label \
+      --class_names_file=my_data/classes.txt --out_dir=my_exp    # shards into my_exp/data
   then run the three commands it prints (basic-train, basic-evaluate, basic-export).
 
 It reads the shards (image sizes and channels, class names, captions), trains a SentencePiece
@@ -19,9 +21,15 @@ from absl import app, flags
 from basic_tf import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("train", None, "Glob of the training TFRecord shards (basic_tf schema).")
-flags.DEFINE_string("eval", None, "Glob of the evaluation shards (labelled: zero-shot "
+flags.DEFINE_string("train", None, "Glob of the training TFRecord shards (basic_tf schema), or "
+                    "a .csv/.jsonl table or class-folder root (written as shards into "
+                    "<out_dir>/data first, as basic-make-tfrecords does).")
+flags.DEFINE_string("eval", None, "Evaluation data, as --train (labelled: zero-shot "
                     "classification; captions only: retrieval). Optional.")
+flags.DEFINE_string("label_column", None, "Tables: integer label column (as "
+                    "basic-make-tfrecords).")
+flags.DEFINE_string("class_names_file", None, "Tables: class names, one per line in label order "
+                    "(as basic-make-tfrecords).")
 flags.DEFINE_string("out_dir", None, "Where experiment.gin, the tokenizer, class_names.txt and "
                     "templates.txt go.")
 flags.DEFINE_string("tokenizer", None, "An existing SentencePiece .model to use instead of "
@@ -50,8 +58,14 @@ def main(argv):
 
     from basic_tf import new_experiment
 
+    data = {"train": FLAGS.train, "eval": FLAGS.eval}
+    for split, source in data.items():
+        if source and new_experiment.is_source(source):
+            data[split] = new_experiment.shards_from_source(
+                source, os.path.join(FLAGS.out_dir, "data", split), FLAGS.label_column,
+                FLAGS.class_names_file)
     exp, train, evaluation = new_experiment.choose(
-        FLAGS.train, FLAGS.eval, FLAGS.out_dir, tokenizer=FLAGS.tokenizer,
+        data["train"], data["eval"], FLAGS.out_dir, tokenizer=FLAGS.tokenizer,
         vocab_size=FLAGS.vocab_size, epochs=FLAGS.epochs, train_steps=FLAGS.train_steps,
         image_size=FLAGS.image_size, max_batch=FLAGS.max_batch,
         device_memory_gb=FLAGS.device_memory_gb)
