@@ -329,8 +329,10 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
                  f"{' given' if device_memory_gb else ': half the RAM of this machine'})"),
         "steps": ("given with --train_steps" if train_steps else
                   f"{epochs:g} epochs of {train.records} records at batch {batch}"),
-        "templates": ("read off the training captions ('{c}' = class name)"
-                      if templates and templates != list(FALLBACK_TEMPLATES) else
+        "templates": ("no labels: the evaluation is image-text retrieval, and the export "
+                      "(a zero-shot classifier) needs class names" if not class_names else
+                      "read off the training captions ('{c}' = class name)"
+                      if templates != list(FALLBACK_TEMPLATES) else
                       "generic: the training captions do not contain their class names"),
     }
     exp = Experiment(os.path.abspath(train_pattern),
