@@ -14,8 +14,11 @@ captions, and chooses the image size, sequence length, model size, batch, micro-
 steps (the memory check is basic_tf.planner's). Writes into --out_dir: experiment.gin (every
 value written out and commented), spm.model/.vocab, class_names.txt (label order) and
 templates.txt ('{c}' = class name); prints the train / evaluate / export commands. The logic is
-basic_tf/new_experiment.py.
+basic_tf/new_experiment.py. Exit status 2 with a one-line message for data or flags it cannot use
+(--verbosity=1: the traceback).
 """
+import sys
+
 from absl import app, flags
 
 from basic_tf import cli
@@ -59,19 +62,25 @@ def main(argv):
     from basic_tf import new_experiment
 
     data = {"train": FLAGS.train, "eval": FLAGS.eval}
-    for split, source in data.items():
-        if source and new_experiment.is_source(source):
-            data[split] = new_experiment.shards_from_source(
-                source, os.path.join(FLAGS.out_dir, "data", split), FLAGS.label_column,
-                FLAGS.class_names_file)
-    exp, train, evaluation = new_experiment.choose(
-        data["train"], data["eval"], FLAGS.out_dir, tokenizer=FLAGS.tokenizer,
-        vocab_size=FLAGS.vocab_size, epochs=FLAGS.epochs, train_steps=FLAGS.train_steps,
-        image_size=FLAGS.image_size, max_batch=FLAGS.max_batch,
-        device_memory_gb=FLAGS.device_memory_gb)
-    model_dir = os.path.abspath(FLAGS.model_dir or os.path.join(exp.out_dir, "model"))
-    export_dir = os.path.abspath(FLAGS.export_dir or os.path.join(exp.out_dir, "serving"))
-    path = new_experiment.write(exp, train, evaluation, model_dir, export_dir)
+    try:
+        for split, source in data.items():
+            if source and new_experiment.is_source(source):
+                data[split] = new_experiment.shards_from_source(
+                    source, os.path.join(FLAGS.out_dir, "data", split), FLAGS.label_column,
+                    FLAGS.class_names_file)
+        exp, train, evaluation = new_experiment.choose(
+            data["train"], data["eval"], FLAGS.out_dir, tokenizer=FLAGS.tokenizer,
+            vocab_size=FLAGS.vocab_size, epochs=FLAGS.epochs, train_steps=FLAGS.train_steps,
+            image_size=FLAGS.image_size, max_batch=FLAGS.max_batch,
+            device_memory_gb=FLAGS.device_memory_gb)
+        model_dir = os.path.abspath(FLAGS.model_dir or os.path.join(exp.out_dir, "model"))
+        export_dir = os.path.abspath(FLAGS.export_dir or os.path.join(exp.out_dir, "serving"))
+        path = new_experiment.write(exp, train, evaluation, model_dir, export_dir)
+    except (ValueError, FileNotFoundError) as e:   # bad data or flag: the message names it
+        if FLAGS.verbosity >= 1:                    # --verbosity=1: the full traceback
+            raise
+        print(f"basic-new-experiment: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path}: image {exp.image_size}x{exp.image_size}, {exp.seq_len} tokens, "
           f"'{exp.model_size}' model, batch {exp.global_batch} in {exp.num_micro_batches} "
           f"micro-batch(es), {exp.train_steps} steps, {len(exp.class_names)} classes")

@@ -60,5 +60,7 @@ def test_folder_and_table_sources_become_shards_and_a_gin_file(tmp_path):
 def test_class_names_that_disagree_between_splits_are_refused(tmp_path):
     _data(tmp_path, ["dog", "cat", "owl"])
     proc = _run(tmp_path)
-    assert proc.returncode == 1
-    assert "label 0 is named 'dog'" in proc.stderr and "'cat'" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 2
+    message = proc.stderr.strip().splitlines()[-1]         # one line, no traceback
+    assert message.startswith("basic-new-experiment: --eval=") and "Traceback" not in proc.stderr
+    assert "label 0 is named 'dog'" in message and "'cat'" in message, proc.stderr[-2000:]
