@@ -64,6 +64,6 @@ def test_basic_train_finds_the_packaged_tiny_gin(installed):
     proc = subprocess.run([str(bin_dir / "basic-train"), "--gin_file=tiny",
                            f"--model_dir={root / 'run'}", "--gin_bindings=train.train_steps = 1"],
                           capture_output=True, text=True, env=env, cwd=root, timeout=300)
-    assert proc.returncode == 1
+    assert proc.returncode != 0
     assert "Required bindings for `make_dataset`" in proc.stderr, proc.stderr[-2000:]
     assert "not found" not in proc.stderr
