@@ -8,6 +8,8 @@ Rooms (lower rooms never import higher ones):
   data/      TFRecord schema and writers, tokenizer, tf.data pipeline
   zeroshot/  prompts and class names, classifier building, evaluation
   export/    SavedModel signatures for TF Serving
+  new_experiment  from your shards to a complete gin file (basic-new-experiment)
+  cli        start-up of every command in tools/ and the installed basic-* scripts
 """
 
 __version__ = "0.1.0"
