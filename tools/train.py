@@ -93,6 +93,12 @@ def main(argv):
             raise
         logging.error("%s", str(e).strip())
         raise SystemExit(2) from None
+    except RuntimeError as e:  # gin: a required binding (e.g. make_dataset.file_pattern) unset
+        if "Required bindings" not in str(e) or FLAGS.verbosity >= 1:
+            raise
+        logging.error("%s (set them in the gin file or with --gin_bindings)",
+                      str(e).strip().splitlines()[0])
+        raise SystemExit(2) from None
     except tf.errors.InvalidArgumentError as e:  # the input pipeline stopped: say why, first
         message = input_error_message(e)
         if message is None:

@@ -78,5 +78,25 @@ def test_readme_own_data_commands_end_to_end(tmp_path):
         result = json.load(f)["results"]["tfrecords"]
     assert result["count"] == 50
     assert result["top1"] >= 0.3, result["top1"]    # chance is 0.1; ~0.8 after 40 steps
+
+    # The exported model serves evaluate's per-image predictions (class order and scores).
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (the SentencePiece op of the exported graph)
+    from basic_tf.data import schema, validate
+    with open(tmp_path / "my_exp" / "predictions.csv", newline="", encoding="utf-8") as f:
+        predicted = list(csv.DictReader(f))
+    assert len(predicted) == 50
+    records = {r.example_id: r for shard in schema.list_shards(
+        str(tmp_path / "my_data" / "tfrecords" / "test-*.tfrecord"))
+        for r in validate.read_records(shard)}
+    served = tf.saved_model.load(str(tmp_path / "my_exp" / "serving" / "basic" / "1"))
+    out = served.signatures["classify"](
+        images=tf.constant([records[row["example_id"]].image for row in predicted]))
+    for row, classes, scores in zip(predicted, out["classes"].numpy(), out["scores"].numpy()):
+        k = min(len(classes), sum(1 for key in row if key.endswith("_class")))
+        assert [c.decode() for c in classes[:k]] == [row[f"top{i + 1}_class"]
+                                                     for i in range(k)], row["example_id"]
+        np.testing.assert_allclose(scores[:k], [float(row[f"top{i + 1}_score"])
+                                                for i in range(k)], rtol=1e-4, atol=1e-6)
     versions = os.listdir(tmp_path / "my_exp" / "serving" / "basic")
     assert (tmp_path / "my_exp" / "serving" / "basic" / versions[0] / "saved_model.pb").exists()

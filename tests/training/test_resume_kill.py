@@ -89,7 +89,9 @@ def test_tool_faults_exit_2_with_the_cause_first(tmp_path):
             (["--gin_bindings=train.train_steps = 'ten'", f"--model_dir={tmp_path}/run"],
              "train.train_steps='ten' must be a positive integer"),
             (["--gin_bindings=train.train_steps = 5", "--model_dir=/proc/1/run"],
-             "--model_dir=/proc/1/run is not writable")):
+             "--model_dir=/proc/1/run is not writable"),
+            (["--gin_bindings=train.train_steps = 5", f"--model_dir={tmp_path}/run"],
+             "Required bindings for `make_dataset` not provided in config")):
         out = subprocess.run([sys.executable, TRAIN, "--gin_file=tiny"] + args,
                              capture_output=True, text=True, timeout=300,
                              env=dict(os.environ, PYTHONPATH=REPO))
