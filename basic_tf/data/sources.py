@@ -104,12 +104,9 @@ def from_table(path: str, image_column: str = "image", caption_column: str = "ca
             label_name = class_names[label] if class_names else None
         example_id = str(row[id_column]) if id_column else image_path
         _check_encodable(example_id, f"{where}: id")
-        try:
-            image = _read_image(full_path, where)
-        except FileNotFoundError as e:
-            if strict:
-                raise
-            yield schema.SkippedSource(where, str(e).split(": ", 1)[-1])
+        image = _image_or_skip(full_path, where, strict)
+        if isinstance(image, schema.SkippedSource):
+            yield image
             continue
         yield schema.Record(image=image, captions=captions, example_id=example_id, label=label,
                             label_name=label_name)
@@ -140,12 +137,9 @@ def from_folder(root: str, templates: Optional[Sequence[str]] = None,
                 if os.path.splitext(filename)[1].lower() not in IMAGE_EXTENSIONS:
                     continue
                 path = os.path.join(dirpath, filename)
-                try:
-                    image = _read_image(path, path)
-                except FileNotFoundError as e:
-                    if strict:
-                        raise
-                    yield schema.SkippedSource(path, str(e).split(": ", 1)[-1])
+                image = _image_or_skip(path, path, strict)
+                if isinstance(image, schema.SkippedSource):
+                    yield image
                     continue
                 yield schema.Record(image=image,
                                     captions=class_captions(name, templates),
@@ -251,6 +245,17 @@ def encode_image(image: np.ndarray, image_format: str = "png", jpeg_quality: int
     else:
         Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=jpeg_quality)
     return buf.getvalue()
+
+
+def _image_or_skip(path: str, where: str, strict: bool):
+    """The file's bytes, or a schema.SkippedSource naming `where` when it cannot be read
+    (with `strict`: the FileNotFoundError)."""
+    try:
+        return _read_image(path, where)
+    except FileNotFoundError as e:
+        if strict:
+            raise
+        return schema.SkippedSource(where, str(e).split(": ", 1)[-1])
 
 
 def _read_image(path: str, where: str) -> bytes:

@@ -121,36 +121,27 @@ def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.n
     # The distinct (text, image) pairs: which images each caption text belongs to.
     pairs = np.unique(np.stack([groups, owners], axis=1), axis=0)
 
-    def rank_of_best_positive(sims, positive):
-        """Per row: how many negatives score strictly higher than the best positive."""
-        positive = tf.constant(positive)
-        best = tf.reduce_max(tf.where(positive, sims, -np.inf), axis=1)
-        higher = (sims > best[:, None]) & ~positive
-        return tf.reduce_sum(tf.cast(higher, tf.int32), axis=1).numpy()
+    def ranks(queries, keys, query_of_pair, key_of_pair):
+        """Per query row (in chunks): how many negative keys score strictly higher than its best
+        positive key; positives are the (query, key) pairs listed."""
+        out = []
+        for begin in range(0, int(queries.shape[0]), chunk_size):
+            end = min(begin + chunk_size, int(queries.shape[0]))
+            positive = np.zeros([end - begin, int(keys.shape[0])], bool)
+            sel = (query_of_pair >= begin) & (query_of_pair < end)
+            positive[query_of_pair[sel] - begin, key_of_pair[sel]] = True
+            sims = tf.matmul(queries[begin:end], keys, transpose_b=True)
+            best = tf.reduce_max(tf.where(positive, sims, -np.inf), axis=1)
+            higher = (sims > best[:, None]) & ~positive
+            out.append(tf.reduce_sum(tf.cast(higher, tf.int32), axis=1).numpy())
+        return np.concatenate(out) if out else np.zeros([0], np.int32)
 
-    # Text -> image: positives of text t = the images with a caption t.
-    t2i_ranks = []
-    for begin in range(0, num_groups, chunk_size):
-        end = min(begin + chunk_size, num_groups)
-        images_of = np.zeros([end - begin, num_images], bool)
-        sel = (pairs[:, 0] >= begin) & (pairs[:, 0] < end)
-        images_of[pairs[sel, 0] - begin, pairs[sel, 1]] = True
-        sims = tf.matmul(text_emb[begin:end], image_emb, transpose_b=True)
-        t2i_ranks.append(rank_of_best_positive(sims, images_of))
-
-    # Image -> text: positives of image i = the texts of its captions.
-    i2t_ranks = []
-    for begin in range(0, num_images, chunk_size):
-        end = min(begin + chunk_size, num_images)
-        texts_of = np.zeros([end - begin, num_groups], bool)
-        sel = (pairs[:, 1] >= begin) & (pairs[:, 1] < end)
-        texts_of[pairs[sel, 1] - begin, pairs[sel, 0]] = True
-        sims = tf.matmul(image_emb[begin:end], text_emb, transpose_b=True)
-        i2t_ranks.append(rank_of_best_positive(sims, texts_of))
-
+    # Text -> image: positives of text t = the images with a caption t; image -> text: the texts
+    # of its captions.
+    t2i = ranks(text_emb, image_emb, pairs[:, 0], pairs[:, 1])
+    i2t = ranks(image_emb, text_emb, pairs[:, 1], pairs[:, 0])
     has_caption = np.bincount(owners, minlength=num_images) > 0
-    t2i = np.concatenate(t2i_ranks) if t2i_ranks else np.zeros([0], np.int32)
-    i2t = (np.concatenate(i2t_ranks) if i2t_ranks else np.zeros([0], np.int32))[has_caption]
+    i2t = i2t[has_caption]
     return {
         "image_to_text": {k: float(np.mean(i2t < k)) if i2t.size else float("nan") for k in ks},
         "text_to_image": {k: float(np.mean(t2i < k)) if t2i.size else float("nan") for k in ks},
