@@ -81,7 +81,8 @@ def train_on_mesh(model_dir: str, mesh: dtensor.Mesh, task, dataset_fn: Callable
                   max_consecutive_nonfinite: int, seed: int) -> dict:
     """Trains `task` (a ContrastiveTask, built but not sharded) on `mesh` until global step
     `train_steps`; the arguments mean what they mean for loop.train. -> {"step", "progress",
-    "eval": None} like loop.train."""
+    "eval": None, "preempted": False, "checkpoint"} like loop.train (no SIGTERM handling
+    on a mesh)."""
     if max_consecutive_nonfinite < 1:
         raise ValueError(f"max_consecutive_nonfinite={max_consecutive_nonfinite} must be >= 1")
     optimizer = _shard_task(task, mesh)
@@ -140,7 +141,8 @@ def train_on_mesh(model_dir: str, mesh: dtensor.Mesh, task, dataset_fn: Callable
         if step // checkpoint_interval > saved_step // checkpoint_interval or step == train_steps:
             manager.save(check_interval=False)
             saved_step = step
-    return {"step": step, "progress": logger.lines, "eval": None}
+    return {"step": step, "progress": logger.lines, "eval": None, "preempted": False,
+            "checkpoint": manager.latest_checkpoint}
 
 
 def _run_loop(train_step, batches, mesh, first_step: int, num_steps: int,
