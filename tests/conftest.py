@@ -5,6 +5,8 @@ TPUStrategy, and DTensor meshes use all 8.
 """
 import os
 
+import pytest
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
@@ -14,3 +16,13 @@ NUM_VIRTUAL_CPUS = 8
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(NUM_VIRTUAL_CPUS)])
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _gin_config_cleared_per_module():
+    """Each test file starts from an empty gin config: xdist runs several files in one process,
+    and bindings a file parsed (e.g. coatnet_config.stages of tiny.gin) must not change the
+    defaults another file relies on, or what a child process it starts sees."""
+    import gin
+    gin.clear_config()
+    yield

@@ -96,10 +96,12 @@ def test_remat_gives_same_gradients(bindings=RANDOM):
     # Graph == eager (same masks), remat == no remat.
     np.testing.assert_allclose(grads["none"][0], loss_fn(reference).numpy(), rtol=1e-5)
     np.testing.assert_allclose(grads["none"][0], grads["every_block"][0], rtol=1e-6)
+    # Recomputation reorders float sums: agree to float32 rounding of the largest gradient
+    # entry of the model (a near-zero variable's few 1e-6 entries carry the network's rounding).
+    largest = max(float(np.abs(a).max()) for a in grads["none"][1])
     for a, b in zip(grads["none"][1], grads["every_block"][1]):
         assert np.all(np.isfinite(a))
-        # Recomputation reorders float sums: agree to float32 rounding of the largest entry.
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(np.abs(a).max(), 1e-3))
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(largest, 1e-3))
 
 
 def test_remat_recompute_does_not_update_batchnorm_twice():
