@@ -1,8 +1,8 @@
 """basic_tf: BASIC (Pham et al., arXiv 2111.10050) contrastive image-text training in TF/Keras 3."""
 import setuptools
 
-# The pinned stack measured in shared/research/feasibility.md: tf-models-official 2.20.0 (for
-# orbit) fixes TensorFlow at 2.20 and absl-py at 1.x.
+# The pinned stack (checked to install together with `pip check` clean): tf-models-official
+# 2.20.0 (for orbit) fixes TensorFlow at 2.20 and absl-py at 1.x.
 INSTALL_REQUIRES = [
     "tensorflow==2.20.0",
     "keras==3.15.1",

@@ -3,7 +3,7 @@
 Scale-out is TensorFlow's own: TPUStrategy on Cloud TPU (the cluster resolver finds the pod's
 hosts), MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy over one host's devices.
 Optimizers must be built inside `strategy.scope()` before the first step (Keras 3 AdamW fails
-otherwise: see shared/research/feasibility.md, section 5).
+otherwise: its slots are created lazily in a replica context).
 """
 from typing import Optional, Sequence
 

@@ -3,7 +3,7 @@
 Optimizers: Keras AdamW and the training room's AdaFactorW. The model is a pre-LN MLP block named like the towers' (norm1, mlp/fc1, mlp/fc2), so the
 default rule table gives it a column-parallel fc1 (bias split on "model"), a row-parallel fc2
 (bias replicated) and replicated norms; an override replicates fc1's bias, the layout that blew
-up in shared/research/feasibility.md. Data are split on "batch". Reference: the same Keras
+up before the combiner fix (basic_tf/parallel/dtensor/mesh.py). Data are split on "batch". Reference: the same Keras
 optimizer on ordinary variables on one device.
 """
 import keras

@@ -18,7 +18,7 @@ unsharded models alike.
 
 Importing this package turns off DTensor's all-reduce combiner before any DTensor program is
 compiled: with it, optimizer slots read right after being written return stale values (the
-divergence in shared/research/feasibility.md section 4; root cause in mesh.py).
+divergence tests/parallel/test_dtensor_ordering.py catches; root cause in mesh.py).
 """
 from basic_tf.parallel.dtensor.mesh import (BATCH_AXIS, MODEL_AXIS, make_mesh, mesh_sizes,
                                             parse_mesh_flag, updates_are_ordered)
