@@ -2,9 +2,9 @@
 
 Written with `keras.export.ExportArchive`: a plain `tf.saved_model.save` of a tf.Module holding
 Keras 3 layers loads in TF2 Python but not in the TF1/C++ session loader TF Serving uses
-(tests/export/export_emulator.py loads exports as TF Serving does). Tokenization (SentencePiece, a TF Text op) is in the
-graph, so the server needs TF Text ops (stock TF Serving builds have them) and Python loaders
-need `import tensorflow_text`.
+(tests/export/export_emulator.py loads exports as TF Serving does). Tokenization
+(SentencePiece, a TF Text op) is in the graph, so the server needs TF Text ops (stock TF Serving
+builds have them) and Python loaders need `import tensorflow_text`.
 
 The version directory holds, besides saved_model.pb and variables/, in assets/:
   operative_config.gin   the gin bindings the model was built with
