@@ -5,12 +5,25 @@ hosts), MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy over one ho
 Optimizers must be built inside `strategy.scope()` before the first step (Keras 3 AdamW fails
 otherwise: its slots are created lazily in a replica context).
 """
+import functools
 from typing import Optional, Sequence
 
 import gin
 import tensorflow as tf
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
+
+
+class MirroredStrategy(tf.distribute.MirroredStrategy):
+    """tf.distribute.MirroredStrategy whose collective groups are numbered from 10001.
+
+    DTensor numbers its collective groups from 1 (per process), and so does a plain
+    MirroredStrategy: a DTensor mesh and a MirroredStrategy in one process then share group 1
+    with different sizes and TensorFlow aborts every later collective ("joining a group with size
+    2, but that group has size 4 (group_key=1)"). 10_000 is MirroredStrategy's own key offset.
+    """
+
+    _collective_key_base = 10_000
 
 
 @gin.configurable
@@ -42,7 +55,15 @@ def make_strategy(name: str = "default",
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(devices[0])
-    return tf.distribute.MirroredStrategy(list(devices))
+    return _mirrored(tuple(devices))
+
+
+@functools.lru_cache(maxsize=None)
+def _mirrored(devices: tuple) -> MirroredStrategy:
+    """One strategy per device list and process: a second MirroredStrategy over the same devices
+    would reuse the first one's (group, instance) keys, and TF aborts the collectives of the
+    process when a reused key's op has another type or dtype."""
+    return MirroredStrategy(list(devices))
 
 
 def parse_strategy_flag(flag: str) -> dict:
