@@ -55,7 +55,8 @@ def make_strategy(name: str = "default",
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy(devices[0])
-    return _mirrored(tuple(devices))
+    # '/cpu:0' and '/device:CPU:0' are one device: one cache key.
+    return _mirrored(tuple(tf.DeviceSpec.from_string(d).to_string() for d in devices))
 
 
 @functools.lru_cache(maxsize=None)
