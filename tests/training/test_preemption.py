@@ -34,6 +34,11 @@ def test_sigterm_mid_loop_saves_there_and_resumes_exactly(tiny_data, tmp_path):
     done = subprocess.run(_command(tiny_data, reference), cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
+    # Logs a person reads: one progress line per loop, no raw output dicts (orbit printed each
+    # loop's dict to stdout and logged it again).
+    log = done.stdout + done.stderr
+    assert [log.count(f"step {s}/{STEPS} (") for s in (LOOP, STEPS)] == [1, 1], log[-3000:]
+    assert "output: {" not in log and "training finished at step 40/40" in log
 
     model_dir = str(tmp_path / "run")
     log_path = str(tmp_path / "preempted.log")
