@@ -136,3 +136,18 @@ def markdown_table(headers, rows) -> str:
     for r in rows:
         out.append("| " + " | ".join(str(x) for x in r) + " |")
     return "\n".join(out)
+
+
+def run_config_children(module: str, configs, summary, **extra) -> list:
+    """One child per (name, gin files, bindings, batch) of `configs` under SPEED_ENV (a skip row
+    when the gin file is missing); prints `summary(row)` after each. -> the rows."""
+    rows = []
+    for name, gin_files, bindings, batch in configs:
+        skipped = missing_gin(name, gin_files[0])
+        if skipped:
+            rows.append(skipped)
+            continue
+        rows.append(run_child(module, dict(name=name, gin=gin_files, bindings=bindings,
+                                           batch=batch, **extra), env=SPEED_ENV))
+        print(f"  {name}: {summary(rows[-1])}", flush=True)
+    return rows

@@ -59,19 +59,11 @@ def measure(cfg: dict) -> dict:
 
 
 def run() -> dict:
-    rows = []
-    for name, gin_files, bindings, batch in CONFIGS:
-        skipped = common.missing_gin(name, gin_files[0])
-        if skipped:
-            rows.append(skipped)
-            continue
-        rows.append(common.run_child("benchmarks.mfu", dict(
-            name=name, gin=gin_files, bindings=bindings, batch=batch, steps=STEPS,
-            warmup=WARMUP), env=common.SPEED_ENV))
-        r = rows[-1]
-        print(f"  {name}: {r['model_flops_per_s'] / 1e9:.2f} GFLOP/s of "
-              f"{r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s matmul: MFU {r['mfu']:.1%}", flush=True)
-    return {"rows": rows}
+    return {"rows": common.run_config_children(
+        "benchmarks.mfu", CONFIGS,
+        lambda r: f"{r['model_flops_per_s'] / 1e9:.2f} GFLOP/s of "
+                  f"{r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s matmul: MFU {r['mfu']:.1%}",
+        steps=STEPS, warmup=WARMUP)}
 
 
 def table(payload: dict) -> str:

@@ -64,18 +64,10 @@ def measure(cfg: dict) -> dict:
 
 
 def run() -> dict:
-    rows = []
-    for name, gin_files, bindings, batch in CONFIGS:
-        skipped = common.missing_gin(name, gin_files[0])
-        if skipped:
-            rows.append(skipped)
-            continue
-        rows.append(common.run_child("benchmarks.update_check", dict(
-            name=name, gin=gin_files, bindings=bindings, batch=batch), env=common.SPEED_ENV))
-        r = rows[-1]
-        print(f"  {name}: checked {r['checked_step_s']} s, unchecked {r['unchecked_step_s']} s "
-              f"per step: {r['ratio']}x", flush=True)
-    return {"rows": rows}
+    return {"rows": common.run_config_children(
+        "benchmarks.update_check", CONFIGS,
+        lambda r: f"checked {r['checked_step_s']} s, unchecked {r['unchecked_step_s']} s per "
+                  f"step: {r['ratio']}x")}
 
 
 def table(payload: dict) -> str:

@@ -34,6 +34,10 @@ from basic_tf.training.trainer import NonFiniteLossError
 UNVERIFIED_DIR = "unverified"
 
 
+class ResumeRefused(ValueError):
+    """model_dir's checkpoint was trained with a setting this run changed (global batch size)."""
+
+
 class CheckpointWriteError(RuntimeError):
     """A checkpoint could not be written (disk full, read-only or vanished model_dir)."""
 
@@ -191,7 +195,7 @@ def check_resumable(reader, path: str, global_batch_size: int,
     if reader.has_tensor(key):
         before = int(reader.get_tensor(key))
         if before and before != global_batch_size:
-            raise ValueError(
+            raise ResumeRefused(
                 f"make_dataset.global_batch_size={global_batch_size}, but model_dir's checkpoint "
                 f"{path} was trained with {before}: the data position and schedule cannot carry "
                 f"over. Use the batch size {before} to resume, or a new --model_dir."
@@ -207,16 +211,12 @@ def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
     candidates = list(reversed(manager.checkpoints))
     for i, path in enumerate(candidates):
         try:
-            reader = tf.train.load_checkpoint(path)
-        except (tf.errors.OpError, IndexError) as e:
-            reader = e
-        if not isinstance(reader, Exception):
-            check_resumable(reader, path, global_batch_size, changed_settings)
-        try:
-            if isinstance(reader, Exception):
-                raise reader
+            check_resumable(tf.train.load_checkpoint(path), path, global_batch_size,
+                            changed_settings)
             status = manager.checkpoint.restore(path)
             status.assert_existing_objects_matched()
+        except ResumeRefused:
+            raise
         except AssertionError as e:
             raise ValueError(
                 f"checkpoint {path!r} does not match this run: some model/optimizer/state/data "
