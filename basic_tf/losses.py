@@ -123,13 +123,16 @@ def contrastive_loss(image_emb: tf.Tensor,
 
 
 def in_batch_accuracy(image_emb: tf.Tensor, text_emb: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Fractions of rows whose paired item is the arg-max: (image->text, text->image).
+    """Fractions of rows whose paired item has the largest similarity: (image->text,
+    text->image), float32 scalars.
 
-    Local to the batch given (no gathering): a cheap training signal for logs.
+    Local to the batch given (no gathering): a cheap training signal for logs. Written with
+    reductions (max, and the diagonal as a masked sum, exact) rather than arg-max, which DTensor
+    cannot expand over a batch-sharded similarity matrix; an exact tie counts as correct.
     """
     sims = tf.matmul(tf.cast(image_emb, tf.float32), tf.cast(text_emb, tf.float32),
                      transpose_b=True)
-    targets = tf.range(tf.shape(sims)[0], dtype=tf.int64)
-    i2t = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(sims, axis=1), targets), tf.float32))
-    t2i = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(sims, axis=0), targets), tf.float32))
+    paired = tf.reduce_sum(sims * tf.eye(tf.shape(sims)[0]), axis=1)  # sims[i, i]
+    i2t = tf.reduce_mean(tf.cast(paired >= tf.reduce_max(sims, axis=1), tf.float32))
+    t2i = tf.reduce_mean(tf.cast(paired >= tf.reduce_max(sims, axis=0), tf.float32))
     return i2t, t2i

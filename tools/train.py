@@ -13,12 +13,12 @@ r"""Trains basic_tf: stage (a) image-tower pre-training or stage (b) contrastive
 --mesh=batch:B,model:M (or the binding train.mesh='batch:B,model:M') trains on a DTensor mesh of
 exactly all local devices (B x M; on CPU set --virtual_cpu_devices=B*M): examples split over
 "batch", weights and optimizer slots split over "model" by the layout rules of
-basic_tf/parallel/dtensor/layouts.py (basic_tf/training/mesh_loop.py). With the default
---strategy only; no evaluation during training. Its checkpoints load into an unsharded model
-(tools/export.py --checkpoint=<model_dir>); a resumed mesh run restarts the input pipeline from
-its first batch (the input position is not checkpointed on a mesh).
+basic_tf/parallel/dtensor/layouts.py. It is the same trainer (basic_tf/training/mesh_placement.py):
+evaluation, stage (a), LiT, mixed precision, the skipped-step guard and exact resume (the input
+position is saved in model_dir/host/) work as without it. With the default --strategy only. Its
+checkpoints load into an unsharded model (tools/export.py --checkpoint=<model_dir>).
 
-Stage (a) then (b), LiT: `train.stage='pretrain'` and `build_classifier.num_classes=N` into
+Stage (a) then (b), LiT: `train.stage='pretrain'` and `image_classifier_config.num_classes=N` into
 model_dir A; then `train.init_image_tower_from='A'` (and `train.lock_image_tower=True`) into B.
 
 Running the same command again on a model_dir that holds a checkpoint resumes it exactly (a

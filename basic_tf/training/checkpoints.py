@@ -6,6 +6,11 @@ which comes from the config), state (trainer.TrainState: global step, skipped-st
 verified step, global batch size, recent losses), data (the input iterator's position, shuffle
 buffers included), skipped_records (data pipeline counters).
 
+On a DTensor mesh the input position cannot share the checkpoint (TF saves DTensor variables with
+a DTensor program, which refuses the host iterator's state), so it is written beside it as
+model_dir/host/ckpt-<step> (`host_objects`), first: a checkpoint whose `checkpoint` index entry
+exists always has its host part, and host parts of rotated-away checkpoints are deleted.
+
 Atomic: tf.train.CheckpointManager writes ckpt-N.index/.data (TF writes the shards to a temporary
 prefix and merges them into place) and only then rewrites the `checkpoint` index file (an atomic
 rename), which is what `latest_checkpoint` reads. A kill during a save leaves the previous
@@ -24,6 +29,7 @@ Good states only (TrainingCheckpointManager):
 import glob
 import os
 import shutil
+import time
 from typing import Optional
 
 import tensorflow as tf
@@ -32,6 +38,7 @@ from absl import logging
 from basic_tf.training.trainer import NonFiniteLossError
 
 UNVERIFIED_DIR = "unverified"
+HOST_DIR = "host"  # host-side objects saved beside a DTensor checkpoint (the input position)
 
 
 class ResumeRefused(ValueError):
@@ -71,10 +78,12 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
       state: trainer.TrainState (step, consecutive_nonfinite, verified_step).
       checkpoint_interval: save at exact multiples of this many steps.
       max_to_keep: checkpoints kept (at least 2, so the newest verified one is always there).
+      host_checkpoint: a tf.train.Checkpoint saved as model_dir/host/ckpt-<step> with each
+        checkpoint (None: none).
     """
 
     def __init__(self, checkpoint, model_dir: str, state, checkpoint_interval: int,
-                 max_to_keep: int = 3):
+                 max_to_keep: int = 3, host_checkpoint: Optional[tf.train.Checkpoint] = None):
         if checkpoint_interval < 1:
             raise ValueError(f"train.checkpoint_interval={checkpoint_interval} must be >= 1 "
                              "steps")
@@ -83,7 +92,33 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
         super().__init__(checkpoint, model_dir, max_to_keep=max(max_to_keep, 2),
                          step_counter=state.step, checkpoint_interval=checkpoint_interval)
         self.state, self.model_dir = state, model_dir
+        self.host_checkpoint = host_checkpoint
         self.restored_path: Optional[str] = None
+
+    def host_path(self, path: str) -> str:
+        """model_dir/host/ckpt-N of model_dir/ckpt-N."""
+        return os.path.join(self.model_dir, HOST_DIR, os.path.basename(path))
+
+    def restore_host(self, path: str) -> None:
+        """Restores the host part of checkpoint `path`; a checkpoint without one (written
+        without host objects) leaves them as they are, logged."""
+        if self.host_checkpoint is None:
+            return
+        host = self.host_path(path)
+        if tf.io.gfile.exists(host + ".index"):
+            self.host_checkpoint.read(host).assert_existing_objects_matched()
+        else:
+            logging.warning("checkpoint %s has no %s: the input pipeline restarts from its "
+                            "first batch", path, host)
+
+    def _prune_host(self) -> None:
+        """Deletes host parts whose checkpoint is no longer listed in the index."""
+        if self.host_checkpoint is None:
+            return
+        listed = {os.path.basename(p) for p in self.checkpoints}
+        for f in tf.io.gfile.glob(os.path.join(self.model_dir, HOST_DIR, "ckpt-*")):
+            if os.path.basename(f).split(".")[0] not in listed:
+                tf.io.gfile.remove(f)
 
     def save(self, checkpoint_number=None, check_interval=True, options=None):
         """Saves at the current step if it is a multiple of the interval (or always, with
@@ -98,9 +133,13 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
                             "newest checkpoint stays %s", step, pending, self.latest_checkpoint)
             return None
         try:
+            if self.host_checkpoint is not None:  # first: the index entry below commits both
+                self.host_checkpoint.write(
+                    self.host_path(os.path.join(self.model_dir, f"ckpt-{step}")))
             path = super().save(checkpoint_number=step, check_interval=False, options=options)
             if path:
                 logging.info("saved checkpoint %s", path)
+            self._prune_host()
             return path
         except (tf.errors.OpError, OSError) as e:
             _remove_temporaries(self.model_dir)
@@ -142,12 +181,17 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
         """Rewrites the index (`checkpoint` file) to list `paths` (oldest first), the last one
         the latest; with none, removes the index so that the next run starts afresh."""
         index = os.path.join(self.model_dir, "checkpoint")
-        self._maybe_delete = type(self._maybe_delete)((p, 0.0) for p in paths)
+        # Their own save times: TF's manager treats an entry older than last_preserved_timestamp
+        # as kept-forever and leaves it out of `checkpoints` (a resume would then start afresh).
+        times = dict(self._maybe_delete)
+        self._maybe_delete = type(self._maybe_delete)((p, times.get(p, time.time()))
+                                                      for p in paths)
         self._latest_checkpoint = paths[-1] if paths else None
         if paths:
             self._record_state()
         elif tf.io.gfile.exists(index):
             tf.io.gfile.remove(index)
+        self._prune_host()
 
 
 def stop_error(error: Exception, manager: TrainingCheckpointManager) -> NonFiniteLossError:
@@ -164,12 +208,15 @@ def stop_error(error: Exception, manager: TrainingCheckpointManager) -> NonFinit
 
 
 def make_checkpoint_manager(model_dir: str, state, checkpoint_interval: int,
-                            max_to_keep: int = 3, **objects) -> TrainingCheckpointManager:
+                            max_to_keep: int = 3, host_objects: Optional[dict] = None,
+                            **objects) -> TrainingCheckpointManager:
     """A manager saving `objects` (keyword = checkpoint key) and `state` (key "state") to
-    model_dir as ckpt-<step>; see TrainingCheckpointManager."""
+    model_dir as ckpt-<step>, and `host_objects` beside them (model_dir/host/ckpt-<step>; on a
+    DTensor mesh: the input iterator); see TrainingCheckpointManager."""
     checkpoint = tf.train.Checkpoint(state=state, **objects)
+    host = tf.train.Checkpoint(**host_objects) if host_objects else None
     return TrainingCheckpointManager(checkpoint, model_dir, state, checkpoint_interval,
-                                     max_to_keep)
+                                     max_to_keep, host)
 
 
 def _remove_temporaries(model_dir: str) -> list:
@@ -215,6 +262,7 @@ def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
                             changed_settings)
             status = manager.checkpoint.restore(path)
             status.assert_existing_objects_matched()
+            manager.restore_host(path)
         except ResumeRefused:
             raise
         except AssertionError as e:

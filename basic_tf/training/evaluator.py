@@ -11,6 +11,8 @@ import orbit
 import tensorflow as tf
 
 from basic_tf import losses
+from basic_tf.parallel.dtensor import ops as mesh_ops
+from basic_tf.parallel.dtensor import to_numpy
 
 EvalFn = Callable[[object], Dict[str, float]]
 
@@ -21,11 +23,18 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
     eval_dataset: a distributed dataset of evaluation batches (data pipeline, training=False).
     The pipeline pads its last batches with mask-0 rows; a padded batch would add fake negatives,
     so only batches whose every row (over all replicas) is real are counted.
+
+    On a DTensor mesh (mesh: the mesh the model is sharded on; eval_dataset a
+    mesh_placement.MeshDataset) each batch is fetched eagerly and evaluated by one compiled
+    function, traced under the mesh formulations, as the Trainer does.
     """
 
-    def __init__(self, strategy, model, eval_dataset, eval_fn: Optional[EvalFn] = None):
-        super().__init__(eval_dataset, orbit.StandardEvaluatorOptions(use_tf_function=True))
-        self.strategy, self.model, self.eval_fn = strategy, model, eval_fn
+    def __init__(self, strategy, model, eval_dataset, eval_fn: Optional[EvalFn] = None,
+                 mesh=None):
+        super().__init__(eval_dataset, orbit.StandardEvaluatorOptions(
+            use_tf_function=mesh is None))
+        self.strategy, self.model, self.eval_fn, self.mesh = strategy, model, eval_fn, mesh
+        self._compiled_batch = tf.function(self.eval_batch, autograph=False)
 
     def eval_begin(self):
         return {"validation/loss": 0.0, "validation/image_to_text_accuracy": 0.0,
@@ -43,9 +52,15 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
         i2t, t2i = losses.in_batch_accuracy(image_emb, text_emb)
         return loss, full, i2t, t2i
 
-    @tf.autograph.experimental.do_not_convert  # plain Python; converting the model is slow
     def eval_step(self, iterator):
-        batch = next(iterator)
+        if self.mesh is None:  # orbit compiled this step (and its loop)
+            return self.eval_batch(next(iterator))
+        with mesh_ops.mesh_formulations():
+            return self._compiled_batch(next(iterator))
+
+    @tf.autograph.experimental.do_not_convert  # plain Python; converting the model is slow
+    def eval_batch(self, batch):
+        """Summed loss, the all-real flag and mean accuracies of one global batch."""
         loss, full, i2t, t2i = self.strategy.run(
             self._replica_fn, args=(batch["images"], batch["token_ids"], batch["mask"]))
         reduce = lambda op, t: self.strategy.reduce(op, t, axis=None)
@@ -55,10 +70,11 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
                 "t2i": reduce(tf.distribute.ReduceOp.MEAN, t2i)}
 
     def eval_reduce(self, state, step_outputs):
-        if float(step_outputs["full"]) == 1.0:
-            state["validation/loss"] += float(step_outputs["loss"])
-            state["validation/image_to_text_accuracy"] += float(step_outputs["i2t"])
-            state["validation/text_to_image_accuracy"] += float(step_outputs["t2i"])
+        value = {name: float(to_numpy(v)) for name, v in step_outputs.items()}
+        if value["full"] == 1.0:
+            state["validation/loss"] += value["loss"]
+            state["validation/image_to_text_accuracy"] += value["i2t"]
+            state["validation/text_to_image_accuracy"] += value["t2i"]
             state["batches"] += 1
         return state
 

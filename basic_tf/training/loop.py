@@ -17,8 +17,9 @@ checkpoint falls back to the previous one; checkpoints are written from good sta
 one; SIGTERM saves a checkpoint at the step it arrived (preemption.py) and returns
 {"preempted": True}.
 
-`train.mesh='batch:B,model:M'` (tools/train.py --mesh) trains on a DTensor mesh instead, with
-the weights sharded (model parallelism): the same task, then mesh_loop.train_on_mesh.
+`train.mesh='batch:B,model:M'` (tools/train.py --mesh) places the same run on a DTensor mesh
+instead of a strategy, with the weights sharded (model parallelism; mesh_placement.py): the same
+task, Trainer, evaluator, checkpoint and resume.
 """
 import datetime
 import os
@@ -30,12 +31,13 @@ import keras
 import orbit
 import tensorflow as tf
 from absl import logging
+from tensorflow.experimental import dtensor
 
 from basic_tf.data.distributed import CheckpointableDistributedIterator
 from basic_tf.data.pipeline import SkippedRecordsCounter, make_dataset
 from basic_tf.models import DualEncoder, ImageClassifier
-from basic_tf.training import (checkpoints, mesh_loop, precision, preemption, pretrain, progress,
-                               settings_diff)
+from basic_tf.training import (checkpoints, mesh_placement, precision, preemption, pretrain,
+                               progress, settings_diff)
 from basic_tf.training.contrastive import ContrastiveTask
 from basic_tf.training.evaluator import ContrastiveEvaluator
 from basic_tf.training.optimizers import make_optimizer
@@ -66,21 +68,22 @@ def _global_batch_size(iterator, num_replicas: int) -> int:
     return int(iterator.element_spec["images"].shape[0]) * num_replicas
 
 
-def _training_mesh(mesh: Optional[str], strategy, stage: str, eval_interval: Optional[int],
-                   mixed_precision: Optional[str]):
-    """The DTensor mesh of train.mesh (None without one), after checking the other settings."""
+def _training_mesh(mesh: Optional[str], strategy):
+    """The DTensor mesh of train.mesh (None without one)."""
     if not mesh:
         return None
     if strategy is not tf.distribute.get_strategy() or tf.distribute.has_strategy():
         raise ValueError(f"train.mesh={mesh!r} replaces the tf.distribute strategy: use the "
                          f"default strategy, not {type(strategy).__name__}")
-    unsupported = [f"train.{name}={value!r} (use {ok[0]!r})" for name, value, ok in (
-        ("stage", stage, ("contrastive",)), ("eval_interval", eval_interval, (None,)),
-        ("mixed_precision", mixed_precision, (None, "float32"))) if value not in ok]
-    if unsupported:
-        raise ValueError(f"train.mesh={mesh!r} does not support " + ", ".join(unsupported) +
-                         " (basic_tf/training/mesh_loop.py)")
-    return mesh_loop.make_training_mesh(mesh)
+    return mesh_placement.make_training_mesh(mesh)
+
+
+def _input(strategy, device_mesh, dataset_fn):
+    """The training iterator: per-replica batches under a strategy, sharded global batches on
+    a mesh; both checkpointable."""
+    if device_mesh is None:
+        return CheckpointableDistributedIterator(strategy, dataset_fn)
+    return mesh_placement.MeshBatches(device_mesh, dataset_fn(tf.distribute.InputContext()))
 
 
 def _check_settings(**settings) -> None:
@@ -178,8 +181,8 @@ def train(model_dir: str,
       eval_fn: `eval_fn(model) -> {name: float}` run at each evaluation (zero-shot hook).
       use_tf_while_loop: orbit runs each loop as one tf.while_loop (TPU); False for debugging.
       mesh: 'batch:B,model:M': train on a DTensor mesh of exactly all local devices, weights
-        sharded by basic_tf.parallel.dtensor.layout_rules (mesh_loop.py: stage 'contrastive',
-        no evaluation or mixed precision, the default strategy). None: `strategy`.
+        sharded by basic_tf.parallel.dtensor.layout_rules (mesh_placement.py; with the default
+        strategy). None: `strategy`.
       dataset_fn / eval_dataset_fn: InputContext -> per-replica batched dataset; default
         basic_tf.data.pipeline.make_dataset(ctx, training=True / False).
     """
@@ -194,7 +197,7 @@ def train(model_dir: str,
     if eval_interval is not None and stage != "contrastive":
         raise ValueError("train.eval_interval is for stage='contrastive'; set it to None")
     strategy = strategy or tf.distribute.get_strategy()
-    device_mesh = _training_mesh(mesh, strategy, stage, eval_interval, mixed_precision)
+    device_mesh = _training_mesh(mesh, strategy)
     check_writable(model_dir)
     checkpoints.clean_stale_temporaries(model_dir)
     changes = settings_diff.changed_settings(model_dir)
@@ -204,22 +207,24 @@ def train(model_dir: str,
     with strategy.scope():
         with precision.dtype_policy(mixed_precision):
             task = _build_task(stage, model_dir, init_image_tower_from, lock_image_tower)
-    if device_mesh is not None:
-        return mesh_loop.train_on_mesh(
-            model_dir, device_mesh, task, dataset_fn, train_steps=train_steps,
-            steps_per_loop=steps_per_loop, checkpoint_interval=checkpoint_interval,
-            max_checkpoints=max_checkpoints, log_every=log_every, clip_norm=clip_norm,
-            max_consecutive_nonfinite=max_consecutive_nonfinite, seed=seed)
-    with strategy.scope():
-        optimizer = make_optimizer(task.trainable_variables)
+    if device_mesh is None:
+        with strategy.scope():
+            optimizer = make_optimizer(task.trainable_variables)
+    else:
+        optimizer = mesh_placement.shard_task(task, device_mesh)
+    # Counters: mirrored under a strategy, replicated DTensor variables on a mesh.
+    with (strategy.scope() if device_mesh is None else dtensor.default_mesh(device_mesh)):
         state = TrainState()
         skipped_records = SkippedRecordsCounter()
-    iterator = CheckpointableDistributedIterator(strategy, dataset_fn)
+    iterator = _input(strategy, device_mesh, dataset_fn)
     global_batch_size = _global_batch_size(iterator, strategy.num_replicas_in_sync)
+    # On a mesh the input position is saved beside the DTensor checkpoint (checkpoints.py).
+    data = {"data": iterator}
     manager = checkpoints.make_checkpoint_manager(
         model_dir, state, checkpoint_interval, max_checkpoints, model=task.model,
-        optimizer=checkpoints.optimizer_state(optimizer), data=iterator,
-        skipped_records=skipped_records)
+        optimizer=checkpoints.optimizer_state(optimizer), skipped_records=skipped_records,
+        host_objects=data if device_mesh is not None else None,
+        **(data if device_mesh is None else {}))
     restored = checkpoints.restore_latest(manager, global_batch_size,
                                           settings_diff.describe(changes))
     state.global_batch_size.assign(global_batch_size)
@@ -236,13 +241,15 @@ def train(model_dir: str,
                       max_consecutive_nonfinite=max_consecutive_nonfinite,
                       loss_spike_factor=loss_spike_factor, loss_spike_window=loss_spike_window,
                       seed=seed, skipped_records=skipped_records,
-                      use_tf_while_loop=use_tf_while_loop)
+                      use_tf_while_loop=use_tf_while_loop, mesh=device_mesh)
     evaluator = None
     if eval_interval is not None:
         eval_dataset_fn = eval_dataset_fn or (lambda ctx: make_dataset(ctx, training=False))
-        evaluator = ContrastiveEvaluator(
-            strategy, task.model, strategy.distribute_datasets_from_function(eval_dataset_fn),
-            eval_fn)
+        eval_data = (strategy.distribute_datasets_from_function(eval_dataset_fn)
+                     if device_mesh is None else mesh_placement.MeshDataset(
+                         device_mesh, eval_dataset_fn(tf.distribute.InputContext())))
+        evaluator = ContrastiveEvaluator(strategy, task.model, eval_data, eval_fn,
+                                         mesh=device_mesh)
     logger = progress.ProgressLogger(state.step, train_steps, log_every or steps_per_loop)
     progress.quiet_orbit()
     controller = orbit.Controller(

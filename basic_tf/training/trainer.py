@@ -27,16 +27,24 @@ raises NonFiniteLossError before any checkpoint is written. `state.verified_step
 step count whose weights gave a finite loss and gradient: checkpoints up to it are known good
 (checkpoints.TrainingCheckpointManager keeps the newest of them and names it in the error).
 
+On a DTensor mesh (Trainer(mesh=...), mesh_placement.py) the same step runs with the default
+strategy on sharded variables and batches: one compiled step per batch in a Python loop (DTensor
+cannot compile a loop over an iterator), the loop's sums replicated on the mesh.
+
 Preemption: `stop_requested` (set by preemption.SigtermWatcher when SIGTERM arrives) ends the
 current loop of steps after the step in flight; train_loop_end then raises PreemptedError and
 the caller saves a checkpoint at that step.
 """
+import contextlib
 import time
 from typing import Optional
 
 import orbit
 import tensorflow as tf
+from tensorflow.experimental import dtensor
 
+from basic_tf.parallel.dtensor import ops as mesh_ops
+from basic_tf.parallel.dtensor import to_numpy
 from basic_tf.training.update import apply_update
 
 
@@ -110,7 +118,7 @@ def guarded_update(task, optimizer, batch, seed, clip_norm: Optional[float],
                    max_loss: Optional[tf.Tensor] = None):
     """One replica's step: task gradients -> apply_update; the task's state variables
     (BatchNorm statistics) are put back when the update was not applied. -> (UpdateResult,
-    metrics). Shared by Trainer and the DTensor mesh loop (mesh_loop.py)."""
+    metrics)."""
     state_variables = task.state_variables
     saved = [tf.identity(v) for v in state_variables]
     loss_share, grads, metrics = task.replica_step(batch, seed)
@@ -169,15 +177,18 @@ class Trainer(orbit.StandardTrainer):
       seed: base of the per-step stateless seeds.
       skipped_records: data.pipeline.SkippedRecordsCounter, or None.
       use_tf_while_loop: run steps_per_loop steps in one tf.while_loop (TPU-friendly).
+      mesh: the DTensor mesh the task was sharded on (mesh_placement.py), None for `strategy`.
+        The iterator then yields sharded global batches (mesh_placement.MeshBatches) and the
+        steps run in a Python loop, traced under the mesh formulations (parallel.dtensor.ops).
     """
 
     def __init__(self, strategy, task, optimizer, iterator, state: TrainState, *,
                  global_batch_size: int, clip_norm: Optional[float] = 1.0,
                  max_consecutive_nonfinite: int = 5, loss_spike_factor: Optional[float] = None,
                  loss_spike_window: int = 100, seed: int = 0, skipped_records=None,
-                 use_tf_while_loop: bool = True):
+                 use_tf_while_loop: bool = True, mesh: Optional[dtensor.Mesh] = None):
         super().__init__(iterator, orbit.StandardTrainerOptions(
-            use_tf_function=True, use_tf_while_loop=use_tf_while_loop))
+            use_tf_function=True, use_tf_while_loop=use_tf_while_loop and mesh is None))
         if max_consecutive_nonfinite < 1:
             raise ValueError(f"max_consecutive_nonfinite={max_consecutive_nonfinite} must be >= 1")
         if not 1 <= loss_spike_window <= MAX_LOSS_WINDOW:
@@ -188,12 +199,15 @@ class Trainer(orbit.StandardTrainer):
         self.clip_norm, self.seed = clip_norm, seed
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
         self.loss_spike_factor, self.loss_spike_window = loss_spike_factor, loss_spike_window
-        self.skipped_records = skipped_records
-        # Per-loop sums over applied steps (not checkpointed), updated in cross-replica context.
+        self.skipped_records, self.mesh = skipped_records, mesh
+        # Per-loop sums over applied steps (not checkpointed), updated in cross-replica context;
+        # on a mesh replicated DTensor variables (a plain variable in a DTensor function would
+        # be updated once per device).
         names = ("loss", "grad_norm") + tuple(task.metric_names) + ("applied_steps",)
-        self._sums = {n: tf.Variable(0.0, dtype=tf.float64, trainable=False,
-                                     name=f"sum_{n.replace('/', '_')}") for n in names}
-        self._worst_run = tf.Variable(0, dtype=tf.int64, trainable=False)
+        with dtensor.default_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+            self._sums = {n: tf.Variable(0.0, dtype=tf.float64, trainable=False,
+                                         name=f"sum_{n.replace('/', '_')}") for n in names}
+            self._worst_run = tf.Variable(tf.constant(0, tf.int64), trainable=False)
         # Set from another thread (preemption.SigtermWatcher); read by the loop's condition.
         self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
         self._loop_start = None
@@ -202,13 +216,17 @@ class Trainer(orbit.StandardTrainer):
     def create_train_loop_fn(self):
         """orbit's loop of num_steps steps, ended early once `stop_requested` is set."""
         if not self._train_options.use_tf_while_loop:
-            step_fn = tf.function(self.train_step)
+            # autograph off as for train_step; on a mesh traced under the DTensor formulations.
+            step_fn = tf.function(self.train_step_on_batch, autograph=False)
+            formulations = (mesh_ops.mesh_formulations if self.mesh is not None
+                            else contextlib.nullcontext)
 
             def python_loop(iterator, num_steps):
                 for _ in range(int(num_steps)):
                     if bool(self.stop_requested.numpy()):
                         break
-                    step_fn(iterator)
+                    with formulations():
+                        step_fn(next(iterator))
             return python_loop
 
         @tf.function
@@ -234,7 +252,12 @@ class Trainer(orbit.StandardTrainer):
 
     @tf.autograph.experimental.do_not_convert  # plain Python: converting the models costs ~50%
     def train_step(self, iterator):                # of the trace time and nothing needs it
-        batch = next(iterator)
+        self.train_step_on_batch(next(iterator))
+
+    @tf.autograph.experimental.do_not_convert
+    def train_step_on_batch(self, batch):
+        """One step on the global batch (PerReplica values under a strategy, sharded DTensors
+        on a mesh): counters, sums and checks; see the module docstring."""
         seed = step_seed(self.seed, self.state.step)
         max_loss = self.state.loss_ceiling(self.loss_spike_factor, self.loss_spike_window)
         result, metrics = self.strategy.run(self._replica_fn, args=(batch, seed, max_loss))
@@ -258,16 +281,17 @@ class Trainer(orbit.StandardTrainer):
         step = int(self.state.step.numpy())
         steps = max(step - self._loop_first_step, 1)
         elapsed = max(time.perf_counter() - self._loop_start, 1e-9)
-        if int(self._worst_run.numpy()) >= self.max_consecutive_nonfinite:
-            raise nonfinite_error(int(self._worst_run.numpy()), self._loop_first_step + 1, step,
+        worst_run = int(to_numpy(self._worst_run))
+        if worst_run >= self.max_consecutive_nonfinite:
+            raise nonfinite_error(worst_run, self._loop_first_step + 1, step,
                                   self.max_consecutive_nonfinite)
         if bool(self.stop_requested.numpy()):
             raise PreemptedError(step)
-        applied = self._sums["applied_steps"].numpy()
-        out = {name: float(var.numpy() / applied) if applied else float("nan")
-               for name, var in self._sums.items() if name != "applied_steps"}
+        sums = {name: float(to_numpy(var)) for name, var in self._sums.items()}
+        applied = sums.pop("applied_steps")
+        out = {name: total / applied if applied else float("nan") for name, total in sums.items()}
         out.update({
-            "learning_rate": float(self.optimizer.learning_rate.numpy()),
+            "learning_rate": float(to_numpy(self.optimizer.learning_rate)),
             "examples_per_second": self.global_batch_size * steps / elapsed,
             "nonfinite_steps": int(self.state.nonfinite_steps.numpy()),
             "rejected_steps": int(self.state.rejected_steps.numpy()),
