@@ -3,6 +3,7 @@ settings, unreadable or half-written checkpoints, a full disk, bad settings. Eac
 the code before the fault was handled (main 8fa76eb)."""
 import glob
 import os
+import re
 
 import numpy as np
 import pytest
@@ -40,6 +41,10 @@ def test_divergence_keeps_the_last_good_state_then_resumes(tiny_data, tmp_path):
         np.testing.assert_array_equal(after[key], value, err_msg=key)
     result = _train(model_dir, tiny_data, "train.train_steps = 10")
     assert result["step"] == 10 and "loss" in result["progress"][-1]
+    # Resumed from ckpt-6, not started afresh (before the fix of keep_only the settled index
+    # listed ckpt-6 as "preserved", a new manager saw no checkpoint and the rerun began at 0).
+    first_logged = int(re.match(r"step (\d+)/", result["progress"][0]).group(1))
+    assert first_logged > 6, result["progress"]
     final = checkpoint_values(os.path.join(model_dir, "ckpt-10"), "model/")
     assert all(np.all(np.isfinite(v)) for v in final.values())
 

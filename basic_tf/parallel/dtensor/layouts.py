@@ -83,6 +83,11 @@ MEGATRON_RULES = (
     Rule(r"relative_bias_table$", REPLICATED, "small: (2H-1)(2W-1) x heads"),
     Rule(r"(cls_token|class_token)$", REPLICATED, "one vector"),
     Rule(r"logit_(scale|bias)$", REPLICATED, "scalars"),
+    # Stage (a) classifier head (models/classifier.py): pre-logits then logits.
+    Rule(r"pre_logits/kernel$", (None, _M), "column-parallel: pre-logit features split"),
+    Rule(r"pre_logits/bias$", (_M,), "follows its kernel's columns"),
+    Rule(r"logits/kernel$", (_M, None), "row-parallel: classes summed over the split features"),
+    Rule(r"logits/bias$", REPLICATED, "added after the all-reduce"),
 )
 
 RULE_SETS = {
