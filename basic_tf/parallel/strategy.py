@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 import gin
 import tensorflow as tf
+from tensorflow.python.distribute import collective_all_reduce_strategy as _collective
 
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored", "tpu")
 
@@ -24,6 +25,34 @@ class MirroredStrategy(tf.distribute.MirroredStrategy):
     """
 
     _collective_key_base = 10_000
+
+
+class _AllLocalCPUsExtended(_collective.CollectiveAllReduceExtended):
+    """CollectiveAllReduceExtended that, on a worker without GPUs or TPUs, makes every local
+    logical CPU device a replica (TensorFlow's own makes one CPU replica per worker, whatever
+    --virtual_cpu_devices says; with GPUs or TPUs nothing changes)."""
+
+    def _initialize_local_devices(self, cluster_resolver, worker_device):
+        devices, device_type = super()._initialize_local_devices(cluster_resolver, worker_device)
+        if device_type != "CPU":
+            return devices, device_type
+        local = tf.DeviceSpec.from_string(worker_device)
+        cpus = [tf.DeviceSpec.from_string(d.name) for d in tf.config.list_logical_devices("CPU")]
+        count = sum(1 for d in cpus if (d.job, d.task) == (local.job, local.task)) or 1
+        return tuple(f"{worker_device}/device:CPU:{i}" for i in range(count)), device_type
+
+
+class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """tf.distribute.MultiWorkerMirroredStrategy (workers from TF_CONFIG) whose replicas on a
+    CPU-only worker are all its logical CPU devices: two processes with --virtual_cpu_devices=2
+    are 4 replicas, as one process with --strategy=mirrored:4 (tests of multi-worker training
+    on one machine). GPU and TPU workers are TensorFlow's strategy unchanged."""
+
+    def __init__(self, cluster_resolver=None, communication_options=None):
+        tf.distribute.Strategy.__init__(self, _AllLocalCPUsExtended(
+            self, cluster_resolver=cluster_resolver,
+            communication_options=(communication_options
+                                   or tf.distribute.experimental.CommunicationOptions())))
 
 
 @gin.configurable
@@ -49,7 +78,7 @@ def make_strategy(name: str = "default",
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return MultiWorkerMirroredStrategy()
     if devices is None:
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
