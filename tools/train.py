@@ -7,6 +7,9 @@ r"""Trains basic_tf: stage (a) image-tower pre-training or stage (b) contrastive
   python3 tools/train.py --gin_file=tiny --model_dir=/tmp/tiny --strategy=mirrored:4 \
       --virtual_cpu_devices=4 ...      # try data parallelism on one CPU
   python3 tools/train.py --gin_file=basic_s --model_dir=gs://bucket/run --strategy=tpu --tpu=name
+  TF_CONFIG='{"cluster": {"worker": ["host-a:12345", "host-b:12345"]}, "task": {"type": "worker",
+  "index": 0}}' python3 tools/train.py --gin_file=basic_s --model_dir=gs://bucket/run \
+      --strategy=multi_worker_mirrored   # the same on host-b with "index": 1
   python3 tools/train.py --gin_file=tiny --model_dir=/tmp/tiny --mesh=batch:2,model:4 \
       --virtual_cpu_devices=8 ...      # model parallelism: weights sharded on a DTensor mesh
 
@@ -25,7 +28,8 @@ Running the same command again on a model_dir that holds a checkpoint resumes it
 changed learning rate or schedule is honoured and logged; another batch size or model shape is
 refused). Writes model_dir/ckpt-<step> (at multiples of train.checkpoint_interval and the end,
 only from good states), model_dir/train and model_dir/eval (TensorBoard) and
-model_dir/operative_config.gin. Every option is a gin binding of basic_tf.training.loop.train and
+model_dir/operative_config.gin; with several workers only the chief does, the others write their
+input positions to model_dir/input_position/ (README "Several hosts and TPU pods"). Every option is a gin binding of basic_tf.training.loop.train and
 the builders it calls (make_optimizer, learning_rate_schedule, make_dataset, the models).
 
 Exit status: 0 done; 1 stopped for too many skipped (non-finite) steps, the message names the

@@ -9,7 +9,8 @@ replica, in the order the multi-device iterator would: local replica r of k gets
 r, r+k, r+2k, ... of the host pipeline.
 
 Scope: one input pipeline per Python process (one host: Default, OneDevice, Mirrored,
-single-host TPU; MultiWorkerMirrored: one per worker, each saving its own iterator). A
+single-host TPU; MultiWorkerMirrored: one per worker, each saving its own iterator:
+basic_tf/training/workers.py). A
 single-client multi-host TPU pod calls the dataset function once per host from one process; use
 `strategy.distribute_datasets_from_function` there (resume then restarts the data order).
 """

@@ -240,7 +240,12 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
         raise ValueError(f"make_dataset.max_skipped_fraction={max_skipped_fraction!r} must be "
                          "in [0, 1] or None")
     batch_size = global_batch_size if training else (eval_global_batch_size or global_batch_size)
-    files = shard_for_pipeline(schema.list_shards(pattern), input_context)
+    all_files = schema.list_shards(pattern)
+    files = shard_for_pipeline(all_files, input_context)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        logging.info("input pipeline %d of %d reads %d of the %d shard files of %s: %s",
+                     input_context.input_pipeline_id, input_context.num_input_pipelines,
+                     len(files), len(all_files), pattern, ", ".join(files))
     per_replica = batch_size
     replicas_per_pipeline = 1
     if input_context is not None:

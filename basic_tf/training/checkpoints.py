@@ -6,10 +6,11 @@ which comes from the config), state (trainer.TrainState: global step, skipped-st
 verified step, global batch size, recent losses), data (the input iterator's position, shuffle
 buffers included), skipped_records (data pipeline counters).
 
-On a DTensor mesh the input position cannot share the checkpoint (TF saves DTensor variables with
-a DTensor program, which refuses the host iterator's state), so it is written beside it as
-model_dir/host/ckpt-<step> (`host_objects`), first: a checkpoint whose `checkpoint` index entry
-exists always has its host part, and host parts of rotated-away checkpoints are deleted.
+Host parts: an input position that cannot be in the checkpoint is written beside it, first, as
+<host_dir>/ckpt-<step> (`host_checkpoint`): on a DTensor mesh (model_dir/host/: TF saves DTensor
+variables with a DTensor program, which refuses the host iterator's state) and for each
+non-chief worker (workers.py: its own position, model_dir/input_position/<task>/). A checkpoint
+whose `checkpoint` index entry exists has its host parts; rotated-away ones are deleted.
 
 Atomic: tf.train.CheckpointManager writes ckpt-N.index/.data (TF writes the shards to a temporary
 prefix and merges them into place) and only then rewrites the `checkpoint` index file (an atomic
@@ -65,7 +66,8 @@ def optimizer_state(optimizer) -> tf.train.Checkpoint:
                    if v is not optimizer.iterations and v is not learning_rate])
 
 
-def _step_of(path: str) -> int:
+def step_of(path: str) -> int:
+    """N of .../ckpt-N."""
     return int(path.rsplit("-", 1)[1])
 
 
@@ -78,12 +80,14 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
       state: trainer.TrainState (step, consecutive_nonfinite, verified_step).
       checkpoint_interval: save at exact multiples of this many steps.
       max_to_keep: checkpoints kept (at least 2, so the newest verified one is always there).
-      host_checkpoint: a tf.train.Checkpoint saved as model_dir/host/ckpt-<step> with each
-        checkpoint (None: none).
+      host_checkpoint: a tf.train.Checkpoint of host-side objects (an input iterator) written
+        as host_dir/ckpt-<step> before each checkpoint (None: none).
+      host_dir: where; default model_dir/host.
     """
 
     def __init__(self, checkpoint, model_dir: str, state, checkpoint_interval: int,
-                 max_to_keep: int = 3, host_checkpoint: Optional[tf.train.Checkpoint] = None):
+                 max_to_keep: int = 3, host_checkpoint: Optional[tf.train.Checkpoint] = None,
+                 host_dir: Optional[str] = None):
         if checkpoint_interval < 1:
             raise ValueError(f"train.checkpoint_interval={checkpoint_interval} must be >= 1 "
                              "steps")
@@ -93,11 +97,12 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
                          step_counter=state.step, checkpoint_interval=checkpoint_interval)
         self.state, self.model_dir = state, model_dir
         self.host_checkpoint = host_checkpoint
+        self.host_dir = host_dir or os.path.join(model_dir, HOST_DIR)
         self.restored_path: Optional[str] = None
 
     def host_path(self, path: str) -> str:
-        """model_dir/host/ckpt-N of model_dir/ckpt-N."""
-        return os.path.join(self.model_dir, HOST_DIR, os.path.basename(path))
+        """host_dir/ckpt-N of checkpoint .../ckpt-N."""
+        return os.path.join(self.host_dir, os.path.basename(path))
 
     def restore_host(self, path: str) -> None:
         """Restores the host part of checkpoint `path`; a checkpoint without one (written
@@ -116,7 +121,7 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
         if self.host_checkpoint is None:
             return
         listed = {os.path.basename(p) for p in self.checkpoints}
-        for f in tf.io.gfile.glob(os.path.join(self.model_dir, HOST_DIR, "ckpt-*")):
+        for f in tf.io.gfile.glob(os.path.join(self.host_dir, "ckpt-*")):
             if os.path.basename(f).split(".")[0] not in listed:
                 tf.io.gfile.remove(f)
 
@@ -133,13 +138,10 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
                             "newest checkpoint stays %s", step, pending, self.latest_checkpoint)
             return None
         try:
-            if self.host_checkpoint is not None:  # first: the index entry below commits both
-                self.host_checkpoint.write(
-                    self.host_path(os.path.join(self.model_dir, f"ckpt-{step}")))
-            path = super().save(checkpoint_number=step, check_interval=False, options=options)
+            path = self._write(step, options)
             if path:
                 logging.info("saved checkpoint %s", path)
-            self._prune_host()
+                self._prune_host()
             return path
         except (tf.errors.OpError, OSError) as e:
             _remove_temporaries(self.model_dir)
@@ -150,6 +152,29 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
                 f"{self.latest_checkpoint} is intact. Free space or fix the directory, then "
                 "rerun the same command to resume from it.") from None
 
+    def _write(self, step: int, options) -> Optional[str]:
+        """Writes the host part of step `step`, then ckpt-<step> and the index (which commits
+        both); -> its path (workers.py adds a barrier between the two)."""
+        self._write_host(step)
+        return self._write_checkpoint(step, options)
+
+    def _write_host(self, step: int) -> None:
+        if self.host_checkpoint is not None:
+            self.host_checkpoint.write(self.host_path(f"ckpt-{step}"))
+
+    def _write_checkpoint(self, step: int, options) -> Optional[str]:
+        return super().save(checkpoint_number=step, check_interval=False, options=options)
+
+    def restore_candidates(self) -> list:
+        """Checkpoint paths a restore may use, oldest first (workers.py: the chief's)."""
+        return list(self.checkpoints)
+
+    def restore_from(self, path: str) -> None:
+        """Restores everything checkpointed from `path`; AssertionError if objects are missing
+        from it; then its host part (restore_host)."""
+        self.checkpoint.restore(path).assert_existing_objects_matched()
+        self.restore_host(path)
+
     def restore_or_initialize(self):
         """orbit's Controller calls this in its __init__: the restore already happened
         (`restore_latest`, with its checks and fallback), so only report it."""
@@ -158,14 +183,14 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
     def newest_verified(self) -> Optional[str]:
         """The newest checkpoint whose weights gave a finite loss (None if there is none)."""
         verified = int(self.state.verified_step.numpy())
-        good = [p for p in self.checkpoints if _step_of(p) <= verified]
+        good = [p for p in self.checkpoints if step_of(p) <= verified]
         return good[-1] if good else None
 
     def settle(self) -> Optional[str]:
         """After a stop for skipped steps: moves checkpoints newer than the newest verified one
         to model_dir/unverified/ and makes that one the latest; -> its path (or None)."""
         good = self.newest_verified()
-        keep = [p for p in self.checkpoints if good is not None and _step_of(p) <= _step_of(good)]
+        keep = [p for p in self.checkpoints if good is not None and step_of(p) <= step_of(good)]
         for path in self.checkpoints:
             if path not in keep:
                 target = os.path.join(self.model_dir, UNVERIFIED_DIR)
@@ -255,14 +280,12 @@ def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
     none). An unreadable one (truncated, corrupt) is reported by file and the previous one is
     used. A checkpoint of another config (missing objects, other shapes, other batch size) is an
     error naming it; `changed_settings` (config diff text) is appended to that error."""
-    candidates = list(reversed(manager.checkpoints))
+    candidates = list(reversed(manager.restore_candidates()))
     for i, path in enumerate(candidates):
         try:
             check_resumable(tf.train.load_checkpoint(path), path, global_batch_size,
                             changed_settings)
-            status = manager.checkpoint.restore(path)
-            status.assert_existing_objects_matched()
-            manager.restore_host(path)
+            manager.restore_from(path)
         except ResumeRefused:
             raise
         except AssertionError as e:

@@ -17,6 +17,9 @@ checkpoint falls back to the previous one; checkpoints are written from good sta
 one; SIGTERM saves a checkpoint at the step it arrived (preemption.py) and returns
 {"preempted": True}.
 
+Several workers (MultiWorkerMirroredStrategy, the same command on every host): only the chief
+writes into model_dir; the others save their input positions beside it (workers.py).
+
 `train.mesh='batch:B,model:M'` (tools/train.py --mesh) places the same run on a DTensor mesh
 instead of a strategy, with the weights sharded (model parallelism; mesh_placement.py): the same
 task, Trainer, evaluator, checkpoint and resume.
@@ -37,7 +40,7 @@ from basic_tf.data.distributed import CheckpointableDistributedIterator
 from basic_tf.data.pipeline import SkippedRecordsCounter, make_dataset
 from basic_tf.models import DualEncoder, ImageClassifier
 from basic_tf.training import (checkpoints, mesh_placement, precision, preemption, pretrain,
-                               progress, settings_diff)
+                               progress, settings_diff, workers)
 from basic_tf.training.contrastive import ContrastiveTask
 from basic_tf.training.evaluator import ContrastiveEvaluator
 from basic_tf.training.optimizers import make_optimizer
@@ -107,7 +110,7 @@ def _check_settings(**settings) -> None:
 def check_writable(model_dir: str) -> None:
     """ValueError naming model_dir when it cannot be created or written (read-only, full, not
     a directory): found in a second, not at the first checkpoint after minutes of tracing."""
-    probe = os.path.join(model_dir, ".write_probe")
+    probe = os.path.join(model_dir, f".write_probe-{os.getpid()}")  # workers share model_dir
     try:
         tf.io.gfile.makedirs(model_dir)
         with tf.io.gfile.GFile(probe, "w") as f:
@@ -199,7 +202,11 @@ def train(model_dir: str,
     strategy = strategy or tf.distribute.get_strategy()
     device_mesh = _training_mesh(mesh, strategy)
     check_writable(model_dir)
-    checkpoints.clean_stale_temporaries(model_dir)
+    role = workers.role_of(strategy)  # several workers: only the chief writes into model_dir
+    write_dir = workers.write_dir(model_dir, role)
+    if role.is_chief:
+        checkpoints.clean_stale_temporaries(model_dir)
+    workers.remove_scratch(model_dir, role)
     changes = settings_diff.changed_settings(model_dir)
     dataset_fn = dataset_fn or (lambda ctx: make_dataset(ctx, training=True))
 
@@ -218,19 +225,22 @@ def train(model_dir: str,
         skipped_records = SkippedRecordsCounter()
     iterator = _input(strategy, device_mesh, dataset_fn)
     global_batch_size = _global_batch_size(iterator, strategy.num_replicas_in_sync)
-    # On a mesh the input position is saved beside the DTensor checkpoint (checkpoints.py).
-    data = {"data": iterator}
-    manager = checkpoints.make_checkpoint_manager(
-        model_dir, state, checkpoint_interval, max_checkpoints, model=task.model,
-        optimizer=checkpoints.optimizer_state(optimizer), skipped_records=skipped_records,
-        host_objects=data if device_mesh is not None else None,
-        **(data if device_mesh is None else {}))
+    if device_mesh is None:  # several workers: only the chief writes into model_dir
+        manager = workers.make_checkpoint_manager(
+            model_dir, strategy, state, checkpoint_interval, max_checkpoints, model=task.model,
+            optimizer=checkpoints.optimizer_state(optimizer), data=iterator,
+            skipped_records=skipped_records)
+    else:  # the input position beside the DTensor checkpoint (checkpoints.py)
+        manager = checkpoints.make_checkpoint_manager(
+            model_dir, state, checkpoint_interval, max_checkpoints, model=task.model,
+            optimizer=checkpoints.optimizer_state(optimizer), skipped_records=skipped_records,
+            host_objects={"data": iterator})
     restored = checkpoints.restore_latest(manager, global_batch_size,
                                           settings_diff.describe(changes))
     state.global_batch_size.assign(global_batch_size)
     if restored:
         logging.info("resuming from %s at step %d", restored, int(state.step.numpy()))
-        if changes:
+        if changes and role.is_chief:
             kept = settings_diff.keep_previous_config(model_dir, int(state.step.numpy()))
             logging.warning("%s", settings_diff.describe(
                 changes, f"resuming with changed settings (honoured; the previous config is "
@@ -255,10 +265,10 @@ def train(model_dir: str,
     controller = orbit.Controller(
         global_step=state.step, trainer=trainer, evaluator=evaluator, strategy=strategy,
         train_actions=[logger, progress.OperativeConfigWriter(
-            model_dir, os.path.join(model_dir, "train"), state.step)],
+            write_dir, os.path.join(write_dir, "train"), state.step)],
         steps_per_loop=_loop_lengths(steps_per_loop, checkpoint_interval),
-        checkpoint_manager=manager, summary_dir=os.path.join(model_dir, "train"),
-        eval_summary_dir=os.path.join(model_dir, "eval"))
+        checkpoint_manager=manager, summary_dir=os.path.join(write_dir, "train"),
+        eval_summary_dir=os.path.join(write_dir, "eval"))
     output, preempted, start = None, False, time.time()
     try:
         with preemption.SigtermWatcher(trainer.stop_requested):
@@ -273,6 +283,7 @@ def train(model_dir: str,
         path = manager.save(check_interval=False) or manager.latest_checkpoint
         logging.warning("%s; checkpoint %s. Rerun the same command to resume.", e, path)
         preempted = True
+    workers.remove_scratch(model_dir, role)
     step = int(state.step.numpy())
     logging.info("training %s at step %d/%d after %s; %d step(s) skipped in all; latest "
                  "checkpoint %s", "preempted" if preempted else "finished", step, train_steps,

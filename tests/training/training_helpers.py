@@ -19,9 +19,10 @@ def _jpeg(array):
     return buf.getvalue()
 
 
-def write_tiny_data(directory: str, n: int = 96) -> dict:
-    """n records in 2 shards: a noisy 36x36 image of one of 4 colours, captions naming the colour
-    (a learnable pairing), label = colour index; and a SentencePiece model of the captions."""
+def write_tiny_data(directory: str, n: int = 96, shards: int = 2) -> dict:
+    """n records in `shards` shards: a noisy 36x36 image of one of 4 colours, captions naming the
+    colour (a learnable pairing), label = colour index; and a SentencePiece model of the
+    captions."""
     rng = np.random.default_rng(0)
     names = list(COLOURS)
     records = []
@@ -32,9 +33,11 @@ def write_tiny_data(directory: str, n: int = 96) -> dict:
         records.append(schema.Record(
             image=_jpeg(image), example_id=f"ex/{i:04d}", label=label, label_name=names[label],
             captions=[f"a {names[label]} square number {i}", f"{names[label]} picture {i}"]))
-    half = n // 2
-    writer.write_tfrecords(records[:half], os.path.join(directory, "train-a"), show_progress=False)
-    writer.write_tfrecords(records[half:], os.path.join(directory, "train-b"), show_progress=False)
+    part = n // shards
+    for k in range(shards):
+        writer.write_tfrecords(records[k * part:(k + 1) * part if k + 1 < shards else n],
+                               os.path.join(directory, f"train-{'abcdefgh'[k]}"),
+                               show_progress=False)
     sp = tokenizer.train_sentencepiece([c for r in records for c in r.captions],
                                        os.path.join(directory, "sp"), vocab_size=60)
     return {"pattern": os.path.join(directory, "train-*.tfrecord"), "tokenizer": sp}
