@@ -22,7 +22,6 @@ Restarting every worker with the same command restores ckpt-N on all of them (ea
 reads the chief's index) and each non-chief's own position N: the run goes on exactly.
 """
 import os
-import shutil
 from typing import NamedTuple, Optional
 
 import tensorflow as tf
@@ -64,7 +63,13 @@ def remove_scratch(model_dir: str, role: WorkerRole) -> None:
     """Removes a non-chief's scratch directory (at the start: what a killed run left; at the
     end: the run's). The chief has none."""
     if not role.is_chief:
-        shutil.rmtree(write_dir(model_dir, role), ignore_errors=True)
+        _remove_tree(write_dir(model_dir, role))
+
+
+def _remove_tree(path: str) -> None:
+    """rm -r that also works on gs:// (tf.io.gfile); nothing there is fine."""
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
 
 
 def barrier(strategy: tf.distribute.Strategy) -> None:
@@ -107,7 +112,7 @@ class WorkerCheckpointManager(checkpoints.TrainingCheckpointManager):
         path = self._write_checkpoint(step, options)
         if self.role.is_chief:
             return path
-        shutil.rmtree(self.directory, ignore_errors=True)  # written for its collectives only
+        _remove_tree(self.directory)  # written for its collectives only
         self._latest_checkpoint = os.path.join(self.chief_dir, f"ckpt-{step}")  # what logs name
         return self._latest_checkpoint
 
