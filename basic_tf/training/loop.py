@@ -24,6 +24,7 @@ writes into model_dir; the others save their input positions beside it (workers.
 instead of a strategy, with the weights sharded (model parallelism; mesh_placement.py): the same
 task, Trainer, evaluator, checkpoint and resume.
 """
+import contextlib
 import datetime
 import os
 import time
@@ -271,7 +272,10 @@ def train(model_dir: str,
         eval_summary_dir=os.path.join(write_dir, "eval"))
     output, preempted, start = None, False, time.time()
     try:
-        with preemption.SigtermWatcher(trainer.stop_requested):
+        # Several workers: SIGTERM ends the process, as SIGKILL does (one worker stopping early
+        # alone would wait forever in its save's collectives while the others step).
+        with (preemption.SigtermWatcher(trainer.stop_requested) if role.num_workers == 1
+              else contextlib.nullcontext()):
             if evaluator is not None:
                 output = controller.train_and_evaluate(
                     train_steps=train_steps, eval_steps=eval_steps, eval_interval=eval_interval)

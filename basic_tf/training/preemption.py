@@ -8,7 +8,9 @@ then ends after the step in flight; the caller saves a checkpoint at that step a
 EXIT_CODE, the restartable exit status TensorFlow's PreemptionCheckpointHandler uses (143).
 
 Single-host strategies only: under MultiWorkerMirroredStrategy every worker would have to agree
-on the step (that is what tf.distribute.experimental.PreemptionCheckpointHandler coordinates).
+on the step (that is what tf.distribute.experimental.PreemptionCheckpointHandler coordinates), so
+loop.train does not watch SIGTERM there: it ends the worker like SIGKILL, the others stop, and
+the same commands resume from the last checkpoint (tests/training/test_multi_worker.py).
 """
 import os
 import signal
