@@ -29,8 +29,9 @@ changed learning rate or schedule is honoured and logged; another batch size or 
 refused). Writes model_dir/ckpt-<step> (at multiples of train.checkpoint_interval and the end,
 only from good states), model_dir/train and model_dir/eval (TensorBoard) and
 model_dir/operative_config.gin; with several workers only the chief does, the others write their
-input positions to model_dir/input_position/ (README "Several hosts and TPU pods"). Every option is a gin binding of basic_tf.training.loop.train and
-the builders it calls (make_optimizer, learning_rate_schedule, make_dataset, the models).
+input positions to model_dir/input_position/ (README "Several hosts and TPU pods"). Every option
+is a gin binding of basic_tf.training.loop.train and the builders it calls (make_optimizer,
+learning_rate_schedule, make_dataset, the models).
 
 Exit status: 0 done; 1 stopped for too many skipped (non-finite) steps, the message names the
 newest good checkpoint; 2 a bad flag, gin file, binding or model_dir, named on the first line;
