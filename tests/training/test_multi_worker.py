@@ -19,10 +19,11 @@ with the same commands and checks that
 Before: each worker wrote ckpt-4_temp into model_dir and both died in MergeV2Checkpoints, and a
 CPU worker was one replica whatever --virtual_cpu_devices said.
 Cost: 5 processes (the one-process run beside the first two workers, then the two restarted),
-each mostly graph tracing: 300 CPU s in all. Measured on the 2-core development machine while
-other jobs kept its load average at 5-9: 290 s wall for this file (`python -m pytest -n 0
-tests/training/test_multi_worker.py`); on an idle 2-core machine that CPU time is ~150-180 s.
-The chief stopped 4-16 s after its peer was killed (its collectives failed; nothing hung).
+each mostly graph tracing: ~300 CPU s in all. Measured on the 2-core development machine while
+other jobs kept its load average at 5-9: 290 s and 324 s wall for this file (`python -m pytest
+-n 0 tests/training/test_multi_worker.py`); on an idle 2-core machine that CPU time is
+~150-180 s. The chief stopped 4-16 s after its peer was killed (its collectives failed; nothing
+hung).
 """
 import glob
 import json
