@@ -51,7 +51,7 @@ def test_chief_writes_model_dir_the_other_only_its_position_and_resumes_from_bot
         "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-4.data-00000-of-00001",
         "ckpt-4.index", "input_position"]
     assert sorted(os.listdir(os.path.join(model_dir, "input_position", "worker-1"))) == [
-        "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-4.data-00000-of-00001",
+        "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-4.data-00000-of-00001",
         "ckpt-4.index"]
 
     for role, start in ((CHIEF, 0), (OTHER, 1000)):
