@@ -197,8 +197,13 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def call(self, x, seed, bias=None, training=False):
         qkv = self.qkv(x)
-        shape = tf.concat([tf.shape(x)[:2], [3, self.num_heads, self.head_dim]], axis=0)
-        q, k, v = tf.unstack(tf.reshape(qkv, shape), axis=2)  # each [B, N, h, d]
+        # q, k, v as slices of the fused features, not tf.unstack of a [B, N, 3, h, d] reshape:
+        # on a DTensor mesh whose model axis divides the heads, DTensor's expansion of Unpack
+        # gives its outputs the wrong shape ("op output inconsistent with the provided layout"),
+        # and it refuses tf.split of the model-sharded feature axis. Same values either way.
+        shape = tf.concat([tf.shape(x)[:2], [self.num_heads, self.head_dim]], axis=0)
+        w = self.width
+        q, k, v = (tf.reshape(qkv[..., i * w:(i + 1) * w], shape) for i in range(3))  # [B,N,h,d]
         logits = tf.einsum("bqhd,bkhd->bhqk", q, k) * tf.cast(1.0 / math.sqrt(self.head_dim), q.dtype)
         logits = tf.cast(logits, tf.float32)
         if bias is not None:
