@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from basic_tf.models import layers as L
+from basic_tf.parallel.dtensor import ops as mesh_ops
 from basic_tf.parallel.remat import RematPolicy
 
 POOLINGS = ("cls", "gap")
@@ -84,7 +85,7 @@ class ViT(L.Tower, keras.layers.Layer):
     def call(self, images, seed=None, training=False):
         c = self.config
         seed = L.make_seed(seed, training, self.has_randomness)
-        x = self.patch_embedding(images)
+        x = mesh_ops.patch_embedding(self.patch_embedding, images)
         x = tf.reshape(x, [-1, x.shape[1] * x.shape[2], c.width])
         if c.pooling == "cls":
             cls = tf.broadcast_to(tf.cast(self.cls_token, x.dtype), tf.shape(x[:, :1]))

@@ -59,3 +59,32 @@ def test_dispatch_follows_the_context():
     assert "MaxPool" in {op.type for op in graph.get_operations()}
     with ops.mesh_formulations(), pytest.raises(ValueError, match="depth_multiplier"):
         ops.depthwise(keras.layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same"), x)
+
+
+@pytest.mark.parametrize("patch,size,channels", [(8, 32, 3), (4, 12, 2), (2, 4, 5)])
+def test_patches_matmul_equals_native_conv(patch, size, channels):
+    rng = np.random.default_rng(patch * 10 + size)
+    x = tf.constant(rng.normal(size=(2, size, size, channels)), tf.float32)
+    kernel = tf.constant(rng.normal(size=(patch, patch, channels, 6)), tf.float32)
+    native = _value_and_grads(
+        lambda x, k: tf.nn.conv2d(x, k, patch, "VALID"), x, kernel)
+    matmul = _value_and_grads(ops.patches_matmul, x, kernel)
+    for a, b in zip(matmul, native):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_patch_embedding_dispatch_follows_the_context():
+    layer = keras.layers.Conv2D(6, 4, 4, padding="valid", name="patch_embedding")
+    x = tf.constant(np.random.default_rng(1).normal(size=(2, 8, 8, 3)), tf.float32)
+    native = layer(x)
+    with ops.mesh_formulations():
+        np.testing.assert_allclose(ops.patch_embedding(layer, x).numpy(), native.numpy(),
+                                   rtol=1e-5, atol=1e-5)
+        graph = tf.function(lambda x: ops.patch_embedding(layer, x)).get_concrete_function(x).graph
+        assert "Conv2D" not in {op.type for op in graph.get_operations()}
+        overlapping = keras.layers.Conv2D(6, 4, 2, padding="valid", name="stem")
+        overlapping.build(x.shape)
+        with pytest.raises(ValueError, match="Conv2D stem: .*kernel_size = strides"):
+            ops.patch_embedding(overlapping, x)
+    graph = tf.function(lambda x: ops.patch_embedding(layer, x)).get_concrete_function(x).graph
+    assert "Conv2D" in {op.type for op in graph.get_operations()}

@@ -1,6 +1,7 @@
 """Convolution and pooling formulations DTensor (TF 2.20) can compile, used while tracing for a mesh.
 
-The CoAtNet tower calls `depthwise`, `avg_pool2d` and `max_pool2d` from here. Outside
+The CoAtNet tower calls `depthwise`, `avg_pool2d` and `max_pool2d` from here, the ViT tower
+`patch_embedding` (a patch convolution as a matmul over flattened patches). Outside
 `mesh_formulations()` they are the native ops. Inside it (the DTensor train step is traced
 there), they are built from slices, concats, multiplies and maxima, because DTensor has no
 layout propagation for the native ops' gradients:
@@ -142,3 +143,39 @@ def max_pool2d(x: tf.Tensor, pool_size: int, stride: int) -> tf.Tensor:
     if not mesh_formulations_enabled():
         return tf.nn.max_pool2d(x, pool_size, stride, "SAME")
     return shifted_max_pool2d(x, pool_size, stride)
+
+
+def patches_matmul(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """= tf.nn.conv2d(x, kernel, strides=kernel size, 'VALID'): non-overlapping patches, each
+    flattened and multiplied by the flattened kernel.
+
+    x: [B, H, W, C] with static H, W divisible by the kernel's; kernel: [ph, pw, C, F].
+    Returns [B, H/ph, W/pw, F].
+    """
+    ph, pw, c, filters = (int(d) for d in kernel.shape)
+    h, w = int(x.shape[1]), int(x.shape[2])
+    if h % ph or w % pw or int(x.shape[3]) != c:
+        raise ValueError(f"patches_matmul: input {x.shape} does not tile into {ph}x{pw}x{c} "
+                         f"patches")
+    patches = tf.reshape(x, [-1, h // ph, ph, w // pw, pw, c])
+    patches = tf.reshape(tf.transpose(patches, [0, 1, 3, 2, 4, 5]),
+                         [-1, h // ph, w // pw, ph * pw * c])
+    return tf.einsum("bijk,kf->bijf", patches, tf.reshape(kernel, [ph * pw * c, filters]))
+
+
+def patch_embedding(layer, x: tf.Tensor) -> tf.Tensor:
+    """`layer(x)` for a keras Conv2D that cuts non-overlapping patches (kernel = strides, 'valid'
+    padding; ViT's patch embedding), or inside mesh_formulations() the same as a matmul over
+    flattened patches: DTensor's Conv2D expansion ignores a model-sharded output layout ("op
+    output inconsistent with the provided layout") and its Conv2DBackpropFilter rejects this
+    convolution even on a batch-only mesh ("only supports batch parallel layouts")."""
+    if not mesh_formulations_enabled():
+        return layer(x)
+    if (layer.padding != "valid" or tuple(layer.kernel_size) != tuple(layer.strides)
+            or tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1
+            or layer.data_format != "channels_last" or layer.activation.__name__ != "linear"):
+        raise ValueError(f"Conv2D {layer.name}: the mesh formulation supports patch embeddings "
+                         "only: kernel_size = strides, padding 'valid', no dilation or groups, "
+                         "channels_last, no activation")
+    y = patches_matmul(tf.cast(x, layer.compute_dtype), tf.cast(layer.kernel, layer.compute_dtype))
+    return y if not layer.use_bias else y + tf.cast(layer.bias, layer.compute_dtype)
