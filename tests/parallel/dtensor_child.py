@@ -1,12 +1,19 @@
-"""Child process of test_dtensor_training.py: N training steps of a gin config on one device,
-then the same N steps on each DTensor mesh; prints one JSON line comparing them.
+"""Child process of test_dtensor_coverage.py: for each case (a gin config and bindings), N
+training steps on one device, then the same N steps on each of the case's DTensor meshes; prints
+one JSON line per result as soon as it is known, so a crash still leaves the earlier ones.
+
+    python dtensor_child.py '{"devices": 4, "cases": [{"name": "tiny", "gin": ["tiny"],
+                              "bindings": [], "meshes": [[2, 2]], "steps": 5}]}'
+
+Lines: {"case": name, "reference": {...}} then {"case": name, "mesh": "2x2", ...} with either
+the comparison below or "error" (the exception's type and message).
 
 The step is the training room's own (ContrastiveTask.replica_step -> BASIC accumulation ->
 contrastive loss, then apply_update with global-norm clipping) and so is the optimizer
 (make_optimizer), exactly what Trainer._replica_fn runs; the sharded run differs only in
 `shard_model` / `shard_optimizer` / `shard_batch` and in being traced under
-`mesh_formulations()`. A subprocess because DTensor needs the 8 virtual CPUs before TF starts
-and a failed DTensor compilation can take the process down.
+`mesh_formulations()`. A subprocess because DTensor needs its virtual CPUs before TF starts and
+a failed DTensor compilation can take the process down.
 
 Comparison, per variable (trainable weights, BatchNorm statistics) after N steps:
   max |sharded - one device| <= rtol * max(max |one device|, N * learning_rate)
@@ -23,12 +30,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-tf.config.set_logical_device_configuration(
-    tf.config.list_physical_devices("CPU")[0],
-    [tf.config.LogicalDeviceConfiguration() for _ in range(8)])
-# Grappler would optimise each of the 8 per-device functions separately: about half the
-# compilation time of a DTensor step, and nothing to gain for a few steps.
-tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+if __name__ == "__main__":
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration()
+         for _ in range(json.loads(sys.argv[1]).get("devices", 8))])
+    # Grappler would optimise each per-device function separately: about half the compilation
+    # time of a DTensor step, and nothing to gain for a few steps.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 import keras  # noqa: E402
 from tensorflow.experimental import dtensor  # noqa: E402
@@ -38,13 +47,18 @@ from basic_tf.parallel import dtensor as pd  # noqa: E402
 from basic_tf.parallel.dtensor import ops  # noqa: E402
 
 
-def main(cfg):
+def _emit(line: dict) -> None:
+    print(json.dumps(line), flush=True)
+
+
+def run_case(cfg: dict) -> None:
     from basic_tf.models import DualEncoder
     from basic_tf.training.contrastive import ContrastiveTask
     from basic_tf.training.optimizers import make_optimizer
     from basic_tf.training.trainer import step_seed
     from basic_tf.training.update import apply_update
 
+    name = cfg["name"]
     config.parse(cfg.get("gin", ["tiny"]), cfg.get("bindings", []))
     batch, steps, rtol = cfg.get("batch", 16), cfg.get("steps", 5), cfg.get("rtol", 1e-5)
     keras.utils.set_random_seed(0)
@@ -52,7 +66,8 @@ def main(cfg):
     probe = DualEncoder()
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(batch, probe.image_size, probe.image_size, 3)).astype(np.float32)
-    tokens = rng.integers(3, 1000, size=(batch, probe.max_text_len)).astype(np.int32)
+    vocab = probe.text_tower.config.vocab_size
+    tokens = rng.integers(3, vocab, size=(batch, probe.max_text_len)).astype(np.int32)
     tokens[:, probe.max_text_len // 2:] = 0  # padding, and some short captions
     tokens[::3, 3:] = 0
 
@@ -96,14 +111,14 @@ def main(cfg):
                                                 "total_cpu_s": time.process_time() - start}
 
     ref_losses, ref_weights, learning_rate, ref_cost = run(None)
-    out = {"reference": {"losses": ref_losses, **ref_cost}, "meshes": {}}
+    _emit({"case": name, "reference": {"losses": ref_losses, **ref_cost}})
     floor = steps * learning_rate
     for shape in cfg["meshes"]:
         key = "x".join(map(str, shape))
         try:
             losses, weights, _, cost = run(tuple(shape))
         except Exception as e:  # a DTensor compile error: report it, go on with other meshes
-            out["meshes"][key] = {"error": f"{type(e).__name__}: {str(e)[:6000]}"}
+            _emit({"case": name, "mesh": key, "error": f"{type(e).__name__}: {str(e)[:6000]}"})
             continue
         loss_rel = max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses))
         worst, failing = 0.0, []
@@ -113,10 +128,11 @@ def main(cfg):
             worst = max(worst, rel)
             if rel > rtol:
                 failing.append([path, rel])
-        out["meshes"][key] = {"losses": losses, "loss_rel": loss_rel, "weight_rel": worst,
-                              "failing": failing, "num_variables": len(ref_weights), **cost}
-    print(json.dumps(out), flush=True)
+        _emit({"case": name, "mesh": key, "losses": losses, "loss_rel": loss_rel,
+               "weight_rel": worst, "failing": failing, "num_variables": len(ref_weights),
+               **cost})
 
 
 if __name__ == "__main__":
-    main(json.loads(sys.argv[1]))
+    for case in json.loads(sys.argv[1])["cases"]:
+        run_case(case)

@@ -13,7 +13,8 @@ second is row-parallel (input features split), so each block needs one all-reduc
 MBConv blocks follow the same pattern around their depthwise convolution (channels split; the
 depthwise op must be `ops.depthwise_conv2d`, as DTensor cannot differentiate the native one).
 Embedding tables are split on width (any vocabulary size works). Dense convolution filters (conv
-stems, ViT patch embedding) stay replicated: DTensor's Conv2D rejects any other filter layout.
+stems) stay replicated: DTensor's Conv2D rejects any other filter layout. The small ViT patch
+embedding stays replicated too (on a mesh it is a matmul over patches, `ops.patch_embedding`).
 Norms, small tables and scalars are replicated. Every layout gives the same numbers
 (DTensor inserts the collectives a layout needs); the table only decides memory and traffic.
 """
@@ -71,7 +72,8 @@ MEGATRON_RULES = (
     # Dense convolutions (stems, ViT patches): DTensor's Conv2D requires a replicated filter
     # ("Filter for convolution must have fully replicated layout"); they are small.
     Rule(r"conv\d*/(kernel|bias)$", REPLICATED, "DTensor Conv2D needs a replicated filter"),
-    Rule(r"patch_embedding/(kernel|bias)$", REPLICATED, "DTensor Conv2D needs a replicated filter"),
+    Rule(r"patch_embedding/(kernel|bias)$", REPLICATED,
+         "small; a matmul over patches on a mesh (ops.patch_embedding)"),
     # Embeddings: width-split tables (works for any vocabulary size).
     Rule(r"token_embedding/embeddings$", (None, _M), "width-sharded vocabulary table"),
     Rule(r"position_embedding$", (None, _M), "width-sharded"),
