@@ -14,9 +14,10 @@ these does. A DTensor compile error, or a child that dies (a segfault), fails th
 error or the child's stderr.
 
 What failed before (issue 14 item 4), and the fixes:
-- tiny.gin on (2,2): attention's tf.unstack of [B, N, 3, heads, d] — DTensor's Unpack expansion
-  gives outputs of the wrong shape when the model axis divides the heads. q, k, v are now
-  slices of the fused features (layers.MultiHeadAttention).
+- tiny.gin and demo.gin on (2,2) and (4,2): attention's tf.unstack of [B, N, 3, heads, d] —
+  DTensor's Unpack expansion gives outputs of the wrong shape when the model axis divides the
+  heads ("Expected shape: <8,16,4,32> got shape: <8,16,2,32>"). q, k, v are now slices of the
+  fused features (layers.MultiHeadAttention).
 - The ViT tower on every mesh: its patch-embedding Conv2D (DTensor ignores the model-sharded
   output layout the position embedding asks for; Conv2DBackpropFilter rejects the stride-8
   'valid' convolution even on (4,1)). ops.patch_embedding computes it as a matmul over flattened
