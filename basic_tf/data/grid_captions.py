@@ -27,8 +27,7 @@ GRID_SIZE = 2 * CELL     # 56x56
 # Training phrasings; {0} {1} {2} {3} = top left, top right, bottom left, bottom right.
 PHRASINGS = (
     "top left a {0}, top right a {1}, bottom left a {2}, bottom right a {3}.",
-    "a {0} at the top left, a {1} at the top right, a {2} at the bottom left and a {3} at the "
-    "bottom right.",
+    "{0} at top left, {1} at top right, {2} at bottom left and {3} at bottom right.",
     "upper row: {0} and {1}; lower row: {2} and {3}.",
     "left column: {0} above {2}; right column: {1} above {3}.",
     "on top a {0} left of a {1}, below a {2} left of a {3}.",
@@ -36,7 +35,7 @@ PHRASINGS = (
 # Never used as training captions: the zero-shot prompts are these phrasings with one class
 # name in every cell (a single garment is shown tiled in all four cells, `tile`).
 HELD_OUT_PHRASINGS = (
-    "a grid with a {0} top left, a {1} top right, a {2} bottom left, a {3} bottom right.",
+    "a grid: {0} top left, {1} top right, {2} bottom left, {3} bottom right.",
     "first row {0} then {1}, second row {2} then {3}.",
 )
 
