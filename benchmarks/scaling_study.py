@@ -45,15 +45,15 @@ class StudySettings:
     protocol: str = "examples"
     batch_sizes: Sequence[int] = BATCH_SIZES
     seeds: Sequence[int] = (0, 1, 2)
-    examples_seen: int = 60_000      # protocol 'examples'
-    train_steps: int = 150           # protocol 'steps'
+    examples_seen: int = 32_000      # protocol 'examples'
+    train_steps: int = 100           # protocol 'steps'
     base_lr: float = 2e-3
     lr_scaling: str = "none"         # 'none': one rate for all batches; 'sqrt': * sqrt(B/256)
     weight_decay: float = 0.1
     max_micro_batch: int = 256
     eval_batch: int = 256
     eval_examples: int = 10_000
-    train_grids: int = 30_000
+    train_grids: int = 40_000
     heldout_grids: int = 2_500
     retrieval_pairs: int = 1_000
 

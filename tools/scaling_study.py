@@ -3,8 +3,8 @@ against batch size, several seeds, under one protocol per command (JSON + PNG + 
 Not part of `python -m benchmarks`. The design is in benchmarks/scaling_study.py; the results and
 their reading in benchmarks/README.md.
 
-  python3 tools/scaling_study.py --protocol=examples      # grid dataset, equal examples seen
-  python3 tools/scaling_study.py --protocol=steps         # grid dataset, equal optimizer steps
+  nice -n 19 python3 tools/scaling_study.py --protocol=examples  # grids, equal examples seen
+  nice -n 19 python3 tools/scaling_study.py --protocol=steps     # grids, equal optimizer steps
   python3 tools/scaling_study.py --dataset=grid --protocol=steps --batch_sizes=16,512 \
       --seeds=0 --train_steps=5 --train_grids=2000 --eval_examples=1000 \
       --output_dir=/tmp/study                             # a quick smoke run
@@ -35,8 +35,9 @@ flags.DEFINE_enum("protocol", "examples", list(scaling_study.PROTOCOLS),
 flags.DEFINE_list("batch_sizes", [str(b) for b in scaling_study.BATCH_SIZES],
                   "Contrastive batch sizes.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one run per batch size and seed.")
-flags.DEFINE_integer("examples_seen", 60_000, "Training examples per run (protocol examples).")
-flags.DEFINE_integer("train_steps", 150, "Optimizer steps per run (protocol steps).")
+flags.DEFINE_integer("examples_seen", 32_000, 
+                     "Training examples per run (protocol examples).")
+flags.DEFINE_integer("train_steps", 100, "Optimizer steps per run (protocol steps).")
 flags.DEFINE_float("base_lr", 2e-3, "Peak AdamW learning rate (10% warm-up, cosine to 0).")
 flags.DEFINE_enum("lr_scaling", "none", ["none", "sqrt"],
                   "none: --base_lr at every batch size; sqrt: --base_lr * sqrt(B / 256).")
@@ -44,7 +45,7 @@ flags.DEFINE_integer("max_micro_batch", 256, "Larger batches are accumulated in 
                      "of this size (BASIC's exact contrastive accumulation).")
 flags.DEFINE_integer("eval_batch", 256, "Batch size of the held-out - training loss gap.")
 flags.DEFINE_integer("eval_examples", 10_000, "Fashion-MNIST garments per zero-shot split.")
-flags.DEFINE_integer("train_grids", 30_000, "Training grids (from training images only).")
+flags.DEFINE_integer("train_grids", 40_000, "Training grids (from training images only).")
 flags.DEFINE_integer("heldout_grids", 2_500, "Held-out grids (from test images only).")
 flags.DEFINE_integer("retrieval_pairs", 1_000, "Held-out grids used for retrieval R@K.")
 flags.DEFINE_string("output_dir", os.path.join("benchmarks", "results"),
