@@ -1,4 +1,4 @@
-"""Contrastive batch-size scaling study: zero-shot accuracy, retrieval and generalisation gap
+r"""Contrastive batch-size scaling study: zero-shot accuracy, retrieval and generalisation gap
 against batch size, several seeds, under one protocol per command (JSON + PNG + table).
 Not part of `python -m benchmarks`. The design is in benchmarks/scaling_study.py; the results and
 their reading in benchmarks/README.md.
@@ -7,7 +7,7 @@ their reading in benchmarks/README.md.
   nice -n 19 python3 tools/scaling_study.py --protocol=steps     # grids, equal optimizer steps
   python3 tools/scaling_study.py --dataset=grid --protocol=steps --batch_sizes=16,512 \
       --seeds=0 --train_steps=5 --train_grids=2000 --eval_examples=1000 \
-      --output_dir=/tmp/study                             # a quick smoke run
+      --output_dir=/tmp/study     # a quick smoke run
 
 Results go to <output_dir>/scaling_study_<dataset>_<protocol>.json after every run (rerunning
 the same command resumes: finished runs are kept); <output_dir>/scaling_study_<dataset>.png
@@ -35,7 +35,7 @@ flags.DEFINE_enum("protocol", "examples", list(scaling_study.PROTOCOLS),
 flags.DEFINE_list("batch_sizes", [str(b) for b in scaling_study.BATCH_SIZES],
                   "Contrastive batch sizes.")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds: one run per batch size and seed.")
-flags.DEFINE_integer("examples_seen", 32_000, 
+flags.DEFINE_integer("examples_seen", 32_000,
                      "Training examples per run (protocol examples).")
 flags.DEFINE_integer("train_steps", 100, "Optimizer steps per run (protocol steps).")
 flags.DEFINE_float("base_lr", 2e-3, "Peak AdamW learning rate (10% warm-up, cosine to 0).")
