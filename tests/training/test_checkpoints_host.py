@@ -21,19 +21,22 @@ def _manager(model_dir, host: bool = True):
     return manager, state, weights, data
 
 
-def _step(state, weights, data):
-    state.step.assign_add(1)
-    state.verified_step.assign(state.step)
-    weights.assign_add([1.0, 2.0])
-    return int(next(data))
+def _run(model_dir, steps: int, host: bool = True):
+    """`steps` steps (step, verified step, weights, one input element each), a save after each;
+    -> (manager, state, weights, data)."""
+    manager, state, weights, data = _manager(model_dir, host)
+    for _ in range(steps):
+        state.step.assign_add(1)
+        state.verified_step.assign(state.step)
+        weights.assign_add([1.0, 2.0])
+        next(data)
+        manager.save()
+    return manager, state, weights, data
 
 
 def test_host_part_is_saved_restored_and_rotated_with_its_checkpoint(tmp_path):
     model_dir = str(tmp_path)
-    manager, state, weights, data = _manager(model_dir)
-    for _ in range(4):
-        _step(state, weights, data)
-        manager.save()
+    _run(model_dir, 4)
     host = sorted(f for f in os.listdir(os.path.join(model_dir, checkpoints.HOST_DIR))
                   if f.endswith(".index"))
     assert host == ["ckpt-3.index", "ckpt-4.index"]  # max_to_keep=2: ckpt-1, ckpt-2 went
@@ -46,10 +49,7 @@ def test_host_part_is_saved_restored_and_rotated_with_its_checkpoint(tmp_path):
 
 def test_settle_drops_the_host_parts_of_unverified_checkpoints(tmp_path):
     model_dir = str(tmp_path)
-    manager, state, weights, data = _manager(model_dir)
-    for _ in range(3):
-        _step(state, weights, data)
-        manager.save()
+    manager, state, weights, data = _run(model_dir, 3)
     state.verified_step.assign(2)  # ckpt-3's weights never gave a finite loss
     assert manager.settle().endswith("ckpt-2")
     host_dir = os.path.join(model_dir, checkpoints.HOST_DIR)
@@ -62,9 +62,7 @@ def test_settle_drops_the_host_parts_of_unverified_checkpoints(tmp_path):
 def test_checkpoint_without_host_part_restores_and_says_the_input_restarts(tmp_path, caplog):
     caplog.set_level("WARNING", logger="absl")
     model_dir = str(tmp_path)
-    manager, state, weights, data = _manager(model_dir, host=False)
-    _step(state, weights, data)
-    manager.save()
+    _run(model_dir, 1, host=False)
     manager, state, weights, data = _manager(model_dir)
     assert checkpoints.restore_latest(manager, 0).endswith("ckpt-1")
     np.testing.assert_allclose(weights.numpy(), [1.0, 2.0])
