@@ -13,7 +13,7 @@ Block details (chosen so the parameter counts reproduce the paper's Table 3 to <
   shortcut is a linear projection when the width changes. Head dim 32 by default.
 """
 import dataclasses
-from typing import Optional, Sequence
+from typing import Optional
 
 import gin
 import keras
@@ -56,9 +56,16 @@ PAPER_PARAMS = {"coatnet-0": 25e6, "coatnet-1": 42e6, "coatnet-2": 75e6, "coatne
 
 @dataclasses.dataclass(frozen=True)
 class CoAtNetConfig:
-    stem_width: int
-    stages: tuple
-    head_dim: int = 32
+    """CoAtNet hyper-parameters; gin binds them as `coatnet_config.<field>`.
+
+    `preset` ('coatnet-0'..'coatnet-7', or None) supplies stem_width, stages and head_dim where
+    those are None; with preset=None, stem_width and stages must be given. stages: tuple of
+    (type 'C' MBConv or 'T' Transformer, depth, width, stride of its first block).
+    """
+    preset: Optional[str] = "coatnet-0"
+    stem_width: Optional[int] = None
+    stages: Optional[tuple] = None
+    head_dim: Optional[int] = None
     expansion: int = 4
     se_ratio: float = 0.25
     mlp_ratio: int = 4
@@ -68,6 +75,18 @@ class CoAtNetConfig:
     bn_momentum: float = 0.99
 
     def __post_init__(self):
+        base = {"head_dim": 32}
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"coatnet_config.preset={self.preset!r} is not one of "
+                                 f"{sorted(PRESETS)} (or None with stem_width and stages)")
+            base.update(PRESETS[self.preset])
+        for name in ("stem_width", "stages", "head_dim"):
+            if getattr(self, name) is None:
+                if name not in base:
+                    raise ValueError(f"coatnet_config.{name}=None: with preset=None both "
+                                     f"stem_width and stages are needed")
+                object.__setattr__(self, name, base[name])
         stages = tuple(tuple(s) for s in self.stages)
         object.__setattr__(self, "stages", stages)
         for i, stage in enumerate(stages):
@@ -87,35 +106,14 @@ class CoAtNetConfig:
         return self.stages[-1][2]
 
 
-@gin.configurable
-def coatnet_config(preset: Optional[str] = "coatnet-0", stem_width: Optional[int] = None,
-                   stages: Optional[Sequence] = None, head_dim: Optional[int] = None,
-                   expansion: int = 4, se_ratio: float = 0.25, mlp_ratio: int = 4,
-                   dropout_rate: float = 0.0, attention_dropout_rate: float = 0.0,
-                   drop_path_rate: float = 0.0, bn_momentum: float = 0.99) -> CoAtNetConfig:
-    """CoAtNet hyper-parameters: a preset ('coatnet-0'..'coatnet-7'), or preset=None with
-    stem_width and stages given; explicit stem_width/stages/head_dim override the preset."""
-    base = {}
-    if preset is not None:
-        if preset not in PRESETS:
-            raise ValueError(f"coatnet_config.preset={preset!r} is not one of {sorted(PRESETS)} "
-                             f"(or None with stem_width and stages)")
-        base = dict(PRESETS[preset])
-    for name, value in (("stem_width", stem_width), ("stages", stages), ("head_dim", head_dim)):
-        if value is not None:
-            base[name] = value
-    if "stem_width" not in base or "stages" not in base:
-        raise ValueError("coatnet_config: with preset=None both stem_width and stages are needed")
-    return CoAtNetConfig(expansion=expansion, se_ratio=se_ratio, mlp_ratio=mlp_ratio,
-                         dropout_rate=dropout_rate, attention_dropout_rate=attention_dropout_rate,
-                         drop_path_rate=drop_path_rate, bn_momentum=bn_momentum, **base)
+# The experiment's CoAtNetConfig: the dataclass with gin's `coatnet_config.*` bindings applied
+# (explicit arguments win). CoAtNetConfig(...) itself never reads gin.
+coatnet_config = gin.external_configurable(CoAtNetConfig, "coatnet_config")
 
 
 def preset_config(preset: str, **overrides) -> CoAtNetConfig:
     """The paper's CoAtNet preset ('coatnet-0'..'coatnet-7'), independent of gin bindings."""
-    if preset not in PRESETS:
-        raise ValueError(f"CoAtNet preset {preset!r} is not one of {sorted(PRESETS)}")
-    return CoAtNetConfig(**{**PRESETS[preset], **overrides})
+    return CoAtNetConfig(preset=preset, **overrides)
 
 
 def _downsampled(size: int, stride: int) -> int:

@@ -22,12 +22,14 @@ POOLINGS = ("eos", "cls", "mean")
 
 @dataclasses.dataclass(frozen=True)
 class TextTowerConfig:
+    """Text tower hyper-parameters; gin binds them as `text_tower_config.<field>`. mlp_dim None
+    means 4 x width."""
     vocab_size: int = 32000
     max_len: int = 64
     width: int = 512
     depth: int = 6
     num_heads: int = 8
-    mlp_dim: int = 2048
+    mlp_dim: Optional[int] = None
     pooling: str = "eos"
     causal: bool = False
     dropout_rate: float = 0.0
@@ -35,6 +37,8 @@ class TextTowerConfig:
     drop_path_rate: float = 0.0
 
     def __post_init__(self):
+        if self.mlp_dim is None:
+            object.__setattr__(self, "mlp_dim", 4 * self.width)
         if self.pooling not in POOLINGS:
             raise ValueError(f"text_tower_config.pooling={self.pooling!r} is not one of {POOLINGS}")
         if self.width % self.num_heads:
@@ -42,16 +46,8 @@ class TextTowerConfig:
                              f"num_heads={self.num_heads}")
 
 
-@gin.configurable
-def text_tower_config(vocab_size: int = 32000, max_len: int = 64, width: int = 512,
-                      depth: int = 6, num_heads: int = 8, mlp_dim: Optional[int] = None,
-                      pooling: str = "eos", causal: bool = False, dropout_rate: float = 0.0,
-                      attention_dropout_rate: float = 0.0,
-                      drop_path_rate: float = 0.0) -> TextTowerConfig:
-    """Text tower hyper-parameters (mlp_dim defaults to 4 x width)."""
-    return TextTowerConfig(vocab_size, max_len, width, depth, num_heads,
-                           4 * width if mlp_dim is None else mlp_dim, pooling, causal,
-                           dropout_rate, attention_dropout_rate, drop_path_rate)
+# The experiment's TextTowerConfig: gin's `text_tower_config.*` bindings applied.
+text_tower_config = gin.external_configurable(TextTowerConfig, "text_tower_config")
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")

@@ -19,17 +19,21 @@ POOLINGS = ("cls", "gap")
 
 @dataclasses.dataclass(frozen=True)
 class ViTConfig:
+    """ViT hyper-parameters (defaults: ViT-B/16); gin binds them as `vit_config.<field>`.
+    mlp_dim None means 4 x width."""
     patch_size: int = 16
     width: int = 768
     depth: int = 12
     num_heads: int = 12
-    mlp_dim: int = 3072
+    mlp_dim: Optional[int] = None
     pooling: str = "gap"
     dropout_rate: float = 0.0
     attention_dropout_rate: float = 0.0
     drop_path_rate: float = 0.0
 
     def __post_init__(self):
+        if self.mlp_dim is None:
+            object.__setattr__(self, "mlp_dim", 4 * self.width)
         if self.pooling not in POOLINGS:
             raise ValueError(f"vit_config.pooling={self.pooling!r} is not one of {POOLINGS}")
         if self.width % self.num_heads:
@@ -37,13 +41,8 @@ class ViTConfig:
                              f"num_heads={self.num_heads}")
 
 
-@gin.configurable
-def vit_config(patch_size: int = 16, width: int = 768, depth: int = 12, num_heads: int = 12,
-               mlp_dim: Optional[int] = None, pooling: str = "gap", dropout_rate: float = 0.0,
-               attention_dropout_rate: float = 0.0, drop_path_rate: float = 0.0) -> ViTConfig:
-    """ViT hyper-parameters (defaults: ViT-B/16; mlp_dim defaults to 4 x width)."""
-    return ViTConfig(patch_size, width, depth, num_heads, 4 * width if mlp_dim is None else mlp_dim,
-                     pooling, dropout_rate, attention_dropout_rate, drop_path_rate)
+# The experiment's ViTConfig: gin's `vit_config.*` bindings applied.
+vit_config = gin.external_configurable(ViTConfig, "vit_config")
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")
