@@ -14,12 +14,9 @@ import gin
 
 # Every module that declares gin configurables. Importing them registers the names.
 CONFIGURABLE_MODULES = (
-    "basic_tf.parallel.remat",
     "basic_tf.parallel.strategy",
     "basic_tf.parallel.dtensor",
     "basic_tf.models",
-    "basic_tf.losses",
-    "basic_tf.training.accumulation",
     "basic_tf.training.schedules",
     "basic_tf.training.optimizers",
     "basic_tf.training.loop",
@@ -83,6 +80,12 @@ def parse(gin_files: Iterable[str] | str, bindings: Sequence[str] = (), finalize
         gin.finalize()
 
 
+# Configurables that are gone, and where their bindings went (an old gin file is told).
+MOVED = {"compute_contrastive_step": "train.num_micro_batches",
+         "contrastive_loss": "train.loss_kind and train.local_loss",
+         "remat_policy": "train.remat ('none', 'every_block' or 'every_k:K')"}
+
+
 class ConfigError(ValueError):
     """A gin file or binding that does not parse; the message's first line names it."""
 
@@ -102,6 +105,9 @@ def _naming(source: str):
         else:
             lines = [line.strip() for line in str(e).splitlines() if line.strip()]
             problem = " ".join(lines[:3])
+            moved = [f"{name}.* is now {where}" for name, where in MOVED.items()
+                     if f"No configurable matching '{name}'" in lines[0]]
+            problem = "; ".join([problem] + moved)
         raise ConfigError(f"{source}: {problem}") from None
 
 

@@ -225,9 +225,8 @@ def _train(model_dir: str, shards: Sequence[str], spm_path: str) -> dict:
     return {"checkpoint": tf.train.latest_checkpoint(model_dir), "start_step": start_step, "final_step": out["step"],
             "steps_run": out["step"] - start_step,
             "last_progress_line": out["progress"][-1] if out["progress"] else None,
-            "global_batch_size": config.bound_value("make_dataset.global_batch_size", None),
-            "num_micro_batches": config.bound_value(
-                "compute_contrastive_step.num_micro_batches", None)}
+            "global_batch_size": out["global_batch_size"],
+            "num_micro_batches": out["num_micro_batches"]}
 
 
 class _Trained:

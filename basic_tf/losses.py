@@ -22,7 +22,6 @@ Both give the same sums and the same summed gradients.
 """
 from typing import Optional
 
-import gin
 import tensorflow as tf
 
 LOSS_KINDS = ("softmax", "sigmoid")
@@ -73,10 +72,10 @@ def _loss_sum(kind, image_rows, text_rows, all_images, all_texts, scale, bias, r
     return _sigmoid_rows_sum(image_rows, all_texts, scale, bias, row_offset)
 
 
-@gin.configurable(denylist=["image_emb", "text_emb", "logit_scale", "logit_bias"])
 def contrastive_loss(image_emb: tf.Tensor,
                      text_emb: tf.Tensor,
                      logit_scale: tf.Tensor,
+                     *,
                      kind: str = "softmax",
                      logit_bias: Optional[tf.Tensor] = None,
                      local_loss: bool = False) -> tf.Tensor:
@@ -96,7 +95,7 @@ def contrastive_loss(image_emb: tf.Tensor,
       replica's share of it (the shares sum to the global loss; see the module docstring).
     """
     if kind not in LOSS_KINDS:
-        raise ValueError(f"contrastive_loss.kind={kind!r} is not one of {LOSS_KINDS}")
+        raise ValueError(f"contrastive loss kind={kind!r} is not one of {LOSS_KINDS}")
     if kind == "softmax" and logit_bias is not None:
         raise ValueError("logit_bias is for the sigmoid loss; the softmax loss is invariant to it")
     image_emb = tf.cast(image_emb, tf.float32)

@@ -374,9 +374,9 @@ def render_gin(exp: Experiment, train: data_profile.DataProfile,
 {model_gin(exp.model_size, exp.image_size, exp.seq_len, exp.vocab_size)}
 # ---- Training: BASIC's contrastive accumulation, AdamW, warm-up + cosine
 # Steps: {n['steps']}.
-compute_contrastive_step.num_micro_batches = {exp.num_micro_batches}  # see Planner above
-remat_policy.mode = '{'every_block' if exp.remat else 'none'}'
-contrastive_loss.kind = 'softmax'
+train.num_micro_batches = {exp.num_micro_batches}  # see Planner above
+train.remat = '{'every_block' if exp.remat else 'none'}'
+train.loss_kind = 'softmax'
 
 train.train_steps = {exp.train_steps}
 train.steps_per_loop = {exp.steps_per_loop}  # one progress line per loop

@@ -339,11 +339,16 @@ def parse_mesh(text: str, replicas: int = 1) -> tuple:
 def gin_step_setting() -> tuple:
     """(num_micro_batches, remat_every) bound in the parsed gin config (defaults 1, 0)."""
     from basic_tf import config
-    from basic_tf.parallel.remat import remat_policy
-    micro = int(config.bound_value("compute_contrastive_step.num_micro_batches", 1))
-    policy = remat_policy()
+    from basic_tf.parallel.remat import RematPolicy
+    micro = int(config.bound_value("train.num_micro_batches", 1))
+    policy = RematPolicy.parse(config.bound_value("train.remat", "none"), name="train.remat")
     remat_every = {"none": 0, "every_block": 1}.get(policy.mode, policy.k)
     return micro, remat_every
+
+
+def _remat_string(remat_every: int) -> str:
+    """remat_every (0: none, k: blocks 0, k, 2k, ...) as train.remat's string."""
+    return {0: "none", 1: "every_block"}.get(remat_every, f"every_k:{remat_every}")
 
 
 def report(global_batch: int, data_replicas: int = 1, model_shards: int = 1,
@@ -361,7 +366,7 @@ def report(global_batch: int, data_replicas: int = 1, model_shards: int = 1,
                              **plan_kwargs)
     return (f"== as configured ({fits} in {device_memory_gb:g} GiB per device)\n"
             f"{format_plan(current)}\n\n== recommended\n{format_plan(best, reason)}\n"
-            f"gin: compute_contrastive_step.num_micro_batches = {best.num_micro_batches}; "
-            f"remat_policy.mode = "
-            f"{'none' if best.remat_every == 0 else 'every_block'}; mesh data="
+            f"gin: train.num_micro_batches = {best.num_micro_batches}; "
+            f"train.remat = "
+            f"'{_remat_string(best.remat_every)}'; mesh data="
             f"{best.data_replicas} x model={best.model_shards}")

@@ -139,7 +139,7 @@ class StudyTrainer:
 
     def step_fn(self, micro: int):
         import tensorflow as tf
-        from basic_tf.training.accumulation import contrastive_gradients
+        from basic_tf.training import contrastive_gradients
 
         if micro not in self._steps:
             model, optimizer, to_model = self.model, self.optimizer, self.to_model

@@ -37,7 +37,7 @@ def train_step(model, num_micro_batches: int = 1, xla: bool = False, optimizer=T
     """A tf.function(images, token_ids, seed) -> loss; the AdamW is built before tracing."""
     import keras
     import tensorflow as tf
-    from basic_tf.training.accumulation import contrastive_gradients
+    from basic_tf.training import contrastive_gradients
     opt = None
     if optimizer:
         opt = keras.optimizers.AdamW(**ADAMW)

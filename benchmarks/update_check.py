@@ -20,7 +20,7 @@ def measure(cfg: dict) -> dict:
     import numpy as np
     import tensorflow as tf
     from basic_tf.training import update
-    from basic_tf.training.accumulation import contrastive_gradients
+    from basic_tf.training import contrastive_gradients
     from benchmarks import steps
 
     model, images, tokens = steps.build(cfg["gin"], cfg["bindings"], cfg["batch"])

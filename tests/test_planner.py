@@ -161,11 +161,11 @@ def test_recommendation_shards_the_model_when_weights_do_not_fit():
 
 
 def test_report_and_mesh_parsing():
-    config.parse(["tiny"], ["compute_contrastive_step.num_micro_batches = 2"])
+    config.parse(["tiny"], ["train.num_micro_batches = 2", "train.remat = 'every_k:2'"])
     text = planner.report(256, *planner.parse_mesh("batch:2,model:1"), device_memory_gb=0.25)
     for words in ("parameters: image", "forward FLOPs per example", "activations", "logits",
                   "2 micro-batch(es) of 64 per replica", "== recommended",
-                  "remat_policy.mode", "mesh data=2 x model=1"):
+                  "train.remat = ", "mesh data=2 x model=1"):
         assert words in text, text
     assert planner.parse_mesh("", 8) == (8, 1)
     assert planner.parse_mesh("model:4") == (1, 4)
@@ -186,8 +186,12 @@ def test_gin_step_setting_resolves_macros():
     """A macro-bound micro-batch count (as demo.gin binds its sizes) is read as its value."""
     import gin
 
-    config.parse(["tiny"], ["MICRO = 4", "compute_contrastive_step.num_micro_batches = %MICRO"])
+    config.parse(["tiny"], ["MICRO = 4", "train.num_micro_batches = %MICRO",
+                            "train.remat = 'every_k:2'"])
     try:
-        assert planner.gin_step_setting() == (4, 0)
+        assert planner.gin_step_setting() == (4, 2)
+        config.parse(["tiny"], ["train.remat = 'sometimes'"])
+        with pytest.raises(ValueError, match="train.remat='sometimes'"):
+            planner.gin_step_setting()
     finally:
         gin.clear_config()

@@ -4,8 +4,8 @@
       --device_memory_gb=16
   python3 tools/plan.py --gin_file=tiny --global_batch=1024 --mesh=batch:4,model:2
 
-Reports, for the gin config as written (its compute_contrastive_step.num_micro_batches and
-remat_policy), the parameter count and forward FLOPs of each tower, and memory per device:
+Reports, for the gin config as written (its train.num_micro_batches and train.remat), the
+parameter count and forward FLOPs of each tower, and memory per device:
 weights, optimizer state, gradients, activations of one micro-batch (with or without recompute),
 embeddings and the N x N logits. Then it recommends the number of micro-batches, the remat
 policy and the data x model mesh that fit the device memory at the least compute. All numbers
@@ -17,8 +17,8 @@ from basic_tf import cli, config, planner
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", ["tiny"], "Gin file(s): a path or a name in gin/.")
-flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. 'remat_policy.mode = "
-                          "\"every_block\"'.")
+flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. "
+                          "\"train.remat = 'every_block'\".")
 flags.DEFINE_integer("global_batch", 1024, "Contrastive batch over all replicas.")
 flags.DEFINE_integer("replicas", 1, "Data-parallel replicas (ignored when --mesh is given).")
 flags.DEFINE_string("mesh", "", "Device mesh 'batch:D,model:M' (D data replicas x M model "

@@ -15,15 +15,23 @@ import tensorflow as tf
 
 from basic_tf.models import layers as L
 from basic_tf.models.dual_encoder import IMAGE_TOWERS, dual_encoder_config, resolve_image_config
-from basic_tf.parallel.remat import RematPolicy, remat_policy as gin_remat_policy
+from basic_tf.parallel.remat import RematPolicy
 
 
-@gin.configurable
-def image_classifier_config(num_classes: int = 1000, pre_logits: bool = True) -> dict:
-    """Classification head of stage (a): number of classes, tanh pre-logits layer on/off."""
-    if num_classes < 1:
-        raise ValueError(f"image_classifier_config.num_classes={num_classes} must be >= 1")
-    return {"num_classes": num_classes, "pre_logits": pre_logits}
+@dataclasses.dataclass(frozen=True)
+class ImageClassifierConfig:
+    """Classification head of stage (a); gin binds it as `image_classifier_config.<field>`:
+    number of classes, tanh pre-logits layer on/off."""
+    num_classes: int = 1000
+    pre_logits: bool = True
+
+    def __post_init__(self):
+        if self.num_classes < 1:
+            raise ValueError(f"image_classifier_config.num_classes={self.num_classes} must be >= 1")
+
+
+image_classifier_config = gin.external_configurable(ImageClassifierConfig,
+                                                    "image_classifier_config")
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")
@@ -41,13 +49,13 @@ class ImageClassifier(keras.Model):
         super().__init__(name=name)
         head = image_classifier_config()
         d = dual_encoder_config()
-        self.num_classes = head["num_classes"] if num_classes is None else num_classes
-        self.pre_logits = head["pre_logits"] if pre_logits is None else pre_logits
+        self.num_classes = head.num_classes if num_classes is None else num_classes
+        self.pre_logits = head.pre_logits if pre_logits is None else pre_logits
         self.image_tower_kind = image_tower or d.image_tower
         self.image_size = image_size or d.image_size
         self.pixel_mean, self.pixel_std = d.pixel_mean, d.pixel_std
         self.image_config = resolve_image_config(self.image_tower_kind, image_config)
-        policy = remat_policy if remat_policy is not None else gin_remat_policy()
+        policy = remat_policy if remat_policy is not None else RematPolicy()
         self.image_tower = IMAGE_TOWERS[self.image_tower_kind][0](
             self.image_config, output_dim=None, remat_policy=policy, name="image_tower")
         width = self.image_config.width

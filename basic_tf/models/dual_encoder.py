@@ -7,7 +7,8 @@ Head: a learned logit scale min(exp(w), max_logit_scale), w initialised to ln(1/
 and an optional logit bias (sigmoid loss).
 
 Gin names (see gin/*.gin): dual_encoder_config.*, coatnet_config.*, vit_config.*,
-text_tower_config.*, remat_policy.*.
+text_tower_config.* (the config dataclasses themselves). The remat policy is an argument
+(training.loop.train passes `train.remat`).
 """
 import dataclasses
 import math
@@ -21,7 +22,7 @@ from basic_tf.models import layers as L
 from basic_tf.models.coatnet import CoAtNet, CoAtNetConfig, coatnet_config
 from basic_tf.models.text import TextTowerConfig, TextTransformer, text_tower_config
 from basic_tf.models.vit import ViT, ViTConfig, vit_config
-from basic_tf.parallel.remat import RematPolicy, remat_policy as gin_remat_policy
+from basic_tf.parallel.remat import RematPolicy
 
 IMAGE_TOWERS = {"coatnet": (CoAtNet, CoAtNetConfig, coatnet_config),
                 "vit": (ViT, ViTConfig, vit_config)}
@@ -31,6 +32,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclasses.dataclass(frozen=True)
 class DualEncoderConfig:
+    """Dual-encoder hyper-parameters; gin binds them as `dual_encoder_config.<field>`. The image
+    tower kind picks coatnet_config or vit_config."""
     image_tower: str = "coatnet"
     embed_dim: int = 512
     image_size: int = 224
@@ -51,14 +54,8 @@ class DualEncoderConfig:
         object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
 
 
-@gin.configurable
-def dual_encoder_config(image_tower: str = "coatnet", embed_dim: int = 512, image_size: int = 224,
-                        init_temperature: float = 0.07, max_logit_scale: float = 100.0,
-                        use_logit_bias: bool = False, logit_bias_init: float = -10.0,
-                        pixel_mean=IMAGENET_MEAN, pixel_std=IMAGENET_STD) -> DualEncoderConfig:
-    """Dual-encoder hyper-parameters; the image tower kind picks coatnet_config or vit_config."""
-    return DualEncoderConfig(image_tower, embed_dim, image_size, init_temperature, max_logit_scale,
-                             use_logit_bias, logit_bias_init, tuple(pixel_mean), tuple(pixel_std))
+# The experiment's DualEncoderConfig: gin's `dual_encoder_config.*` bindings applied.
+dual_encoder_config = gin.external_configurable(DualEncoderConfig, "dual_encoder_config")
 
 
 def resolve_image_config(image_tower: str, image_config=None):
@@ -82,7 +79,8 @@ class DualEncoder(keras.Model):
     """Built from gin with no arguments; keyword overrides replace single fields.
 
     Overrides: any DualEncoderConfig field, `image_config` (CoAtNetConfig/ViTConfig or dict),
-    `text_config` (TextTowerConfig or dict), `remat_policy` (RematPolicy for both towers).
+    `text_config` (TextTowerConfig or dict), `remat_policy` (RematPolicy for both towers;
+    default none: recomputation only matters to training, which passes `train.remat`).
     Every variable exists after construction (towers are built for image_size / max_len).
     """
 
@@ -101,7 +99,7 @@ class DualEncoder(keras.Model):
         elif isinstance(text_config, dict):
             text_config = TextTowerConfig(**text_config)
         self.config, self.image_config, self.text_config = config, image_config, text_config
-        self.remat_policy = remat_policy if remat_policy is not None else gin_remat_policy()
+        self.remat_policy = remat_policy if remat_policy is not None else RematPolicy()
 
         self.image_tower = IMAGE_TOWERS[config.image_tower][0](
             image_config, output_dim=config.embed_dim, remat_policy=self.remat_policy,

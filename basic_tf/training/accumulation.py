@@ -21,14 +21,17 @@ Exactness conditions, all handled here:
   averages are updated in pass 1 only (pass 2 runs under `no_moving_stat_updates()`).
 
 With one micro-batch the two passes collapse into one taped forward (no recomputation).
+
+The function knows no model (GradCache's hooks): the caller passes the two encoders, the loss
+and the variable groups (training/contrastive.py builds them for a DualEncoder). A new loss is
+another `loss_fn`; a frozen tower is an encoder run in inference mode with an empty variable
+group (a tower with no variables to train is not re-run in pass 2).
 """
 import collections
-from typing import Optional
+from typing import Callable, Sequence
 
-import gin
 import tensorflow as tf
 
-from basic_tf import losses
 from basic_tf.models.layers import fold_seed, no_moving_stat_updates
 
 ContrastiveStep = collections.namedtuple(
@@ -36,7 +39,8 @@ ContrastiveStep = collections.namedtuple(
 ContrastiveStep.__doc__ = """Result of one contrastive gradient computation on this replica.
 
 loss: float32 scalar, this replica's share of the global-batch loss.
-grads: list aligned with model.trainable_variables (zeros where a variable is unconnected).
+grads: list aligned with image_variables + text_variables + head_variables (zeros where a
+  variable is unconnected).
 image_emb, text_emb: float32 [n, D] this replica's embeddings (for metrics).
 """
 
@@ -59,8 +63,9 @@ def micro_batch_seeds(seed: tf.Tensor, replica_id, micro_batch_index) -> tuple[t
 def _replica_id() -> tf.Tensor:
     ctx = tf.distribute.get_replica_context()
     if ctx is None:
-        raise RuntimeError("contrastive_gradients must run in a replica context (call it inside "
-                           "strategy.run, or outside any strategy), not in cross-replica context")
+        raise RuntimeError("compute_contrastive_step must run in a replica context (call it "
+                           "inside strategy.run, or outside any strategy), not in cross-replica "
+                           "context")
     return tf.cast(ctx.replica_id_in_sync_group, tf.int32)
 
 
@@ -68,7 +73,7 @@ def _split(x: tf.Tensor, num_micro_batches: int) -> tf.Tensor:
     """[n, ...] -> [M, n/M, ...]: contiguous equal slices, in order."""
     n = x.shape[0]
     if n is None:
-        raise ValueError("contrastive_gradients needs a static batch size (batch with "
+        raise ValueError("compute_contrastive_step needs a static batch size (batch with "
                          "drop_remainder=True); got a batch of unknown size")
     if n % num_micro_batches:
         raise ValueError(f"batch of {n} examples cannot be split into num_micro_batches="
@@ -77,79 +82,69 @@ def _split(x: tf.Tensor, num_micro_batches: int) -> tf.Tensor:
                                     tf.shape(x)[1:]], axis=0))
 
 
-def _loss_and_embedding_grads(model, image_emb, text_emb, loss_kwargs):
+def _dense_grads(grads, variables) -> list:
+    """tape.gradient's output with None (unconnected) as zeros and IndexedSlices made dense."""
+    return [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g)
+            for g, v in zip(grads, variables)]
+
+
+def _loss_and_embedding_grads(loss_fn, image_emb, text_emb, head_vars):
     """Global loss share and its gradients w.r.t. this replica's embeddings and the head vars."""
-    head_vars = list(model.head_trainable_variables)
     with tf.GradientTape() as tape:
         tape.watch([image_emb, text_emb])
-        loss = losses.contrastive_loss(image_emb, text_emb, model.logit_scale,
-                                       logit_bias=model.logit_bias, **loss_kwargs)
+        loss = loss_fn(image_emb, text_emb)
     d_image, d_text, *head_grads = tape.gradient(loss, [image_emb, text_emb] + head_vars)
     # The gradient of all_gather loses static shapes; the embeddings' shapes are known.
     return (loss, tf.ensure_shape(d_image, image_emb.shape), tf.ensure_shape(d_text, text_emb.shape),
             head_grads)
 
 
-def _taped_single_pass(model, images, token_ids, seeds, loss_kwargs):
-    """M = 1: one forward under a tape, gradients straight from the loss."""
-    image_seed, text_seed = seeds
-    with tf.GradientTape() as tape:
-        image_emb = model.encode_image(images, training=True, seed=image_seed)
-        text_emb = model.encode_text(token_ids, training=True, seed=text_seed)
-        loss = losses.contrastive_loss(image_emb, text_emb, model.logit_scale,
-                                       logit_bias=model.logit_bias, **loss_kwargs)
-    variables = list(model.trainable_variables)
-    grads = tape.gradient(loss, variables)
-    return loss, grads, image_emb, text_emb
-
-
-def _embed_without_tape(model, images_mb, tokens_mb, seed, replica_id):
+def _embed_without_tape(encoders, images_mb, tokens_mb, seed, replica_id, embed_dim):
     """Pass 1: [M, m, ...] inputs -> ([M*m, D], [M*m, D]) embeddings, one micro-batch at a time.
 
     The embeddings are a float32 [M, m, D] loop variable written in place
     (tensor_scatter_nd_update), not a TensorArray: XLA compiles both, and DTensor (model
     parallelism, basic_tf.parallel.dtensor) has no layout propagation for TensorList ops.
     """
+    encode_image_fn, encode_text_fn = encoders
     num_micro, micro = images_mb.shape[0], images_mb.shape[1]
 
     def body(i, image_acc, text_acc):
         image_seed, text_seed = micro_batch_seeds(seed, replica_id, i)
-        image_emb = model.encode_image(images_mb[i], training=True, seed=image_seed)
-        text_emb = model.encode_text(tokens_mb[i], training=True, seed=text_seed)
+        image_emb = encode_image_fn(images_mb[i], image_seed)
+        text_emb = encode_text_fn(tokens_mb[i], text_seed)
         write = lambda acc, emb: tf.tensor_scatter_nd_update(
             acc, [[i]], tf.expand_dims(tf.cast(emb, tf.float32), 0))
         return i + 1, write(image_acc, image_emb), write(text_acc, text_emb)
 
-    zeros = tf.zeros([num_micro, micro, model.embed_dim], tf.float32)
+    zeros = tf.zeros([num_micro, micro, embed_dim], tf.float32)
     _, image_acc, text_acc = tf.while_loop(
         lambda i, *_: i < num_micro, body, (tf.constant(0), zeros, zeros),
         parallel_iterations=1)
-    flat = [-1, model.embed_dim]
+    flat = [-1, embed_dim]
     return (tf.stop_gradient(tf.reshape(image_acc, flat)),
             tf.stop_gradient(tf.reshape(text_acc, flat)))
 
 
-def _backprop_cached_grads(model, images_mb, tokens_mb, d_image_mb, d_text_mb, seed, replica_id):
+def _backprop_cached_grads(towers, seed, replica_id):
     """Pass 2: re-run each micro-batch and back-propagate its cached embedding gradients.
 
-    Returns gradient sums aligned with image_trainable_variables + text_trainable_variables.
+    towers: (encode_fn, inputs [M, m, ...], d_emb [M, m, D], variables) for image then text;
+    a tower with no variables is not re-run. Returns gradient sums aligned with the towers'
+    variables, concatenated.
     """
-    num_micro = images_mb.shape[0]
-    image_vars = list(model.image_trainable_variables)
-    text_vars = list(model.text_trainable_variables)
-    tower_vars = image_vars + text_vars
+    num_micro = towers[0][1].shape[0]
+    tower_vars = [v for *_, variables in towers for v in variables]
 
     def body(i, *acc):
-        image_seed, text_seed = micro_batch_seeds(seed, replica_id, i)
+        seeds = micro_batch_seeds(seed, replica_id, i)
         targets, output_grads = [], []
         with tf.GradientTape() as tape:
-            if image_vars:  # a locked (LiT) image tower needs no second pass
-                targets.append(model.encode_image(images_mb[i], training=True, seed=image_seed))
-                output_grads.append(d_image_mb[i])
-            if text_vars:
-                targets.append(model.encode_text(tokens_mb[i], training=True, seed=text_seed))
-                output_grads.append(d_text_mb[i])
-        output_grads = [tf.cast(g, t.dtype) for g, t in zip(output_grads, targets)]
+            for (encode_fn, inputs, d_emb, variables), tower_seed in zip(towers, seeds):
+                if variables:
+                    emb = encode_fn(inputs[i], tower_seed)
+                    targets.append(emb)
+                    output_grads.append(tf.cast(d_emb[i], emb.dtype))
         grads = tape.gradient(targets, tower_vars, output_gradients=output_grads)
         return (i + 1,) + tuple(a if g is None else a + tf.cast(tf.convert_to_tensor(g), a.dtype)
                                 for a, g in zip(acc, grads))
@@ -161,81 +156,59 @@ def _backprop_cached_grads(model, images_mb, tokens_mb, d_image_mb, d_text_mb, s
     return sums
 
 
-def _aligned_with_trainable_variables(model, pairs):
-    """Reorders (variable, grad) pairs into the order of model.trainable_variables."""
-    by_id = {id(v): g for v, g in pairs}
-    out = []
-    for v in model.trainable_variables:
-        g = by_id.get(id(v))
-        out.append(tf.zeros(v.shape, v.dtype) if g is None else g)
-    return out
-
-
-@gin.configurable(denylist=["model", "images", "token_ids", "seed"])
-def compute_contrastive_step(model,
+def compute_contrastive_step(encode_image_fn: Callable, encode_text_fn: Callable,
+                             loss_fn: Callable,
                              images: tf.Tensor,
                              token_ids: tf.Tensor,
-                             num_micro_batches: int = 1,
                              *,
-                             seed: Optional[tf.Tensor] = None,
-                             loss_kind: Optional[str] = None,
-                             local_loss: Optional[bool] = None) -> ContrastiveStep:
+                             image_variables: Sequence[tf.Variable],
+                             text_variables: Sequence[tf.Variable],
+                             head_variables: Sequence[tf.Variable],
+                             embed_dim: int,
+                             num_micro_batches: int,
+                             seed: tf.Tensor) -> ContrastiveStep:
     """Loss share, gradients and embeddings of one contrastive step on this replica.
 
     Args:
-      model: a DualEncoder (encode_image / encode_text / logit_scale / logit_bias and the
-        image/text/head trainable-variable groups).
-      images: float32 [n, H, W, 3] in [0, 1], this replica's batch (static n).
-      token_ids: int32 [n, L], 0 = padding.
-      num_micro_batches: M; n must be divisible by M. Memory scales with n / M.
+      encode_image_fn: (images [m, H, W, 3], seed int32 [2]) -> [m, D] embeddings; runs the
+        tower in the mode it should train in (a frozen tower: inference mode).
+      encode_text_fn: (token_ids [m, L], seed int32 [2]) -> [m, D].
+      loss_fn: (image_emb float32 [n, D], text_emb float32 [n, D]) -> float32 scalar, this
+        replica's share of the global-batch loss (e.g. losses.contrastive_loss with the logit
+        scale); its own variables are `head_variables`.
+      images: float32 [n, H, W, 3], this replica's batch (static n); token_ids: int32 [n, L].
+      image_variables / text_variables: what each encoder trains (empty: the tower is frozen
+        and gets no gradient); head_variables: what loss_fn trains (logit scale, bias).
+      embed_dim: D, the embeddings' width (pass 1 caches [n, D] of each tower).
+      num_micro_batches: M >= 1; n must be divisible by M. Memory scales with n / M.
       seed: int32 [2] stateless seed for dropout/stochastic depth (e.g. from the global step);
-        None draws one (the two passes still share it).
-      loss_kind, local_loss: override `contrastive_loss`'s gin bindings when given.
+        both passes fold the replica, micro-batch and tower into it (micro_batch_seeds).
     """
-    if num_micro_batches < 1:
-        raise ValueError(f"num_micro_batches={num_micro_batches} must be >= 1")
-    loss_kwargs = {}
-    if loss_kind is not None:
-        loss_kwargs["kind"] = loss_kind
-    if local_loss is not None:
-        loss_kwargs["local_loss"] = local_loss
+    if not isinstance(num_micro_batches, int) or num_micro_batches < 1:
+        raise ValueError(f"num_micro_batches={num_micro_batches!r} must be an integer >= 1")
+    image_vars, text_vars, head_vars = map(list, (image_variables, text_variables,
+                                                  head_variables))
+    variables = image_vars + text_vars + head_vars
     replica_id = _replica_id()
-    if seed is None:
-        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int32)
-
-    if num_micro_batches == 1:
-        _split(images, 1)  # validates the static batch size
-        seeds = micro_batch_seeds(seed, replica_id, 0)
-        loss, grads, image_emb, text_emb = _taped_single_pass(
-            model, images, token_ids, seeds, loss_kwargs)
-        grads = [tf.zeros(v.shape, v.dtype) if g is None else g
-                 for v, g in zip(model.trainable_variables, grads)]
-        return ContrastiveStep(loss, grads, image_emb, text_emb)
-
     images_mb = _split(images, num_micro_batches)
     tokens_mb = _split(token_ids, num_micro_batches)
-    image_emb, text_emb = _embed_without_tape(model, images_mb, tokens_mb, seed, replica_id)
+
+    if num_micro_batches == 1:  # one taped forward, gradients straight from the loss
+        image_seed, text_seed = micro_batch_seeds(seed, replica_id, 0)
+        with tf.GradientTape() as tape:
+            image_emb = encode_image_fn(images, image_seed)
+            text_emb = encode_text_fn(token_ids, text_seed)
+            loss = loss_fn(image_emb, text_emb)
+        grads = _dense_grads(tape.gradient(loss, variables), variables)
+        return ContrastiveStep(loss, grads, image_emb, text_emb)
+
+    image_emb, text_emb = _embed_without_tape((encode_image_fn, encode_text_fn), images_mb,
+                                              tokens_mb, seed, replica_id, embed_dim)
     loss, d_image, d_text, head_grads = _loss_and_embedding_grads(
-        model, image_emb, text_emb, loss_kwargs)
+        loss_fn, image_emb, text_emb, head_vars)
     tower_sums = _backprop_cached_grads(
-        model, images_mb, tokens_mb, _split(d_image, num_micro_batches),
-        _split(d_text, num_micro_batches), seed, replica_id)
-    tower_vars = list(model.image_trainable_variables) + list(model.text_trainable_variables)
-    pairs = list(zip(tower_vars, tower_sums)) + list(zip(model.head_trainable_variables,
-                                                          head_grads))
-    return ContrastiveStep(loss, _aligned_with_trainable_variables(model, pairs), image_emb,
+        [(encode_image_fn, images_mb, _split(d_image, num_micro_batches), image_vars),
+         (encode_text_fn, tokens_mb, _split(d_text, num_micro_batches), text_vars)],
+        seed, replica_id)
+    return ContrastiveStep(loss, _dense_grads(tower_sums + head_grads, variables), image_emb,
                            text_emb)
-
-
-def contrastive_gradients(model, images, token_ids, num_micro_batches=None, **kwargs):
-    """(loss, grads) of the contrastive loss; grads aligned with model.trainable_variables.
-
-    In a replica context both are this replica's share: the sum over replicas is the global-batch
-    loss and its exact gradient, whatever num_micro_batches is. `num_micro_batches=None` takes the
-    gin binding `compute_contrastive_step.num_micro_batches` (default 1). See
-    `compute_contrastive_step` for the other arguments.
-    """
-    if num_micro_batches is not None:
-        kwargs["num_micro_batches"] = num_micro_batches
-    step = compute_contrastive_step(model, images, token_ids, **kwargs)
-    return step.loss, step.grads

@@ -20,6 +20,7 @@ EvalFn = Callable[[object], Dict[str, float]]
 class ContrastiveEvaluator(orbit.StandardEvaluator):
     """Validation contrastive loss and in-batch accuracies over full batches, then `eval_fn`.
 
+    loss_fn: (image_emb, text_emb) -> loss share, the training loss (ContrastiveTask.loss_fn).
     eval_dataset: a distributed dataset of evaluation batches (data pipeline, training=False).
     The pipeline pads its last batches with mask-0 rows; a padded batch would add fake negatives,
     so only batches whose every row (over all replicas) is real are counted.
@@ -29,11 +30,12 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
     function, traced under the mesh formulations, as the Trainer does.
     """
 
-    def __init__(self, strategy, model, eval_dataset, eval_fn: Optional[EvalFn] = None,
-                 mesh=None):
+    def __init__(self, strategy, model, loss_fn: Callable, eval_dataset,
+                 eval_fn: Optional[EvalFn] = None, mesh=None):
         super().__init__(eval_dataset, orbit.StandardEvaluatorOptions(
             use_tf_function=mesh is None))
         self.strategy, self.model, self.eval_fn, self.mesh = strategy, model, eval_fn, mesh
+        self.loss_fn = loss_fn
         self._compiled_batch = tf.function(self.eval_batch, autograph=False)
 
     def eval_begin(self):
@@ -47,8 +49,7 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
         ctx = tf.distribute.get_replica_context()
         padded = 1.0 - tf.reduce_min(tf.cast(mask, tf.float32))  # 1 if this batch has padding
         full = tf.cast(ctx.all_reduce(tf.distribute.ReduceOp.SUM, padded) == 0.0, tf.float32)
-        loss = losses.contrastive_loss(image_emb, text_emb, model.logit_scale,
-                                       logit_bias=model.logit_bias)
+        loss = self.loss_fn(image_emb, text_emb)
         i2t, t2i = losses.in_batch_accuracy(image_emb, text_emb)
         return loss, full, i2t, t2i
 

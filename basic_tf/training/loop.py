@@ -7,7 +7,10 @@
 
 A model_dir that already holds a checkpoint resumes from it exactly (model, optimizer, step,
 counters and the data iterator's position); the stage (a) initialisation is only used for a
-fresh model_dir. All tunables are gin bindings of `train` and of the builders it calls.
+fresh model_dir. The step's settings are gin bindings of `train` and travel down as arguments:
+`train.num_micro_batches`, `train.loss_kind`, `train.local_loss` -> ContrastiveTask ->
+accumulation.compute_contrastive_step; `train.remat` -> the model's RematPolicy. The model and
+data hyper-parameters are the config dataclasses' bindings (dual_encoder_config.*, ...).
 
 Faults (README "Reliability"): settings are checked before anything heavy (types, ranges, a
 writable model_dir); a resume honours a changed learning rate or schedule and logs the change,
@@ -39,7 +42,9 @@ from tensorflow.experimental import dtensor
 
 from basic_tf.data.distributed import CheckpointableDistributedIterator
 from basic_tf.data.pipeline import SkippedRecordsCounter, make_dataset
+from basic_tf.losses import LOSS_KINDS
 from basic_tf.models import DualEncoder, ImageClassifier
+from basic_tf.parallel.remat import RematPolicy
 from basic_tf.training import (checkpoints, mesh_placement, precision, preemption, pretrain,
                                progress, settings_diff, workers)
 from basic_tf.training.contrastive import ContrastiveTask
@@ -51,13 +56,14 @@ STAGES = ("contrastive", "pretrain")
 
 
 def _build_task(stage: str, model_dir: str, init_image_tower_from: Optional[str],
-                lock_image_tower: bool):
+                lock_image_tower: bool, remat: RematPolicy, num_micro_batches: int,
+                loss_kind: str, local_loss: bool):
     if stage == "pretrain":
         if init_image_tower_from or lock_image_tower:
             raise ValueError("train.init_image_tower_from / train.lock_image_tower belong to "
                              "stage='contrastive' (stage (b)), not stage='pretrain'")
-        return pretrain.PretrainTask(ImageClassifier())
-    model = DualEncoder()
+        return pretrain.PretrainTask(ImageClassifier(remat_policy=remat))
+    model = DualEncoder(remat_policy=remat)
     if lock_image_tower and not init_image_tower_from:
         raise ValueError("train.lock_image_tower=True needs train.init_image_tower_from (a stage "
                          "(a) checkpoint): locking a randomly initialised tower trains nothing "
@@ -65,7 +71,8 @@ def _build_task(stage: str, model_dir: str, init_image_tower_from: Optional[str]
     if init_image_tower_from and tf.train.latest_checkpoint(model_dir) is None:
         path = pretrain.restore_image_tower(model, init_image_tower_from)
         logging.info("image tower initialised from stage (a) checkpoint %s", path)
-    return ContrastiveTask(model, lock_image_tower=lock_image_tower)
+    return ContrastiveTask(model, num_micro_batches=num_micro_batches, loss_kind=loss_kind,
+                           local_loss=local_loss, lock_image_tower=lock_image_tower)
 
 
 def _global_batch_size(iterator, num_replicas: int) -> int:
@@ -138,6 +145,10 @@ def train(model_dir: str,
           *,
           stage: str = "contrastive",
           train_steps: int = gin.REQUIRED,
+          num_micro_batches: int = 1,
+          loss_kind: str = "softmax",
+          local_loss: bool = False,
+          remat: str = "none",
           steps_per_loop: int = 100,
           checkpoint_interval: int = 1000,
           max_checkpoints: int = 3,
@@ -157,7 +168,8 @@ def train(model_dir: str,
           mesh: Optional[str] = None,
           dataset_fn: Optional[Callable] = None,
           eval_dataset_fn: Optional[Callable] = None) -> dict:
-    """Trains until global step `train_steps`; returns the last loop's outputs (and evaluation).
+    """Trains until global step `train_steps`; returns a record of the run: step, progress
+    lines, evaluation, preempted, checkpoint, global_batch_size, num_micro_batches.
 
     Args:
       model_dir: checkpoints (ckpt-<step>), TensorBoard (train/, eval/), operative_config.gin.
@@ -165,6 +177,15 @@ def train(model_dir: str,
       stage: "pretrain" (stage (a): image tower + classifier on labelled images) or
         "contrastive" (stage (b)).
       train_steps: the global step to stop at.
+      num_micro_batches: BASIC's exact contrastive accumulation: each replica's batch is split
+        into this many micro-batches (memory per micro-batch; the loss and gradient stay those
+        of the whole batch). Passed to ContrastiveTask -> compute_contrastive_step.
+      loss_kind: 'softmax' (CLIP/BASIC InfoNCE) or 'sigmoid' (SigLIP; with
+        dual_encoder_config.use_logit_bias = True).
+      local_loss: each replica computes only its rows of the loss (O(N^2/R) memory; same
+        gradients).
+      remat: recomputation of tower blocks: 'none', 'every_block' or 'every_k:K' (every K-th
+        block); RematPolicy.parse reads it.
       steps_per_loop: steps per orbit inner loop (one tf.while_loop; summaries per loop).
       checkpoint_interval: checkpoints at exact multiples of this many steps (and at the end).
       max_checkpoints: checkpoints kept (at least 2: the newest verified one is never deleted).
@@ -195,7 +216,12 @@ def train(model_dir: str,
                     log_every=log_every, eval_interval=eval_interval, clip_norm=clip_norm,
                     max_consecutive_nonfinite=max_consecutive_nonfinite,
                     loss_spike_factor=loss_spike_factor, loss_spike_window=loss_spike_window,
-                    seed=seed)
+                    seed=seed, num_micro_batches=num_micro_batches)
+    if loss_kind not in LOSS_KINDS:
+        raise ValueError(f"train.loss_kind={loss_kind!r} is not one of {LOSS_KINDS}")
+    if not isinstance(local_loss, bool):
+        raise ValueError(f"train.local_loss={local_loss!r} must be True or False")
+    remat_policy = RematPolicy.parse(remat, name="train.remat")
     if stage not in STAGES:
         raise ValueError(f"train.stage={stage!r} is not one of {STAGES}")
     if eval_interval is not None and stage != "contrastive":
@@ -214,7 +240,8 @@ def train(model_dir: str,
     keras.utils.set_random_seed(seed)  # weight initialisation: a run is a function of its config
     with strategy.scope():
         with precision.dtype_policy(mixed_precision):
-            task = _build_task(stage, model_dir, init_image_tower_from, lock_image_tower)
+            task = _build_task(stage, model_dir, init_image_tower_from, lock_image_tower,
+                               remat_policy, num_micro_batches, loss_kind, local_loss)
     if device_mesh is None:
         with strategy.scope():
             optimizer = make_optimizer(task.trainable_variables)
@@ -259,7 +286,7 @@ def train(model_dir: str,
         eval_data = (strategy.distribute_datasets_from_function(eval_dataset_fn)
                      if device_mesh is None else mesh_placement.MeshDataset(
                          device_mesh, eval_dataset_fn(tf.distribute.InputContext())))
-        evaluator = ContrastiveEvaluator(strategy, task.model, eval_data, eval_fn,
+        evaluator = ContrastiveEvaluator(strategy, task.model, task.loss_fn, eval_data, eval_fn,
                                          mesh=device_mesh)
     logger = progress.ProgressLogger(state.step, train_steps, log_every or steps_per_loop)
     progress.quiet_orbit()
@@ -294,4 +321,5 @@ def train(model_dir: str,
                  datetime.timedelta(seconds=round(time.time() - start)),
                  int(state.nonfinite_steps.numpy()), manager.latest_checkpoint)
     return {"step": step, "progress": logger.lines, "eval": output, "preempted": preempted,
-            "checkpoint": manager.latest_checkpoint}
+            "checkpoint": manager.latest_checkpoint, "global_batch_size": global_batch_size,
+            "num_micro_batches": num_micro_batches}

@@ -57,8 +57,8 @@ VIT = ["dual_encoder_config.image_tower='vit'", "vit_config.patch_size=8", "vit_
        "vit_config.pooling='gap'"]
 MODELS = {
     "tiny": {"gin": ["tiny"], "variables": 78,
-             "bindings": COMMON + ADAMW + ["compute_contrastive_step.num_micro_batches=2",
-                                           "remat_policy.mode='every_block'"]},
+             "bindings": COMMON + ADAMW + ["train.num_micro_batches=2",
+                                           "train.remat='every_block'"]},
     "tiny_vit": {"gin": ["tiny"], "variables": 60,
                  "bindings": COMMON + VIT + ["make_optimizer.kind='adafactorw'",
                                              "make_optimizer.epsilon=1e-6",

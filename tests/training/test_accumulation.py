@@ -11,8 +11,8 @@ import tensorflow as tf
 from basic_tf import config, losses
 from basic_tf.models import DualEncoder
 from basic_tf.parallel.remat import RematPolicy
-from basic_tf.training.accumulation import (compute_contrastive_step, contrastive_gradients,
-                                            micro_batch_seeds)
+from basic_tf.training.accumulation import compute_contrastive_step, micro_batch_seeds
+from basic_tf.training.contrastive import ContrastiveTask, contrastive_gradients
 from strategies import mirrored_strategy
 
 BATCH = 16
@@ -23,7 +23,7 @@ DROPOUT_BINDINGS = ["coatnet_config.dropout_rate = 0.1", "coatnet_config.drop_pa
 
 
 def _model(kind="softmax", remat="none", strategy=None):
-    bindings = list(DROPOUT_BINDINGS) + [f"contrastive_loss.kind = '{kind}'"]
+    bindings = list(DROPOUT_BINDINGS)
     if kind == "sigmoid":
         bindings += ["dual_encoder_config.use_logit_bias = True",
                      "dual_encoder_config.logit_bias_init = -5.0"]
@@ -48,7 +48,7 @@ def _dense(x):
     return tf.convert_to_tensor(x).numpy()
 
 
-def _reference(model, images, tokens, replicas, micro):
+def _reference(model, images, tokens, replicas, micro, kind="softmax"):
     per_replica = BATCH // replicas
     size = per_replica // micro
     with tf.GradientTape() as tape:
@@ -60,14 +60,14 @@ def _reference(model, images, tokens, replicas, micro):
                 image_embs.append(model.encode_image(images[rows], training=True, seed=image_seed))
                 text_embs.append(model.encode_text(tokens[rows], training=True, seed=text_seed))
         loss = losses.contrastive_loss(tf.concat(image_embs, 0), tf.concat(text_embs, 0),
-                                       model.logit_scale, logit_bias=model.logit_bias)
+                                       model.logit_scale, kind=kind, logit_bias=model.logit_bias)
     return loss.numpy(), [_dense(g) for g in tape.gradient(loss, model.trainable_variables)]
 
 
-def _accumulated(model, images, tokens, micro, strategy=None):
+def _accumulated(model, images, tokens, micro, strategy=None, **loss_args):
     if strategy is None:
         loss, grads = tf.function(lambda: contrastive_gradients(
-            model, tf.constant(images), tf.constant(tokens), micro, seed=SEED))()
+            model, tf.constant(images), tf.constant(tokens), micro, seed=SEED, **loss_args))()
         return loss.numpy(), [_dense(g) for g in grads]
     replicas = strategy.num_replicas_in_sync
     dataset = tf.data.Dataset.from_tensors((images, tokens)).unbatch().batch(BATCH)
@@ -75,8 +75,8 @@ def _accumulated(model, images, tokens, micro, strategy=None):
 
     @tf.function
     def step(inputs):
-        out = strategy.run(lambda x: contrastive_gradients(model, x[0], x[1], micro, seed=SEED),
-                           args=(inputs,))
+        out = strategy.run(lambda x: contrastive_gradients(model, x[0], x[1], micro, seed=SEED,
+                                                           **loss_args), args=(inputs,))
         return (strategy.reduce("SUM", out[0], axis=None),
                 [strategy.reduce("SUM", g, axis=None) for g in out[1]])
 
@@ -88,7 +88,8 @@ def _accumulated(model, images, tokens, micro, strategy=None):
 def _assert_grads_close(got, want, variables):
     scale = max(np.abs(w).max() for w in want)
     for g, w, v in zip(got, want, variables):
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * scale, err_msg=v.path)
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5 * scale,
+                                   err_msg=getattr(v, "path", v.name))
 
 
 @pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
@@ -96,8 +97,8 @@ def _assert_grads_close(got, want, variables):
 def test_one_device_equals_plain_tape(kind, micro):
     model = _model(kind)
     images, tokens = _batch(model)
-    loss, grads = _accumulated(model, images, tokens, micro)
-    ref_loss, ref_grads = _reference(model, images, tokens, 1, micro)
+    loss, grads = _accumulated(model, images, tokens, micro, loss_kind=kind)
+    ref_loss, ref_grads = _reference(model, images, tokens, 1, micro, kind)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     _assert_grads_close(grads, ref_grads, model.trainable_variables)
 
@@ -109,8 +110,8 @@ def test_four_replicas_sum_to_plain_tape(kind, micro):
     strategy = mirrored_strategy(4)
     model = _model(kind, strategy=strategy)
     images, tokens = _batch(model)
-    loss, grads = _accumulated(model, images, tokens, micro, strategy)
-    ref_loss, ref_grads = _reference(model, images, tokens, 4, micro)
+    loss, grads = _accumulated(model, images, tokens, micro, strategy, loss_kind=kind)
+    ref_loss, ref_grads = _reference(model, images, tokens, 4, micro, kind)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     _assert_grads_close(grads, ref_grads, model.trainable_variables)
 
@@ -119,8 +120,7 @@ def test_local_loss_gives_the_same_gradients():
     strategy = mirrored_strategy(4)
     model = _model("softmax", strategy=strategy)
     images, tokens = _batch(model)
-    config.parse(["tiny"], list(DROPOUT_BINDINGS) + ["contrastive_loss.local_loss = True"])
-    loss, grads = _accumulated(model, images, tokens, 2, strategy)
+    loss, grads = _accumulated(model, images, tokens, 2, strategy, local_loss=True)
     ref_loss, ref_grads = _reference(model, images, tokens, 4, 2)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     _assert_grads_close(grads, ref_grads, model.trainable_variables)
@@ -168,19 +168,64 @@ def test_compiles_with_xla_and_matches():
     _assert_grads_close([_dense(g) for g in grads], want, model.trainable_variables)
 
 
-def test_locked_image_tower_gets_no_gradient_and_text_grads_stay_exact():
+def test_custom_loss_and_frozen_tower_need_no_edit_of_the_accumulation():
+    """GradCache-style hooks: a loss the accumulation has never seen (a scaled cosine
+    regression with its own variable) and a frozen image tower (inference mode, no variable
+    group). Gradients equal a plain full-batch tape; the frozen tower's variables get none."""
     model = _model("softmax")
     images, tokens = _batch(model)
-    model.image_tower.trainable = False
-    assert not model.image_trainable_variables
-    loss, grads = _accumulated(model, images, tokens, 2)
-    ref_loss, ref_grads = _reference(model, images, tokens, 1, 2)
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-    _assert_grads_close(grads, ref_grads, model.trainable_variables)
+    weight = tf.Variable(1.5)
+
+    def loss_fn(image_emb, text_emb):  # mean (w * cos - 1)^2 over the pairs
+        return tf.reduce_mean((weight * tf.reduce_sum(image_emb * text_emb, 1) - 1.0) ** 2)
+
+    encode_image = lambda x, seed: model.encode_image(x, training=False)
+    encode_text = lambda t, seed: model.encode_text(t, training=True, seed=seed)
+    text_vars = list(model.text_trainable_variables)
+    step = tf.function(lambda: compute_contrastive_step(
+        encode_image, encode_text, loss_fn, tf.constant(images), tf.constant(tokens),
+        image_variables=[], text_variables=text_vars, head_variables=[weight],
+        embed_dim=model.embed_dim, num_micro_batches=2, seed=SEED))()
+    assert len(step.grads) == len(text_vars) + 1  # nothing for the frozen tower
+
+    with tf.GradientTape() as tape:
+        image_emb = tf.concat([model.encode_image(images[m * 8:(m + 1) * 8]) for m in (0, 1)], 0)
+        text_emb = tf.concat([model.encode_text(tokens[m * 8:(m + 1) * 8], training=True,
+                                                seed=micro_batch_seeds(SEED, 0, m)[1])
+                              for m in (0, 1)], 0)
+        want_loss = loss_fn(image_emb, text_emb)
+    want = tape.gradient(want_loss, text_vars + [weight])
+    np.testing.assert_allclose(step.loss.numpy(), want_loss.numpy(), rtol=1e-5)
+    _assert_grads_close([_dense(g) for g in step.grads], [_dense(g) for g in want],
+                        text_vars + [weight])
+
+
+def test_locked_image_tower_trains_only_its_projection_and_text_grads_stay_exact():
+    """LiT through the task: the locked tower runs in inference mode; only the projection of
+    the image side trains, and the other gradients equal a plain tape's."""
+    model = _model("softmax")
+    images, tokens = _batch(model)
+    task = ContrastiveTask(model, num_micro_batches=2, lock_image_tower=True)
+    projection = {id(v) for v in model.image_tower.projection.trainable_variables}
+    image_side = [v for v in task.trainable_variables
+                  if any(v is w for w in model.image_tower.variables)]
+    assert image_side and {id(v) for v in image_side} == projection
+    step = tf.function(lambda: task.gradients(tf.constant(images), tf.constant(tokens), SEED))()
+
+    with tf.GradientTape() as tape:
+        image_emb = tf.concat([model.encode_image(images[m * 8:(m + 1) * 8]) for m in (0, 1)], 0)
+        text_emb = tf.concat([model.encode_text(tokens[m * 8:(m + 1) * 8], training=True,
+                                                seed=micro_batch_seeds(SEED, 0, m)[1])
+                              for m in (0, 1)], 0)
+        want_loss = losses.contrastive_loss(image_emb, text_emb, model.logit_scale)
+    want = tape.gradient(want_loss, task.trainable_variables)
+    np.testing.assert_allclose(step.loss.numpy(), want_loss.numpy(), rtol=1e-5)
+    _assert_grads_close([_dense(g) for g in step.grads], [_dense(g) for g in want],
+                        task.trainable_variables)
 
 
 def test_indivisible_batch_is_a_clear_error():
     model = _model("softmax")
     images, tokens = _batch(model)
     with pytest.raises(ValueError, match="num_micro_batches=3"):
-        compute_contrastive_step(model, tf.constant(images), tf.constant(tokens), 3)
+        contrastive_gradients(model, tf.constant(images), tf.constant(tokens), 3, seed=SEED)

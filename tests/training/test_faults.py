@@ -121,6 +121,9 @@ def test_full_disk_at_a_save_is_named_and_keeps_the_previous(tiny_data, tmp_path
     ("train.train_steps = 'ten'", r"^train.train_steps='ten' must be a positive integer"),
     ("train.checkpoint_interval = 0", r"^train.checkpoint_interval=0 must be a positive"),
     ("train.clip_norm = 'x'", r"^train.clip_norm='x' must be a positive number or None"),
+    ("train.num_micro_batches = 0", r"^train.num_micro_batches=0 must be a positive integer"),
+    ("train.loss_kind = 'cosine'", r"^train.loss_kind='cosine' is not one of"),
+    ("train.remat = 'every_k:0'", r"^train.remat='every_k:0' is not a remat policy: use 'none'"),
 ])
 def test_bad_settings_are_named_before_any_work(tiny_data, tmp_path, binding, message):
     with pytest.raises(ValueError, match=message):
@@ -184,6 +187,23 @@ def test_gin_faults_are_named_on_the_first_line(tmp_path):
     with pytest.raises(config.ConfigError, match=r"^gin binding 'train.train_steps = \)': "
                                                  r"syntax error"):
         config.parse(["tiny"], ["train.train_steps = )"])
+
+
+def test_old_binding_names_fail_at_parse_time_naming_their_new_place(tmp_path):
+    """The step's settings moved to `train` (values travel down as arguments): a gin file with
+    the old names stops at parse time, naming the file, the line and the new binding."""
+    with pytest.raises(config.ConfigError, match=r"^gin binding 'compute_contrastive_step\."
+                                                 r"num_micro_batches = 2': No configurable "
+                                                 r"matching 'compute_contrastive_step'.*is now "
+                                                 r"train\.num_micro_batches"):
+        config.parse(["tiny"], ["compute_contrastive_step.num_micro_batches = 2"])
+    old = tmp_path / "old.gin"
+    old.write_text("include 'tiny.gin'\nremat_policy.mode = 'every_block'\n")
+    with pytest.raises(config.ConfigError, match=rf"^gin file {old}: No configurable matching "
+                                                 r"'remat_policy'.*line 2.*is now train\.remat"):
+        config.parse([str(old)])
+    with pytest.raises(config.ConfigError, match=r"'contrastive_loss'.*train\.loss_kind"):
+        config.parse(["tiny"], ["contrastive_loss.kind = 'sigmoid'"])
 
 
 def test_absurd_learning_rate_from_the_start_ends_in_the_guard(tiny_data, tmp_path):

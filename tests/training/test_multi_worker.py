@@ -90,7 +90,7 @@ def _binds(data):
     return bindings(data, global_batch_size=8) + [
         f"train.train_steps = {TRAIN_STEPS}", "train.steps_per_loop = 1", "train.log_every = 1",
         f"train.checkpoint_interval = {CHECKPOINT_INTERVAL}",
-        "text_tower_config.dropout_rate = 0.1", "compute_contrastive_step.num_micro_batches = 2"]
+        "text_tower_config.dropout_rate = 0.1", "train.num_micro_batches = 2"]
 
 
 def _start_workers(data, model_dir, ports, log_prefix):

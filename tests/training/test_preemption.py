@@ -23,7 +23,7 @@ def _command(data, model_dir):
     binds = bindings(data, global_batch_size=8) + [
         f"train.train_steps = {STEPS}", f"train.steps_per_loop = {LOOP}",
         f"train.checkpoint_interval = {LOOP}", "text_tower_config.dropout_rate = 0.1",
-        "compute_contrastive_step.num_micro_batches = 2"]
+        "train.num_micro_batches = 2"]
     return [sys.executable, TRAIN, "--gin_file=tiny", f"--model_dir={model_dir}"] + [
         f"--gin_bindings={b}" for b in binds]
 

@@ -40,7 +40,7 @@ def test_sigkill_then_same_command_resumes_exactly(tiny_data, tmp_path):
     binds = bindings(tiny_data, global_batch_size=8) + [
         f"train.train_steps = {TRAIN_STEPS}", "train.steps_per_loop = 1", "train.log_every = 1",
         f"train.checkpoint_interval = {CHECKPOINT_INTERVAL}",
-        "text_tower_config.dropout_rate = 0.1", "compute_contrastive_step.num_micro_batches = 2"]
+        "text_tower_config.dropout_rate = 0.1", "train.num_micro_batches = 2"]
     model_dir = str(tmp_path / "run")
     cmd = [sys.executable, TRAIN, "--gin_file=tiny", f"--model_dir={model_dir}"] + [
         f"--gin_bindings={b}" for b in binds]

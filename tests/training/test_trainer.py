@@ -17,7 +17,7 @@ from training_helpers import all_tags, bindings, checkpoint_values, scalar_event
 def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
     model_dir = str(tmp_path / "run")
     config.parse(["tiny"], bindings(tiny_data, global_batch_size=16) + [
-        "compute_contrastive_step.num_micro_batches = 2",
+        "train.num_micro_batches = 2",
         "train.train_steps = 24", "train.steps_per_loop = 4", "train.checkpoint_interval = 8",
         "train.log_every = 8"])
     result = loop.train(model_dir, mirrored_strategy(4))
@@ -37,7 +37,7 @@ def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
     assert "step 24/24 (100%)" in result["progress"][-1]
     with open(os.path.join(model_dir, "operative_config.gin")) as f:
         gin_text = f.read()
-    assert "compute_contrastive_step.num_micro_batches = 2" in gin_text
+    assert "train.num_micro_batches = 2" in gin_text
     assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-24")
 
 
