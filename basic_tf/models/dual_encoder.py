@@ -143,7 +143,8 @@ class DualEncoder(keras.Model):
 
     @property
     def image_trainable_variables(self) -> list:
-        """Image tower + its projection; empty when the tower is frozen (LiT)."""
+        """Image tower + its projection (Keras `trainable` flags respected). LiT's locking is
+        the training task's choice (training/contrastive.py), not a model flag."""
         return list(self.image_tower.trainable_variables)
 
     @property
