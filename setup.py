@@ -31,12 +31,13 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     # tools/ and gin/ stay where the layout puts them and are installed inside the package (one
     # copy of each file): tools/ as basic_tf/tools (run by the console scripts below, see
-    # basic_tf/cli.py), gin/ as basic_tf/gin (found by basic_tf.config when there is no checkout).
+    # basic_tf/cli.py), gin/ as basic_tf/gin (found by basic_tf.config when there is no checkout;
+    # the model includes of gin/models/ with it, so `include 'models/x.gin'` resolves there too).
     packages=setuptools.find_packages(include=["basic_tf", "basic_tf.*"]) + [
         "basic_tf.tools", "basic_tf.gin"],
     package_dir={"basic_tf.tools": "tools", "basic_tf.gin": "gin"},
     package_data={"basic_tf": ["zeroshot/data/*.json", "zeroshot/data/*.txt"],
-                  "basic_tf.gin": ["*.gin"]},
+                  "basic_tf.gin": ["*.gin", "models/*.gin"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": ["pytest>=8", "pytest-xdist==3.8.0", "tensorflow-serving-api==2.20.0"],
