@@ -61,14 +61,25 @@ def resolve_gin_file(name: str) -> str:
         f"gin file {name!r} not found (looked at {candidates}); available in {GIN_DIR}: {available}")
 
 
+def _search_gin_dir_first() -> None:
+    """gin's includes (`include 'models/tiny.gin'`) resolve in GIN_DIR before the working
+    directory. gin-config 0.5 tries the working directory first, and there its package-path reader
+    logs an error for an include it does not find, or raises TypeError when the include's folder
+    name is a namespace package on sys.path (tests/models/ in pytest); gin has no public way to
+    put a search path first."""
+    prefixes = gin.config._LOCATION_PREFIXES
+    while GIN_DIR in prefixes:
+        prefixes.remove(GIN_DIR)
+    prefixes.insert(0, GIN_DIR)
+
+
 def parse(gin_files: Iterable[str] | str, bindings: Sequence[str] = (), finalize: bool = False) -> None:
     """Registers every configurable, clears previous config and parses files then bindings."""
     register_configurables()
     if isinstance(gin_files, str):
         gin_files = [gin_files]
     gin.clear_config()
-    if os.path.isdir(GIN_DIR):
-        gin.add_config_file_search_path(GIN_DIR)
+    _search_gin_dir_first()
     paths = [resolve_gin_file(f) for f in gin_files]
     for path in paths:
         with _naming(f"gin file {path}"):
