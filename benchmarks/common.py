@@ -16,7 +16,7 @@ import time
 # dynamic: once a large freed buffer raises it (up to 32 MB), later activation-sized buffers come
 # from the heap arenas, and their freed pieces stay resident (fragmentation), so ru_maxrss grows
 # with the number of distinct buffers a step ever freed rather than with what the step holds at
-# once (tiny.gin batch 1024, 4 micro-batches: 757 MB by default against 536 MB with this fixed
+# once (models/tiny batch 1024, 4 micro-batches: 757 MB by default against 536 MB with this fixed
 # threshold, 2026-11-29). A fixed threshold returns every buffer of 128 KB or more to the OS when
 # TensorFlow frees it, so the peak RSS tracks the live tensors the planner counts (accelerator
 # allocators do not keep such garbage either).
@@ -38,7 +38,7 @@ def steady_state_malloc() -> None:
 
 # Environment of the children that time our train step against open_clip (and for MFU). By
 # default TensorFlow runs 2 inter-op threads that each use a 2-thread intra-op pool, on 2 cores;
-# one inter-op thread was faster on this machine in 2 of 3 alternations: tiny.gin ViT step at
+# one inter-op thread was faster on this machine in 2 of 3 alternations: models/tiny ViT step at
 # batch 128, median step 0.199 s (0.199, 0.195, 0.356) against 0.251 s with the defaults
 # (0.251, 0.242, 0.281); 2026-11-29, load average 6-11, so the difference is noisy.
 # open_clip is likewise given its better thread count (benchmarks/openclip_step.py).

@@ -17,8 +17,8 @@ from benchmarks import common
 # (name, gin files, bindings, batch of the pipeline, batch of the step, timed steps).
 # BASIC-S (CoAtNet-0 at 224x224, 64 tokens): its CPU step takes seconds per example, so it is
 # timed once at batch 4 (after the tracing call); examples/s hardly depend on the batch there.
-CONFIGS = [("tiny", ["tiny"], [], 128, 128, 5), ("demo", ["demo"], [], 128, 128, 5),
-           ("basic_s", ["basic_s"], [], 64, 4, 1)]
+CONFIGS = [("tiny", ["models/tiny"], [], 128, 128, 5), ("demo", ["demo"], [], 128, 128, 5),
+           ("basic_s", ["models/basic_s"], [], 64, 4, 1)]
 EXAMPLES, SOURCE_SIZE = 512, 256
 PIPELINE_BATCHES = 30
 

@@ -8,7 +8,7 @@ device; the planner's prediction for each row is shown beside the measurement.
 """
 from benchmarks import common
 
-GIN = "tiny"
+GIN = "models/tiny"
 # A tiny-shaped model at a batch where activations dominate memory.
 BINDINGS = []
 BATCH = 256

@@ -13,7 +13,7 @@ import time
 
 from benchmarks import common
 
-CONFIGS = [("tiny", ["tiny"], [], 128), ("demo", ["demo"], [], 128)]
+CONFIGS = [("tiny", ["models/tiny"], [], 128), ("demo", ["demo"], [], 128)]
 MATMUL_SIZES = (512, 1024, 2048)
 STEPS, WARMUP = 5, 2
 

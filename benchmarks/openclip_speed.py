@@ -35,11 +35,11 @@ MID = ["dual_encoder_config.image_size = 64", "dual_encoder_config.embed_dim = 2
 # XLA is timed where it pays: at the tiny shapes it compiled for 77-118 s and ran 3-4x slower
 # than plain tf.function (2026-11-28/29), at 'mid' it is our fastest step.
 CONFIGS = [
-    ("tiny", ["tiny"], [], 128, 8, 2, False),
-    ("mid", ["tiny"], MID, 64, 3, 1, True),
+    ("tiny", ["models/tiny"], [], 128, 8, 2, False),
+    ("mid", ["models/tiny"], MID, 64, 3, 1, True),
     ("demo", ["demo"], [], 128, 5, 2, False),
 ]
-# Our image tower as a ViT for the like-for-like comparison (tiny.gin's commented ViT variant).
+# Our image tower as a ViT for the like-for-like comparison (models/tiny.gin's ViT variant).
 COMPARISON_VIT = {
     "tiny": ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 8",
              "vit_config.width = 64", "vit_config.depth = 2", "vit_config.num_heads = 2",

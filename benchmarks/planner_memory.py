@@ -14,7 +14,7 @@ from benchmarks import common
 
 # (config, gin files, bindings, [(batch, micro-batches, remat mode)]).
 CONFIGS = [
-    ("tiny", ["tiny"], [], [(2, 1, "none"), (128, 1, "none"), (1024, 1, "none"),
+    ("tiny", ["models/tiny"], [], [(2, 1, "none"), (128, 1, "none"), (1024, 1, "none"),
                             (1024, 4, "none")]),
     # demo.gin trains at batch 128 with 2 micro-batches.
     ("demo", ["demo"], [], [(2, 1, "none"), (128, 2, "none"), (512, 1, "none"),

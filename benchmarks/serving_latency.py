@@ -14,7 +14,7 @@ import tempfile
 
 from benchmarks import common
 
-CONFIGS = [("tiny", ["tiny"], []), ("demo", ["demo"], [])]
+CONFIGS = [("tiny", ["models/tiny"], []), ("demo", ["demo"], [])]
 CLASS_NAMES = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
                "bag", "ankle boot"]
 TEMPLATES = ["a photo of a {c}.", "a picture of the {c}."]

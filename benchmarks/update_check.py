@@ -11,7 +11,7 @@ import time
 
 from benchmarks import common
 
-CONFIGS = [("tiny", ["tiny"], [], 128), ("demo", ["demo"], [], 128)]
+CONFIGS = [("tiny", ["models/tiny"], [], 128), ("demo", ["demo"], [], 128)]
 ROUNDS, STEPS = 4, 5
 
 

@@ -21,7 +21,7 @@ tf.config.set_logical_device_configuration(
 @pytest.fixture(autouse=True, scope="module")
 def _gin_config_cleared_per_module():
     """Each test file starts from an empty gin config: xdist runs several files in one process,
-    and bindings a file parsed (e.g. coatnet_config.stages of tiny.gin) must not change the
+    and bindings a file parsed (e.g. coatnet_config.stages of models/tiny.gin) must not change the
     defaults another file relies on, or what a child process it starts sees."""
     import gin
     gin.clear_config()

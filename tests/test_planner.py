@@ -30,7 +30,7 @@ def test_coatnet_forward_flops_match_paper(preset):
 
 def _built(gin_bindings):
     from basic_tf.models import DualEncoder
-    config.parse(["tiny"], gin_bindings)
+    config.parse(["models/tiny"], gin_bindings)
     model = DualEncoder()
     model({"images": np.zeros((1, model.image_size, model.image_size, 3), np.float32),
            "token_ids": np.ones((1, model.max_text_len), np.int32)})
@@ -80,7 +80,7 @@ def test_basic_l_is_about_three_billion_parameters():
 
 
 def _tiny_config():
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     return planner.gin_model_config()
 
 
@@ -161,7 +161,7 @@ def test_recommendation_shards_the_model_when_weights_do_not_fit():
 
 
 def test_report_and_mesh_parsing():
-    config.parse(["tiny"], ["train.num_micro_batches = 2", "train.remat = 'every_k:2'"])
+    config.parse(["models/tiny"], ["train.num_micro_batches = 2", "train.remat = 'every_k:2'"])
     text = planner.report(256, *planner.parse_mesh("batch:2,model:1"), device_memory_gb=0.25)
     for words in ("parameters: image", "forward FLOPs per example", "activations", "logits",
                   "2 micro-batch(es) of 64 per replica", "== recommended",
@@ -186,11 +186,11 @@ def test_gin_step_setting_resolves_macros():
     """A macro-bound micro-batch count (as demo.gin binds its sizes) is read as its value."""
     import gin
 
-    config.parse(["tiny"], ["MICRO = 4", "train.num_micro_batches = %MICRO",
+    config.parse(["models/tiny"], ["MICRO = 4", "train.num_micro_batches = %MICRO",
                             "train.remat = 'every_k:2'"])
     try:
         assert planner.gin_step_setting() == (4, 2)
-        config.parse(["tiny"], ["train.remat = 'sometimes'"])
+        config.parse(["models/tiny"], ["train.remat = 'sometimes'"])
         with pytest.raises(ValueError, match="train.remat='sometimes'"):
             planner.gin_step_setting()
     finally:

@@ -60,7 +60,7 @@ def test_flags_override_and_errors_name_the_binding(demo):
 
 
 def test_unbound_values_are_make_dataset_defaults():
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     try:
         data = data_config.from_gin()
         assert (data.image_size, data.seq_len, data.tokenizer_path) == (224, 64, None)

@@ -22,7 +22,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 
 @pytest.fixture(scope="session")
 def model():
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     from basic_tf.models import DualEncoder
 
     keras.utils.set_random_seed(0)
@@ -78,8 +78,9 @@ def exported(model, tokenizer_path, tmp_path_factory):
     bindings = [f"make_dataset.tokenizer_path='{tokenizer_path}'", "make_dataset.image_size=32",
                 f"make_dataset.seq_len={SEQ_LEN}", f"export_for_serving.top_k={TOP_K}"]
     bindings += [f"serving_limits.{k}={v}" for k, v in LIMITS.items()]
-    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "export.py"), "--gin_file=tiny",
-               f"--checkpoint={checkpoint}", f"--export_dir={work / 'serve'}",
+    command = [sys.executable, os.path.join(REPO_ROOT, "tools", "export.py"),
+               "--gin_file=models/tiny", f"--checkpoint={checkpoint}",
+               f"--export_dir={work / 'serve'}",
                "--model_name=tiny", f"--class_names={work / 'classes.json'}",
                f"--templates={work / 'templates.json'}"]
     command += [f"--gin_param={b}" for b in bindings]

@@ -10,8 +10,8 @@ from basic_tf.models import DualEncoder
 
 
 def tiny_model(bindings=(), **overrides):
-    """DualEncoder from gin/tiny.gin plus extra bindings."""
-    config.parse(["tiny"], list(bindings))
+    """DualEncoder from gin/models/tiny.gin plus extra bindings."""
+    config.parse(["models/tiny"], list(bindings))
     return DualEncoder(**overrides)
 
 

@@ -1,4 +1,4 @@
-"""DualEncoder contract, stateless replay, remat and XLA on gin/tiny.gin."""
+"""DualEncoder contract, stateless replay, remat and XLA on gin/models/tiny.gin."""
 import math
 
 import keras
@@ -162,7 +162,7 @@ def test_frozen_image_tower_and_overrides():
 
 def test_classifier_weights_transfer_to_dual_encoder(tmp_path):
     """Stage (a) -> (b): the classifier's tower restores into the dual encoder's by path."""
-    model = tiny_model()  # parses tiny.gin, which the classifier reads too
+    model = tiny_model()  # parses models/tiny.gin, which the classifier reads too
     classifier = ImageClassifier(num_classes=10)
     images, _ = toy_batch(model)
     assert classifier(images).shape == (4, 10)

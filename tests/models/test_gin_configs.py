@@ -1,4 +1,4 @@
-"""The models room's gin files: tiny builds and trains a step; BASIC S/M/L are sized analytically
+"""The models room's gin files (gin/models/): tiny builds and trains a step; BASIC S/M/L are sized analytically
 (no allocation) against the paper's totals."""
 import gin
 import numpy as np
@@ -13,7 +13,7 @@ from models_harness import toy_batch
 
 
 def test_tiny_builds_and_steps():
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     model = DualEncoder()
     assert model.count_params() == dual_encoder_param_count()["total"]
     c = model.text_config
@@ -41,7 +41,7 @@ def test_tiny_builds_and_steps():
     ("basic_s", "coatnet-0", (6, 1024)), ("basic_m", "coatnet-3", (12, 1024)),
     ("basic_l", "coatnet-7", (12, 2048))])
 def test_basic_configs_by_analytic_count(name, preset, text):
-    config.parse([name])
+    config.parse([f"models/{name}"])
     counts = dual_encoder_param_count()
     d = gin.query_parameter("dual_encoder_config.embed_dim")
     # The image tower is the preset without its 1000-class head, plus the projection.

@@ -2,7 +2,7 @@
 training steps on one device, then the same N steps on each of the case's DTensor meshes; prints
 one JSON line per result as soon as it is known, so a crash still leaves the earlier ones.
 
-    python dtensor_child.py '{"devices": 4, "cases": [{"name": "tiny", "gin": ["tiny"],
+    python dtensor_child.py '{"devices": 4, "cases": [{"name": "tiny", "gin": ["models/tiny"],
                               "bindings": [], "meshes": [[2, 2]], "steps": 5}]}'
 
 Lines: {"case": name, "reference": {...}} then {"case": name, "mesh": "2x2", ...} with either
@@ -59,7 +59,7 @@ def run_case(cfg: dict) -> None:
     from basic_tf.training.update import apply_update
 
     name = cfg["name"]
-    config.parse(cfg.get("gin", ["tiny"]), cfg.get("bindings", []))
+    config.parse(cfg.get("gin", ["models/tiny"]), cfg.get("bindings", []))
     batch, steps, rtol = cfg.get("batch", 16), cfg.get("steps", 5), cfg.get("rtol", 1e-5)
     keras.utils.set_random_seed(0)
     init = DualEncoder().get_weights()

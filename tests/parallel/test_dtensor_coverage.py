@@ -1,7 +1,7 @@
-"""Every DTensor mesh of 4 and 8 devices trains tiny.gin and demo.gin like one device.
+"""Every DTensor mesh of 4 and 8 devices trains models/tiny.gin and demo.gin like one device.
 
 Meshes (batch, model): (4,1), (2,2), (1,4) on 4 virtual CPUs; (8,1), (4,2), (2,4), (1,8) on 8.
-tiny.gin and demo.gin (both CoAtNet image towers) run on every mesh; tiny.gin with a ViT image
+models/tiny.gin and demo.gin (both CoAtNet image towers) run on every mesh; models/tiny.gin with a ViT image
 tower (the bindings below) on (4,1), (2,2) and (1,8): batch only, a model axis that divides its
 2 heads, one larger than them (it also passed on the other four meshes, once, by hand: see the
 cost below). Each (model, mesh) pair runs five training steps of the trainer's own step
@@ -14,7 +14,7 @@ these does. A DTensor compile error, or a child that dies (a segfault), fails th
 error or the child's stderr.
 
 What failed before (issue 14 item 4), and the fixes:
-- tiny.gin and demo.gin on (2,2) and (4,2): attention's tf.unstack of [B, N, 3, heads, d] —
+- models/tiny.gin and demo.gin on (2,2) and (4,2): attention's tf.unstack of [B, N, 3, heads, d] —
   DTensor's Unpack expansion gives outputs of the wrong shape when the model axis divides the
   heads ("Expected shape: <8,16,4,32> got shape: <8,16,2,32>"). q, k, v are now slices of the
   fused features (layers.MultiHeadAttention).
@@ -56,10 +56,10 @@ VIT = ["dual_encoder_config.image_tower='vit'", "vit_config.patch_size=8", "vit_
        "vit_config.depth=2", "vit_config.num_heads=2", "vit_config.mlp_dim=128",
        "vit_config.pooling='gap'"]
 MODELS = {
-    "tiny": {"gin": ["tiny"], "variables": 78,
+    "tiny": {"gin": ["models/tiny"], "variables": 78,
              "bindings": COMMON + ADAMW + ["train.num_micro_batches=2",
                                            "train.remat='every_block'"]},
-    "tiny_vit": {"gin": ["tiny"], "variables": 60,
+    "tiny_vit": {"gin": ["models/tiny"], "variables": 60,
                  "bindings": COMMON + VIT + ["make_optimizer.kind='adafactorw'",
                                              "make_optimizer.epsilon=1e-6",
                                              "make_optimizer.min_dim_size_to_factor=16"]},

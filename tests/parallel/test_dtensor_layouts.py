@@ -1,4 +1,4 @@
-"""Layouts of every tiny.gin variable (the table below), rule errors, and checkpoints of sharded
+"""Layouts of every tiny-model variable (the table below), rule errors, and checkpoints of sharded
 variables restored into sharded and unsharded models."""
 import os
 
@@ -14,7 +14,7 @@ from basic_tf.parallel import dtensor as pd
 from basic_tf.training import checkpoints
 
 SIZES = {"batch": 2, "model": 4}
-# Every variable of tiny.gin's two towers and head, with its layout on a (batch, model) mesh:
+# Every variable of models/tiny.gin's two towers and head, with its layout on a (batch, model) mesh:
 # one entry per dimension, "model" = split over the model axis, "-" = whole. Weights are never
 # split over "batch". A new variable must get a deliberate rule (layouts.py) and a line here.
 TINY_PLAN = """
@@ -106,7 +106,7 @@ def _render(plan) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     keras.utils.set_random_seed(0)
     return DualEncoder()
 
@@ -118,7 +118,8 @@ def test_every_tiny_variable_has_the_listed_layout(tiny_model):
 
 
 def test_vit_cls_and_logit_bias_variables_are_covered():
-    config.parse(["tiny"], ["dual_encoder_config.image_tower='vit'", "vit_config.patch_size=8",
+    config.parse(["models/tiny"], [
+                            "dual_encoder_config.image_tower='vit'", "vit_config.patch_size=8",
                             "vit_config.width=64", "vit_config.depth=1", "vit_config.num_heads=2",
                             "vit_config.pooling='cls'", "text_tower_config.pooling='cls'",
                             "dual_encoder_config.use_logit_bias=True"])
@@ -145,7 +146,7 @@ def test_rule_errors_name_the_variable():
 
 
 def test_checkpoint_of_a_sharded_model_restores_sharded_and_unsharded(tiny_model, tmp_path):
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     mesh = pd.make_mesh(2, 4, device_type="CPU")
     keras.utils.set_random_seed(1)
     sharded = DualEncoder()

@@ -37,7 +37,7 @@ MESH = "batch:2,model:4"
 
 
 def _train(model_dir, binds, *flags):
-    cmd = [sys.executable, TRAIN, "--gin_file=tiny", f"--model_dir={model_dir}", *flags] + [
+    cmd = [sys.executable, TRAIN, "--gin_file=models/tiny", f"--model_dir={model_dir}", *flags] + [
         f"--gin_bindings={b}" for b in binds]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
@@ -126,10 +126,10 @@ def test_final_checkpoint_loads_into_an_unsharded_model(runs):
     from basic_tf.models import DualEncoder
     from basic_tf.zeroshot.run import restore_model
 
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     model = DualEncoder()
     assert restore_model(model, runs["mesh_dir"]).endswith("ckpt-4")
-    # Trained weights, not a fresh initialisation: tiny.gin starts at temperature 0.07.
+    # Trained weights, not a fresh initialisation: models/tiny.gin starts at temperature 0.07.
     assert abs(1.0 / float(model.logit_scale.numpy()) - 0.07) > 1e-4
     rng = np.random.default_rng(0)
     image = model.encode_image(tf.constant(rng.uniform(size=(2, 32, 32, 3)), tf.float32))

@@ -43,7 +43,7 @@ def _first_docstring_line(tool):
 def test_tensorflow_start_up_lines_hidden_by_default(tmp_path):
     """tools/train.py imports TensorFlow and builds a strategy before it needs the data: no C++
     log line reaches stderr (on a CPU machine TF logs an ERROR 'failed call to cuInit')."""
-    command = [sys.executable, os.path.join(REPO, "tools", "train.py"), "--gin_file=tiny",
+    command = [sys.executable, os.path.join(REPO, "tools", "train.py"), "--gin_file=models/tiny",
                f"--model_dir={tmp_path / 'run'}", "--gin_bindings=train.train_steps = 1"]
     proc = subprocess.run(command, capture_output=True, text=True, env=_env(), cwd=tmp_path,
                           timeout=300)

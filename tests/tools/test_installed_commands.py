@@ -50,20 +50,24 @@ def test_every_command_helps_with_status_0_outside_the_checkout(installed):
 def test_installed_package_is_used_and_ships_gin_files(installed):
     bin_dir, env, root = installed
     proc = subprocess.run([sys.executable, "-c", "import basic_tf.config as c; print(c.__file__);"
-                           " print(c.resolve_gin_file('tiny'))"],
+                           " print(c.resolve_gin_file('tiny'));"
+                           " print(c.resolve_gin_file('models/tiny'))"],
                           capture_output=True, text=True, env=env, cwd=root, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    module, tiny = proc.stdout.split()
-    assert module.startswith(str(root / "site")) and tiny.startswith(str(root / "site")), tiny
+    module, tiny, model = proc.stdout.split()
+    for path in (module, tiny, model):
+        assert path.startswith(str(root / "site")), path
 
 
 def test_basic_train_finds_the_packaged_tiny_gin(installed):
-    """--gin_file=tiny parses (from the package) and training starts; it stops where the data
-    bindings are missing."""
+    """--gin_file=tiny parses from the package, its `include 'models/tiny.gin'` too, and
+    training starts; it stops where the data are missing, naming them."""
     bin_dir, env, root = installed
+    missing = root / "no_data" / "train-*.tfrecord"
     proc = subprocess.run([str(bin_dir / "basic-train"), "--gin_file=tiny",
-                           f"--model_dir={root / 'run'}", "--gin_bindings=train.train_steps = 1"],
+                           f"--model_dir={root / 'run'}", "--gin_bindings=train.train_steps = 1",
+                           f"--gin_bindings=make_dataset.file_pattern = '{missing}'"],
                           capture_output=True, text=True, env=env, cwd=root, timeout=300)
-    assert proc.returncode != 0
-    assert "Required bindings for `make_dataset`" in proc.stderr, proc.stderr[-2000:]
-    assert "not found" not in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert str(missing) in proc.stderr, proc.stderr[-2000:]
+    assert "Unable to open file" not in proc.stderr and "Path not found" not in proc.stderr

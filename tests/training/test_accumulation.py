@@ -17,7 +17,7 @@ from strategies import mirrored_strategy
 
 BATCH = 16
 SEED = tf.constant([7, 11])
-# Randomness on in both towers (tiny.gin itself has none).
+# Randomness on in both towers (models/tiny.gin itself has none).
 DROPOUT_BINDINGS = ["coatnet_config.dropout_rate = 0.1", "coatnet_config.drop_path_rate = 0.2",
                     "text_tower_config.dropout_rate = 0.1"]
 
@@ -27,7 +27,7 @@ def _model(kind="softmax", remat="none", strategy=None):
     if kind == "sigmoid":
         bindings += ["dual_encoder_config.use_logit_bias = True",
                      "dual_encoder_config.logit_bias_init = -5.0"]
-    config.parse(["tiny"], bindings)
+    config.parse(["models/tiny"], bindings)
     with (strategy or tf.distribute.get_strategy()).scope():
         model = DualEncoder(remat_policy=RematPolicy(mode=remat))
     return model
@@ -144,7 +144,7 @@ def test_batchnorm_moving_statistics_update_once_per_micro_batch():
     twin = _model("softmax")
     _batch(twin)
     twin.set_weights(model.get_weights())
-    assert model.non_trainable_variables, "tiny.gin's image tower should have BatchNorm"
+    assert model.non_trainable_variables, "models/tiny.gin's image tower should have BatchNorm"
     _accumulated(model, images, tokens, 2)
     # What pass 1 alone does: one training-mode forward per micro-batch.
     for m in range(2):

@@ -19,7 +19,7 @@ FAST = ["train.steps_per_loop = 2", "train.checkpoint_interval = 2", "train.log_
 
 
 def _train(model_dir, data, *extra, batch=8):
-    config.parse(["tiny"], bindings(data, global_batch_size=batch) + FAST + list(extra))
+    config.parse(["models/tiny"], bindings(data, global_batch_size=batch) + FAST + list(extra))
     return loop.train(model_dir)
 
 
@@ -138,7 +138,7 @@ def test_unwritable_model_dir_is_named(tiny_data):
 
 def test_checkpoints_at_exact_multiples_and_the_end(tiny_data, tmp_path):
     model_dir = str(tmp_path / "run")
-    config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
+    config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=8) + [
         "train.train_steps = 11", "train.steps_per_loop = 3", "train.checkpoint_interval = 4",
         "train.max_checkpoints = 5"])
     loop.train(model_dir)
@@ -168,7 +168,7 @@ def test_temperature_summary_survives_a_zero_scale():
 def test_export_and_evaluate_refuse_nonfinite_weights(tmp_path):
     from basic_tf.models import DualEncoder
     from basic_tf.zeroshot.run import restore_model
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     model = DualEncoder()
     model.text_tower.variables[0].assign(tf.fill(model.text_tower.variables[0].shape, np.nan))
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))  # like the trainer's
@@ -183,10 +183,10 @@ def test_gin_faults_are_named_on_the_first_line(tmp_path):
         config.parse([str(bad)])
     with pytest.raises(config.ConfigError, match=r"^gin binding 'trian.train_steps = 3': No "
                                                  r"configurable matching 'trian'"):
-        config.parse(["tiny"], ["trian.train_steps = 3"])
+        config.parse(["models/tiny"], ["trian.train_steps = 3"])
     with pytest.raises(config.ConfigError, match=r"^gin binding 'train.train_steps = \)': "
                                                  r"syntax error"):
-        config.parse(["tiny"], ["train.train_steps = )"])
+        config.parse(["models/tiny"], ["train.train_steps = )"])
 
 
 def test_old_binding_names_fail_at_parse_time_naming_their_new_place(tmp_path):

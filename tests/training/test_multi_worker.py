@@ -1,7 +1,7 @@
 """Two tools/train.py processes with --strategy=multi_worker_mirrored, as a user would start them.
 
 Both run the same command on the same model_dir (TF_CONFIG on 127.0.0.1 names the two workers),
-each with --virtual_cpu_devices=2: 4 replicas, tiny.gin with BASIC accumulation (2
+each with --virtual_cpu_devices=2: 4 replicas, models/tiny.gin with BASIC accumulation (2
 micro-batches) and dropout on, 4 shards. The test kills the non-chief with SIGKILL after the
 first checkpoint, waits for the chief to stop (its collectives lose their peer), restarts both
 with the same commands and checks that
@@ -62,7 +62,7 @@ _REFERENCE = textwrap.dedent("""
     from basic_tf.training import loop
 
     model_dir, binds = sys.argv[1], json.loads(sys.argv[2])
-    config.parse(["tiny"], binds)
+    config.parse(["models/tiny"], binds)
 
     def two_workers_batches(ctx):
         del ctx
@@ -95,7 +95,7 @@ def _binds(data):
 
 def _start_workers(data, model_dir, ports, log_prefix):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-    cmd = [sys.executable, TRAIN, "--gin_file=tiny", f"--model_dir={model_dir}",
+    cmd = [sys.executable, TRAIN, "--gin_file=models/tiny", f"--model_dir={model_dir}",
            "--strategy=multi_worker_mirrored", "--virtual_cpu_devices=2"] + [
         f"--gin_bindings={b}" for b in _binds(data)]
     procs = []

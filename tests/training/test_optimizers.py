@@ -86,7 +86,7 @@ def test_adafactorw_checkpoint_round_trip_continues_identically(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model():
     from basic_tf.models import DualEncoder
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     return DualEncoder()
 
 

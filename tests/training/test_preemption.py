@@ -24,7 +24,7 @@ def _command(data, model_dir):
         f"train.train_steps = {STEPS}", f"train.steps_per_loop = {LOOP}",
         f"train.checkpoint_interval = {LOOP}", "text_tower_config.dropout_rate = 0.1",
         "train.num_micro_batches = 2"]
-    return [sys.executable, TRAIN, "--gin_file=tiny", f"--model_dir={model_dir}"] + [
+    return [sys.executable, TRAIN, "--gin_file=models/tiny", f"--model_dir={model_dir}"] + [
         f"--gin_bindings={b}" for b in binds]
 
 

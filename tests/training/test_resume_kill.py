@@ -42,7 +42,7 @@ def test_sigkill_then_same_command_resumes_exactly(tiny_data, tmp_path):
         f"train.checkpoint_interval = {CHECKPOINT_INTERVAL}",
         "text_tower_config.dropout_rate = 0.1", "train.num_micro_batches = 2"]
     model_dir = str(tmp_path / "run")
-    cmd = [sys.executable, TRAIN, "--gin_file=tiny", f"--model_dir={model_dir}"] + [
+    cmd = [sys.executable, TRAIN, "--gin_file=models/tiny", f"--model_dir={model_dir}"] + [
         f"--gin_bindings={b}" for b in binds]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     log_path = str(tmp_path / "killed.log")
@@ -92,7 +92,7 @@ def test_tool_faults_exit_2_with_the_cause_first(tmp_path):
              "--model_dir=/proc/1/run is not writable"),
             (["--gin_bindings=train.train_steps = 5", f"--model_dir={tmp_path}/run"],
              "Required bindings for `make_dataset` not provided in config")):
-        out = subprocess.run([sys.executable, TRAIN, "--gin_file=tiny"] + args,
+        out = subprocess.run([sys.executable, TRAIN, "--gin_file=models/tiny"] + args,
                              capture_output=True, text=True, timeout=300,
                              env=dict(os.environ, PYTHONPATH=REPO))
         assert out.returncode == 2, out.stderr[-2000:]

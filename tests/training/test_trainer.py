@@ -1,4 +1,4 @@
-"""The training loop end to end on tiny.gin: MirroredStrategy over 4 virtual CPUs with exact
+"""The training loop end to end on models/tiny.gin: MirroredStrategy over 4 virtual CPUs with exact
 contrastive accumulation, logging, and skipped non-finite steps."""
 import os
 
@@ -16,7 +16,7 @@ from training_helpers import all_tags, bindings, checkpoint_values, scalar_event
 
 def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
     model_dir = str(tmp_path / "run")
-    config.parse(["tiny"], bindings(tiny_data, global_batch_size=16) + [
+    config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=16) + [
         "train.num_micro_batches = 2",
         "train.train_steps = 24", "train.steps_per_loop = 4", "train.checkpoint_interval = 8",
         "train.log_every = 8"])
@@ -63,7 +63,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monk
     _PoisonedTask.poison_steps = (2, 3) + tuple(range(8, 20))
     monkeypatch.setattr(loop, "ContrastiveTask", _PoisonedTask)
     model_dir = str(tmp_path / "run")
-    config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
+    config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=8) + [
         "train.train_steps = 20", "train.steps_per_loop = 2", "train.checkpoint_interval = 2",
         "train.max_checkpoints = 10", "train.max_consecutive_nonfinite = 3"])
     good = os.path.join(model_dir, "ckpt-6")
@@ -95,12 +95,12 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monk
 
 def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):
     a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
-    config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
+    config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=8) + [
         "train.stage = 'pretrain'", "image_classifier_config.num_classes = 4",
         "train.train_steps = 4", "train.steps_per_loop = 2", "train.checkpoint_interval = 4"])
     result = loop.train(a_dir)
     assert result["step"] == 4 and "acc" in result["progress"][-1]
-    config.parse(["tiny"], bindings(tiny_data, global_batch_size=8) + [
+    config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=8) + [
         f"train.init_image_tower_from = '{a_dir}'", "train.lock_image_tower = True",
         "train.train_steps = 4", "train.steps_per_loop = 2", "train.checkpoint_interval = 2",
         "train.eval_interval = 2"])

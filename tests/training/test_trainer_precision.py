@@ -18,7 +18,7 @@ VIT = ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 8",
 
 @pytest.mark.parametrize("tower", ["vit", "coatnet"])
 def test_mixed_bfloat16_keeps_loss_logits_and_temperature_float32(tower):
-    config.parse(["tiny"], VIT if tower == "vit" else [])
+    config.parse(["models/tiny"], VIT if tower == "vit" else [])
     with precision.dtype_policy("mixed_bfloat16"):
         mixed = DualEncoder()
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored

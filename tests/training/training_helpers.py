@@ -44,7 +44,7 @@ def write_tiny_data(directory: str, n: int = 96, shards: int = 2) -> dict:
 
 
 def bindings(data: dict, global_batch_size: int = 16, **train_kwargs) -> list:
-    """gin bindings for tiny.gin + the tiny data; train_kwargs become `train.<k> = <v>`."""
+    """gin bindings for models/tiny.gin + the tiny data; train_kwargs become `train.<k> = <v>`."""
     out = [f"make_dataset.file_pattern = '{data['pattern']}'",
            f"make_dataset.tokenizer_path = '{data['tokenizer']}'",
            f"make_dataset.global_batch_size = {global_batch_size}",

@@ -92,13 +92,13 @@ def test_tool_on_tiny_model(data, tmp_path):
     from basic_tf import config
     from basic_tf.models import DualEncoder
 
-    config.parse(["tiny"])
+    config.parse(["models/tiny"])
     tf.keras.utils.set_random_seed(5)
     model = DualEncoder()
     ckpt = str(tmp_path / "tiny.weights.h5")
     model.save_weights(ckpt)
     out = str(tmp_path / "eval.json")
-    cmd = [sys.executable, os.path.join(REPO, "tools", "evaluate.py"), "--gin_file=tiny",
+    cmd = [sys.executable, os.path.join(REPO, "tools", "evaluate.py"), "--gin_file=models/tiny",
            "--gin_param=make_dataset.image_size=32", "--gin_param=make_dataset.seq_len=16",
            f"--checkpoint={ckpt}", f"--tokenizer={data['tokenizer']}",
            f"--tfrecords={data['pattern']}", f"--retrieval_tfrecords={data['retrieval']}",
@@ -158,6 +158,6 @@ def test_tool_help_and_usage_errors():
                                text=True, timeout=120).stdout
     for flag in ("--tfds_name", "--tfrecords", "--retrieval_tfrecords", "--checkpoint", "--out"):
         assert flag in help_text, flag
-    proc = subprocess.run([sys.executable, tool, "--gin_file=tiny"], capture_output=True,
+    proc = subprocess.run([sys.executable, tool, "--gin_file=models/tiny"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "nothing to evaluate" in proc.stderr
