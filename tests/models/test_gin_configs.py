@@ -1,5 +1,5 @@
-"""The models room's gin files (gin/models/): tiny builds and trains a step; BASIC S/M/L are sized analytically
-(no allocation) against the paper's totals."""
+"""The models room's gin files (gin/models/): tiny builds and trains a step; BASIC S/M/L are
+sized analytically (no allocation) against the paper's totals."""
 import gin
 import numpy as np
 import pytest
