@@ -1,10 +1,10 @@
 """Every DTensor mesh of 4 and 8 devices trains models/tiny.gin and demo.gin like one device.
 
 Meshes (batch, model): (4,1), (2,2), (1,4) on 4 virtual CPUs; (8,1), (4,2), (2,4), (1,8) on 8.
-models/tiny.gin and demo.gin (both CoAtNet image towers) run on every mesh; models/tiny.gin with a ViT image
-tower (the bindings below) on (4,1), (2,2) and (1,8): batch only, a model axis that divides its
-2 heads, one larger than them (it also passed on the other four meshes, once, by hand: see the
-cost below). Each (model, mesh) pair runs five training steps of the trainer's own step
+models/tiny.gin and demo.gin (both CoAtNet image towers) run on every mesh; the tiny model with a
+ViT image tower (the bindings below) on (4,1), (2,2) and (1,8): batch only, a model axis that
+divides its 2 heads, one larger than them (it also passed on the other four meshes, once, by hand:
+see the cost below). Each (model, mesh) pair runs five training steps of the trainer's own step
 (dtensor_child.py: shard_model / shard_optimizer / shard_batch, ContrastiveTask.replica_step,
 apply_update, traced under ops.mesh_formulations()) and must equal five steps on one device:
 losses to 1e-5 relative and every variable (weights, BatchNorm statistics) to 1e-5 of its scale

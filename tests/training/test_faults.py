@@ -196,14 +196,14 @@ def test_old_binding_names_fail_at_parse_time_naming_their_new_place(tmp_path):
                                                  r"num_micro_batches = 2': No configurable "
                                                  r"matching 'compute_contrastive_step'.*is now "
                                                  r"train\.num_micro_batches"):
-        config.parse(["tiny"], ["compute_contrastive_step.num_micro_batches = 2"])
+        config.parse(["models/tiny"], ["compute_contrastive_step.num_micro_batches = 2"])
     old = tmp_path / "old.gin"
     old.write_text("include 'tiny.gin'\nremat_policy.mode = 'every_block'\n")
     with pytest.raises(config.ConfigError, match=rf"^gin file {old}: No configurable matching "
                                                  r"'remat_policy'.*line 2.*is now train\.remat"):
         config.parse([str(old)])
     with pytest.raises(config.ConfigError, match=r"'contrastive_loss'.*train\.loss_kind"):
-        config.parse(["tiny"], ["contrastive_loss.kind = 'sigmoid'"])
+        config.parse(["models/tiny"], ["contrastive_loss.kind = 'sigmoid'"])
 
 
 def test_absurd_learning_rate_from_the_start_ends_in_the_guard(tiny_data, tmp_path):
