@@ -10,8 +10,9 @@ does.
   -> image size from the images, sequence length from the tokenised captions and prompts
   -> model size from the data size, batch and step setting that fit the device
      (basic_tf.planner.recommend)
-  -> <out_dir>/experiment.gin: gin/demo.gin's structure, every value written out (no %MACROS)
-     and commented with where it came from, the train / evaluate / export commands at the top.
+  -> <out_dir>/experiment.gin: the layout of the experiments in gin/ (command, data,
+     preprocessing, model, init, step, optimizer, schedule, evaluations), every value written out
+     (no %MACROS) and commented with where it came from.
 """
 import collections
 import dataclasses
@@ -356,9 +357,10 @@ def render_gin(exp: Experiment, train: data_profile.DataProfile,
     return f"""\
 # experiment.gin: written by basic-new-experiment (tools/new_experiment.py) on
 # {datetime.date.today().isoformat()}. It trains, evaluates and exports as it is; every value is
-# written out (no %MACROS) with where it came from, so edit any of them freely.
+# written out (no %MACROS) with where it came from, so edit any of them freely. Same layout as
+# the experiments in the project's gin/ folder.
 #
-# Train, evaluate (zero-shot, on the evaluation shards), export for TF Serving:
+# Command: train, evaluate (zero-shot, on the evaluation shards), export for TF Serving:
 {commands}
 # (from a checkout: python3 tools/train.py ... instead of basic-train ...)
 #
@@ -369,42 +371,54 @@ def render_gin(exp: Experiment, train: data_profile.DataProfile,
 # Class names (label order): {exp.class_names_path if exp.class_names else '-'}
 # Prompt templates: {exp.templates_path if exp.templates else '-'}; {n['templates']}
 
-# ---- Model: {n['model']}
-# Planner: {n['plan']}
-{model_gin(exp.model_size, exp.image_size, exp.seq_len, exp.vocab_size)}
-# ---- Training: BASIC's contrastive accumulation, AdamW, warm-up + cosine
-# Steps: {n['steps']}.
-train.num_micro_batches = {exp.num_micro_batches}  # see Planner above
-train.remat = '{'every_block' if exp.remat else 'none'}'
-train.loss_kind = 'softmax'
-
-train.train_steps = {exp.train_steps}
-train.steps_per_loop = {exp.steps_per_loop}  # one progress line per loop
-train.checkpoint_interval = {exp.checkpoint_interval}  # divides train_steps: the last is at the end
-train.max_checkpoints = 2
-train.clip_norm = 1.0
-train.seed = 0
-
-make_optimizer.kind = 'adamw'
-make_optimizer.learning_rate = @learning_rate_schedule()
-make_optimizer.weight_decay = 0.05
-learning_rate_schedule.peak_value = {peak_lr:g}
-learning_rate_schedule.total_steps = {exp.train_steps}  # = train.train_steps
-learning_rate_schedule.warmup_steps = {max(1, exp.train_steps // 10)}
-learning_rate_schedule.decay = 'cosine'
-
 # ---- Data: read the same way by training, evaluation and export
 make_dataset.file_pattern = {exp.train_pattern!r}
 make_dataset.tokenizer_path = {exp.tokenizer_path!r}  # {n['tokenizer']}
 make_dataset.global_batch_size = {exp.global_batch}
+make_dataset.shuffle_buffer = {min(10_000, train.records)}
+
+# ---- Preprocessing
 make_dataset.image_size = {exp.image_size}  # {n['image_size']}
 make_dataset.seq_len = {exp.seq_len}  # {n['seq_len']}
-make_dataset.shuffle_buffer = {min(10_000, train.records)}
 make_dataset.area_range = (0.8, 1.0)  # random crops keep most of the image
 make_dataset.aspect_ratio_range = (0.75, 1.333)
 make_dataset.random_flip = True
 make_dataset.eval_crop_fraction = 1.0  # evaluation and serving see the whole image
 make_dataset.antialias = False
+
+# ---- Model: {n['model']}
+{model_gin(exp.model_size, exp.image_size, exp.seq_len, exp.vocab_size)}
+# ---- Init: from scratch
+train.stage = 'contrastive'
+train.init_image_tower_from = None
+train.seed = 0
+
+# ---- Step: BASIC's contrastive accumulation
+# Planner: {n['plan']}
+train.num_micro_batches = {exp.num_micro_batches}  # see Planner above
+train.loss_kind = 'softmax'
+train.local_loss = False
+train.remat = '{'every_block' if exp.remat else 'none'}'
+train.mesh = None  # one device, or the strategy of --strategy
+
+# ---- Optimizer: AdamW
+make_optimizer.kind = 'adamw'
+make_optimizer.learning_rate = @learning_rate_schedule()
+make_optimizer.weight_decay = 0.05
+train.clip_norm = 1.0
+
+# ---- Schedule: warm-up + cosine; steps: {n['steps']}
+train.train_steps = {exp.train_steps}
+learning_rate_schedule.peak_value = {peak_lr:g}
+learning_rate_schedule.total_steps = {exp.train_steps}  # = train.train_steps
+learning_rate_schedule.warmup_steps = {max(1, exp.train_steps // 10)}
+learning_rate_schedule.decay = 'cosine'
+train.steps_per_loop = {exp.steps_per_loop}  # one progress line per loop
+train.checkpoint_interval = {exp.checkpoint_interval}  # divides train_steps: the last is at the end
+train.max_checkpoints = 2
+
+# ---- Evaluations: zero-shot after training, with basic-evaluate (the command above)
+train.eval_interval = None
 """
 
 

@@ -2,6 +2,7 @@
 shards into <out_dir>/data first (as tools/make_tfrecords.py does), then profiled; class names
 that disagree between the splits are refused, naming the label."""
 import os
+import re
 import subprocess
 import sys
 
@@ -55,6 +56,9 @@ def test_folder_and_table_sources_become_shards_and_a_gin_file(tmp_path):
     assert "train.train_steps = 10" in gin_text
     assert f"--tfrecords='{exp / 'data' / 'eval-*.tfrecord'}'" in proc.stdout   # shell-quoted
     config.parse([str(exp / "experiment.gin")])            # loads as a gin file
+    with open(config.resolve_gin_file("tiny"), encoding="utf-8") as f:   # gin/'s layout
+        assert re.findall(r"^# ---- (\w+)", gin_text, re.M) == re.findall(
+            r"^# ---- (\w+)", f.read(), re.M)
 
 
 def test_class_names_that_disagree_between_splits_are_refused(tmp_path):

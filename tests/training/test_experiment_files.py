@@ -5,6 +5,7 @@ pointed at the tests' tiny records)."""
 import glob
 import inspect
 import os
+import re
 
 import gin
 import pytest
@@ -22,6 +23,8 @@ MODELS = sorted("models/" + os.path.basename(p)[:-4]
 # What a command binds itself at run time: basic-demo writes its data into --out DIR.
 BOUND_BY_COMMAND = {"demo": ["make_dataset.file_pattern = 'DIR/data/train-*.tfrecord'",
                              "make_dataset.tokenizer_path = 'DIR/data/spm.model'"]}
+# Sections of every experiment, in big_vision's order (after the command at the top).
+LAYOUT = ["Data", "Preprocessing", "Model", "Init", "Step", "Optimizer", "Schedule", "Evaluations"]
 # The configurables whose REQUIRED arguments a training run must find bound.
 RUN_CALLS = {"train": loop.train, "make_dataset": make_dataset}
 
@@ -54,6 +57,8 @@ def test_experiment_states_its_command_and_binds_everything(name):
     header = _header(name)
     command = "basic-demo --out DIR" if name == "demo" else f"--gin_file={name} "
     assert "# Command" in header and command in header, header
+    with open(config.resolve_gin_file(name), encoding="utf-8") as f:
+        assert re.findall(r"^# ---- (\w+)", f.read(), re.M) == LAYOUT
     config.parse([name], BOUND_BY_COMMAND.get(name, []), finalize=True)
     value = lambda key, default=None: config.bound_value(key, default)  # noqa: E731
     unbound = [f"{fn_name}.{p.name}" for fn_name, fn in RUN_CALLS.items()
