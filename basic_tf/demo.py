@@ -240,10 +240,10 @@ class _Trained:
             from basic_tf.data import data_config
             from basic_tf.data.tokenizer import Tokenizer
             from basic_tf.models import DualEncoder
-            from basic_tf.zeroshot.run import restore_model
+            from basic_tf.training.checkpoints import restore_model
 
             model = DualEncoder()
-            restore_model(model, self.model_dir)
+            restore_model(model, self.model_dir, "demo model_dir")
             data = data_config.from_gin(tokenizer_path=self.spm_path).check_model(
                 model.image_size, model.max_text_len)
             tokenizer = Tokenizer(self.spm_path, data.seq_len)

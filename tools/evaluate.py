@@ -84,7 +84,8 @@ def main(argv):
                              "--retrieval_tfrecords")
     if FLAGS.tfrecords and not (FLAGS.class_names and FLAGS.templates):
         raise app.UsageError("--tfrecords needs --class_names and --templates")
-    checkpoint = FLAGS.checkpoint or FLAGS.model_dir
+    checkpoint, source = ((FLAGS.checkpoint, "--checkpoint") if FLAGS.checkpoint
+                          else (FLAGS.model_dir, "--model_dir"))
     if not (checkpoint or FLAGS.untrained):
         raise app.UsageError("give --checkpoint or --model_dir (or --untrained)")
     from basic_tf import config
@@ -92,6 +93,7 @@ def main(argv):
     from basic_tf.data.tokenizer import Tokenizer
     from basic_tf.models import DualEncoder
     from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
+    from basic_tf.training.checkpoints import restore_model
     from basic_tf.zeroshot import labels, prompts, report, run
 
     if FLAGS.predictions:
@@ -116,7 +118,7 @@ def main(argv):
     with strategy.scope():
         model = DualEncoder()
     data.check_model(model.image_size, model.max_text_len)
-    restored = run.restore_model(model, checkpoint) if checkpoint else "untrained"
+    restored = restore_model(model, checkpoint, source) if checkpoint else "untrained"
     run.run_and_report(model, tokenizer, tasks, strategy, FLAGS.out,
                        metadata={"checkpoint": restored, "gin_files": FLAGS.gin_file,
                                  "gin_params": FLAGS.gin_param, "strategy": FLAGS.strategy,

@@ -59,8 +59,8 @@ def main(argv):
     from basic_tf.data.tokenizer import Tokenizer
     from basic_tf.export import export_for_serving
     from basic_tf.models import DualEncoder
+    from basic_tf.training.checkpoints import restore_model
     from basic_tf.zeroshot import labels, prompts
-    from basic_tf.zeroshot.run import restore_model
 
     config.parse(FLAGS.gin_file, FLAGS.gin_param)
     data = data_config.from_gin(tokenizer_path=FLAGS.tokenizer, seq_len=FLAGS.seq_len)

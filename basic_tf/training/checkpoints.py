@@ -26,6 +26,10 @@ Good states only (TrainingCheckpointManager):
   - when a run stops for skipped steps, `settle` moves unverified checkpoints into
     model_dir/unverified/ and points the index back at the newest verified one, which the error
     names: rerunning (e.g. with a lower learning rate) resumes from it.
+
+Reading back (tools/evaluate.py, tools/export.py, the demo, stage (b)'s image tower):
+`checkpoint_path` is the one reading of "a model_dir or a ckpt-N prefix", `restore_model` loads
+the `model` key into a model and refuses a partial, mismatched or diverged one.
 """
 import glob
 import os
@@ -33,6 +37,7 @@ import shutil
 import time
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -313,3 +318,67 @@ def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
         raise ValueError(f"model_dir {manager.model_dir}: none of its checkpoints "
                          f"{candidates} is readable; move them away to start afresh")
     return None
+
+
+def checkpoint_path(checkpoint: str, source: str) -> str:
+    """The tf.train.Checkpoint prefix `checkpoint` names: a prefix (<model_dir>/ckpt-1000) as it
+    is, a directory (a training model_dir) as its latest checkpoint.
+
+    `source` is where the value came from, a flag ('--checkpoint') or a binding
+    ('train.init_image_tower_from'): a value naming no checkpoint is a FileNotFoundError that
+    starts with `source=value`.
+    """
+    if tf.io.gfile.isdir(checkpoint):
+        path = tf.train.latest_checkpoint(checkpoint)
+        if path is None:
+            raise FileNotFoundError(
+                f"{source}={checkpoint!r} is a directory without a checkpoint (no 'checkpoint' "
+                "index file, which tools/train.py writes); give a training model_dir or a "
+                "ckpt-N prefix")
+        return path
+    if not tf.io.gfile.exists(checkpoint + ".index"):
+        raise FileNotFoundError(f"{source}={checkpoint!r}: no checkpoint there (no "
+                                f"{checkpoint}.index); give a training model_dir or a prefix "
+                                "such as <model_dir>/ckpt-1000")
+    return checkpoint
+
+
+def restore_model(model, checkpoint: str, source: str = "--checkpoint") -> str:
+    """Loads the model's weights; returns the path used.
+
+    `checkpoint`: a training model_dir or ckpt-N prefix (`checkpoint_path`; the model held under
+    the key `model`, what the trainer writes), or a Keras `.weights.h5` file; `source` names the
+    flag or binding it came from, for errors. Every model variable must be in the checkpoint: a
+    checkpoint that lacks some (e.g. Keras 3 layers kept in a plain Python list are invisible to
+    tf.train.Checkpoint) is an error, never a silent evaluation of random weights; so are
+    non-finite weights (a diverged run).
+    """
+    if checkpoint.endswith(".weights.h5"):
+        if not tf.io.gfile.exists(checkpoint):
+            raise FileNotFoundError(f"{source}={checkpoint!r}: Keras weights file not found")
+        model.load_weights(checkpoint)
+        logging.info("loaded model weights from %s", checkpoint)
+        return checkpoint
+    path = checkpoint_path(checkpoint, source)
+    saved = [name for name, _ in tf.train.list_variables(path)
+             if name.startswith("model/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
+             and ".OPTIMIZER_SLOT" not in name]
+    if len(saved) < len(model.variables):
+        raise ValueError(f"checkpoint {path!r} holds {len(saved)} variables under the key 'model' "
+                         f"but the model has {len(model.variables)}: it was written from another "
+                         "config, or the model keeps layers where tf.train.Checkpoint cannot see "
+                         "them (Keras 3 layers in a plain Python list are not tracked)")
+    status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ValueError(f"checkpoint {path!r} does not match this model under the key 'model': "
+                         f"is the gin config the one it was trained with? ({e})") from None
+    nonfinite = [v.path for v in model.variables
+                 if v.dtype.startswith("float") and not np.all(np.isfinite(v.numpy()))]
+    if nonfinite:
+        raise ValueError(f"checkpoint {path!r} has non-finite weights ({len(nonfinite)} "
+                         f"variables, e.g. {nonfinite[0]}): it comes from a diverged run. Use an "
+                         "earlier checkpoint (a stopped run names its newest good one)")
+    logging.info("restored model weights from %s", path)
+    return path

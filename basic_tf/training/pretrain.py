@@ -11,6 +11,7 @@ from typing import Dict
 import tensorflow as tf
 
 from basic_tf.models import ImageClassifier
+from basic_tf.training import checkpoints
 
 
 class PretrainTask:
@@ -64,21 +65,6 @@ class PretrainTask:
         return {}
 
 
-def _checkpoint_path(checkpoint: str) -> str:
-    if tf.io.gfile.isdir(checkpoint):
-        path = tf.train.latest_checkpoint(checkpoint)
-        if path is None:
-            raise FileNotFoundError(
-                f"train.init_image_tower_from={checkpoint!r} is a directory without a checkpoint "
-                "index file; point it at a stage (a) model_dir or a ckpt-N prefix")
-        return path
-    if not tf.io.gfile.exists(checkpoint + ".index"):
-        raise FileNotFoundError(f"train.init_image_tower_from={checkpoint!r}: no "
-                                f"{checkpoint}.index (give a stage (a) model_dir or a ckpt-N "
-                                "prefix)")
-    return checkpoint
-
-
 def restore_image_tower(dual_encoder, checkpoint: str) -> str:
     """Copies a stage (a) checkpoint's image tower into `dual_encoder.image_tower`.
 
@@ -87,7 +73,7 @@ def restore_image_tower(dual_encoder, checkpoint: str) -> str:
     tower by path and shape; only the DualEncoder's projection (new in stage (b)) is left as
     initialised. Returns the checkpoint path used.
     """
-    path = _checkpoint_path(checkpoint)
+    path = checkpoints.checkpoint_path(checkpoint, "train.init_image_tower_from")
     source = ImageClassifier(num_classes=2).image_tower  # only the tower is read
     status = tf.train.Checkpoint(model=tf.train.Checkpoint(image_tower=source)).restore(path)
     try:

@@ -11,7 +11,6 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import gin
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -174,54 +173,6 @@ def periodic_eval_fn(tokenizer, tasks: Sequence[Task],
     def eval_fn(model):
         return scalar_summary(evaluate_tasks(model, tokenizer, tasks, strategy, max_steps))
     return eval_fn
-
-
-def restore_model(model, checkpoint: str) -> str:
-    """Loads the model's weights; returns the path used.
-
-    `checkpoint`: a tf.train.Checkpoint prefix (ckpt-1000) or a directory (its latest one), the
-    model held under the key `model` (what the trainer writes); or a Keras `.weights.h5` file.
-    Every model variable must be in the checkpoint: a checkpoint that lacks some (e.g. Keras 3
-    layers kept in a plain Python list are invisible to tf.train.Checkpoint) is an error, never
-    a silent evaluation of random weights.
-    """
-    if checkpoint.endswith(".weights.h5"):
-        if not tf.io.gfile.exists(checkpoint):
-            raise FileNotFoundError(f"Keras weights file {checkpoint!r} not found")
-        model.load_weights(checkpoint)
-        logging.info("loaded model weights from %s", checkpoint)
-        return checkpoint
-    path = checkpoint
-    if tf.io.gfile.isdir(checkpoint):
-        path = tf.train.latest_checkpoint(checkpoint)
-        if path is None:
-            raise FileNotFoundError(f"no checkpoint in directory {checkpoint!r} (expected a "
-                                    "'checkpoint' index file written by tools/train.py)")
-    elif not tf.io.gfile.exists(checkpoint + ".index"):
-        raise FileNotFoundError(f"checkpoint {checkpoint!r} not found (expected {checkpoint}.index"
-                                "; give a prefix such as /model_dir/ckpt-1000 or the model_dir)")
-    saved = [name for name, _ in tf.train.list_variables(path)
-             if name.startswith("model/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
-             and ".OPTIMIZER_SLOT" not in name]
-    if len(saved) < len(model.variables):
-        raise ValueError(f"checkpoint {path!r} holds {len(saved)} variables under the key 'model' "
-                         f"but the model has {len(model.variables)}: it was written from another "
-                         "config, or the model keeps layers where tf.train.Checkpoint cannot see "
-                         "them (Keras 3 layers in a plain Python list are not tracked)")
-    status = tf.train.Checkpoint(model=model).restore(path).expect_partial()
-    try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        raise ValueError(f"checkpoint {path!r} does not match this model under the key 'model': "
-                         f"is the gin config the one it was trained with? ({e})") from None
-    nonfinite = [v.path for v in model.variables
-                 if v.dtype.startswith("float") and not np.all(np.isfinite(v.numpy()))]
-    if nonfinite:
-        raise ValueError(f"checkpoint {path!r} has non-finite weights ({len(nonfinite)} "
-                         f"variables, e.g. {nonfinite[0]}): it comes from a diverged run. Use an "
-                         "earlier checkpoint (a stopped run names its newest good one)")
-    logging.info("restored model weights from %s", path)
-    return path
 
 
 @gin.configurable(denylist=["model", "tokenizer", "tasks", "strategy", "out_path", "metadata",

@@ -124,7 +124,7 @@ def test_losses_and_validation_equal_one_device(runs):
 def test_final_checkpoint_loads_into_an_unsharded_model(runs):
     from basic_tf import config
     from basic_tf.models import DualEncoder
-    from basic_tf.zeroshot.run import restore_model
+    from basic_tf.training.checkpoints import restore_model
 
     config.parse(["models/tiny"])
     model = DualEncoder()

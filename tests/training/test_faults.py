@@ -167,7 +167,7 @@ def test_temperature_summary_survives_a_zero_scale():
 
 def test_export_and_evaluate_refuse_nonfinite_weights(tmp_path):
     from basic_tf.models import DualEncoder
-    from basic_tf.zeroshot.run import restore_model
+    from basic_tf.training.checkpoints import restore_model
     config.parse(["models/tiny"])
     model = DualEncoder()
     model.text_tower.variables[0].assign(tf.fill(model.text_tower.variables[0].shape, np.nan))

@@ -1,61 +1,12 @@
-"""Checkpoint restore guard, scalar summaries and the report files."""
+"""Scalar summaries and the report files."""
 import json
 import math
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from basic_tf.zeroshot import report, run
-
-
-class Tracked(keras.Model):
-    def __init__(self):
-        super().__init__()
-        self.first = keras.layers.Dense(3)
-        self.second = keras.layers.Dense(2)
-        self.first.build((None, 4))
-        self.second.build((None, 3))
-        self.built = True
-
-
-class ListHeld(keras.Model):
-    """Keras 3 + tf.train.Checkpoint: layers in a plain list are not saved."""
-    def __init__(self):
-        super().__init__()
-        self.blocks = [keras.layers.Dense(3), keras.layers.Dense(2)]
-        self.blocks[0].build((None, 4))
-        self.blocks[1].build((None, 3))
-        self.built = True
-
-
-def test_restore_round_trip(tmp_path):
-    saved = Tracked()
-    prefix = tf.train.Checkpoint(model=saved).save(str(tmp_path / "ckpt"))
-    fresh = Tracked()
-    assert run.restore_model(fresh, str(tmp_path)) == prefix  # directory -> latest checkpoint
-    for a, b in zip(saved.weights, fresh.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-
-
-def test_restore_refuses_a_partial_checkpoint(tmp_path):
-    prefix = tf.train.Checkpoint(model=ListHeld()).save(str(tmp_path / "ckpt"))
-    with pytest.raises(ValueError, match="holds 0 variables .* the model has 4"):
-        run.restore_model(ListHeld(), prefix)
-
-
-def test_restore_keras_weights_and_missing_paths(tmp_path):
-    saved = ListHeld()
-    saved.save_weights(str(tmp_path / "m.weights.h5"))
-    fresh = ListHeld()
-    run.restore_model(fresh, str(tmp_path / "m.weights.h5"))
-    for a, b in zip(saved.weights, fresh.weights):
-        np.testing.assert_array_equal(a.numpy(), b.numpy())
-    with pytest.raises(FileNotFoundError, match="no checkpoint in directory"):
-        run.restore_model(fresh, str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="ckpt-7.index"):
-        run.restore_model(fresh, str(tmp_path / "ckpt-7"))
 
 
 RESULTS = {
