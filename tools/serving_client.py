@@ -23,8 +23,7 @@ flags.DEFINE_string("server", "127.0.0.1:8501", "host:port of the REST (8501) or
 flags.DEFINE_enum("protocol", "rest", ["rest", "grpc"], "REST JSON or gRPC PredictRequest.")
 flags.DEFINE_string("model_name", "basic", "Served model name.")
 flags.DEFINE_integer("version", None, "Model version; default: the newest the server has.")
-flags.DEFINE_enum("signature", "classify", ["classify", "classify_with_labels", "embed_image",
-                                            "embed_text"], "Signature to call.")
+flags.DEFINE_string("signature", "classify", "Signature to call (one of those above).")
 flags.DEFINE_multi_string("images", [], "Image file (JPEG or PNG); repeat for a batch.")
 flags.DEFINE_multi_string("texts", [], "Text for embed_text; repeat for a batch.")
 flags.DEFINE_multi_string("class_names", [], "Class name for classify_with_labels; repeat.")
@@ -36,18 +35,21 @@ flags.DEFINE_float("timeout", 30.0, "Seconds to wait for the answer.")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    from basic_tf.export import client
+    from basic_tf.export import client, signature_table
 
+    if FLAGS.signature not in signature_table.SIGNATURES:
+        raise app.UsageError(f"--signature={FLAGS.signature!r} is not one of "
+                             f"{list(signature_table.SIGNATURES)}")
     images = []
     for path in FLAGS.images:
         with open(path, "rb") as f:
             images.append(f.read())
     inputs = {"images": images, "texts": FLAGS.texts, "class_names": FLAGS.class_names,
               "templates": FLAGS.templates}
-    wanted = client.SIGNATURE_INPUTS[FLAGS.signature]
-    inputs = {name: values for name, values in inputs.items() if name in wanted and values}
     cls = client.RestClient if FLAGS.protocol == "rest" else client.GrpcClient
     try:
+        wanted = signature_table.SIGNATURES[FLAGS.signature].inputs
+        inputs = {name: values for name, values in inputs.items() if name in wanted and values}
         outputs = cls(FLAGS.server, FLAGS.model_name, FLAGS.version,
                       timeout=FLAGS.timeout).predict(FLAGS.signature, inputs)
     except (client.ServingError, ValueError) as error:

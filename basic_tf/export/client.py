@@ -25,22 +25,8 @@ from typing import Dict, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-# Inputs of each signature (all tf.string [N]) and which of them may be left out.
-SIGNATURE_INPUTS = {
-    "classify": ("images",),
-    "classify_with_labels": ("images", "class_names", "templates"),
-    "embed_image": ("images",),
-    "embed_text": ("texts",),
-}
-OPTIONAL_INPUTS = {"classify_with_labels": ("templates",)}
-SIGNATURE_OUTPUTS = {
-    "classify": {"classes": str, "scores": np.float32, "class_ids": np.int32},
-    "classify_with_labels": {"scores": np.float32},
-    "embed_image": {"embeddings": np.float32},
-    "embed_text": {"embeddings": np.float32},
-}
-DEFAULT_SIGNATURE = "classify"   # what the export also serves as serving_default
-BINARY_INPUTS = frozenset({"images"})
+from basic_tf.export.signature_table import BINARY_INPUTS, signature
+
 
 Strings = Sequence[Union[bytes, str]]
 
@@ -55,17 +41,15 @@ class ServingError(RuntimeError):
 
 def check_inputs(signature_name: str, inputs: Mapping[str, Strings]) -> Dict[str, list]:
     """Validates input names against the signature; returns {name: list of bytes}."""
-    if signature_name not in SIGNATURE_INPUTS:
-        raise ValueError(f"unknown signature {signature_name!r}; the export has "
-                         f"{sorted(SIGNATURE_INPUTS)}")
-    expected = SIGNATURE_INPUTS[signature_name]
-    required = [n for n in expected if n not in OPTIONAL_INPUTS.get(signature_name, ())]
+    row = signature(signature_name)
+    expected = row.inputs
+    required = [n for n in expected if n not in row.optional]
     inputs = {name: values for name, values in inputs.items() if values is not None}
     unknown = sorted(set(inputs) - set(expected))
     missing = [n for n in required if n not in inputs]
     if unknown or missing:
         raise ValueError(f"signature {signature_name!r} takes inputs {list(expected)} (optional: "
-                         f"{list(OPTIONAL_INPUTS.get(signature_name, ()))}); unknown: {unknown}, "
+                         f"{list(row.optional)}); unknown: {unknown}, "
                          f"missing: {missing}")
     out = {}
     for name in expected:
@@ -131,7 +115,7 @@ def rest_response_outputs(signature_name: str, body: Union[bytes, str]) -> Dict[
     payload = json.loads(body)
     if "error" in payload:
         raise ServingError("error", payload["error"])
-    kinds = SIGNATURE_OUTPUTS[signature_name]
+    kinds = signature(signature_name).outputs
     if "outputs" in payload:
         outputs = payload["outputs"]
         if not isinstance(outputs, dict):   # a single output is sent without its name
@@ -203,7 +187,7 @@ def tensor_proto_to_numpy(proto) -> np.ndarray:
 
 def grpc_response_outputs(signature_name: str, response) -> Dict[str, np.ndarray]:
     """PredictResponse -> {output name: numpy array}; strings as str (UTF-8)."""
-    kinds = SIGNATURE_OUTPUTS[signature_name]
+    kinds = signature(signature_name).outputs
     outputs = {}
     for name, proto in response.outputs.items():
         array = tensor_proto_to_numpy(proto)

@@ -28,6 +28,7 @@ from basic_tf import config as basic_config
 from basic_tf.export import layout
 from basic_tf.data.templates import normalize_template
 from basic_tf.export.inputs import ServingLimits, serving_limits
+from basic_tf.export.signature_table import SIGNATURES
 from basic_tf.export.signatures import make_serving_functions
 from basic_tf.zeroshot import prompt_checks
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
@@ -119,7 +120,8 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
         "signatures": {name: [spec.name for spec in spec_list]
                        for name, (_, spec_list) in functions.items()},
         "serving_default": next(iter(functions)),
-        "optional_inputs": {"classify_with_labels": ["templates"]},
+        "optional_inputs": {name: list(row.optional) for name, row in SIGNATURES.items()
+                            if row.optional},
         "top_k": min(top_k, len(class_names)),
         "image_size": int(model.image_size),
         "embed_dim": int(model.embed_dim),

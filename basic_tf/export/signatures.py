@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from basic_tf.export import inputs as checks
+from basic_tf.export.signature_table import SIGNATURES
 from basic_tf.models.layers import l2_normalize
 from basic_tf.zeroshot.classifier import ensemble_prompt_embeddings
 
@@ -48,7 +49,8 @@ def make_serving_functions(model, tokenizer, class_matrix: np.ndarray,
                            limits: checks.ServingLimits, crop_fraction: float = 1.0,
                            antialias: bool = False, prompt_batch_size: int = 256
                            ) -> Dict[str, Tuple[Callable, list]]:
-    """Builds {signature name: (python function, input signature)} for `ExportArchive`.
+    """Builds {signature name: (python function, input signature)} for `ExportArchive`, the
+    inputs and their order from signature_table.SIGNATURES.
 
     Args:
       model: `basic_tf.models.DualEncoder` (encode_image, encode_text, logit_scale, image_size).
@@ -132,14 +134,9 @@ def make_serving_functions(model, tokenizer, class_matrix: np.ndarray,
             texts = tf.identity(texts)
         return {"embeddings": texts_to_embeddings(texts)}
 
-    def strings(name):
-        return tf.TensorSpec([None], tf.string, name=name)
-
-    # Insertion order matters: ExportArchive also serves the first one as serving_default.
-    return {
-        "classify": (classify, [strings("images")]),
-        "classify_with_labels": (classify_with_labels,
-                                 [strings("images"), strings("class_names"), strings("templates")]),
-        "embed_image": (embed_image, [strings("images")]),
-        "embed_text": (embed_text, [strings("texts")]),
-    }
+    functions = {"classify": classify, "classify_with_labels": classify_with_labels,
+                 "embed_image": embed_image, "embed_text": embed_text}
+    # In the table's order: ExportArchive also serves the first one as serving_default.
+    return {name: (functions[name], [tf.TensorSpec([None], tf.string, name=input_name)
+                                     for input_name in row.inputs])
+            for name, row in SIGNATURES.items()}

@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
+import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
 
+from basic_tf.export.signature_table import SIGNATURES
 from export_helpers import (CLASS_NAMES, IMAGE_NAMES, LIMITS, OTHER_NAMES, OTHER_TEMPLATES,
                             SEQ_LEN, TEMPLATES, TEXTS, TOL, TOP_K, b64_list)
 
@@ -163,6 +165,13 @@ def test_signature_defs_assets_and_models_config(exported, tokenizer):
             assert info.dtype == 7 and [d.size for d in info.tensor_shape.dim] == [-1]
     defaults = signatures["classify_with_labels"].defaults
     assert list(defaults) == ["templates"]
+    for name, row in SIGNATURES.items():   # the clients' table is what was exported
+        sig = signatures[name]
+        assert (sorted(sig.inputs), sorted(sig.defaults)) == (sorted(row.inputs),
+                                                             sorted(row.optional))
+        assert {k: v.dtype for k, v in sig.outputs.items()} == {
+            k: tf.as_dtype(tf.string if kind is str else kind).as_datatype_enum
+            for k, kind in row.outputs.items()}
     assert [s.decode() for s in defaults["templates"].string_val] == TEMPLATES
 
     assets = os.path.join(exported, "assets")
@@ -179,6 +188,7 @@ def test_signature_defs_assets_and_models_config(exported, tokenizer):
     with open(os.path.join(assets, "serving.json")) as f:
         info = json.load(f)
     assert info["limits"] == LIMITS and info["top_k"] == TOP_K and info["image_size"] == 32
+    assert info["optional_inputs"] == {"classify_with_labels": ["templates"]}
     assert info["seq_len"] == SEQ_LEN   # the tool took make_dataset.seq_len from gin
 
     from tensorflow_serving.config import model_server_config_pb2
