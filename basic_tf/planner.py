@@ -77,19 +77,15 @@ def transformer_block(n: int, c: int, w: int, heads: int, mlp: int) -> Block:
     return Block(flops, saved, n * c, max(heads * n * n, n * mlp))
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def mbconv_block(h: int, w: int, c: int, width: int, stride: int, expansion: int,
-                 se_ratio: float) -> Block:
-    """CoAtNet MBConv on an h x w x c map (pre-norm BN, 1x1 expand, depthwise 3x3, SE, 1x1)."""
+def mbconv_block(spec, expansion: int, se_ratio: float) -> Block:
+    """CoAtNet MBConv (pre-norm BN, 1x1 expand, depthwise 3x3, SE, 1x1) of a
+    `coatnet.BlockSpec`: an h x w x c map in, h2 x w2 x width out."""
+    (h, w), (h2, w2), c, width = spec.in_size, spec.size, spec.in_width, spec.width
     e = width * expansion
-    h2, w2 = _ceil_div(h, stride), _ceil_div(w, stride)
     se = max(1, int(c * se_ratio))
     flops = 2 * h * w * c * e + 2 * 9 * e * h2 * w2 + 4 * e * se + 2 * h2 * w2 * e * width
     saved = h * w * (2 * c + 5 * e) + h2 * w2 * 6 * e
-    if stride > 1 or c != width:
+    if spec.stride > 1 or c != width:
         flops += 2 * h2 * w2 * c * width
         saved += h2 * w2 * c
     return Block(flops, saved, h * w * c, max(h * w * e, h2 * w2 * e))
@@ -98,27 +94,26 @@ def mbconv_block(h: int, w: int, c: int, width: int, stride: int, expansion: int
 def coatnet_cost(config, image_size: int, embed_dim: int, num_classes: int = 0) -> TowerCost:
     """CoAtNet tower (basic_tf.models.coatnet layout) on image_size^2 images, projected to
     embed_dim (or, as the paper counts FLOPs, a num_classes-way classification head)."""
+    from basic_tf.models.coatnet import block_specs  # the one walk over the stages
+
+    specs = block_specs(config, image_size)
     s = config.stem_width
-    h = w = _ceil_div(image_size, 2)
+    h, w = specs[0].in_size
     outside_flops = 2 * 9 * 3 * s * h * w + 2 * 9 * s * s * h * w
     outside_saved = image_size * image_size * 3 + 5 * s * h * w
-    blocks, c = [], s
-    for kind, depth, width, stride in config.stages:
-        for j in range(depth):
-            st = stride if j == 0 else 1
-            if kind == "C":
-                blocks.append(mbconv_block(h, w, c, width, st, config.expansion, config.se_ratio))
-                h, w = _ceil_div(h, st), _ceil_div(w, st)
-            else:
-                h2, w2 = _ceil_div(h, st), _ceil_div(w, st)
-                b = transformer_block(h2 * w2, c, width, width // config.head_dim,
-                                      config.mlp_ratio * width)
-                if st > 1:  # max-pool 3x3 keeps its input (and its output, the LN input)
-                    b = Block(b.flops + 9 * h2 * w2 * c, b.saved + h * w * c, h * w * c,
-                              max(b.largest, h * w * c))
-                blocks.append(b)
-                h, w = h2, w2
-            c = width
+    blocks = []
+    for spec in specs:
+        if spec.kind == "C":
+            blocks.append(mbconv_block(spec, config.expansion, config.se_ratio))
+        else:
+            (h, w), (h2, w2), c, width = spec.in_size, spec.size, spec.in_width, spec.width
+            b = transformer_block(h2 * w2, c, width, width // config.head_dim,
+                                  config.mlp_ratio * width)
+            if spec.stride > 1:  # max-pool 3x3 keeps its input (and its output, the LN input)
+                b = Block(b.flops + 9 * h2 * w2 * c, b.saved + h * w * c, h * w * c,
+                          max(b.largest, h * w * c))
+            blocks.append(b)
+    c = config.width
     outside_flops += 2 * c * (num_classes or embed_dim)
     outside_saved += 2 * c
     return TowerCost("image (CoAtNet)", blocks, outside_flops, outside_saved)

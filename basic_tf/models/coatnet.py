@@ -116,8 +116,46 @@ def preset_config(preset: str, **overrides) -> CoAtNetConfig:
     return CoAtNetConfig(preset=preset, **overrides)
 
 
-def _downsampled(size: int, stride: int) -> int:
-    return -(-size // stride)  # 'SAME' padding
+def downsampled(size: int, stride: int) -> int:
+    """A map side after a 'SAME'-padded conv or pool of this stride: ceil(size / stride)."""
+    return -(-size // stride)
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockSpec:
+    """One block of the CoAtNet layout: what CoAtNet builds, param_count counts, the planner costs.
+
+    Sizes are feature-map (height, width); None when the walk was given no image size.
+    """
+    index: int                 # 0..num_blocks-1 over all stages (seed, drop-path, remat index)
+    name: str                  # 'stage{s}_block{j}', stages from 1
+    kind: str                  # 'C' MBConv or 'T' relative-attention Transformer
+    in_width: int              # channels in: the stem width or the previous block's width
+    width: int                 # channels out
+    stride: int                # 1, or the stage's stride at its first block
+    in_size: Optional[tuple]   # the map the block reads
+    size: Optional[tuple]      # the map it writes: in_size downsampled by stride
+
+
+def block_specs(config: CoAtNetConfig, image_size=None) -> list:
+    """The blocks of `config` in order, after the stem (two convs, the first stride 2).
+
+    image_size: the images' side (int) or (height, width): block 0 reads the stem's map,
+    ceil(side / 2), and every block's stride divides it further ('SAME' padding). None: no sizes.
+    """
+    size = None
+    if image_size is not None:
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        size = (downsampled(h, 2), downsampled(w, 2))
+    specs, in_width = [], config.stem_width
+    for s, (kind, depth, width, stride) in enumerate(config.stages):
+        for j in range(depth):
+            block_stride = stride if j == 0 else 1
+            out = None if size is None else tuple(downsampled(n, block_stride) for n in size)
+            specs.append(BlockSpec(len(specs), f"stage{s + 1}_block{j}", kind, in_width, width,
+                                   block_stride, size, out))
+            size, in_width = out, width
+    return specs
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")
@@ -148,8 +186,8 @@ class MBConvBlock(keras.layers.Layer):
         hidden_shape = (b, h, w, self.hidden)
         self.bn1.build(hidden_shape)
         self.depthwise.build(hidden_shape)
-        out_hw = (_downsampled(h, self.stride) if h else None,
-                  _downsampled(w, self.stride) if w else None)
+        out_hw = (downsampled(h, self.stride) if h else None,
+                  downsampled(w, self.stride) if w else None)
         self.bn2.build(hidden_shape)
         se_width = max(1, int(cin * self.se_ratio))
         self.se_reduce = keras.layers.Dense(se_width, activation="gelu", name="se_reduce")
@@ -211,7 +249,7 @@ class RelativeAttentionBlock(keras.layers.Layer):
         if h is None or w is None:
             raise ValueError("CoAtNet relative attention needs a static feature-map size; build "
                              "the tower for a fixed image_size")
-        self.grid = (_downsampled(h, self.stride), _downsampled(w, self.stride))
+        self.grid = (downsampled(h, self.stride), downsampled(w, self.stride))
         gh, gw = self.grid
         self.relative_table = self.add_weight(
             shape=((2 * gh - 1) * (2 * gw - 1), self.num_heads), initializer="zeros",
@@ -262,32 +300,26 @@ class CoAtNet(L.Tower, keras.layers.Layer):
         self.stem2 = keras.layers.Conv2D(c.stem_width, 3, 1, padding="same", name="stem_conv2")
         rates = L.drop_path_rates(c.drop_path_rate, c.num_blocks)
         blocks = []
-        for s, (kind, depth, width, stride) in enumerate(c.stages):
-            for j in range(depth):
-                i = len(blocks)
-                name = f"stage{s + 1}_block{j}"
-                block_stride = stride if j == 0 else 1
-                if kind == "C":
-                    block = MBConvBlock(width, block_stride, c.expansion, c.se_ratio, rates[i],
-                                        c.bn_momentum, name=name)
-                else:
-                    block = RelativeAttentionBlock(width, block_stride, c.head_dim, c.mlp_ratio,
-                                                   c.dropout_rate, c.attention_dropout_rate,
-                                                   rates[i], name=name)
-                blocks.append(block)
+        for spec in block_specs(c):
+            if spec.kind == "C":
+                block = MBConvBlock(spec.width, spec.stride, c.expansion, c.se_ratio,
+                                    rates[spec.index], c.bn_momentum, name=spec.name)
+            else:
+                block = RelativeAttentionBlock(spec.width, spec.stride, c.head_dim, c.mlp_ratio,
+                                               c.dropout_rate, c.attention_dropout_rate,
+                                               rates[spec.index], name=spec.name)
+            blocks.append(block)
         self._init_tower(config, output_dim, remat_policy, blocks, norm_epsilon=1e-5)
 
     def build(self, input_shape):
         b, h, w, _ = input_shape
         self.stem1.build(input_shape)
-        h, w = _downsampled(h, 2), _downsampled(w, 2)
-        shape = (b, h, w, self.config.stem_width)
-        self.stem_bn.build(shape)
-        self.stem2.build(shape)
-        for block in self.blocks:
-            block.build(shape)
-            h, w = _downsampled(h, block.stride), _downsampled(w, block.stride)
-            shape = (b, h, w, block.width)
+        specs = block_specs(self.config, (h, w))
+        stem_shape = (b, *specs[0].in_size, self.config.stem_width)
+        self.stem_bn.build(stem_shape)
+        self.stem2.build(stem_shape)
+        for block, spec in zip(self.blocks, specs):
+            block.build((b, *spec.in_size, spec.in_width))
         self._build_head(b, self.config.width)
 
     def call(self, images, seed=None, training=False):

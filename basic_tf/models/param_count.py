@@ -6,7 +6,8 @@ Counts include every weight, BatchNorm moving statistics too (they change CoAtNe
 """
 from typing import Optional, Union
 
-from basic_tf.models.coatnet import PRESETS, CoAtNetConfig, coatnet_config, preset_config
+from basic_tf.models.coatnet import (PRESETS, CoAtNetConfig, block_specs, coatnet_config,
+                                     preset_config)
 from basic_tf.models.text import TextTowerConfig, text_tower_config
 from basic_tf.models.vit import ViTConfig, vit_config
 
@@ -44,10 +45,6 @@ def _classifier_head(width: int, num_classes: int, pre_logits: bool) -> int:
     return (_dense(width, width) if pre_logits else 0) + _dense(width, num_classes)
 
 
-def _ceil_half(n: int, stride: int) -> int:
-    return -(-n // stride)
-
-
 def coatnet_param_count(preset: Union[str, CoAtNetConfig], image_size: int = 224,
                         num_classes: int = 1000, pre_logits: bool = True,
                         output_dim: Optional[int] = None) -> int:
@@ -60,22 +57,16 @@ def coatnet_param_count(preset: Union[str, CoAtNetConfig], image_size: int = 224
     cfg = preset_config(preset) if isinstance(preset, str) else preset
     c0 = cfg.stem_width
     total = _dense(27, c0) + _batch_norm(c0) + _dense(9 * c0, c0)
-    size = _ceil_half(image_size, 2)
-    cin = c0
-    for kind, depth, width, stride in cfg.stages:
-        for j in range(depth):
-            s = stride if j == 0 else 1
-            size = _ceil_half(size, s)
-            if kind == "C":
-                total += _mbconv_params(cin, width, s, cfg)
-            else:
-                heads = width // cfg.head_dim
-                total += (2 * size - 1) ** 2 * heads
-                total += transformer_block_params(cin, width, cfg.mlp_ratio * width)
-            cin = width
-    total += _layer_norm(cin)
-    total += _dense(cin, output_dim, bias=False) if output_dim else 0
-    return total + _classifier_head(cin, num_classes, pre_logits)
+    for b in block_specs(cfg, image_size):
+        if b.kind == "C":
+            total += _mbconv_params(b.in_width, b.width, b.stride, cfg)
+        else:
+            (gh, gw), heads = b.size, b.width // cfg.head_dim
+            total += (2 * gh - 1) * (2 * gw - 1) * heads   # relative-position bias table
+            total += transformer_block_params(b.in_width, b.width, cfg.mlp_ratio * b.width)
+    total += _layer_norm(cfg.width)
+    total += _dense(cfg.width, output_dim, bias=False) if output_dim else 0
+    return total + _classifier_head(cfg.width, num_classes, pre_logits)
 
 
 def vit_param_count(config: Optional[ViTConfig] = None, image_size: int = 224,

@@ -61,3 +61,25 @@ def test_vit_counts():
     tower.build((None, 32, 32, 3))
     assert tower.count_params() == vit_param_count(config, 32, num_classes=0, output_dim=16)
     assert tower(tf.zeros([2, 32, 32, 3])).shape == (2, 16)
+
+
+def test_block_specs_walk_what_the_tower_builds():
+    """The one stage walk (param_count and the planner read it too): hand-computed 'SAME'
+    sides for odd, non-square images and a stride-1 stage, and the tower built from it."""
+    from basic_tf.models.coatnet import block_specs
+    config = CoAtNetConfig(stem_width=8, stages=(("C", 1, 8, 2), ("T", 2, 16, 1),
+                                                 ("C", 1, 24, 2)), head_dim=8)
+    specs = block_specs(config, (33, 20))     # stem: (17, 10)
+    assert [(s.index, s.name, s.kind, s.in_width, s.width, s.stride, s.in_size, s.size)
+            for s in specs] == [
+        (0, "stage1_block0", "C", 8, 8, 2, (17, 10), (9, 5)),
+        (1, "stage2_block0", "T", 8, 16, 1, (9, 5), (9, 5)),
+        (2, "stage2_block1", "T", 16, 16, 1, (9, 5), (9, 5)),
+        (3, "stage3_block0", "C", 16, 24, 2, (9, 5), (5, 3))]
+    assert block_specs(config)[3].size is None
+    tower = CoAtNet(config)
+    tower.build((None, 33, 20, 3))
+    assert [(b.name, b.width, b.stride) for b in tower.blocks] == [
+        (s.name, s.width, s.stride) for s in specs]
+    assert [b.grid for b in tower.blocks[1:3]] == [(9, 5), (9, 5)]
+    assert tower(tf.zeros([1, 33, 20, 3])).shape == (1, 24)
