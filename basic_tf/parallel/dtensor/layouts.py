@@ -11,7 +11,7 @@ The default table ("megatron") splits a Transformer block's weights like Megatro
 matmul of attention (fused qkv) and of the MLP is column-parallel (output features split), the
 second is row-parallel (input features split), so each block needs one all-reduce per branch.
 MBConv blocks follow the same pattern around their depthwise convolution (channels split; the
-depthwise op must be `ops.depthwise_conv2d`, as DTensor cannot differentiate the native one).
+depthwise op must be `ops.depthwise`, as DTensor cannot differentiate the native one).
 Embedding tables are split on width (any vocabulary size works). Dense convolution filters (conv
 stems) stay replicated: DTensor's Conv2D rejects any other filter layout. The small ViT patch
 embedding stays replicated too (on a mesh it is a matmul over patches, `ops.patch_embedding`).
