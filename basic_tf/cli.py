@@ -5,6 +5,12 @@ start-up lines are hidden, `--help` exits with status 0. Importing this module s
 TF_CPP_MIN_LOG_LEVEL (see `quiet_tensorflow_logs`), so it comes before anything that imports
 TensorFlow: TensorFlow reads the variable once, when it loads.
 
+The flags several commands share are defined here, once, by the `define_*_flags` functions a
+program calls at its top (nothing is defined at import): the gin flags (--gin_file,
+--gin_bindings), the tf.distribute strategy (--strategy, --tpu), the trained model and its input
+view (--checkpoint, --untrained, --tokenizer, --seq_len) and the zero-shot classes (--class_names,
+--templates, --labels_by_name). The `*_from_flags` functions read them back.
+
 The console scripts of setup.py (`basic-train`, ...) call the functions at the end of this file,
 which run the very file tools/<name>.py as `__main__` (as `python3 tools/<name>.py` does, so its
 docstring is the help): from basic_tf/tools/ in an installed package (setup.py copies tools/
@@ -14,8 +20,12 @@ import glob
 import os
 import runpy
 import sys
-from typing import Callable
+from typing import Callable, Optional, Sequence, Tuple
 
+from absl import flags
+
+FLAGS = flags.FLAGS
+flags.disclaim_key_flags()   # flags defined here belong to the program that asks: in its --help
 # absl's flags that print help then call sys.exit(1).
 HELP_FLAGS = ("-h", "-?", "--help", "--helpshort", "--helpfull", "--helpxml")
 
@@ -58,6 +68,75 @@ def run(main: Callable) -> None:
         if help_asked and e.code == 1:     # absl exits 1 after printing the help it was asked
             raise SystemExit(0) from None
         raise
+
+
+def define_gin_flags(default_files: Sequence[str] = (),
+                     example: str = "'train.train_steps = 1000'", flag_values=FLAGS) -> None:
+    """--gin_file (repeatable; `default_files` when none is given) and --gin_bindings."""
+    flags.DEFINE_multi_string("gin_file", list(default_files), "Gin file(s), parsed in order: a "
+                              "path or a name in gin/, e.g. tiny", flag_values=flag_values)
+    flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, applied after the gin "
+                              f"files, e.g. {example}", flag_values=flag_values)
+
+
+def parse_gin_flags(flag_values=FLAGS) -> None:
+    """Parses --gin_file then --gin_bindings (basic_tf.config.parse: errors name the file or
+    binding on their first line)."""
+    from basic_tf import config
+    config.parse(flag_values.gin_file, flag_values.gin_bindings)
+
+
+def define_strategy_flags(flag_values=FLAGS) -> None:
+    """--strategy and --tpu (basic_tf/parallel/strategy.py)."""
+    flags.DEFINE_string("strategy", "default", "default | one_device | mirrored[:N] | "
+                        "multi_worker_mirrored | tpu (basic_tf/parallel/strategy.py).",
+                        flag_values=flag_values)
+    flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu ('' or local on a "
+                        "TPU VM).", flag_values=flag_values)
+
+
+def strategy_from_flags(flag_values=FLAGS):
+    """The tf.distribute.Strategy that --strategy and --tpu name."""
+    from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
+    return make_strategy(**parse_strategy_flag(flag_values.strategy), tpu=flag_values.tpu)
+
+
+def define_trained_model_flags(flag_values=FLAGS) -> None:
+    """--checkpoint / --untrained (the weights) and --tokenizer / --seq_len (the text view; the
+    images' view is the gin file's make_dataset bindings)."""
+    flags.DEFINE_string("checkpoint", None, "Trained weights: a training model_dir (its latest "
+                        "checkpoint), a checkpoint prefix (<model_dir>/ckpt-1000) or a Keras "
+                        ".weights.h5 file.", flag_values=flag_values)
+    flags.DEFINE_bool("untrained", False, "Use freshly initialised weights (smoke tests only).",
+                      flag_values=flag_values)
+    flags.DEFINE_string("tokenizer", None, "SentencePiece .model; default: gin "
+                        "make_dataset.tokenizer_path.", flag_values=flag_values)
+    flags.DEFINE_integer("seq_len", None, "Token ids per text; default: gin "
+                         "make_dataset.seq_len (as in training).", flag_values=flag_values)
+
+
+def checkpoint_from_flags(*also: str, flag_values=FLAGS) -> Tuple[Optional[str], str]:
+    """(value, '--flag') of the first of --checkpoint and the flags `also` (e.g. 'model_dir')
+    that is set; (None, '--untrained') with --untrained; a UsageError naming them otherwise."""
+    for name in ("checkpoint",) + also:
+        if flag_values[name].value:
+            return flag_values[name].value, f"--{name}"
+    if flag_values.untrained:
+        return None, "--untrained"
+    from absl import app
+    raise app.UsageError(f"give --{' or --'.join(('checkpoint',) + also)} (or --untrained)")
+
+
+def define_class_flags(flag_values=FLAGS) -> None:
+    """--class_names, --templates and --labels_by_name: the zero-shot classes."""
+    flags.DEFINE_string("class_names", None, "Class names: a set shipped in "
+                        "basic_tf/zeroshot/data (e.g. imagenet1k, fashion_mnist) or a .txt/.json "
+                        "file, in label order.", flag_values=flag_values)
+    flags.DEFINE_string("templates", None, "Prompt templates, '{c}' = the class name: a shipped "
+                        "set (e.g. imagenet1k) or a .txt/.json file.", flag_values=flag_values)
+    flags.DEFINE_bool("labels_by_name", False, "Match --class_names to the labelled records' "
+                      "label names by name (any order); default: they must already be in the "
+                      "records' label order.", flag_values=flag_values)
 
 
 def tool_path(name: str) -> str:

@@ -323,10 +323,10 @@ def main(argv, started_at: Optional[float] = None) -> int:
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
-    from basic_tf import config
+    from basic_tf import cli
 
     FLAGS = flags.FLAGS
-    config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+    cli.parse_gin_flags()
     try:
         run_demo(FLAGS.out, started_at=started_at)
     except FileNotFoundError as e:   # missing data: the message says what to install
@@ -345,8 +345,6 @@ def console_main() -> None:
 
     flags.DEFINE_string("out", None, "Output directory (data, checkpoints, export, report.json); "
                         "an existing one is resumed.")
-    flags.DEFINE_multi_string("gin_file", ["demo"], "Gin file(s): a path or a name in gin/.")
-    flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. "
-                              "'TRAIN_STEPS = 100'.")
+    cli.define_gin_flags(["demo"], example="'TRAIN_STEPS = 100'")
     flags.mark_flag_as_required("out")
     cli.run(lambda argv: main(argv, started_at))

@@ -22,8 +22,8 @@ Examples:
       --tokenizer=/tmp/demo/data/spm.model --tfrecords='/tmp/demo/data/test-*.tfrecord' \
       --class_names=fashion_mnist --templates=fashion_mnist --strategy=mirrored
   # make_dataset bindings given on the training command line must be given here too
-  python3 tools/evaluate.py --gin_file=tiny --gin_param=make_dataset.image_size=32 \
-      --gin_param=make_dataset.seq_len=16 --tokenizer=/data/sp.model --model_dir=/tmp/tiny \
+  python3 tools/evaluate.py --gin_file=tiny --gin_bindings=make_dataset.image_size=32 \
+      --gin_bindings=make_dataset.seq_len=16 --tokenizer=/data/sp.model --model_dir=/tmp/tiny \
       --tfds_name=imagenet2012 --tfds_data_dir=~/tensorflow_datasets --out=/tmp/tiny/eval.json
 
 Writes --out (JSON: per task counts, accuracies, per-class accuracy, confusion matrix up to 100
@@ -34,21 +34,12 @@ from absl import app, flags
 from basic_tf import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin files (path or name in gin/), e.g. tiny.")
-flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. "
-                          "'evaluate_classification.k=10'.")
-flags.DEFINE_string("checkpoint", None, "Training checkpoint: a path prefix (ckpt-1000), a "
-                    "directory (its latest checkpoint) or a Keras .weights.h5 file.")
+cli.define_gin_flags(example="'evaluate_classification.k=10'")
+cli.define_trained_model_flags()
 flags.DEFINE_string("model_dir", None, "Training model_dir: its latest checkpoint is evaluated "
                     "(same as --checkpoint=<model_dir>).")
-flags.DEFINE_bool("untrained", False, "Evaluate freshly initialised weights (smoke tests only).")
-flags.DEFINE_string("tokenizer", None, "SentencePiece .model; default: gin "
-                    "make_dataset.tokenizer_path.")
-flags.DEFINE_integer("seq_len", None, "Token ids per text; default: gin make_dataset.seq_len (as "
-                     "in training).")
-flags.DEFINE_string("strategy", "default", "default | one_device | mirrored[:N] | "
-                    "multi_worker_mirrored | tpu (see basic_tf/parallel/strategy.py).")
-flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu.")
+cli.define_strategy_flags()
+cli.define_class_flags()
 flags.DEFINE_multi_string("tfds_name", [], "TFDS classification set(s) prepared locally: "
                           "imagenet2012, imagenet_v2, imagenet_a, imagenet_r, imagenet_sketch, "
                           "cifar10, cifar100, mnist, fashion_mnist, or any other with "
@@ -61,12 +52,6 @@ flags.DEFINE_string("tfrecords", None, "Glob of labelled TFRecord shards (basic_
                     "for classification; needs --class_names and --templates.")
 flags.DEFINE_string("retrieval_tfrecords", None, "Glob of captioned TFRecord shards for "
                     "image<->text retrieval.")
-flags.DEFINE_string("class_names", None, "Class-name set or .txt/.json file (overrides the TFDS "
-                    "preset).")
-flags.DEFINE_string("templates", None, "Template set or .txt/.json file, '{c}' = class name "
-                    "(overrides the TFDS preset).")
-flags.DEFINE_bool("labels_by_name", False, "--tfrecords: match --class_names to the records' "
-                  "label names by name (any order) instead of requiring label order.")
 flags.DEFINE_string("predictions", None, "Write per-image predictions here: .csv or .jsonl "
                     "(task, example id, label, top-k class names and scores; --tfrecords ids "
                     "are strings, which a TPU infeed cannot carry).")
@@ -84,21 +69,16 @@ def main(argv):
                              "--retrieval_tfrecords")
     if FLAGS.tfrecords and not (FLAGS.class_names and FLAGS.templates):
         raise app.UsageError("--tfrecords needs --class_names and --templates")
-    checkpoint, source = ((FLAGS.checkpoint, "--checkpoint") if FLAGS.checkpoint
-                          else (FLAGS.model_dir, "--model_dir"))
-    if not (checkpoint or FLAGS.untrained):
-        raise app.UsageError("give --checkpoint or --model_dir (or --untrained)")
-    from basic_tf import config
+    checkpoint, source = cli.checkpoint_from_flags("model_dir")
     from basic_tf.data import data_config
     from basic_tf.data.tokenizer import Tokenizer
     from basic_tf.models import DualEncoder
-    from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
     from basic_tf.training.checkpoints import restore_model
     from basic_tf.zeroshot import labels, prompts, report, run
 
     if FLAGS.predictions:
         report.check_predictions_path(FLAGS.predictions)
-    config.parse(FLAGS.gin_file, FLAGS.gin_param)
+    cli.parse_gin_flags()
     data = data_config.from_gin(tokenizer_path=FLAGS.tokenizer, seq_len=FLAGS.seq_len)
     tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
     tasks = [run.tfds_task(name, data, FLAGS.tfds_data_dir, FLAGS.split, FLAGS.batch_size,
@@ -114,14 +94,14 @@ def main(argv):
     if FLAGS.retrieval_tfrecords:
         tasks.append(run.retrieval_task(FLAGS.retrieval_tfrecords, tokenizer, data,
                                         FLAGS.batch_size, FLAGS.max_captions))
-    strategy = make_strategy(**parse_strategy_flag(FLAGS.strategy), tpu=FLAGS.tpu)
+    strategy = cli.strategy_from_flags()
     with strategy.scope():
         model = DualEncoder()
     data.check_model(model.image_size, model.max_text_len)
     restored = restore_model(model, checkpoint, source) if checkpoint else "untrained"
     run.run_and_report(model, tokenizer, tasks, strategy, FLAGS.out,
                        metadata={"checkpoint": restored, "gin_files": FLAGS.gin_file,
-                                 "gin_params": FLAGS.gin_param, "strategy": FLAGS.strategy,
+                                 "gin_bindings": FLAGS.gin_bindings, "strategy": FLAGS.strategy,
                                  "replicas": strategy.num_replicas_in_sync,
                                  "data_config": data.as_dict()},
                        max_steps=FLAGS.max_steps, predictions_path=FLAGS.predictions)

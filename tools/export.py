@@ -25,25 +25,14 @@ from absl import app, flags, logging
 from basic_tf import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin files (path or name in gin/), e.g. tiny.")
-flags.DEFINE_multi_string("gin_param", [], "Extra gin bindings, e.g. 'export_for_serving.top_k=3'.")
-flags.DEFINE_string("checkpoint", None, "Trained weights: a Keras .weights.h5 file, a TF "
-                    "checkpoint prefix (tf.train.Checkpoint(model=...)) or a directory (its "
-                    "latest TF checkpoint). Required unless --untrained.")
-flags.DEFINE_bool("untrained", False, "Export freshly initialised weights (smoke tests only).")
-flags.DEFINE_string("tokenizer", None,
-                    "SentencePiece .model; default: gin make_dataset.tokenizer_path.")
-flags.DEFINE_integer("seq_len", None, "Token ids per text; default: gin make_dataset.seq_len (as "
-                     "in training).")
+cli.define_gin_flags(example="'export_for_serving.top_k=3'")
+cli.define_trained_model_flags()
+cli.define_class_flags()
 flags.DEFINE_string("export_dir", None, "Root folder TF Serving reads (holds models.config).")
 flags.DEFINE_string("model_name", "basic", "Served model name: /v1/models/<name>:predict.")
 flags.DEFINE_integer("version", None, "Version folder (integer >= 1); default: next free one.")
-flags.DEFINE_string("class_names", None, "Class-name set (e.g. imagenet1k) or .txt/.json file.")
-flags.DEFINE_string("templates", None, "Template set (e.g. imagenet1k) or .txt/.json file.")
 flags.DEFINE_bool("allow_nameless_classes", False, "Export even if a class lost its name in "
                   "every prompt (prompts cut at the token length); refused by default.")
-flags.DEFINE_bool("labels_by_name", False, "Order --class_names as the training records' labels, "
-                  "matched by name (default: they must already be in that order).")
 flags.DEFINE_string("base_path_prefix", None, "Where the server sees --export_dir, for "
                     "models.config (e.g. /models in a container). Default: --export_dir.")
 
@@ -52,8 +41,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     missing = [f for f in ("export_dir", "class_names", "templates") if not FLAGS[f].value]
-    if missing or not (FLAGS.checkpoint or FLAGS.untrained):
-        raise app.UsageError(f"give --{', --'.join(missing or ['checkpoint (or --untrained)'])}")
+    if missing:
+        raise app.UsageError(f"give --{', --'.join(missing)}")
+    checkpoint, source = cli.checkpoint_from_flags()
     from basic_tf import config
     from basic_tf.data import data_config
     from basic_tf.data.tokenizer import Tokenizer
@@ -62,7 +52,7 @@ def main(argv):
     from basic_tf.training.checkpoints import restore_model
     from basic_tf.zeroshot import labels, prompts
 
-    config.parse(FLAGS.gin_file, FLAGS.gin_param)
+    cli.parse_gin_flags()
     data = data_config.from_gin(tokenizer_path=FLAGS.tokenizer, seq_len=FLAGS.seq_len)
     tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
     records = (config.bound_value("make_dataset.eval_file_pattern", None)
@@ -71,8 +61,8 @@ def main(argv):
                                           FLAGS.labels_by_name)
     model = DualEncoder()
     data.check_model(model.image_size, model.max_text_len)
-    if FLAGS.checkpoint:
-        logging.info("restored the model from %s", restore_model(model, FLAGS.checkpoint))
+    if checkpoint:
+        logging.info("restored the model from %s", restore_model(model, checkpoint, source))
     path = export_for_serving(
         model, tokenizer, FLAGS.export_dir, class_names, prompts.load_templates(FLAGS.templates),
         model_name=FLAGS.model_name, version=FLAGS.version,

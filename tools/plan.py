@@ -13,12 +13,10 @@ are analytic (basic_tf/planner.py); benchmarks/planner_memory.py checks them aga
 """
 from absl import flags
 
-from basic_tf import cli, config, planner
+from basic_tf import cli, planner
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", ["tiny"], "Gin file(s): a path or a name in gin/.")
-flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. "
-                          "\"train.remat = 'every_block'\".")
+cli.define_gin_flags(["tiny"], example="\"train.remat = 'every_block'\"")
 flags.DEFINE_integer("global_batch", 1024, "Contrastive batch over all replicas.")
 flags.DEFINE_integer("replicas", 1, "Data-parallel replicas (ignored when --mesh is given).")
 flags.DEFINE_string("mesh", "", "Device mesh 'batch:D,model:M' (D data replicas x M model "
@@ -31,7 +29,7 @@ flags.DEFINE_enum("activation_dtype", "float32", ["float32", "bfloat16"],
 
 def main(argv):
     del argv
-    config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
+    cli.parse_gin_flags()
     data, model = planner.parse_mesh(FLAGS.mesh, FLAGS.replicas)
     print(planner.report(FLAGS.global_batch, data, model, FLAGS.device_memory_gb,
                          optimizer=FLAGS.optimizer,

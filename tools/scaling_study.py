@@ -23,9 +23,8 @@ from basic_tf import cli
 from benchmarks import scaling_plot, scaling_study
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", ["demo"], "Gin file(s) of the model to train.")
-flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings (after the dataset's own: "
-                          "grid sets IMAGE_SIZE = 56 and SEQ_LEN = 64).")
+cli.define_gin_flags(["demo"], example="'TRAIN_STEPS = 100' (the dataset's own come first: "
+                     "grid sets IMAGE_SIZE = 56 and SEQ_LEN = 64)")
 flags.DEFINE_enum("dataset", "grid", ["grid", "fashion_mnist"],
                   "grid: four garments per 56x56 image, captions naming them in position (10^4 "
                   "caption contents); fashion_mnist: single garments, 10 contents (first study).")

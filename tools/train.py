@@ -42,15 +42,10 @@ from absl import app, flags, logging
 from basic_tf import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("gin_file", [], "Gin file(s): a path or a name in gin/, e.g. tiny.")
-flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, e.g. "
-                          "'train.train_steps = 1000'.")
+cli.define_gin_flags()
+cli.define_strategy_flags()
 flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and the operative gin config; "
                     "an existing checkpoint here is resumed.")
-flags.DEFINE_string("strategy", "default", "default | one_device | mirrored[:N] | "
-                    "multi_worker_mirrored | tpu (basic_tf/parallel/strategy.py).")
-flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu ('' or local on a "
-                    "TPU VM).")
 flags.DEFINE_string("mesh", None, "Model parallelism: a DTensor mesh 'batch:B,model:M' of all "
                     "local devices (same as the binding train.mesh); default --strategy only.")
 flags.DEFINE_integer("virtual_cpu_devices", None, "Split the host CPU into N logical devices "
@@ -72,9 +67,7 @@ def main(argv):
         devices = [tf.config.LogicalDeviceConfiguration()
                    for _ in range(FLAGS.virtual_cpu_devices)]
         tf.config.set_logical_device_configuration(cpu, devices)
-    from basic_tf import config
     from basic_tf.data.skips import input_error_message
-    from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
     from basic_tf.training import loop, preemption
     from basic_tf.training.checkpoints import CheckpointWriteError
     from basic_tf.training.trainer import NonFiniteLossError
@@ -86,9 +79,8 @@ def main(argv):
         except ValueError as e:
             raise app.UsageError(str(e)) from None
     try:
-        config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-        strategy = make_strategy(**parse_strategy_flag(FLAGS.strategy), tpu=FLAGS.tpu)
-        result = loop.train(FLAGS.model_dir, strategy,
+        cli.parse_gin_flags()
+        result = loop.train(FLAGS.model_dir, cli.strategy_from_flags(),
                             **({"mesh": FLAGS.mesh} if FLAGS.mesh else {}))
     except NonFiniteLossError as e:
         logging.error("%s", e)

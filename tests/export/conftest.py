@@ -83,7 +83,7 @@ def exported(model, tokenizer_path, tmp_path_factory):
                f"--export_dir={work / 'serve'}",
                "--model_name=tiny", f"--class_names={work / 'classes.json'}",
                f"--templates={work / 'templates.json'}"]
-    command += [f"--gin_param={b}" for b in bindings]
+    command += [f"--gin_bindings={b}" for b in bindings]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     path = str(work / "serve" / "tiny" / "1")

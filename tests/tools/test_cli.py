@@ -31,6 +31,8 @@ def test_help_exits_zero_and_explains_the_tool(tool):
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.lstrip().startswith(_first_docstring_line(tool)), proc.stdout[:500]
     assert "--" in proc.stdout and "Traceback" not in proc.stderr
+    if tool in ("train", "evaluate", "export", "plan", "scaling_study"):   # cli's shared flags
+        assert "--gin_file" in proc.stdout and "--gin_bindings" in proc.stdout, proc.stdout
 
 
 def _first_docstring_line(tool):
@@ -65,3 +67,37 @@ def test_asked_for_help():
     assert cli.asked_for_help(["prog", "-h"])
     assert not cli.asked_for_help(["prog", "--model_dir=x"])
     assert not cli.asked_for_help(["prog", "--", "--help"])   # after "--": an argument
+
+
+def test_shared_flags_are_defined_once_and_read_back():
+    from absl import app, flags
+    fv = flags.FlagValues()
+    cli.define_gin_flags(["tiny"], flag_values=fv)
+    cli.define_strategy_flags(flag_values=fv)
+    cli.define_trained_model_flags(flag_values=fv)
+    cli.define_class_flags(flag_values=fv)
+    flags.DEFINE_string("model_dir", None, "", flag_values=fv)
+    fv(["prog", "--gin_bindings=A = 1", "--gin_bindings=B = 2", "--model_dir=/m"])
+    assert (fv.gin_file, fv.gin_bindings, fv.strategy) == (["tiny"], ["A = 1", "B = 2"],
+                                                           "default")
+    assert cli.checkpoint_from_flags("model_dir", flag_values=fv) == ("/m", "--model_dir")
+    fv["checkpoint"].parse("/m/ckpt-3")   # --checkpoint wins over --model_dir
+    assert cli.checkpoint_from_flags("model_dir", flag_values=fv) == ("/m/ckpt-3", "--checkpoint")
+    fv.unparse_flags()
+    fv(["prog"])
+    with pytest.raises(app.UsageError, match=r"^give --checkpoint or --model_dir \(or "):
+        cli.checkpoint_from_flags("model_dir", flag_values=fv)
+    fv(["prog", "--untrained"])
+    assert cli.checkpoint_from_flags(flag_values=fv) == (None, "--untrained")
+    with pytest.raises(flags.UnrecognizedFlagError, match="gin_param"):  # one name: gin_bindings
+        fv(["prog", "--gin_param=A = 1"])
+
+
+def test_gin_and_strategy_flags_are_defined_only_in_cli():
+    """Each program calls cli.define_*_flags; none defines its own copy (nor --gin_param)."""
+    shared = re.compile(r"DEFINE_\w+\(\s*\"(gin_file|gin_bindings|gin_param|strategy|tpu)\"")
+    programs = [os.path.join(REPO, "tools", f"{tool}.py") for tool in TOOLS]
+    programs.append(os.path.join(REPO, "basic_tf", "demo.py"))
+    for path in programs:
+        with open(path, encoding="utf-8") as f:
+            assert not shared.search(f.read()), path

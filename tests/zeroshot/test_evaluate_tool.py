@@ -99,7 +99,7 @@ def test_tool_on_tiny_model(data, tmp_path):
     model.save_weights(ckpt)
     out = str(tmp_path / "eval.json")
     cmd = [sys.executable, os.path.join(REPO, "tools", "evaluate.py"), "--gin_file=models/tiny",
-           "--gin_param=make_dataset.image_size=32", "--gin_param=make_dataset.seq_len=16",
+           "--gin_bindings=make_dataset.image_size=32", "--gin_bindings=make_dataset.seq_len=16",
            f"--checkpoint={ckpt}", f"--tokenizer={data['tokenizer']}",
            f"--tfrecords={data['pattern']}", f"--retrieval_tfrecords={data['retrieval']}",
            f"--class_names={data['root'] / 'names.txt'}",
