@@ -65,13 +65,17 @@ class Dropout(keras.layers.Layer):
     def __init__(self, rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= rate < 1.0:
-            raise ValueError(f"Dropout rate={rate} must be in [0, 1)")
+            raise ValueError(f"{type(self).__name__} rate={rate} must be in [0, 1)")
         self.rate = rate
+
+    def mask_shape(self, x: tf.Tensor) -> tf.Tensor:
+        """Shape of the keep mask, broadcast over x: one draw per element."""
+        return tf.shape(x)
 
     def call(self, x, seed, training=False):
         if not training or self.rate == 0.0:
             return x
-        keep = stateless_uniform(tf.shape(x), seed) >= self.rate
+        keep = stateless_uniform(self.mask_shape(x), seed) >= self.rate
         return tf.where(keep, x / tf.cast(1.0 - self.rate, x.dtype), tf.zeros_like(x))
 
     def get_config(self):
@@ -79,24 +83,12 @@ class Dropout(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")
-class StochasticDepth(keras.layers.Layer):
+class StochasticDepth(Dropout):
     """Stateless per-example residual-branch drop (drop path): x [B, ...] -> x or 0, rescaled."""
 
-    def __init__(self, rate: float = 0.0, **kwargs):
-        super().__init__(**kwargs)
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"StochasticDepth rate={rate} must be in [0, 1)")
-        self.rate = rate
-
-    def call(self, x, seed, training=False):
-        if not training or self.rate == 0.0:
-            return x
-        shape = tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
-        keep = stateless_uniform(shape, seed) >= self.rate
-        return tf.where(keep, x / tf.cast(1.0 - self.rate, x.dtype), tf.zeros_like(x))
-
-    def get_config(self):
-        return {**super().get_config(), "rate": self.rate}
+    def mask_shape(self, x: tf.Tensor) -> tf.Tensor:
+        """[B, 1, ..., 1]: one draw per example."""
+        return tf.concat([tf.shape(x)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], axis=0)
 
 
 _STATISTICS_FROZEN = TraceFlag()
