@@ -237,20 +237,10 @@ class _Trained:
 
     def get(self):
         if self._pair is None:
-            from basic_tf.data import data_config
-            from basic_tf.data.tokenizer import Tokenizer
-            from basic_tf.models import DualEncoder
-            from basic_tf.training.checkpoints import restore_model
+            from basic_tf.training.checkpoints import load_trained_model
 
-            model = DualEncoder()
-            restore_model(model, self.model_dir, "demo model_dir")
-            data = data_config.from_gin(tokenizer_path=self.spm_path).check_model(
-                model.image_size, model.max_text_len)
-            tokenizer = Tokenizer(self.spm_path, data.seq_len)
-            if tokenizer.vocab_size > model.text_config.vocab_size:
-                raise ValueError(f"{self.spm_path} has {tokenizer.vocab_size} pieces but "
-                                 f"text_tower_config.vocab_size is "
-                                 f"{model.text_config.vocab_size}")
+            model, tokenizer, _, _ = load_trained_model(self.model_dir, "demo model_dir",
+                                                        self.spm_path)
             self._pair = (model, tokenizer)
         return self._pair
 

@@ -70,17 +70,15 @@ def main(argv):
     if FLAGS.tfrecords and not (FLAGS.class_names and FLAGS.templates):
         raise app.UsageError("--tfrecords needs --class_names and --templates")
     checkpoint, source = cli.checkpoint_from_flags("model_dir")
-    from basic_tf.data import data_config
-    from basic_tf.data.tokenizer import Tokenizer
-    from basic_tf.models import DualEncoder
-    from basic_tf.training.checkpoints import restore_model
+    from basic_tf.training.checkpoints import load_trained_model
     from basic_tf.zeroshot import labels, prompts, report, run
 
     if FLAGS.predictions:
         report.check_predictions_path(FLAGS.predictions)
     cli.parse_gin_flags()
-    data = data_config.from_gin(tokenizer_path=FLAGS.tokenizer, seq_len=FLAGS.seq_len)
-    tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
+    strategy = cli.strategy_from_flags()
+    model, tokenizer, data, restored = load_trained_model(checkpoint, source, FLAGS.tokenizer,
+                                                          FLAGS.seq_len, strategy)
     tasks = [run.tfds_task(name, data, FLAGS.tfds_data_dir, FLAGS.split, FLAGS.batch_size,
                            FLAGS.class_names, FLAGS.templates)
              for name in FLAGS.tfds_name]
@@ -94,13 +92,8 @@ def main(argv):
     if FLAGS.retrieval_tfrecords:
         tasks.append(run.retrieval_task(FLAGS.retrieval_tfrecords, tokenizer, data,
                                         FLAGS.batch_size, FLAGS.max_captions))
-    strategy = cli.strategy_from_flags()
-    with strategy.scope():
-        model = DualEncoder()
-    data.check_model(model.image_size, model.max_text_len)
-    restored = restore_model(model, checkpoint, source) if checkpoint else "untrained"
     run.run_and_report(model, tokenizer, tasks, strategy, FLAGS.out,
-                       metadata={"checkpoint": restored, "gin_files": FLAGS.gin_file,
+                       metadata={"checkpoint": restored or "untrained", "gin_files": FLAGS.gin_file,
                                  "gin_bindings": FLAGS.gin_bindings, "strategy": FLAGS.strategy,
                                  "replicas": strategy.num_replicas_in_sync,
                                  "data_config": data.as_dict()},

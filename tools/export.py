@@ -45,24 +45,19 @@ def main(argv):
         raise app.UsageError(f"give --{', --'.join(missing)}")
     checkpoint, source = cli.checkpoint_from_flags()
     from basic_tf import config
-    from basic_tf.data import data_config
-    from basic_tf.data.tokenizer import Tokenizer
     from basic_tf.export import export_for_serving
-    from basic_tf.models import DualEncoder
-    from basic_tf.training.checkpoints import restore_model
+    from basic_tf.training.checkpoints import load_trained_model
     from basic_tf.zeroshot import labels, prompts
 
     cli.parse_gin_flags()
-    data = data_config.from_gin(tokenizer_path=FLAGS.tokenizer, seq_len=FLAGS.seq_len)
-    tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
+    model, tokenizer, data, restored = load_trained_model(checkpoint, source, FLAGS.tokenizer,
+                                                          FLAGS.seq_len)
+    if restored:
+        logging.info("restored the model from %s", restored)
     records = (config.bound_value("make_dataset.eval_file_pattern", None)
                or config.bound_value("make_dataset.file_pattern", None))
     class_names = labels.names_for_export(prompts.load_class_names(FLAGS.class_names), records,
                                           FLAGS.labels_by_name)
-    model = DualEncoder()
-    data.check_model(model.image_size, model.max_text_len)
-    if checkpoint:
-        logging.info("restored the model from %s", restore_model(model, checkpoint, source))
     path = export_for_serving(
         model, tokenizer, FLAGS.export_dir, class_names, prompts.load_templates(FLAGS.templates),
         model_name=FLAGS.model_name, version=FLAGS.version,
