@@ -58,8 +58,13 @@ def run_case(cfg: dict) -> None:
     from basic_tf.training.trainer import step_seed
     from basic_tf.training.update import apply_update
 
+    from basic_tf.parallel.remat import RematPolicy
+
     name = cfg["name"]
     config.parse(cfg.get("gin", ["models/tiny"]), cfg.get("bindings", []))
+    # The step's settings as train() receives them (gin `train.*`), passed on as train does.
+    micro = config.bound_value("train.num_micro_batches", 1)
+    remat = RematPolicy.parse(config.bound_value("train.remat", "none"), name="train.remat")
     batch, steps, rtol = cfg.get("batch", 16), cfg.get("steps", 5), cfg.get("rtol", 1e-5)
     keras.utils.set_random_seed(0)
     init = DualEncoder().get_weights()
@@ -73,13 +78,13 @@ def run_case(cfg: dict) -> None:
 
     def run(mesh_shape):
         start = time.process_time()
-        model = DualEncoder()
+        model = DualEncoder(remat_policy=remat)
         model.set_weights(init)
         mesh = plan = None
         if mesh_shape is not None:
             mesh = pd.make_mesh(*mesh_shape, device_type="CPU")
             plan = pd.shard_model(model, mesh, pd.layout_rules())
-        task = ContrastiveTask(model)
+        task = ContrastiveTask(model, num_micro_batches=micro)
         optimizer = make_optimizer(task.trainable_variables)
         if mesh is None:
             batch_in = {"images": tf.constant(images), "token_ids": tf.constant(tokens)}
@@ -111,7 +116,8 @@ def run_case(cfg: dict) -> None:
                                                 "total_cpu_s": time.process_time() - start}
 
     ref_losses, ref_weights, learning_rate, ref_cost = run(None)
-    _emit({"case": name, "reference": {"losses": ref_losses, **ref_cost}})
+    _emit({"case": name, "reference": {"losses": ref_losses, "num_micro_batches": micro,
+                                       "remat": str(remat), **ref_cost}})
     floor = steps * learning_rate
     for shape in cfg["meshes"]:
         key = "x".join(map(str, shape))
