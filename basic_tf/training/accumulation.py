@@ -82,10 +82,9 @@ def _split(x: tf.Tensor, num_micro_batches: int) -> tf.Tensor:
                                     tf.shape(x)[1:]], axis=0))
 
 
-def _dense_grads(grads, variables) -> list:
-    """tape.gradient's output with None (unconnected) as zeros and IndexedSlices made dense."""
-    return [tf.zeros(v.shape, v.dtype) if g is None else tf.convert_to_tensor(g)
-            for g, v in zip(grads, variables)]
+def _zeros_for_none(grads, variables) -> list:
+    """Gradients with None (a variable the loss does not reach) replaced by zeros."""
+    return [tf.zeros(v.shape, v.dtype) if g is None else g for g, v in zip(grads, variables)]
 
 
 def _loss_and_embedding_grads(loss_fn, image_emb, text_emb, head_vars):
@@ -199,7 +198,7 @@ def compute_contrastive_step(encode_image_fn: Callable, encode_text_fn: Callable
             image_emb = encode_image_fn(images, image_seed)
             text_emb = encode_text_fn(token_ids, text_seed)
             loss = loss_fn(image_emb, text_emb)
-        grads = _dense_grads(tape.gradient(loss, variables), variables)
+        grads = _zeros_for_none(tape.gradient(loss, variables), variables)
         return ContrastiveStep(loss, grads, image_emb, text_emb)
 
     image_emb, text_emb = _embed_without_tape((encode_image_fn, encode_text_fn), images_mb,
@@ -210,5 +209,5 @@ def compute_contrastive_step(encode_image_fn: Callable, encode_text_fn: Callable
         [(encode_image_fn, images_mb, _split(d_image, num_micro_batches), image_vars),
          (encode_text_fn, tokens_mb, _split(d_text, num_micro_batches), text_vars)],
         seed, replica_id)
-    return ContrastiveStep(loss, _dense_grads(tower_sums + head_grads, variables), image_emb,
+    return ContrastiveStep(loss, _zeros_for_none(tower_sums + head_grads, variables), image_emb,
                            text_emb)

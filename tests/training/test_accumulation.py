@@ -168,6 +168,18 @@ def test_compiles_with_xla_and_matches():
     _assert_grads_close([_dense(g) for g in grads], want, model.trainable_variables)
 
 
+def _frozen_image_reference(model, images, tokens, loss_fn, variables):
+    """Plain full-batch tape, M = 2 on one device, the image tower in inference mode."""
+    half = BATCH // 2
+    with tf.GradientTape() as tape:
+        image_emb = model.encode_image(images)
+        text_emb = tf.concat([model.encode_text(tokens[m * half:(m + 1) * half], training=True,
+                                                seed=micro_batch_seeds(SEED, 0, m)[1])
+                              for m in (0, 1)], 0)
+        loss = loss_fn(image_emb, text_emb)
+    return loss.numpy(), [_dense(g) for g in tape.gradient(loss, variables)]
+
+
 def test_custom_loss_and_frozen_tower_need_no_edit_of_the_accumulation():
     """GradCache-style hooks: a loss the accumulation has never seen (a scaled cosine
     regression with its own variable) and a frozen image tower (inference mode, no variable
@@ -179,25 +191,18 @@ def test_custom_loss_and_frozen_tower_need_no_edit_of_the_accumulation():
     def loss_fn(image_emb, text_emb):  # mean (w * cos - 1)^2 over the pairs
         return tf.reduce_mean((weight * tf.reduce_sum(image_emb * text_emb, 1) - 1.0) ** 2)
 
-    encode_image = lambda x, seed: model.encode_image(x, training=False)
-    encode_text = lambda t, seed: model.encode_text(t, training=True, seed=seed)
     text_vars = list(model.text_trainable_variables)
     step = tf.function(lambda: compute_contrastive_step(
-        encode_image, encode_text, loss_fn, tf.constant(images), tf.constant(tokens),
+        lambda x, seed: model.encode_image(x, training=False),
+        lambda t, seed: model.encode_text(t, training=True, seed=seed),
+        loss_fn, tf.constant(images), tf.constant(tokens),
         image_variables=[], text_variables=text_vars, head_variables=[weight],
         embed_dim=model.embed_dim, num_micro_batches=2, seed=SEED))()
     assert len(step.grads) == len(text_vars) + 1  # nothing for the frozen tower
-
-    with tf.GradientTape() as tape:
-        image_emb = tf.concat([model.encode_image(images[m * 8:(m + 1) * 8]) for m in (0, 1)], 0)
-        text_emb = tf.concat([model.encode_text(tokens[m * 8:(m + 1) * 8], training=True,
-                                                seed=micro_batch_seeds(SEED, 0, m)[1])
-                              for m in (0, 1)], 0)
-        want_loss = loss_fn(image_emb, text_emb)
-    want = tape.gradient(want_loss, text_vars + [weight])
-    np.testing.assert_allclose(step.loss.numpy(), want_loss.numpy(), rtol=1e-5)
-    _assert_grads_close([_dense(g) for g in step.grads], [_dense(g) for g in want],
-                        text_vars + [weight])
+    want_loss, want = _frozen_image_reference(model, images, tokens, loss_fn,
+                                              text_vars + [weight])
+    np.testing.assert_allclose(step.loss.numpy(), want_loss, rtol=1e-5)
+    _assert_grads_close([_dense(g) for g in step.grads], want, text_vars + [weight])
 
 
 def test_locked_image_tower_trains_only_its_projection_and_text_grads_stay_exact():
@@ -211,17 +216,11 @@ def test_locked_image_tower_trains_only_its_projection_and_text_grads_stay_exact
                   if any(v is w for w in model.image_tower.variables)]
     assert image_side and {id(v) for v in image_side} == projection
     step = tf.function(lambda: task.gradients(tf.constant(images), tf.constant(tokens), SEED))()
-
-    with tf.GradientTape() as tape:
-        image_emb = tf.concat([model.encode_image(images[m * 8:(m + 1) * 8]) for m in (0, 1)], 0)
-        text_emb = tf.concat([model.encode_text(tokens[m * 8:(m + 1) * 8], training=True,
-                                                seed=micro_batch_seeds(SEED, 0, m)[1])
-                              for m in (0, 1)], 0)
-        want_loss = losses.contrastive_loss(image_emb, text_emb, model.logit_scale)
-    want = tape.gradient(want_loss, task.trainable_variables)
-    np.testing.assert_allclose(step.loss.numpy(), want_loss.numpy(), rtol=1e-5)
-    _assert_grads_close([_dense(g) for g in step.grads], [_dense(g) for g in want],
-                        task.trainable_variables)
+    want_loss, want = _frozen_image_reference(
+        model, images, tokens, lambda i, t: losses.contrastive_loss(i, t, model.logit_scale),
+        task.trainable_variables)
+    np.testing.assert_allclose(step.loss.numpy(), want_loss, rtol=1e-5)
+    _assert_grads_close([_dense(g) for g in step.grads], want, task.trainable_variables)
 
 
 def test_indivisible_batch_is_a_clear_error():
