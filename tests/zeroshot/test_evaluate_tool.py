@@ -88,7 +88,8 @@ def test_tool_on_tiny_model(data, tmp_path):
     """tools/evaluate.py on tiny DualEncoder weights equals an in-process NumPy reference.
 
     The weights travel as a Keras .weights.h5 file: the models' tf.train.Checkpoint misses the
-    blocks kept in Python lists (see test_run.py::test_restore_refuses_a_partial_checkpoint)."""
+    blocks kept in Python lists (see
+    tests/training/test_restore.py::test_restore_refuses_a_partial_checkpoint)."""
     from basic_tf import config
     from basic_tf.models import DualEncoder
 
