@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from basic_tf.models import layers as L
-from basic_tf.parallel.dtensor import ops as mesh_ops
+from basic_tf.models import mesh_ops
 from basic_tf.parallel.remat import RematPolicy
 
 # Stage = (block type 'C' (MBConv) or 'T' (Transformer), depth, width, stride of its first block).

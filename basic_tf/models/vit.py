@@ -11,7 +11,7 @@ import keras
 import tensorflow as tf
 
 from basic_tf.models import layers as L
-from basic_tf.parallel.dtensor import ops as mesh_ops
+from basic_tf.models import mesh_ops
 from basic_tf.parallel.remat import RematPolicy
 
 POOLINGS = ("cls", "gap")

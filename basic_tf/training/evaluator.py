@@ -11,8 +11,7 @@ import orbit
 import tensorflow as tf
 
 from basic_tf import losses
-from basic_tf.parallel.dtensor import ops as mesh_ops
-from basic_tf.parallel.dtensor import to_numpy
+from basic_tf.parallel.dtensor import mesh_formulations, to_numpy
 
 EvalFn = Callable[[object], Dict[str, float]]
 
@@ -56,7 +55,7 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
     def eval_step(self, iterator):
         if self.mesh is None:  # orbit compiled this step (and its loop)
             return self.eval_batch(next(iterator))
-        with mesh_ops.mesh_formulations():
+        with mesh_formulations():
             return self._compiled_batch(next(iterator))
 
     @tf.autograph.experimental.do_not_convert  # plain Python; converting the model is slow

@@ -43,8 +43,7 @@ import orbit
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
-from basic_tf.parallel.dtensor import ops as mesh_ops
-from basic_tf.parallel.dtensor import to_numpy
+from basic_tf.parallel.dtensor import mesh_formulations, to_numpy
 from basic_tf.training.update import apply_update
 
 
@@ -179,7 +178,7 @@ class Trainer(orbit.StandardTrainer):
       use_tf_while_loop: run steps_per_loop steps in one tf.while_loop (TPU-friendly).
       mesh: the DTensor mesh the task was sharded on (mesh_placement.py), None for `strategy`.
         The iterator then yields sharded global batches (mesh_placement.MeshBatches) and the
-        steps run in a Python loop, traced under the mesh formulations (parallel.dtensor.ops).
+        steps run in a Python loop, traced under the mesh formulations (models/mesh_ops.py).
     """
 
     def __init__(self, strategy, task, optimizer, iterator, state: TrainState, *,
@@ -218,7 +217,7 @@ class Trainer(orbit.StandardTrainer):
         if not self._train_options.use_tf_while_loop:
             # autograph off as for train_step; on a mesh traced under the DTensor formulations.
             step_fn = tf.function(self.train_step_on_batch, autograph=False)
-            formulations = (mesh_ops.mesh_formulations if self.mesh is not None
+            formulations = (mesh_formulations if self.mesh is not None
                             else contextlib.nullcontext)
 
             def python_loop(iterator, num_steps):

@@ -44,7 +44,6 @@ from tensorflow.experimental import dtensor  # noqa: E402
 
 from basic_tf import config  # noqa: E402
 from basic_tf.parallel import dtensor as pd  # noqa: E402
-from basic_tf.parallel.dtensor import ops  # noqa: E402
 
 
 def _emit(line: dict) -> None:
@@ -106,7 +105,7 @@ def run_case(cfg: dict) -> None:
                                 clip_norm=1.0).loss
 
         losses, first_step = [], None
-        with ops.mesh_formulations():
+        with pd.mesh_formulations():
             for _ in range(steps):
                 losses.append(float(pd.to_numpy(step(batch_in))))
                 first_step = first_step or time.process_time() - start

@@ -6,7 +6,7 @@ ViT image tower (the bindings below) on (4,1), (2,2) and (1,8): batch only, a mo
 divides its 2 heads, one larger than them (it also passed on the other four meshes, once, by hand:
 see the cost below). Each (model, mesh) pair runs five training steps of the trainer's own step
 (dtensor_child.py: shard_model / shard_optimizer / shard_batch, ContrastiveTask.replica_step,
-apply_update, traced under ops.mesh_formulations()) and must equal five steps on one device:
+apply_update, traced under mesh_formulations()) and must equal five steps on one device:
 losses to 1e-5 relative and every variable (weights, BatchNorm statistics) to 1e-5 of its scale
 (dtensor_child.py). A pair that cannot be sharded would have to fail in shard_model with a
 ValueError naming the variable, its dimension and the mesh axis (layouts.plan_layouts); none of
@@ -20,8 +20,8 @@ What failed before (issue 14 item 4), and the fixes:
   fused features (layers.MultiHeadAttention).
 - The ViT tower on every mesh: its patch-embedding Conv2D (DTensor ignores the model-sharded
   output layout the position embedding asks for; Conv2DBackpropFilter rejects the stride-8
-  'valid' convolution even on (4,1)). ops.patch_embedding computes it as a matmul over flattened
-  patches inside mesh_formulations().
+  'valid' convolution even on (4,1)). mesh_ops.patch_embedding computes it as a matmul over
+  flattened patches inside mesh_formulations().
 
 Variety across the pairs, at no extra compile: tiny (CoAtNet) uses AdamW, 2 micro-batches and
 remat on every block; tiny (ViT) AdaFactorW with factored second moments; demo AdamW with its

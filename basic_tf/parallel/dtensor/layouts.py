@@ -11,10 +11,10 @@ The default table ("megatron") splits a Transformer block's weights like Megatro
 matmul of attention (fused qkv) and of the MLP is column-parallel (output features split), the
 second is row-parallel (input features split), so each block needs one all-reduce per branch.
 MBConv blocks follow the same pattern around their depthwise convolution (channels split; the
-depthwise op must be `ops.depthwise`, as DTensor cannot differentiate the native one).
+depthwise op must be `models.mesh_ops.depthwise`, as DTensor cannot differentiate the native one).
 Embedding tables are split on width (any vocabulary size works). Dense convolution filters (conv
 stems) stay replicated: DTensor's Conv2D rejects any other filter layout. The small ViT patch
-embedding stays replicated too (on a mesh it is a matmul over patches, `ops.patch_embedding`).
+embedding stays replicated too (on a mesh it is a matmul over patches, `mesh_ops.patch_embedding`).
 Norms, small tables and scalars are replicated. Every layout gives the same numbers
 (DTensor inserts the collectives a layout needs); the table only decides memory and traffic.
 """
@@ -73,7 +73,7 @@ MEGATRON_RULES = (
     # ("Filter for convolution must have fully replicated layout"); they are small.
     Rule(r"conv\d*/(kernel|bias)$", REPLICATED, "DTensor Conv2D needs a replicated filter"),
     Rule(r"patch_embedding/(kernel|bias)$", REPLICATED,
-         "small; a matmul over patches on a mesh (ops.patch_embedding)"),
+         "small; a matmul over patches on a mesh (mesh_ops.patch_embedding)"),
     # Embeddings: width-split tables (works for any vocabulary size).
     Rule(r"token_embedding/embeddings$", (None, _M), "width-sharded vocabulary table"),
     Rule(r"position_embedding$", (None, _M), "width-sharded"),

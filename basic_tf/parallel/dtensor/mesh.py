@@ -23,11 +23,14 @@ bias ["model"] with batch-sharded data (the bias gradient is reduced over "batch
 replicated bias (its "model"-sharded gradient is all-gathered), hence the confusing pattern.
 
 The fix: turn the optimization off with DTENSOR_ENABLE_COMBINE_ALL_REDUCES_OPTIMIZATION=0. TF reads
-it once, when the first DTensor function is compiled, so importing this package sets it (unless
-the environment already has a value), and `make_mesh` runs `updates_are_ordered`, a probe that
-compiles the failing pattern and raises if a read after a write still sees the old value. The
-cost is one all-reduce per reduced tensor instead of merged ones (communication latency on
-accelerators; nothing on CPU). `tests/parallel/test_dtensor_ordering.py` shows the probe and
+it once, when DTensor's device starts (the process's first DTensor call of any kind, even
+`dtensor.is_dtensor`), so `make_mesh` sets it (unless the environment already has a value)
+before it creates the mesh, and nothing in basic_tf calls DTensor before a mesh exists
+(`sharding.to_numpy` asks only about tensors on a custom device). It then runs
+`updates_are_ordered`, a probe that compiles the failing pattern and raises if a read after a
+write still sees the old value. Importing the package sets nothing. The cost is one all-reduce
+per reduced tensor instead of merged ones (communication latency on accelerators; nothing on
+CPU). `tests/parallel/test_dtensor_ordering.py` shows the probe and
 Keras AdamW failing with the optimization on, in a subprocess.
 """
 import os
@@ -46,11 +49,8 @@ DEVICE_TYPES = ("CPU", "GPU", "TPU")
 
 def disable_allreduce_combiner() -> None:
     """Turns off DTensor's all-reduce combining (see the module docstring) unless the environment
-    already chose. Effective only before the process compiles its first DTensor function."""
+    already chose. Effective only before DTensor's device starts: `make_mesh` calls it first."""
     os.environ.setdefault(COMBINER_ENV, "0")
-
-
-disable_allreduce_combiner()
 
 
 def parse_mesh_flag(flag: str) -> dict:
@@ -88,6 +88,7 @@ def make_mesh(batch: int = 1, model: int = 1, device_type: Optional[str] = None,
     """
     if batch < 1 or model < 1:
         raise ValueError(f"make_mesh: batch={batch} and model={model} must be >= 1")
+    disable_allreduce_combiner()  # before any DTensor program of this process is compiled
     device_type = device_type or default_device_type()
     if device_type not in DEVICE_TYPES:
         raise ValueError(f"make_mesh.device_type={device_type!r} is not one of {DEVICE_TYPES}")
@@ -105,7 +106,7 @@ def make_mesh(batch: int = 1, model: int = 1, device_type: Optional[str] = None,
             f"DTensor's all-reduce combiner is active ({COMBINER_ENV}="
             f"{os.environ.get(COMBINER_ENV)!r}, or it was read before basic_tf set it): optimizer "
             f"updates on sharded variables would read stale slots. Set {COMBINER_ENV}=0 in the "
-            "environment, or import basic_tf.parallel.dtensor before any DTensor computation.")
+            "environment, or make the first mesh with make_mesh before any DTensor computation.")
     return mesh
 
 

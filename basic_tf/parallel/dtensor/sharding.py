@@ -200,11 +200,13 @@ def replicate(x, mesh: dtensor.Mesh) -> tf.Tensor:
 
 def to_numpy(x) -> np.ndarray:
     """The full (global) value of a DTensor, DVariable or Keras variable on a mesh, assembled on
-    the host from the local shards (dtensor.unpack; nothing is compiled)."""
+    the host from the local shards (dtensor.unpack; nothing is compiled); any other tensor's
+    value. Only a tensor on a custom device can be a DTensor: asking DTensor about others would
+    start its device, and with it fix its settings (mesh.py), in a process with no mesh yet."""
     if isinstance(getattr(x, "_value", None), tf.Variable):
         x = x._value
     x = x.read_value() if isinstance(x, tf.Variable) else tf.convert_to_tensor(x)
-    if not dtensor.is_dtensor(x):
+    if tf.DeviceSpec.from_string(x.device).device_type != "CUSTOM" or not dtensor.is_dtensor(x):
         return x.numpy()
     layout = dtensor.fetch_layout(x)
     out = np.zeros(x.shape, x.dtype.as_numpy_dtype)

@@ -1,10 +1,11 @@
-"""Convolution and pooling formulations DTensor (TF 2.20) can compile, used while tracing for a mesh.
+"""Convolution and pooling formulations DTensor (TF 2.20) can compile, behind a switch.
 
-The CoAtNet tower calls `depthwise`, `avg_pool2d` and `max_pool2d` from here, the ViT tower
-`patch_embedding` (a patch convolution as a matmul over flattened patches). Outside
-`mesh_formulations()` they are the native ops. Inside it (the DTensor train step is traced
-there), they are built from slices, concats, multiplies and maxima, because DTensor has no
-layout propagation for the native ops' gradients:
+The models know nothing of meshes: the CoAtNet tower calls `depthwise`, `avg_pool2d` and
+`max_pool2d` from here, the ViT tower `patch_embedding`, and outside `mesh_formulations()` these
+are the native ops. The sharding code (basic_tf.parallel.dtensor, re-exported there as
+`mesh_formulations`) traces its steps inside the switch; then they are built from slices,
+concats, multiplies, matmuls and maxima, because DTensor has no layout propagation for the
+native ops' gradients:
 - DepthwiseConv2dNativeBackpropFilter ("op does not implement layout propagation"), whatever the
   kernel's layout; a grouped tf.nn.conv2d gives a wrong filter gradient ("filter_size does not
   have enough elements") that poisons the eager executor. The 'SAME' convolution is computed as
@@ -14,7 +15,8 @@ layout propagation for the native ops' gradients:
   semantics: padding is excluded from the mean and never wins the max). Ties in max pooling send
   the gradient to the tap tf.maximum picks rather than MaxPoolGrad's, which changes nothing for
   real-valued activations but is not bit-identical to tf.nn.max_pool2d's gradient on ties.
-Values equal the native ops' (tests/parallel/test_dtensor_ops.py). Also: a leading new axis
+- The ViT patch embedding (Conv2D, kernel = strides): a matmul over flattened patches.
+Values equal the native ops' (tests/models/test_mesh_ops.py). Also: a leading new axis
 `t[None]` fails DTensor's layout propagation or crashes the process (segfault in
 slice_util::ForwardLayoutInference::VisitImplicitAxis), so the models write tf.expand_dims(t, 0).
 """
@@ -29,7 +31,8 @@ _MESH_FORMULATIONS = TraceFlag()
 
 
 def mesh_formulations():
-    """Inside (read at trace time), `depthwise` and the pools use the DTensor formulations."""
+    """Inside (read at trace time), `depthwise`, the pools and `patch_embedding` use the
+    DTensor-compilable formulations. Entered by the code that traces steps for a mesh."""
     return _MESH_FORMULATIONS.on()
 
 

@@ -1,11 +1,12 @@
-"""The mesh formulations of depthwise convolution and pooling equal the native ops, values and
-gradients (plain TensorFlow on one device: the formulations only use ops DTensor can expand)."""
+"""The mesh formulations (models/mesh_ops.py) of depthwise convolution, pooling and the patch
+embedding equal the native ops, values and gradients (plain TensorFlow on one device: the
+formulations only use ops DTensor can expand)."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf.parallel.dtensor import ops
+from basic_tf.models import mesh_ops as ops
 
 
 def _value_and_grads(fn, *args):
