@@ -7,7 +7,7 @@ contrastive projection, so its weights transfer by object path:
 The head is the CoAtNet paper's: a tanh pre-logits Dense of the tower width, then logits.
 """
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence
 
 import gin
 import keras
@@ -38,14 +38,17 @@ image_classifier_config = gin.external_configurable(ImageClassifierConfig,
 class ImageClassifier(keras.Model):
     """images float32 [B, H, W, 3] in [0, 1] -> logits float32 [B, num_classes].
 
-    Tower kind, tower config, image size and pixel mean/std come from gin's
-    dual_encoder_config / coatnet_config / vit_config unless given.
+    Tower kind, tower config, image size and pixel mean/std come from gin's dual_encoder_config /
+    coatnet_config / vit_config unless given; the remat policy is an argument (default none; the
+    trainer passes train.remat). get_config records them all, so from_config rebuilds the same
+    model whatever gin holds then.
     """
 
     def __init__(self, num_classes: Optional[int] = None, pre_logits: Optional[bool] = None,
                  image_tower: Optional[str] = None, image_config=None,
                  image_size: Optional[int] = None, remat_policy: Optional[RematPolicy] = None,
-                 name="image_classifier"):
+                 pixel_mean: Optional[Sequence[float]] = None,
+                 pixel_std: Optional[Sequence[float]] = None, name="image_classifier"):
         super().__init__(name=name)
         head = image_classifier_config()
         d = dual_encoder_config()
@@ -53,11 +56,14 @@ class ImageClassifier(keras.Model):
         self.pre_logits = head.pre_logits if pre_logits is None else pre_logits
         self.image_tower_kind = image_tower or d.image_tower
         self.image_size = image_size or d.image_size
-        self.pixel_mean, self.pixel_std = d.pixel_mean, d.pixel_std
+        self.pixel_mean = tuple(float(v) for v in (pixel_mean or d.pixel_mean))
+        self.pixel_std = tuple(float(v) for v in (pixel_std or d.pixel_std))
         self.image_config = resolve_image_config(self.image_tower_kind, image_config)
-        policy = remat_policy if remat_policy is not None else RematPolicy()
+        if isinstance(remat_policy, dict):
+            remat_policy = RematPolicy(**remat_policy)
+        self.remat_policy = remat_policy if remat_policy is not None else RematPolicy()
         self.image_tower = IMAGE_TOWERS[self.image_tower_kind][0](
-            self.image_config, output_dim=None, remat_policy=policy, name="image_tower")
+            self.image_config, output_dim=None, remat_policy=self.remat_policy, name="image_tower")
         width = self.image_config.width
         self.pre_logits_layer = (keras.layers.Dense(width, activation="tanh", name="pre_logits")
                                  if self.pre_logits else None)
@@ -80,4 +86,5 @@ class ImageClassifier(keras.Model):
         return {"name": self.name, "num_classes": self.num_classes, "pre_logits": self.pre_logits,
                 "image_tower": self.image_tower_kind,
                 "image_config": dataclasses.asdict(self.image_config),
-                "image_size": self.image_size}
+                "image_size": self.image_size, "pixel_mean": self.pixel_mean,
+                "pixel_std": self.pixel_std, "remat_policy": dataclasses.asdict(self.remat_policy)}

@@ -287,7 +287,8 @@ class Tower:
     """Mixin of the three towers (CoAtNet, ViT, text Transformer): what they share.
 
     - `config` (a dataclass with dropout_rate, attention_dropout_rate, drop_path_rate),
-      `output_dim`, `remat_policy`; `get_config` serialises the first two.
+      `output_dim`, `remat_policy` (a RematPolicy, or its dict from get_config); `get_config`
+      serialises all three.
     - Blocks stored as named attributes (`block_0`, ...), exposed as `self.blocks`: Keras 3 keeps
       a list attribute of layers as its own TrackedList, which tf.train.Checkpoint does not
       follow, so blocks held in a list would be silently missing from checkpoints.
@@ -297,6 +298,8 @@ class Tower:
 
     def _init_tower(self, config, output_dim, remat_policy, blocks, norm_epsilon: float):
         self.config, self.output_dim = config, output_dim
+        if isinstance(remat_policy, dict):
+            remat_policy = RematPolicy(**remat_policy)
         self.remat_policy = remat_policy or RematPolicy()
         self._num_blocks = len(blocks)
         for i, block in enumerate(blocks):
@@ -332,7 +335,8 @@ class Tower:
 
     def get_config(self):
         return {**super().get_config(), "config": dataclasses.asdict(self.config),
-                "output_dim": self.output_dim}
+                "output_dim": self.output_dim,
+                "remat_policy": dataclasses.asdict(self.remat_policy)}
 
 
 def drop_path_rates(max_rate: float, num_blocks: int) -> list:
