@@ -99,11 +99,17 @@ def _mirrored(devices: tuple) -> MirroredStrategy:
 def parse_strategy_flag(flag: str) -> dict:
     """'mirrored:4' -> {'name': 'mirrored', 'devices': first 4 logical devices}; 'tpu' -> name only.
 
-    The optional ':N' asks for the first N logical devices (CPU virtual devices in tests).
+    The optional ':N' (mirrored only) asks for the first N logical devices (CPU virtual devices
+    in tests). Errors name the flag and its value.
     """
-    name, _, count = flag.partition(":")
+    name, sep, count = flag.partition(":")
+    if name not in STRATEGIES:
+        raise ValueError(f"--strategy={flag!r}: {name!r} is not one of {STRATEGIES}")
     kwargs = {"name": name}
-    if count:
+    if sep and name != "mirrored":
+        raise ValueError(f"--strategy={flag!r}: only 'mirrored' takes a device count "
+                         f"(mirrored:N); use --strategy={name}")
+    if sep:
         if not count.isdigit() or int(count) < 1:
             raise ValueError(f"--strategy={flag!r}: the device count after ':' must be a positive "
                              "integer, e.g. mirrored:4")
