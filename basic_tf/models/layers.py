@@ -232,6 +232,19 @@ class Mlp(keras.layers.Layer):
         return {**super().get_config(), "width": self.width, "hidden": self.hidden}
 
 
+def check_transformer_config(config, gin_name: str, poolings: tuple) -> None:
+    """Shared __post_init__ of the Transformer tower configs (text, ViT): mlp_dim None means
+    4 x width; pooling one of `poolings`; width divisible by num_heads. Errors name
+    `<gin_name>.<field>` and the value."""
+    if config.mlp_dim is None:
+        object.__setattr__(config, "mlp_dim", 4 * config.width)
+    if config.pooling not in poolings:
+        raise ValueError(f"{gin_name}.pooling={config.pooling!r} is not one of {poolings}")
+    if config.width % config.num_heads:
+        raise ValueError(f"{gin_name}.width={config.width} is not divisible by "
+                         f"num_heads={config.num_heads}")
+
+
 @keras.saving.register_keras_serializable(package="basic_tf")
 class TransformerBlock(keras.layers.Layer):
     """Pre-LN block shared by the ViT, text and CoAtNet towers.

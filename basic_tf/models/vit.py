@@ -32,13 +32,7 @@ class ViTConfig:
     drop_path_rate: float = 0.0
 
     def __post_init__(self):
-        if self.mlp_dim is None:
-            object.__setattr__(self, "mlp_dim", 4 * self.width)
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"vit_config.pooling={self.pooling!r} is not one of {POOLINGS}")
-        if self.width % self.num_heads:
-            raise ValueError(f"vit_config.width={self.width} is not divisible by "
-                             f"num_heads={self.num_heads}")
+        L.check_transformer_config(self, "vit_config", POOLINGS)
 
 
 # The experiment's ViTConfig: gin's `vit_config.*` bindings applied.
