@@ -226,6 +226,12 @@ def train(model_dir: str,
         raise ValueError(f"train.stage={stage!r} is not one of {STAGES}")
     if eval_interval is not None and stage != "contrastive":
         raise ValueError("train.eval_interval is for stage='contrastive'; set it to None")
+    contrastive_only = {"num_micro_batches": (num_micro_batches, 1),
+                        "loss_kind": (loss_kind, "softmax"), "local_loss": (local_loss, False)}
+    for name, (value, default) in contrastive_only.items():
+        if stage != "contrastive" and value != default:  # else silently unused by stage (a)
+            raise ValueError(f"train.{name}={value!r} is for stage='contrastive', not "
+                             f"stage={stage!r}; remove the binding")
     strategy = strategy or tf.distribute.get_strategy()
     device_mesh = _training_mesh(mesh, strategy)
     check_writable(model_dir)

@@ -124,10 +124,13 @@ def test_full_disk_at_a_save_is_named_and_keeps_the_previous(tiny_data, tmp_path
     ("train.num_micro_batches = 0", r"^train.num_micro_batches=0 must be a positive integer"),
     ("train.loss_kind = 'cosine'", r"^train.loss_kind='cosine' is not one of"),
     ("train.remat = 'every_k:0'", r"^train.remat='every_k:0' is not a remat policy: use 'none'"),
+    (("train.stage = 'pretrain'", "train.num_micro_batches = 2"),
+     r"^train.num_micro_batches=2 is for stage='contrastive', not stage='pretrain'"),
 ])
 def test_bad_settings_are_named_before_any_work(tiny_data, tmp_path, binding, message):
     with pytest.raises(ValueError, match=message):
-        _train(str(tmp_path / "run"), tiny_data, "train.train_steps = 2", binding)
+        _train(str(tmp_path / "run"), tiny_data, "train.train_steps = 2",
+               *([binding] if isinstance(binding, str) else binding))
     assert not os.path.exists(str(tmp_path / "run"))
 
 
