@@ -22,6 +22,7 @@ FIGURES = [
     "input_pipeline",
     "serving_latency",
     "update_check",
+    "xla_cpu_ops",
 ]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -65,3 +65,16 @@ def test_sharding_memory_of_basic_l_is_computed_without_allocating_it():
     for b, m in [(4, 2), (2, 4), (1, 8)]:              # the model axis divides the weights
         assert rows[(b, m)]["param_bytes"] < rows[(8, 1)]["param_bytes"] / m * 1.05
     assert max_rss_kib * 1024 < 3 * 2 ** 30, max_rss_kib  # TF alone ~0.8 GiB; the model 11.6 GiB
+
+
+@pytest.mark.parametrize("size, stride", [(14, 1), (14, 2), (7, 2), (9, 1)])
+def test_depthwise_as_taps_equals_the_native_depthwise_convolution(size, stride):
+    """xla_cpu_ops times the 9-tap formulation against tf.nn.depthwise_conv2d: same numbers."""
+    import numpy as np
+    import tensorflow as tf
+    from benchmarks.xla_cpu_ops import _depthwise_as_taps
+    x = tf.random.stateless_normal([2, size, size, 5], [1, 2])
+    w = tf.random.stateless_normal([3, 3, 5, 1], [3, 4])
+    np.testing.assert_allclose(_depthwise_as_taps(x, w, stride),
+                               tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], "SAME"),
+                               atol=1e-5)
