@@ -36,13 +36,29 @@ def steady_state_malloc() -> None:
         raise RuntimeError("glibc mallopt refused the steady-state malloc settings")
 
 
-# Environment of the children that time our train step against open_clip (and for MFU). By
-# default TensorFlow runs 2 inter-op threads that each use a 2-thread intra-op pool, on 2 cores;
-# one inter-op thread was faster on this machine in 2 of 3 alternations: models/tiny ViT step at
-# batch 128, median step 0.199 s (0.199, 0.195, 0.356) against 0.251 s with the defaults
-# (0.251, 0.242, 0.281); 2026-11-29, load average 6-11, so the difference is noisy.
-# open_clip is likewise given its better thread count (benchmarks/openclip_step.py).
-SPEED_ENV = {"TF_NUM_INTEROP_THREADS": "1"}
+# Thread settings our timed step is run under, each in its own child of the same run; a figure
+# keeps the fastest and names it, since which one wins depends on the shape, on XLA and on the
+# machine's load. TensorFlow's default on this 2-core machine is 2 inter-op threads, each using
+# a 2-thread intra-op pool. (Intra 2 + inter 1 is 'inter1' here: intra-op defaults to the cores.)
+# open_clip gets the same treatment with all cores / 1 thread (benchmarks/openclip_step.py).
+TF_THREADS = {"default": {}, "inter1": {"TF_NUM_INTEROP_THREADS": "1"},
+              "intra1": {"TF_NUM_INTRAOP_THREADS": "1"}}
+
+
+def run_child_per_threads(module: str, config: dict, settings: dict = None) -> dict:
+    """run_child under each TF_THREADS setting (or `settings`), one after another in the same
+    run -> {setting name: the child's JSON}."""
+    return {name: run_child(module, config, env=env)
+            for name, env in (settings or TF_THREADS).items()}
+
+
+def fastest(by_threads: dict, mode: str) -> dict:
+    """The `mode` timing ("plain" / "xla") with the smallest step_s over run_child_per_threads'
+    results, with the winning setting's name under "threads"."""
+    name = min((n for n in by_threads if by_threads[n].get(mode)),
+               key=lambda n: by_threads[n][mode]["step_s"])
+    return dict(by_threads[name][mode], threads=name)
+
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "README.md")
@@ -139,8 +155,9 @@ def markdown_table(headers, rows) -> str:
 
 
 def run_config_children(module: str, configs, summary, **extra) -> list:
-    """One child per (name, gin files, bindings, batch) of `configs` under SPEED_ENV (a skip row
-    when the gin file is missing); prints `summary(row)` after each. -> the rows."""
+    """One child per (name, gin files, bindings, batch) of `configs`, with TensorFlow's default
+    threads (a skip row when the gin file is missing); prints `summary(row)` after each.
+    -> the rows."""
     rows = []
     for name, gin_files, bindings, batch in configs:
         skipped = missing_gin(name, gin_files[0])
@@ -148,6 +165,6 @@ def run_config_children(module: str, configs, summary, **extra) -> list:
             rows.append(skipped)
             continue
         rows.append(run_child(module, dict(name=name, gin=gin_files, bindings=bindings,
-                                           batch=batch, **extra), env=SPEED_ENV))
+                                           batch=batch, **extra)))
         print(f"  {name}: {summary(rows[-1])}", flush=True)
     return rows

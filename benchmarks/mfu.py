@@ -3,19 +3,23 @@
 In each child process, first the machine's dense float32 matmul rate is measured with TensorFlow
 (square matmuls in a `tf.function`, all cores, best of several sizes), then the train step of the
 config as shipped (benchmarks/steps.py: contrastive step + AdamW, one micro-batch, no remat) is
-timed. Model FLOPs per step come from the planner (basic_tf.planner: 3 x forward FLOPs of both
-towers + the logits, multiply-add = 2). MFU = (model FLOPs / step time) / matmul FLOP/s; both
-rates are measured in the same process minutes apart, so shared-machine load hits both. The child
-runs with common.SPEED_ENV (one inter-op thread), as the open_clip comparison does.
+timed, plain and compiled (`jit_compile=True`, XLA). Model FLOPs per step come from the planner
+(basic_tf.planner: 3 x forward FLOPs of both towers + the logits, multiply-add = 2). Each config
+runs under every common.TF_THREADS setting; plain and XLA keep their fastest setting (named in
+the table), and the matmul peak is the best rate of any child of the run, so a one-thread setting
+cannot inflate its own MFU. MFU = (model FLOPs / step time) / matmul FLOP/s. 'mid' is
+openclip_speed's compute-bound shape with the shipped CoAtNet image tower.
 """
-import os
 import time
 
 from benchmarks import common
+from benchmarks.openclip_speed import MID
 
-CONFIGS = [("tiny", ["models/tiny"], [], 128), ("demo", ["demo"], [], 128)]
+# (name, gin files, bindings, batch, timed steps)
+CONFIGS = [("tiny", ["models/tiny"], [], 128, 10), ("demo", ["demo"], [], 128, 10),
+           ("mid", ["models/tiny"], MID, 64, 4)]
 MATMUL_SIZES = (512, 1024, 2048)
-STEPS, WARMUP = 5, 2
+WARMUP = 1
 
 
 def matmul_flops_per_s(sizes=MATMUL_SIZES, repeats: int = 5) -> dict:
@@ -45,40 +49,66 @@ def measure(cfg: dict) -> dict:
     from benchmarks import steps
 
     rates = matmul_flops_per_s()
-    peak = max(rates.values())
     model, images, tokens = steps.build(cfg["gin"], cfg["bindings"], cfg["batch"])
     plan = planner.plan_step(planner.gin_model_config(), cfg["batch"])
-    timing = steps.time_step(steps.train_step(model), images, tokens, cfg["warmup"], cfg["steps"])
-    achieved = plan.model_flops / timing["step_s"]
-    return {"config": cfg["name"], "batch": cfg["batch"], "threads": os.cpu_count(),
-            "matmul_flops_per_s": {str(k): round(v) for k, v in rates.items()},
-            "peak_flops_per_s": round(peak), "model_flops_per_step": plan.model_flops,
-            "forward_flops_per_example": plan.flops_per_example,
-            "params": steps.param_count(model), "planner_params": plan.params["total"],
-            **timing, "model_flops_per_s": round(achieved), "mfu": round(achieved / peak, 4)}
+    out = {"config": cfg["name"], "batch": cfg["batch"],
+           "matmul_flops_per_s": {str(k): round(v) for k, v in rates.items()},
+           "model_flops_per_step": plan.model_flops,
+           "forward_flops_per_example": plan.flops_per_example,
+           "params": steps.param_count(model), "planner_params": plan.params["total"]}
+    for name, xla in (("plain", False), ("xla", True)):
+        out[name] = steps.time_step(steps.train_step(model, xla=xla), images, tokens,
+                                    cfg["warmup"], cfg["steps"])
+    return out
 
 
 def run() -> dict:
-    return {"rows": common.run_config_children(
-        "benchmarks.mfu", CONFIGS,
-        lambda r: f"{r['model_flops_per_s'] / 1e9:.2f} GFLOP/s of "
-                  f"{r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s matmul: MFU {r['mfu']:.1%}",
-        steps=STEPS, warmup=WARMUP)}
+    rows, children = [], []
+    for name, gin_files, bindings, batch, num_steps in CONFIGS:
+        skipped = common.missing_gin(name, gin_files[0])
+        if skipped:
+            rows.append(skipped)
+            continue
+        by_threads = common.run_child_per_threads("benchmarks.mfu", dict(
+            name=name, gin=gin_files, bindings=bindings, batch=batch, steps=num_steps,
+            warmup=WARMUP))
+        children += by_threads.values()
+        row = {k: by_threads["default"][k] for k in (
+            "config", "batch", "model_flops_per_step", "forward_flops_per_example", "params",
+            "planner_params")}
+        row.update(plain=common.fastest(by_threads, "plain"), xla=common.fastest(by_threads, "xla"),
+                   by_threads=by_threads)
+        rows.append(row)
+        print(f"  {name}: step s plain {row['plain']['step_s']} ({row['plain']['threads']}), "
+              f"XLA {row['xla']['step_s']} ({row['xla']['threads']})", flush=True)
+    peak = max(max(c["matmul_flops_per_s"].values()) for c in children)
+    for row in rows:
+        for mode in ("plain", "xla") if "skipped" not in row else ():
+            achieved = row["model_flops_per_step"] / row[mode]["step_s"]
+            row[mode].update(model_flops_per_s=round(achieved), mfu=round(achieved / peak, 4))
+            print(f"  {row['config']} {mode}: {achieved / 1e9:.2f} GFLOP/s of {peak / 1e9:.1f} "
+                  f"GFLOP/s matmul: MFU {achieved / peak:.1%}", flush=True)
+    return {"peak_flops_per_s": round(peak), "thread_settings": common.TF_THREADS, "rows": rows}
 
 
 def table(payload: dict) -> str:
     rows = []
     for r in payload["rows"]:
         if "skipped" in r:
-            rows.append([r["config"]] + ["-"] * 6 + [f"skipped: {r['skipped']}"])
+            rows.append([r["config"]] + ["-"] * 7 + [f"skipped: {r['skipped']}"])
             continue
+        p, x = r["plain"], r["xla"]
         rows.append([r["config"], r["batch"], f"{r['model_flops_per_step'] / 1e9:.2f}",
-                     r["step_s"], f"{r['model_flops_per_s'] / 1e9:.2f}",
-                     f"{r['peak_flops_per_s'] / 1e9:.1f}", f"{r['mfu']:.1%}",
+                     f"{p['step_s']} ({p['threads']})", f"{x['step_s']} ({x['threads']})",
+                     x["first_step_s"], f"{p['model_flops_per_s'] / 1e9:.2f} / "
+                     f"{x['model_flops_per_s'] / 1e9:.2f}", f"{p['mfu']:.1%} / {x['mfu']:.1%}",
                      f"{r['params']:,} params (planner {r['planner_params']:,})"])
     return common.markdown_table(
-        ["config", "batch", "model GFLOP/step", "step s", "model GFLOP/s",
-         "matmul GFLOP/s (peak)", "MFU", "notes"], rows)
+        ["config", "batch", "model GFLOP/step", "step s plain (threads)",
+         "step s XLA (threads)", "XLA compile s", "model GFLOP/s plain / XLA",
+         "MFU plain / XLA", "notes"], rows) + (
+        f"\n\nMatmul peak: {payload['peak_flops_per_s'] / 1e9:.1f} GFLOP/s (float32, best of "
+        f"{', '.join(map(str, MATMUL_SIZES))}-square matmuls over every child of the run).")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ back from copies when one is not finite (a finite loss at an absurd learning rat
 them). The alternative, checking before applying, needs each optimizer's rule written twice. In
 one child process per config the train step (contrastive step + clipping + AdamW through
 apply_update, as the trainer runs it) is timed with the check and without it (update.py's
-`_apply` alone), in alternating rounds; the ratio is the check's cost. common.SPEED_ENV.
+`_apply` alone), in alternating rounds; the ratio is the check's cost. TensorFlow's default threads.
 """
 import time
 

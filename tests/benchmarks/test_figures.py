@@ -18,22 +18,42 @@ def test_figure_modules_have_the_runner_interface(name):
     assert module.__doc__.strip().splitlines()[0]  # the README's one-line caption
 
 
-def test_openclip_table_reports_the_ratio_of_best_runs():
+def test_openclip_table_reports_the_ratio_of_best_runs_and_their_threads():
     from benchmarks import openclip_speed
     shapes = {"image_size": 32, "patch_size": 8, "vision_width": 64, "vision_layers": 2,
               "text_width": 64, "text_layers": 2, "context_length": 16}
     payload = {"rows": [
         {"config": "tiny", "batch": 128, "shapes": shapes, "params": 10, "open_clip_params": 11,
-         "ours": {"pairs_per_s": 300.0}, "ours_xla": {"pairs_per_s": 150.0},
-         "open_clip": {"pairs_per_s": 200.0},
-         "ratio": 1.5, "ratio_xla": 0.75},
+         "ours": {"pairs_per_s": 300.0, "threads": "inter1"},
+         "ours_xla": {"pairs_per_s": 150.0, "threads": "default", "first_step_s": 7.5},
+         "open_clip": {"pairs_per_s": 200.0, "threads": 2}, "ratio": 1.5, "ratio_xla": 0.75},
         {"config": "demo", "skipped": "gin file 'demo' not found"}]}
-    payload["rows"].insert(1, dict(payload["rows"][0], config="mid", ours_xla=None))
-    del payload["rows"][1]["ratio_xla"]
     text = openclip_speed.table(payload)
-    assert "| tiny | 128 | 300.0 | 150.0 | 200.0 | 1.5 / 0.75 |" in text
-    assert "| mid | 128 | 300.0 | - | 200.0 | 1.5 / - |" in text  # XLA not timed
+    assert "| tiny | 128 | 300.0 (inter1) | 150.0 (default) | 7.5 | 200.0 (2 threads) | " \
+           "1.5 / 0.75 |" in text
     assert "skipped: gin file 'demo' not found" in text
+
+
+def test_fastest_thread_setting_is_chosen_per_mode():
+    from benchmarks import common
+    by_threads = {"default": {"plain": {"step_s": 0.3}, "xla": {"step_s": 0.1}},
+                  "inter1": {"plain": {"step_s": 0.2}, "xla": {"step_s": 0.2}}}
+    assert common.fastest(by_threads, "plain") == {"step_s": 0.2, "threads": "inter1"}
+    assert common.fastest(by_threads, "xla") == {"step_s": 0.1, "threads": "default"}
+
+
+def test_mfu_table_shows_plain_and_compiled_step():
+    from benchmarks import mfu
+    timing = {"step_s": 0.5, "first_step_s": 9.0, "model_flops_per_s": 2e9, "mfu": 0.02}
+    payload = {"peak_flops_per_s": 1e11, "rows": [
+        {"config": "mid", "batch": 64, "model_flops_per_step": 1e9, "params": 5,
+         "planner_params": 5, "plain": dict(timing, threads="default"),
+         "xla": dict(timing, step_s=0.25, mfu=0.04, threads="intra1")},
+        {"config": "demo", "skipped": "gin file 'demo' not found"}]}
+    text = mfu.table(payload)
+    assert "| mid | 64 | 1.00 | 0.5 (default) | 0.25 (intra1) | 9.0 | 2.00 / 2.00 | 2.0% / 4.0% |" \
+        in text
+    assert "Matmul peak: 100.0 GFLOP/s" in text and "skipped: gin file 'demo'" in text
 
 
 def test_planner_memory_table_flags_rows_outside_tolerance():
