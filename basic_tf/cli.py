@@ -81,9 +81,12 @@ def define_gin_flags(default_files: Sequence[str] = (),
 
 def parse_gin_flags(flag_values=FLAGS) -> None:
     """Parses --gin_file then --gin_bindings (basic_tf.config.parse: errors name the file or
-    binding on their first line)."""
+    binding on their first line), then applies the cpu_threads bindings, which must come before
+    TensorFlow's runtime starts (basic_tf/parallel/threads.py)."""
     from basic_tf import config
+    from basic_tf.parallel.threads import apply_cpu_threads
     config.parse(flag_values.gin_file, flag_values.gin_bindings)
+    apply_cpu_threads()
 
 
 def define_strategy_flags(flag_values=FLAGS) -> None:

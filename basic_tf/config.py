@@ -16,6 +16,7 @@ import gin
 CONFIGURABLE_MODULES = (
     "basic_tf.parallel.strategy",
     "basic_tf.parallel.dtensor",
+    "basic_tf.parallel.threads",
     "basic_tf.models",
     "basic_tf.training.schedules",
     "basic_tf.training.optimizers",
