@@ -17,6 +17,7 @@ FIGURES = [
     "memory_accumulation",
     "openclip_speed",
     "mfu",
+    "step_profile",
     "planner_memory",
     "sharding_memory",
     "input_pipeline",

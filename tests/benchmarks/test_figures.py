@@ -98,3 +98,26 @@ def test_depthwise_as_taps_equals_the_native_depthwise_convolution(size, stride)
     np.testing.assert_allclose(_depthwise_as_taps(x, w, stride),
                                tf.nn.depthwise_conv2d(x, w, [1, stride, stride, 1], "SAME"),
                                atol=1e-5)
+
+
+def test_step_profile_self_time_subtracts_nested_events_and_categorises(tmp_path):
+    """A thread line: the function wait (0-10 µs) holds a MatMul (1-5) that holds an AdamW Mul
+    (2-3), then a Mul (6-8): self times 4 / 3 / 1 / 2 µs; the wait is kept apart."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    from benchmarks import step_profile
+    space = xplane_pb2.XSpace()
+    plane = space.planes.add(name="/host:CPU")
+    names = ["KernelAndDeviceFunc::Run", "t/dense/MatMul:_MklMatMul", "adam_w/mul:Mul",
+             "t/gelu/mul:Mul"]
+    for i, name in enumerate(names, 1):
+        plane.event_metadata[i].id, plane.event_metadata[i].name = i, name
+    line = plane.lines.add()
+    for meta, start, end in [(1, 0, 10), (2, 1, 5), (3, 2, 3), (4, 6, 8)]:
+        line.events.add(metadata_id=meta, offset_ps=start * 10 ** 6,
+                        duration_ps=(end - start) * 10 ** 6)
+    path = tmp_path / "host.xplane.pb"
+    path.write_bytes(space.SerializeToString())
+    by_type, by_cat = step_profile.self_times(str(path))
+    assert dict(by_type) == {"KernelAndDeviceFunc::Run": 4, "_MklMatMul": 3, "Mul": 3}
+    assert dict(by_cat) == {"waiting": 4, "matmul": 3, "optimizer": 1, "elementwise": 2}
+    assert step_profile.op_type("reduce-window.55.clone") == "reduce-window"
