@@ -90,16 +90,16 @@ def measure(cfg: dict) -> dict:
     step = steps.train_step(model, xla=cfg["xla"])
     for i in range(2):
         float(step(images, tokens, tf.constant([i, 0])))
-    logdir = tempfile.mkdtemp(prefix="basic_tf_profile_")
-    tf.profiler.experimental.start(logdir)
-    start = time.perf_counter()
-    for i in range(cfg["steps"]):
-        float(step(images, tokens, tf.constant([i + 10, 0])))
-    step_s = (time.perf_counter() - start) / cfg["steps"]
-    tf.profiler.experimental.stop()
-    paths = [os.path.join(d, f) for d, _, fs in os.walk(logdir) for f in fs
-             if f.endswith(".xplane.pb")]
-    by_type, by_cat = self_times(paths[0])
+    with tempfile.TemporaryDirectory(prefix="basic_tf_profile_") as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        for i in range(cfg["steps"]):
+            float(step(images, tokens, tf.constant([i + 10, 0])))
+        step_s = (time.perf_counter() - start) / cfg["steps"]
+        tf.profiler.experimental.stop()
+        paths = [os.path.join(d, f) for d, _, fs in os.walk(logdir) for f in fs
+                 if f.endswith(".xplane.pb")]
+        by_type, by_cat = self_times(paths[0])
     n = cfg["steps"]
     total = sum(v for k, v in by_cat.items() if k != "waiting")
     return {"config": cfg["name"], "mode": "xla" if cfg["xla"] else "plain",
