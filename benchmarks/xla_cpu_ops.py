@@ -9,6 +9,7 @@ excluded). Rows: single ops at the demo CoAtNet's shapes (batch 64, 14x14x64 map
 depthwise convolution written as 9 shifted multiply-adds (an XLA-friendly formulation), and the
 demo config's two towers (gin/demo.gin, batch 64).
 """
+import os
 import time
 
 from benchmarks import common
@@ -106,7 +107,6 @@ def measure(cfg: dict) -> dict:
 
 
 def run() -> dict:
-    import os
     payload = common.run_child("benchmarks.xla_cpu_ops", {})
     for row in payload["rows"]:
         print(f"  {row['op']}: XLA / plain {row['xla_over_plain']}", flush=True)

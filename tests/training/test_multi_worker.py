@@ -219,9 +219,9 @@ def test_two_workers_kill_restart_equal_one_process_of_four_replicas(data, proce
     np.testing.assert_allclose([trajectory[s] for s in steps],
                                [reference_losses[s] for s in steps], rtol=1e-5)
     # The steps the killed run did past the checkpoint, done again: the same batches and weights.
-    # Not bit for bit: TF's CPU collectives do not fix the order in which the 4 replicas'
-    # gradients are summed (CI saw one step 1 ulp apart), so float32 rounding of that sum;
-    # a wrong data position or a lost update moves the loss by ~1e-2.
+    # Not bit for bit: CI saw one step 1 ulp apart. A one-process replay is exact
+    # (test_preemption), so the cross-process all-reduce is the likely source; float32 rounding
+    # is allowed, while a wrong data position or a lost update moves the loss by ~1e-2.
     replayed = [s for s in sorted(killed) if s > restart_from]
     np.testing.assert_allclose([resumed[s] for s in replayed], [killed[s] for s in replayed],
                                rtol=1e-6)
