@@ -17,7 +17,7 @@ CONFIGURABLE_MODULES = (
     "basic_tf.parallel.strategy",
     "basic_tf.parallel.dtensor",
     "basic_tf.parallel.threads",
-    "basic_tf.models",
+    "basic_tf.from_gin",
     "basic_tf.training.schedules",
     "basic_tf.training.optimizers",
     "basic_tf.training.loop",

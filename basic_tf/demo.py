@@ -237,7 +237,7 @@ class _Trained:
 
     def get(self):
         if self._pair is None:
-            from basic_tf.training.checkpoints import load_trained_model
+            from basic_tf.from_gin import load_trained_model
 
             model, tokenizer, _, _ = load_trained_model(self.model_dir, "demo model_dir",
                                                         self.spm_path)

@@ -228,13 +228,13 @@ def plan(size: str, image_size: int, seq_len: int, vocab_size: int, batch: int,
     """(Plan, reason) of basic_tf.planner.recommend for this model and batch on one device."""
     import gin
 
-    from basic_tf import config, planner
+    from basic_tf import config, from_gin, planner
 
     config.register_configurables()
     gin.clear_config()
     gin.parse_config(model_gin(size, image_size, seq_len, vocab_size))
     try:
-        return planner.recommend(planner.gin_model_config(), batch, 1,
+        return planner.recommend(from_gin.model_configs(), batch, 1,
                                  device_memory_gb * 2 ** 30)
     finally:
         gin.clear_config()

@@ -1,6 +1,6 @@
 """Analytic planner for a BASIC training step: parameters, FLOPs, memory, and a recommendation.
 
-Given the gin-configured dual encoder, a global contrastive batch, the device mesh (data replicas
+Given an experiment's models (basic_tf.models.ModelConfigs), a global contrastive batch, the device mesh (data replicas
 x model shards) and the memory of one device, it reports per tower: parameters (from
 `basic_tf.models.param_count`, the one parameter formula), forward FLOPs per example and the
 activation memory kept for back-propagation per example with and without recompute (both
@@ -137,26 +137,17 @@ def text_cost(config, embed_dim: int) -> TowerCost:
     return TowerCost("text", blocks, 2 * w * embed_dim, n * w + w)
 
 
-def tower_costs(model_config: dict):
+def tower_costs(model_config):
     """(image TowerCost, text TowerCost, parameter counts {'image', 'text', 'head', 'total'})
-    for resolved model configs: model_config = {"dual": DualEncoderConfig,
-    "image": CoAtNetConfig or ViTConfig, "text": TextTowerConfig}."""
+    for an experiment's models (basic_tf.models.ModelConfigs)."""
     from basic_tf.models.param_count import dual_encoder_param_count
-    dual, image, text = model_config["dual"], model_config["image"], model_config["text"]
+    dual, image, text = model_config.dual, model_config.image, model_config.text
     d = dual.embed_dim
     if dual.image_tower == "coatnet":
         img = coatnet_cost(image, dual.image_size, d)
     else:
         img = vit_cost(image, dual.image_size, d)
     return img, text_cost(text, d), dual_encoder_param_count(dual, image, text)
-
-
-def gin_model_config() -> dict:
-    """The model configs bound in the currently parsed gin config."""
-    from basic_tf.models import coatnet_config, dual_encoder_config, text_tower_config, vit_config
-    dual = dual_encoder_config()
-    image = coatnet_config() if dual.image_tower == "coatnet" else vit_config()
-    return {"dual": dual, "image": image, "text": text_tower_config()}
 
 
 @dataclasses.dataclass
@@ -194,7 +185,7 @@ class Plan:
 
 
 @gin.configurable(denylist=["model_config", "global_batch"])
-def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, model_shards: int = 1,
+def plan_step(model_config, global_batch: int, data_replicas: int = 1, model_shards: int = 1,
               num_micro_batches: int = 1, remat_every: int = 0, optimizer: str = "adamw",
               activation_bytes: int = 4, runtime_overhead_mb: float = 100.0,
               accumulation_overhead_mb: float = 50.0) -> Plan:
@@ -223,7 +214,7 @@ def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, mod
         raise ValueError(f"per-replica batch {local} is not divisible by num_micro_batches="
                          f"{num_micro_batches}")
     img, txt, counts = tower_costs(model_config)
-    dual, seq = model_config["dual"], model_config["text"].max_len
+    dual, seq = model_config.dual, model_config.text.max_len
     d = dual.embed_dim
     params = counts["total"]
     micro = local // num_micro_batches
@@ -260,7 +251,7 @@ def _divisors(n: int) -> list:
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
-def recommend(model_config: dict, global_batch: int, devices: int, device_memory_bytes: float,
+def recommend(model_config, global_batch: int, devices: int, device_memory_bytes: float,
               safety: float = 0.9, **plan_kwargs) -> tuple:
     """(best Plan, reason). Prefers the most data parallelism whose weights and optimizer state
     fit, then the setting with the least compute (each extra forward costs 1/3 of a step: BASIC
@@ -346,12 +337,13 @@ def _remat_string(remat_every: int) -> str:
     return {0: "none", 1: "every_block"}.get(remat_every, f"every_k:{remat_every}")
 
 
-def report(global_batch: int, data_replicas: int = 1, model_shards: int = 1,
-           device_memory_gb: float = 16.0, **plan_kwargs) -> str:
-    """The plan of the parsed gin config as configured, then the recommended setting for the same
-    number of devices and device memory (what tools/plan.py prints)."""
-    model_config = gin_model_config()
-    micro, remat_every = gin_step_setting()
+def report(model_config, global_batch: int, data_replicas: int = 1, model_shards: int = 1,
+           device_memory_gb: float = 16.0, num_micro_batches: int = 1, remat_every: int = 0,
+           **plan_kwargs) -> str:
+    """The plan of an experiment as configured (its models: basic_tf.models.ModelConfigs; its
+    step's num_micro_batches and remat_every), then the recommended setting for the same number
+    of devices and device memory (what tools/plan.py prints)."""
+    micro = num_micro_batches
     current = plan_step(model_config, global_batch, data_replicas=data_replicas,
                         model_shards=model_shards, num_micro_batches=micro,
                         remat_every=remat_every, **plan_kwargs)

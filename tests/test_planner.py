@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from basic_tf import config, planner
-from basic_tf.models.coatnet import coatnet_config
+from basic_tf import config, from_gin, planner
+from basic_tf.models.coatnet import preset_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CoAtNet paper (Dai et al. 2021), Table 3 / ImageNet-1K at 224: FLOPs as multiply-adds.
@@ -23,15 +23,14 @@ VIT_TINY = ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 
 
 @pytest.mark.parametrize("preset", sorted(PAPER_GMACS_224))
 def test_coatnet_forward_flops_match_paper(preset):
-    cost = planner.coatnet_cost(coatnet_config(preset=preset), 224, embed_dim=0, num_classes=1000)
+    cost = planner.coatnet_cost(preset_config(preset), 224, embed_dim=0, num_classes=1000)
     assert cost.flops / 2e9 == pytest.approx(PAPER_GMACS_224[preset], rel=0.10)
 
 
 
 def _built(gin_bindings):
-    from basic_tf.models import DualEncoder
     config.parse(["models/tiny"], gin_bindings)
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     model({"images": np.zeros((1, model.image_size, model.image_size, 3), np.float32),
            "token_ids": np.ones((1, model.max_text_len), np.int32)})
     return model
@@ -44,19 +43,19 @@ def _dense_kernels(layer):
 @pytest.mark.parametrize("bindings", [[], VIT_TINY], ids=["coatnet", "vit"])
 def test_params_equal_built_model_and_flops_equal_weight_enumeration(bindings):
     model = _built(bindings)
-    cfg = planner.gin_model_config()
+    cfg = from_gin.model_configs()
     img, txt, counts = planner.tower_costs(cfg)
     assert counts["total"] == model.count_params()
     # Independent FLOPs reference for the text tower: every Dense kernel of the blocks runs on
     # all n tokens, the projection on one vector; attention adds 4 n^2 w per block.
-    t = cfg["text"]
+    t = cfg.text
     n = t.max_len
     block_kernels = [k for b in model.text_tower.blocks for k in _dense_kernels(b)]
     reference = 2 * n * sum(int(np.prod(k.shape)) for k in block_kernels)
     reference += 4 * n * n * t.width * t.depth + 2 * t.width * model.embed_dim
     assert txt.flops == reference
     if bindings:  # ViT: the same, plus the patch-embedding convolution
-        v = cfg["image"]
+        v = cfg.image
         n = (model.image_size // v.patch_size) ** 2
         kernels = [k for b in model.image_tower.blocks for k in _dense_kernels(b)]
         reference = 2 * n * sum(int(np.prod(k.shape)) for k in kernels)
@@ -67,7 +66,7 @@ def test_params_equal_built_model_and_flops_equal_weight_enumeration(bindings):
 
 def _basic_l():
     config.parse(["basic_l"])
-    return planner.gin_model_config()
+    return from_gin.model_configs()
 
 
 def test_basic_l_is_about_three_billion_parameters():
@@ -81,7 +80,7 @@ def test_basic_l_is_about_three_billion_parameters():
 
 def _tiny_config():
     config.parse(["models/tiny"])
-    return planner.gin_model_config()
+    return from_gin.model_configs()
 
 
 def test_memory_arithmetic():
@@ -117,7 +116,7 @@ def test_memory_arithmetic():
     assert dp.memory["activations"] == pytest.approx(base.memory["activations"] / 4)
     # Model FLOPs: 3 x forward + logits; accumulation and remat add hardware FLOPs only.
     forward = 512 * (img.flops + txt.flops)
-    assert base.model_flops == 3 * (forward + 2 * 512 * 512 * cfg["dual"].embed_dim)
+    assert base.model_flops == 3 * (forward + 2 * 512 * 512 * cfg.dual.embed_dim)
     assert acc.model_flops == base.model_flops
     assert acc.hardware_flops == pytest.approx(base.model_flops + forward)
     assert base.model_flops < remat.hardware_flops < base.model_flops + forward
@@ -162,7 +161,9 @@ def test_recommendation_shards_the_model_when_weights_do_not_fit():
 
 def test_report_and_mesh_parsing():
     config.parse(["models/tiny"], ["train.num_micro_batches = 2", "train.remat = 'every_k:2'"])
-    text = planner.report(256, *planner.parse_mesh("batch:2,model:1"), device_memory_gb=0.25)
+    micro, remat_every = planner.gin_step_setting()
+    text = planner.report(from_gin.model_configs(), 256, *planner.parse_mesh("batch:2,model:1"),
+                          device_memory_gb=0.25, num_micro_batches=micro, remat_every=remat_every)
     for words in ("parameters: image", "forward FLOPs per example", "activations", "logits",
                   "2 micro-batch(es) of 64 per replica", "== recommended",
                   "train.remat = ", "mesh data=2 x model=1"):

@@ -29,9 +29,12 @@ flags.DEFINE_enum("activation_dtype", "float32", ["float32", "bfloat16"],
 
 def main(argv):
     del argv
+    from basic_tf import from_gin
     cli.parse_gin_flags()
     data, model = planner.parse_mesh(FLAGS.mesh, FLAGS.replicas)
-    print(planner.report(FLAGS.global_batch, data, model, FLAGS.device_memory_gb,
+    micro, remat_every = planner.gin_step_setting()
+    print(planner.report(from_gin.model_configs(), FLAGS.global_batch, data, model,
+                         FLAGS.device_memory_gb, num_micro_batches=micro, remat_every=remat_every,
                          optimizer=FLAGS.optimizer,
                          activation_bytes=4 if FLAGS.activation_dtype == "float32" else 2))
 

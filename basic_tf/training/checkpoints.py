@@ -29,10 +29,10 @@ Good states only (TrainingCheckpointManager):
 
 Reading back (tools/evaluate.py, tools/export.py, the demo, stage (b)'s image tower):
 `checkpoint_path` is the one reading of "a model_dir or a ckpt-N prefix", `restore_model` loads
-the `model` key into a model and refuses a partial, mismatched or diverged one, and
-`load_trained_model` builds the gin config's DualEncoder with its input view and tokenizer.
+the `model` key into a model and refuses a partial, mismatched or diverged one
+(basic_tf/from_gin.py's `load_trained_model` builds the gin config's DualEncoder with its input
+view and tokenizer around it).
 """
-import contextlib
 import glob
 import os
 import shutil
@@ -384,31 +384,3 @@ def restore_model(model, checkpoint: str, source: str = "--checkpoint") -> str:
                          "earlier checkpoint (a stopped run names its newest good one)")
     logging.info("restored model weights from %s", path)
     return path
-
-
-def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: Optional[str] = None,
-                       seq_len: Optional[int] = None, strategy=None) -> tuple:
-    """The parsed gin config's DualEncoder with `checkpoint`'s weights (None: as initialised),
-    seen as training saw it -> (model, tokenizer, data, restored path or None).
-
-    data: the gin file's make_dataset view (basic_tf.data.data_config: image size, seq_len,
-    tokenizer, evaluation crop), `tokenizer_path` / `seq_len` overriding it (explicit flags);
-    checked against the model, and the tokenizer's pieces against the text tower's vocabulary.
-    The model is built in `strategy`'s scope when one is given. `source`: see restore_model.
-    """
-    from basic_tf.data import data_config
-    from basic_tf.data.tokenizer import Tokenizer
-    from basic_tf.models import DualEncoder
-
-    data = data_config.from_gin(tokenizer_path=tokenizer_path, seq_len=seq_len)
-    tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = DualEncoder()
-    data.check_model(model.image_size, model.max_text_len)
-    if tokenizer.vocab_size > model.text_config.vocab_size:
-        raise ValueError(f"tokenizer {data.tokenizer_path} has {tokenizer.vocab_size} pieces but "
-                         f"text_tower_config.vocab_size={model.text_config.vocab_size}: bind "
-                         f"text_tower_config.vocab_size = {tokenizer.vocab_size} (as in "
-                         "training) or give the tokenizer the model was trained with")
-    restored = restore_model(model, checkpoint, source) if checkpoint else None
-    return model, tokenizer, data, restored

@@ -43,7 +43,7 @@ from tensorflow.experimental import dtensor
 from basic_tf.data.distributed import CheckpointableDistributedIterator
 from basic_tf.data.pipeline import SkippedRecordsCounter, make_dataset
 from basic_tf.losses import LOSS_KINDS
-from basic_tf.models import DualEncoder, ImageClassifier
+from basic_tf.models import ModelConfigs
 from basic_tf.parallel.remat import RematPolicy
 from basic_tf.training import (checkpoints, mesh_placement, precision, preemption, pretrain,
                                progress, settings_diff, workers)
@@ -55,15 +55,15 @@ from basic_tf.training.trainer import (NonFiniteLossError, PreemptedError, Train
 STAGES = ("contrastive", "pretrain")
 
 
-def _build_task(stage: str, model_dir: str, init_image_tower_from: Optional[str],
-                lock_image_tower: bool, remat: RematPolicy, num_micro_batches: int,
-                loss_kind: str, local_loss: bool):
+def _build_task(stage: str, model_dir: str, models: ModelConfigs,
+                init_image_tower_from: Optional[str], lock_image_tower: bool, remat: RematPolicy,
+                num_micro_batches: int, loss_kind: str, local_loss: bool):
     if stage == "pretrain":
         if init_image_tower_from or lock_image_tower:
             raise ValueError("train.init_image_tower_from / train.lock_image_tower belong to "
                              "stage='contrastive' (stage (b)), not stage='pretrain'")
-        return pretrain.PretrainTask(ImageClassifier(remat_policy=remat))
-    model = DualEncoder(remat_policy=remat)
+        return pretrain.PretrainTask(models.image_classifier(remat))
+    model = models.dual_encoder(remat)
     if lock_image_tower and not init_image_tower_from:
         raise ValueError("train.lock_image_tower=True needs train.init_image_tower_from (a stage "
                          "(a) checkpoint): locking a randomly initialised tower trains nothing "
@@ -139,7 +139,7 @@ def _loop_lengths(steps_per_loop: int, checkpoint_interval: int) -> Callable[[in
     return length
 
 
-@gin.configurable(denylist=["model_dir", "strategy", "dataset_fn", "eval_dataset_fn"])
+@gin.configurable(denylist=["model_dir", "strategy", "dataset_fn", "eval_dataset_fn", "models"])
 def train(model_dir: str,
           strategy: Optional[tf.distribute.Strategy] = None,
           *,
@@ -167,7 +167,8 @@ def train(model_dir: str,
           use_tf_while_loop: bool = True,
           mesh: Optional[str] = None,
           dataset_fn: Optional[Callable] = None,
-          eval_dataset_fn: Optional[Callable] = None) -> dict:
+          eval_dataset_fn: Optional[Callable] = None,
+          models: Optional[ModelConfigs] = None) -> dict:
     """Trains until global step `train_steps`; returns a record of the run: step, progress
     lines, evaluation, preempted, checkpoint, global_batch_size, num_micro_batches.
 
@@ -246,7 +247,10 @@ def train(model_dir: str,
     keras.utils.set_random_seed(seed)  # weight initialisation: a run is a function of its config
     with strategy.scope():
         with precision.dtype_policy(mixed_precision):
-            task = _build_task(stage, model_dir, init_image_tower_from, lock_image_tower,
+            if models is None:
+                from basic_tf import from_gin
+                models = from_gin.model_configs()
+            task = _build_task(stage, model_dir, models, init_image_tower_from, lock_image_tower,
                                remat_policy, num_micro_batches, loss_kind, local_loss)
     if device_mesh is None:
         with strategy.scope():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf.models import ImageClassifier
+from basic_tf import from_gin
 from basic_tf.parallel.remat import RematPolicy
 from models_harness import run_dual_encoder_test, tiny_model, toy_batch
 
@@ -154,7 +154,7 @@ def test_frozen_image_tower_and_overrides():
     model.image_tower.trainable = False  # LiT
     assert model.image_trainable_variables == []
     assert len(model.trainable_variables) == n_text + 1
-    with pytest.raises(ValueError, match="unknown overrides.*embed_dimension"):
+    with pytest.raises(ValueError, match="unknown overrides.*embed_dimension"):  # from_gin's
         tiny_model(embed_dimension=8)
     with pytest.raises(ValueError, match="pooling='last'"):
         tiny_model(["text_tower_config.pooling = 'last'"])
@@ -162,8 +162,8 @@ def test_frozen_image_tower_and_overrides():
 
 def test_classifier_weights_transfer_to_dual_encoder(tmp_path):
     """Stage (a) -> (b): the classifier's tower restores into the dual encoder's by path."""
-    model = tiny_model()  # parses models/tiny.gin, which the classifier reads too
-    classifier = ImageClassifier(num_classes=10)
+    model = tiny_model()  # parses models/tiny.gin, which gives the classifier its tower too
+    classifier = from_gin.model_configs().image_classifier(num_classes=10)
     images, _ = toy_batch(model)
     assert classifier(images).shape == (4, 10)
     path = tf.train.Checkpoint(image_tower=classifier.image_tower).write(str(tmp_path / "a"))

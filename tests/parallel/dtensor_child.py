@@ -51,7 +51,7 @@ def _emit(line: dict) -> None:
 
 
 def run_case(cfg: dict) -> None:
-    from basic_tf.models import DualEncoder
+    from basic_tf import from_gin
     from basic_tf.training.contrastive import ContrastiveTask
     from basic_tf.training.optimizers import make_optimizer
     from basic_tf.training.trainer import step_seed
@@ -66,8 +66,8 @@ def run_case(cfg: dict) -> None:
     remat = RematPolicy.parse(config.bound_value("train.remat", "none"), name="train.remat")
     batch, steps, rtol = cfg.get("batch", 16), cfg.get("steps", 5), cfg.get("rtol", 1e-5)
     keras.utils.set_random_seed(0)
-    init = DualEncoder().get_weights()
-    probe = DualEncoder()
+    init = from_gin.dual_encoder().get_weights()
+    probe = from_gin.dual_encoder()
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(batch, probe.image_size, probe.image_size, 3)).astype(np.float32)
     vocab = probe.text_tower.config.vocab_size
@@ -77,7 +77,7 @@ def run_case(cfg: dict) -> None:
 
     def run(mesh_shape):
         start = time.process_time()
-        model = DualEncoder(remat_policy=remat)
+        model = from_gin.dual_encoder(remat_policy=remat)
         model.set_weights(init)
         mesh = plan = None
         if mesh_shape is not None:

@@ -122,12 +122,11 @@ def test_losses_and_validation_equal_one_device(runs):
 
 
 def test_final_checkpoint_loads_into_an_unsharded_model(runs):
-    from basic_tf import config
-    from basic_tf.models import DualEncoder
+    from basic_tf import config, from_gin
     from basic_tf.training.checkpoints import restore_model
 
     config.parse(["models/tiny"])
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     assert restore_model(model, runs["mesh_dir"]).endswith("ckpt-4")
     # Trained weights, not a fresh initialisation: models/tiny.gin starts at temperature 0.07.
     assert abs(1.0 / float(model.logit_scale.numpy()) - 0.07) > 1e-4

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf import config, losses
-from basic_tf.models import DualEncoder
+from basic_tf import config, from_gin, losses
 from basic_tf.parallel.remat import RematPolicy
 from basic_tf.training.accumulation import compute_contrastive_step, micro_batch_seeds
 from basic_tf.training.contrastive import ContrastiveTask, contrastive_gradients
@@ -29,7 +28,7 @@ def _model(kind="softmax", remat="none", strategy=None):
                      "dual_encoder_config.logit_bias_init = -5.0"]
     config.parse(["models/tiny"], bindings)
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = DualEncoder(remat_policy=RematPolicy(mode=remat))
+        model = from_gin.dual_encoder(remat_policy=RematPolicy(mode=remat))
     return model
 
 

@@ -10,7 +10,7 @@ import re
 import gin
 import pytest
 
-from basic_tf import config
+from basic_tf import config, from_gin
 from basic_tf.data import data_config
 from basic_tf.data.pipeline import make_dataset
 from basic_tf.training import loop
@@ -44,9 +44,8 @@ def _header(name: str) -> str:
 @pytest.mark.parametrize("name", EXPERIMENTS + MODELS)
 def test_every_gin_file_loads_and_its_model_builds(name):
     config.parse([name], finalize=True)
-    from basic_tf.planner import gin_model_config
-    model = gin_model_config()           # dual_encoder_config() and the towers' configs
-    assert model["dual"].image_size >= 8 and model["text"].max_len >= 2
+    model = from_gin.model_configs()     # dual_encoder_config() and the towers' configs
+    assert model.dual.image_size >= 8 and model.text.max_len >= 2
     header = _header(name)
     assert header.startswith(f"# {name}.gin: ")
     # Nothing outside the project: no parent-folder reference, no absolute path but the /tmp
@@ -76,9 +75,8 @@ def test_experiment_states_its_command_and_binds_everything(name):
                     if stage_b else ()):
         assert value(key, KeyError) is not KeyError, f"{name}.gin does not bind {key}"
     make_optimizer()  # the optimizer and its schedule build from the bindings alone
-    from basic_tf.planner import gin_model_config
-    model = gin_model_config()
-    data_config.from_gin().check_model(model["dual"].image_size, model["text"].max_len)
+    model = from_gin.model_configs()
+    data_config.from_gin().check_model(model.dual.image_size, model.text.max_len)
     if not stage_b:
         assert value("image_classifier_config.num_classes", 0) >= 2
     else:

@@ -169,14 +169,14 @@ def test_temperature_summary_survives_a_zero_scale():
 
 
 def test_export_and_evaluate_refuse_nonfinite_weights(tmp_path):
-    from basic_tf.models import DualEncoder
+    from basic_tf import from_gin
     from basic_tf.training.checkpoints import restore_model
     config.parse(["models/tiny"])
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     model.text_tower.variables[0].assign(tf.fill(model.text_tower.variables[0].shape, np.nan))
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))  # like the trainer's
     with pytest.raises(ValueError, match=r"^checkpoint '.*ckpt-1' has non-finite weights \(1 "):
-        restore_model(DualEncoder(), path)
+        restore_model(from_gin.dual_encoder(), path)
 
 
 def test_gin_faults_are_named_on_the_first_line(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf import config
+from basic_tf import config, from_gin
 from basic_tf.models import DualEncoder
 from basic_tf.training import loop
 from basic_tf.training.trainer import NonFiniteLossError, step_seed
@@ -108,7 +108,7 @@ def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):
     result = loop.train(b_dir, eval_fn=lambda model: seen.append(model) or {"zeroshot/x": 0.5})
     tower_a = checkpoint_values(os.path.join(a_dir, "ckpt-4"), "model/image_tower/")
     # every image-tower variable, BatchNorm statistics included; stage (b) adds the projection
-    assert len(tower_a) == len(DualEncoder().image_tower.variables) - 1
+    assert len(tower_a) == len(from_gin.dual_encoder().image_tower.variables) - 1
     projections = []
     for step in (2, 4):
         tower_b = checkpoint_values(os.path.join(b_dir, f"ckpt-{step}"), "model/image_tower/")
@@ -126,7 +126,7 @@ def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):
     # loss is the plain mean contrastive loss over the full evaluation batches.
     assert len(seen) == 2 and isinstance(seen[0], DualEncoder)
     assert result["eval"]["zeroshot/x"] == 0.5
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     tf.train.Checkpoint(model=model).restore(os.path.join(b_dir, "ckpt-4")).expect_partial()
     from basic_tf import losses
     from basic_tf.data.pipeline import make_dataset

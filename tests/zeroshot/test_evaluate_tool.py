@@ -90,12 +90,11 @@ def test_tool_on_tiny_model(data, tmp_path):
     The weights travel as a Keras .weights.h5 file: the models' tf.train.Checkpoint misses the
     blocks kept in Python lists (see
     tests/training/test_restore.py::test_restore_refuses_a_partial_checkpoint)."""
-    from basic_tf import config
-    from basic_tf.models import DualEncoder
+    from basic_tf import config, from_gin
 
     config.parse(["models/tiny"])
     tf.keras.utils.set_random_seed(5)
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     ckpt = str(tmp_path / "tiny.weights.h5")
     model.save_weights(ckpt)
     out = str(tmp_path / "eval.json")
