@@ -20,7 +20,7 @@ CONFIGURABLE_MODULES = (
     "basic_tf.from_gin",
     "basic_tf.training.schedules",
     "basic_tf.training.optimizers",
-    "basic_tf.training.loop",
+    "basic_tf.training.mesh_placement",
     "basic_tf.zeroshot",
     "basic_tf.zeroshot.run",
     "basic_tf.data.sources",

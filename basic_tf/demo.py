@@ -210,10 +210,10 @@ def run_demo(out_dir: str,
 
 
 def _train(model_dir: str, shards: Sequence[str], spm_path: str) -> dict:
-    """basic_tf.training.loop.train on the demo shards; resumes from model_dir's checkpoint."""
+    """basic_tf.from_gin.train on the demo shards; resumes from model_dir's checkpoint."""
     import tensorflow as tf
 
-    from basic_tf.training import loop
+    from basic_tf import from_gin
 
     gin.bind_parameter("make_dataset.file_pattern", list(shards))
     gin.bind_parameter("make_dataset.tokenizer_path", spm_path)
@@ -221,7 +221,7 @@ def _train(model_dir: str, shards: Sequence[str], spm_path: str) -> dict:
     start_step = int(latest.rsplit("-", 1)[-1]) if latest else 0
     if latest:
         _say(f"  resuming from {latest}")
-    out = loop.train(model_dir)
+    out = from_gin.train(model_dir)
     return {"checkpoint": tf.train.latest_checkpoint(model_dir), "start_step": start_step, "final_step": out["step"],
             "steps_run": out["step"] - start_step,
             "last_progress_line": out["progress"][-1] if out["progress"] else None,

@@ -10,6 +10,11 @@ experiment files bind, and builds them from the parsed bindings:
   vit_config.*               models.ViTConfig             model_configs() (image_tower vit)
   text_tower_config.*        models.TextTowerConfig       model_configs()
   image_classifier_config.*  models.ImageClassifierConfig model_configs()
+  train.*                    training.TrainConfig         train_config()
+
+`train(model_dir, strategy)` is tools/train.py's run: the TrainConfig, its Placement (the
+strategy, or train.mesh's DTensor mesh), the models and make_dataset's pipelines, handed to
+basic_tf.training.loop.train.
 
 `load_trained_model` is the tools' loader (tools/evaluate.py, tools/export.py, the demo): the
 gin config's DualEncoder, tokenizer and data view, with a checkpoint's weights.
@@ -19,13 +24,15 @@ dataclass itself never reads gin.
 """
 import contextlib
 import dataclasses
-from typing import Optional
+import functools
+from typing import Callable, Optional
 
 import gin
 
 from basic_tf.models import (CoAtNetConfig, DualEncoder, DualEncoderConfig, ImageClassifierConfig,
                              ModelConfigs, TextTowerConfig, ViTConfig)
 from basic_tf.parallel.remat import RematPolicy
+from basic_tf.training.train_config import TrainConfig
 
 dual_encoder_config = gin.external_configurable(DualEncoderConfig, "dual_encoder_config")
 coatnet_config = gin.external_configurable(CoAtNetConfig, "coatnet_config")
@@ -34,6 +41,9 @@ text_tower_config = gin.external_configurable(TextTowerConfig, "text_tower_confi
 image_classifier_config = gin.external_configurable(ImageClassifierConfig,
                                                     "image_classifier_config")
 IMAGE_CONFIGS = {"coatnet": coatnet_config, "vit": vit_config}
+# The training settings: gin's `train.*` bindings (the names of the former loop.train's
+# arguments, so every experiment file and --gin_bindings keeps working).
+train_config = gin.external_configurable(TrainConfig, "train")
 
 
 def model_configs() -> ModelConfigs:
@@ -55,6 +65,26 @@ def dual_encoder(remat_policy: Optional[RematPolicy] = None, **overrides) -> Dua
     dual = dataclasses.replace(configs.dual, **overrides)
     return DualEncoder(dual, configs.image, configs.text, remat_policy=remat_policy)
 
+
+
+def train(model_dir: str, strategy=None, *, dataset_fn: Optional[Callable] = None,
+          eval_dataset_fn: Optional[Callable] = None, eval_fn: Optional[Callable] = None,
+          **overrides) -> dict:
+    """basic_tf.training.loop.train of the parsed gin config: train_config(**overrides) (e.g.
+    mesh= from tools/train.py --mesh), placed by `strategy` (default: the current one) or its
+    mesh; the models of model_configs(); make_dataset's training (and evaluation) pipelines
+    unless dataset_fn / eval_dataset_fn are given. Returns loop.train's record."""
+    from basic_tf.data.pipeline import make_dataset
+    from basic_tf.training import loop
+    from basic_tf.training.placement import Placement
+
+    config = train_config(**overrides)
+    placement = Placement(strategy, config.mesh)
+    return loop.train(
+        model_dir, config, placement, models=model_configs(),
+        dataset_fn=dataset_fn or functools.partial(make_dataset, training=True),
+        eval_dataset_fn=eval_dataset_fn or functools.partial(make_dataset, training=False),
+        eval_fn=eval_fn)
 
 def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: Optional[str] = None,
                        seq_len: Optional[int] = None, strategy=None) -> tuple:

@@ -322,28 +322,17 @@ def parse_mesh(text: str, replicas: int = 1) -> tuple:
     return sizes["batch"], sizes["model"]
 
 
-def gin_step_setting() -> tuple:
-    """(num_micro_batches, remat_every) bound in the parsed gin config (defaults 1, 0)."""
-    from basic_tf import config
-    from basic_tf.parallel.remat import RematPolicy
-    micro = int(config.bound_value("train.num_micro_batches", 1))
-    policy = RematPolicy.parse(config.bound_value("train.remat", "none"), name="train.remat")
-    remat_every = {"none": 0, "every_block": 1}.get(policy.mode, policy.k)
-    return micro, remat_every
-
-
 def _remat_string(remat_every: int) -> str:
     """remat_every (0: none, k: blocks 0, k, 2k, ...) as train.remat's string."""
     return {0: "none", 1: "every_block"}.get(remat_every, f"every_k:{remat_every}")
 
 
-def report(model_config, global_batch: int, data_replicas: int = 1, model_shards: int = 1,
-           device_memory_gb: float = 16.0, num_micro_batches: int = 1, remat_every: int = 0,
-           **plan_kwargs) -> str:
+def report(model_config, train, global_batch: int, data_replicas: int = 1,
+           model_shards: int = 1, device_memory_gb: float = 16.0, **plan_kwargs) -> str:
     """The plan of an experiment as configured (its models: basic_tf.models.ModelConfigs; its
-    step's num_micro_batches and remat_every), then the recommended setting for the same number
-    of devices and device memory (what tools/plan.py prints)."""
-    micro = num_micro_batches
+    step: the TrainConfig's num_micro_batches and remat), then the recommended setting for the
+    same number of devices and device memory (what tools/plan.py prints)."""
+    micro, remat_every = train.num_micro_batches, train.remat_every
     current = plan_step(model_config, global_batch, data_replicas=data_replicas,
                         model_shards=model_shards, num_micro_batches=micro,
                         remat_every=remat_every, **plan_kwargs)

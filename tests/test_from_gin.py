@@ -34,7 +34,6 @@ NOT_YET_MOVED = {
     "basic_tf/parallel/strategy.py": "@gin.configurable make_strategy",
     "basic_tf/parallel/threads.py": "@gin.configurable cpu_threads",
     "basic_tf/planner.py": "@gin.configurable plan_step",
-    "basic_tf/training/loop.py": "@gin.configurable train",
     "basic_tf/training/mesh_placement.py": "@gin.configurable make_training_mesh",
     "basic_tf/training/optimizers.py": "@gin.configurable make_optimizer",
     "basic_tf/training/progress.py": "writes gin's operative config",

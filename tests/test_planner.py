@@ -161,9 +161,8 @@ def test_recommendation_shards_the_model_when_weights_do_not_fit():
 
 def test_report_and_mesh_parsing():
     config.parse(["models/tiny"], ["train.num_micro_batches = 2", "train.remat = 'every_k:2'"])
-    micro, remat_every = planner.gin_step_setting()
-    text = planner.report(from_gin.model_configs(), 256, *planner.parse_mesh("batch:2,model:1"),
-                          device_memory_gb=0.25, num_micro_batches=micro, remat_every=remat_every)
+    text = planner.report(from_gin.model_configs(), from_gin.train_config(), 256,
+                          *planner.parse_mesh("batch:2,model:1"), device_memory_gb=0.25)
     for words in ("parameters: image", "forward FLOPs per example", "activations", "logits",
                   "2 micro-batch(es) of 64 per replica", "== recommended",
                   "train.remat = ", "mesh data=2 x model=1"):
@@ -183,16 +182,17 @@ def test_plan_tool_help_names_its_inputs():
         assert flag in out.stdout, out.stdout
 
 
-def test_gin_step_setting_resolves_macros():
+def test_step_setting_resolves_macros():
     """A macro-bound micro-batch count (as demo.gin binds its sizes) is read as its value."""
     import gin
 
     config.parse(["models/tiny"], ["MICRO = 4", "train.num_micro_batches = %MICRO",
                             "train.remat = 'every_k:2'"])
     try:
-        assert planner.gin_step_setting() == (4, 2)
+        train = from_gin.train_config()
+        assert (train.num_micro_batches, train.remat_every) == (4, 2)
         config.parse(["models/tiny"], ["train.remat = 'sometimes'"])
         with pytest.raises(ValueError, match="train.remat='sometimes'"):
-            planner.gin_step_setting()
+            from_gin.train_config()
     finally:
         gin.clear_config()

@@ -95,11 +95,6 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
     def __init__(self, checkpoint, model_dir: str, state, checkpoint_interval: int,
                  max_to_keep: int = 3, host_checkpoint: Optional[tf.train.Checkpoint] = None,
                  host_dir: Optional[str] = None):
-        if checkpoint_interval < 1:
-            raise ValueError(f"train.checkpoint_interval={checkpoint_interval} must be >= 1 "
-                             "steps")
-        if max_to_keep < 1:
-            raise ValueError(f"train.max_checkpoints={max_to_keep} must be >= 1")
         super().__init__(checkpoint, model_dir, max_to_keep=max(max_to_keep, 2),
                          step_counter=state.step, checkpoint_interval=checkpoint_interval)
         self.state, self.model_dir = state, model_dir

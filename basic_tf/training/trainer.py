@@ -44,6 +44,7 @@ import tensorflow as tf
 from tensorflow.experimental import dtensor
 
 from basic_tf.parallel.dtensor import mesh_formulations, to_numpy
+from basic_tf.training.train_config import MAX_LOSS_WINDOW
 from basic_tf.training.update import apply_update
 
 
@@ -58,8 +59,6 @@ class PreemptedError(RuntimeError):
         super().__init__(f"SIGTERM received: training stopped at step {step}")
         self.step = step
 
-# Capacity of the loss-spike guard's ring of recent losses (train.loss_spike_window <= this).
-MAX_LOSS_WINDOW = 1024
 
 
 class TrainState(tf.Module):
@@ -169,10 +168,8 @@ class Trainer(orbit.StandardTrainer):
       state: TrainState.
       global_batch_size: examples per step over all replicas (for examples/s).
       clip_norm: global-norm clipping of the summed gradient; None for none.
-      max_consecutive_nonfinite: stop after this many skipped steps in a row.
-      loss_spike_factor: skip a step whose loss exceeds this x the median of the last
-        `loss_spike_window` applied steps' losses; None: no spike guard.
-      loss_spike_window: applied steps in that median (<= MAX_LOSS_WINDOW).
+      max_consecutive_nonfinite, loss_spike_factor, loss_spike_window: the skipped-step guard
+        (TrainConfig's fields of these names, checked there).
       seed: base of the per-step stateless seeds.
       skipped_records: data.pipeline.SkippedRecordsCounter, or None.
       use_tf_while_loop: run steps_per_loop steps in one tf.while_loop (TPU-friendly).
@@ -188,11 +185,6 @@ class Trainer(orbit.StandardTrainer):
                  use_tf_while_loop: bool = True, mesh: Optional[dtensor.Mesh] = None):
         super().__init__(iterator, orbit.StandardTrainerOptions(
             use_tf_function=True, use_tf_while_loop=use_tf_while_loop and mesh is None))
-        if max_consecutive_nonfinite < 1:
-            raise ValueError(f"max_consecutive_nonfinite={max_consecutive_nonfinite} must be >= 1")
-        if not 1 <= loss_spike_window <= MAX_LOSS_WINDOW:
-            raise ValueError(f"train.loss_spike_window={loss_spike_window} must be in "
-                             f"[1, {MAX_LOSS_WINDOW}]")
         self.strategy, self.task, self.optimizer, self.state = strategy, task, optimizer, state
         self.global_batch_size = global_batch_size
         self.clip_norm, self.seed = clip_norm, seed

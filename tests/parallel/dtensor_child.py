@@ -57,13 +57,11 @@ def run_case(cfg: dict) -> None:
     from basic_tf.training.trainer import step_seed
     from basic_tf.training.update import apply_update
 
-    from basic_tf.parallel.remat import RematPolicy
-
     name = cfg["name"]
     config.parse(cfg.get("gin", ["models/tiny"]), cfg.get("bindings", []))
     # The step's settings as train() receives them (gin `train.*`), passed on as train does.
-    micro = config.bound_value("train.num_micro_batches", 1)
-    remat = RematPolicy.parse(config.bound_value("train.remat", "none"), name="train.remat")
+    train = from_gin.train_config()
+    micro, remat = train.num_micro_batches, train.remat_policy
     batch, steps, rtol = cfg.get("batch", 16), cfg.get("steps", 5), cfg.get("rtol", 1e-5)
     keras.utils.set_random_seed(0)
     init = from_gin.dual_encoder().get_weights()

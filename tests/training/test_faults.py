@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf import config
-from basic_tf.training import checkpoints, loop
+from basic_tf import config, from_gin
+from basic_tf.training import checkpoints
 from basic_tf.training.contrastive import ContrastiveTask
 from basic_tf.training.trainer import NonFiniteLossError
 from training_helpers import bindings, checkpoint_values, scalar_events
@@ -20,7 +20,7 @@ FAST = ["train.steps_per_loop = 2", "train.checkpoint_interval = 2", "train.log_
 
 def _train(model_dir, data, *extra, batch=8):
     config.parse(["models/tiny"], bindings(data, global_batch_size=batch) + FAST + list(extra))
-    return loop.train(model_dir)
+    return from_gin.train(model_dir)
 
 
 def test_divergence_keeps_the_last_good_state_then_resumes(tiny_data, tmp_path):
@@ -144,7 +144,7 @@ def test_checkpoints_at_exact_multiples_and_the_end(tiny_data, tmp_path):
     config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=8) + [
         "train.train_steps = 11", "train.steps_per_loop = 3", "train.checkpoint_interval = 4",
         "train.max_checkpoints = 5"])
-    loop.train(model_dir)
+    from_gin.train(model_dir)
     steps = sorted(int(p.rsplit("-", 1)[1].split(".")[0])
                    for p in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
     assert steps == [4, 8, 11]  # before: 3 (after the first loop), 9, 11
@@ -169,7 +169,6 @@ def test_temperature_summary_survives_a_zero_scale():
 
 
 def test_export_and_evaluate_refuse_nonfinite_weights(tmp_path):
-    from basic_tf import from_gin
     from basic_tf.training.checkpoints import restore_model
     config.parse(["models/tiny"])
     model = from_gin.dual_encoder()

@@ -56,10 +56,9 @@ _REFERENCE = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(4)])
-    from basic_tf import config
+    from basic_tf import config, from_gin
     from basic_tf.data.pipeline import make_dataset
     from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
-    from basic_tf.training import loop
 
     model_dir, binds = sys.argv[1], json.loads(sys.argv[2])
     config.parse(["models/tiny"], binds)
@@ -71,8 +70,8 @@ _REFERENCE = textwrap.dedent("""
         order = tf.data.Dataset.from_tensor_slices(tf.constant([0, 0, 1, 1], tf.int64)).repeat()
         return tf.data.Dataset.choose_from_datasets(pipelines, order)
 
-    loop.train(model_dir, make_strategy(**parse_strategy_flag("mirrored:4")),
-               dataset_fn=two_workers_batches)
+    from_gin.train(model_dir, make_strategy(**parse_strategy_flag("mirrored:4")),
+                   dataset_fn=two_workers_batches)
 """)
 
 

@@ -20,7 +20,7 @@ def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
         "train.num_micro_batches = 2",
         "train.train_steps = 24", "train.steps_per_loop = 4", "train.checkpoint_interval = 8",
         "train.log_every = 8"])
-    result = loop.train(model_dir, mirrored_strategy(4))
+    result = from_gin.train(model_dir, mirrored_strategy(4))
     assert result["step"] == 24
     (_, losses), = scalar_events(os.path.join(model_dir, "train"), "loss")
     assert sorted(losses) == [4, 8, 12, 16, 20, 24]
@@ -70,7 +70,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monk
     stop = (r"4 consecutive .*\(train.max_consecutive_nonfinite=3\).* The newest good "
             rf"checkpoint is {good} ")
     with pytest.raises(NonFiniteLossError, match=stop):
-        loop.train(model_dir)
+        from_gin.train(model_dir)
     assert tf.train.latest_checkpoint(model_dir) == good
     assert sorted(os.listdir(os.path.join(model_dir, "unverified"))) == [
         "ckpt-8.data-00000-of-00001", "ckpt-8.index"]
@@ -98,14 +98,14 @@ def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):
     config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=8) + [
         "train.stage = 'pretrain'", "image_classifier_config.num_classes = 4",
         "train.train_steps = 4", "train.steps_per_loop = 2", "train.checkpoint_interval = 4"])
-    result = loop.train(a_dir)
+    result = from_gin.train(a_dir)
     assert result["step"] == 4 and "acc" in result["progress"][-1]
     config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=8) + [
         f"train.init_image_tower_from = '{a_dir}'", "train.lock_image_tower = True",
         "train.train_steps = 4", "train.steps_per_loop = 2", "train.checkpoint_interval = 2",
         "train.eval_interval = 2"])
     seen = []
-    result = loop.train(b_dir, eval_fn=lambda model: seen.append(model) or {"zeroshot/x": 0.5})
+    result = from_gin.train(b_dir, eval_fn=lambda model: seen.append(model) or {"zeroshot/x": 0.5})
     tower_a = checkpoint_values(os.path.join(a_dir, "ckpt-4"), "model/image_tower/")
     # every image-tower variable, BatchNorm statistics included; stage (b) adds the projection
     assert len(tower_a) == len(from_gin.dual_encoder().image_tower.variables) - 1
