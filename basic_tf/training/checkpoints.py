@@ -2,7 +2,7 @@
 
 Keys of the checkpoint (other tools read them): model (the keras.Model: DualEncoder or stage (a)
 ImageClassifier), optimizer (`optimizer_state`: update count and slots, not the learning rate,
-which comes from the config), state (trainer.TrainState: global step, skipped-step counters,
+which comes from the config), state (step.TrainState: global step, skipped-step counters,
 verified step, global batch size, recent losses), data (the input iterator's position, shuffle
 buffers included), skipped_records (data pipeline counters).
 
@@ -84,7 +84,7 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
     Args:
       checkpoint: the tf.train.Checkpoint of everything trained.
       model_dir: where ckpt-<step> goes.
-      state: trainer.TrainState (step, consecutive_nonfinite, verified_step).
+      state: step.TrainState (step, consecutive_nonfinite, verified_step).
       checkpoint_interval: save at exact multiples of this many steps.
       max_to_keep: checkpoints kept (at least 2, so the newest verified one is always there).
       host_checkpoint: a tf.train.Checkpoint of host-side objects (an input iterator) written

@@ -49,7 +49,8 @@ from basic_tf.training.contrastive import ContrastiveTask
 from basic_tf.training.evaluator import ContrastiveEvaluator
 from basic_tf.training.placement import Placement
 from basic_tf.training.train_config import TrainConfig
-from basic_tf.training.trainer import NonFiniteLossError, PreemptedError, Trainer, TrainState
+from basic_tf.training.step import TrainState
+from basic_tf.training.trainer import NonFiniteLossError, PreemptedError, Trainer
 
 
 def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: ModelConfigs,
@@ -86,18 +87,17 @@ def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: 
         optimizer=optimizer, data=iterator, skipped_records=skipped_records)
     _resume(manager, state, global_batch_size, changes, model_dir, role.is_chief)
 
-    trainer = Trainer(placement.strategy, task, optimizer, iterator, state,
+    trainer = Trainer(placement, task, optimizer, iterator, state,
                       global_batch_size=global_batch_size, clip_norm=config.clip_norm,
                       max_consecutive_nonfinite=config.max_consecutive_nonfinite,
                       loss_spike_factor=config.loss_spike_factor,
                       loss_spike_window=config.loss_spike_window, seed=config.seed,
                       skipped_records=skipped_records,
-                      use_tf_while_loop=config.use_tf_while_loop, mesh=placement.mesh)
+                      use_tf_while_loop=config.use_tf_while_loop)
     evaluator = None
     if config.eval_interval is not None:
-        evaluator = ContrastiveEvaluator(placement.strategy, task.model, task.loss_fn,
-                                         placement.eval_input(eval_dataset_fn), eval_fn,
-                                         mesh=placement.mesh)
+        evaluator = ContrastiveEvaluator(placement, task.model, task.loss_fn,
+                                         placement.eval_input(eval_dataset_fn), eval_fn)
     write_dir = workers.write_dir(model_dir, role)
     logger = progress.ProgressLogger(state.step, config.train_steps,
                                      config.log_every or config.steps_per_loop)

@@ -15,9 +15,14 @@ asks it, and never branches on which it is:
     eval_input(dataset_fn) the evaluation dataset, iterated anew at each evaluation
     checkpoint_manager(..) the manager writing model_dir (several workers: only the chief;
                            on a mesh the input position beside the DTensor checkpoint)
+    compiles_loops         whether a loop over the iterator compiles (not on a mesh: one
+                           compiled step per batch)
+    trace_context()        what a step is traced under (the models' mesh formulations)
+    loop_variables_scope() where the Trainer's per-loop sums live
+    first_replica(t), mean(t)   the step's reductions over replicas
 """
 import contextlib
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import tensorflow as tf
 from tensorflow.experimental import dtensor
@@ -28,11 +33,13 @@ from basic_tf.training.optimizers import make_optimizer
 
 
 class Placement:
-    """`strategy` (default: the current one), or a DTensor mesh when `mesh` ('batch:B,model:M',
-    TrainConfig.mesh) is given; a mesh needs the default strategy (ValueError naming both)."""
+    """`strategy` (default: the current one), or a DTensor mesh when `mesh` is given: a string
+    'batch:B,model:M' (TrainConfig.mesh: a mesh of all local devices) or a dtensor.Mesh already
+    made (the tests' meshes of some devices). A mesh needs the default strategy (ValueError
+    naming both)."""
 
     def __init__(self, strategy: Optional[tf.distribute.Strategy] = None,
-                 mesh: Optional[str] = None):
+                 mesh: Union[None, str, dtensor.Mesh] = None):
         self.strategy = strategy or tf.distribute.get_strategy()
         self.mesh: Optional[dtensor.Mesh] = None
         if mesh:
@@ -41,7 +48,8 @@ class Placement:
                 raise ValueError(f"train.mesh / --mesh={mesh} replaces the tf.distribute "
                                  f"strategy: use the default strategy (no --strategy), not "
                                  f"{type(self.strategy).__name__}")
-            self.mesh = mesh_placement.make_training_mesh(mesh)
+            self.mesh = (mesh if isinstance(mesh, dtensor.Mesh)
+                         else mesh_placement.make_training_mesh(mesh))
         self.role = workers.role_of(self.strategy)
 
     @property
@@ -73,6 +81,25 @@ class Placement:
         if self.mesh is None:
             return self.strategy.distribute_datasets_from_function(dataset_fn)
         return mesh_placement.MeshDataset(self.mesh, dataset_fn(tf.distribute.InputContext()))
+
+    @property
+    def compiles_loops(self) -> bool:
+        return self.mesh is None
+
+    def loop_variables_scope(self):
+        """Plain variables updated in cross-replica context under a strategy; replicated
+        DTensor variables on a mesh (a plain variable in a DTensor function would be updated
+        once per device)."""
+        return (contextlib.nullcontext() if self.mesh is None
+                else dtensor.default_mesh(self.mesh))
+
+    def first_replica(self, value):
+        """A value every replica holds identically, from the first replica."""
+        return self.strategy.experimental_local_results(value)[0]
+
+    def mean(self, value):
+        """The mean over replicas of a per-replica scalar."""
+        return self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
 
     def trace_context(self):
         """What a step is traced under: the mesh formulations of the models (mesh_ops.py) on a

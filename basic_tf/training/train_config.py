@@ -180,7 +180,7 @@ class TrainConfig:
     @property
     def mesh_sizes(self) -> Optional[dict]:
         """{'batch': B, 'model': M} of `mesh`, None without one."""
-        return None if self.mesh is None else parse_mesh_flag(self.mesh)
+        return parse_mesh_flag(self.mesh) if self.mesh else None
 
 
 def _is_number(value) -> bool:

@@ -5,8 +5,8 @@ models/tiny.gin and demo.gin (both CoAtNet image towers) run on every mesh; the 
 ViT image tower (the bindings below) on (4,1), (2,2) and (1,8): batch only, a model axis that
 divides its 2 heads, one larger than them (it also passed on the other four meshes, once, by hand:
 see the cost below). Each (model, mesh) pair runs five training steps of the trainer's own step
-(dtensor_child.py: shard_model / shard_optimizer / shard_batch, ContrastiveTask.replica_step,
-apply_update, traced under mesh_formulations()) and must equal five steps on one device:
+(dtensor_child.py: step.TrainStep, the Trainer's step with its guard, BatchNorm roll-back and
+counters, placed by training.Placement on the mesh) and must equal five steps on one device:
 losses to 1e-5 relative and every variable (weights, BatchNorm statistics) to 1e-5 of its scale
 (dtensor_child.py). A pair that cannot be sharded would have to fail in shard_model with a
 ValueError naming the variable, its dimension and the mesh axis (layouts.plan_layouts); none of

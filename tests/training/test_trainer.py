@@ -9,7 +9,8 @@ import tensorflow as tf
 from basic_tf import config, from_gin
 from basic_tf.models import DualEncoder
 from basic_tf.training import loop
-from basic_tf.training.trainer import NonFiniteLossError, step_seed
+from basic_tf.training.step import step_seed
+from basic_tf.training.trainer import NonFiniteLossError
 from strategies import mirrored_strategy
 from training_helpers import all_tags, bindings, checkpoint_values, scalar_events
 
