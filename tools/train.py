@@ -68,8 +68,12 @@ def main(argv):
     from basic_tf.data.skips import input_error_message
     from basic_tf.training import preemption
     from basic_tf.training.checkpoints import CheckpointWriteError
+    from basic_tf.training.placement import mesh_with_strategy_error
     from basic_tf.training.trainer import NonFiniteLossError
 
+    if FLAGS.mesh and FLAGS.strategy != "default":  # before building the strategy it names
+        raise app.UsageError(str(mesh_with_strategy_error(FLAGS.mesh,
+                                                          f"--strategy={FLAGS.strategy}")))
     try:
         cli.parse_gin_flags()
         result = from_gin.train(FLAGS.model_dir, cli.strategy_from_flags(),

@@ -32,6 +32,13 @@ from basic_tf.training import checkpoints, mesh_placement, workers
 from basic_tf.training.optimizers import make_optimizer
 
 
+def mesh_with_strategy_error(mesh, strategy: str) -> ValueError:
+    """The one refusal of a mesh beside a strategy (tools/train.py raises it for the flags
+    before building the strategy they name)."""
+    return ValueError(f"train.mesh / --mesh={mesh} replaces the tf.distribute strategy: use the "
+                      f"default strategy (no --strategy), not {strategy}")
+
+
 class Placement:
     """`strategy` (default: the current one), or a DTensor mesh when `mesh` is given: a string
     'batch:B,model:M' (TrainConfig.mesh: a mesh of all local devices) or a dtensor.Mesh already
@@ -45,9 +52,7 @@ class Placement:
         if mesh:
             if (self.strategy is not tf.distribute.get_strategy()
                     or tf.distribute.has_strategy()):
-                raise ValueError(f"train.mesh / --mesh={mesh} replaces the tf.distribute "
-                                 f"strategy: use the default strategy (no --strategy), not "
-                                 f"{type(self.strategy).__name__}")
+                raise mesh_with_strategy_error(mesh, type(self.strategy).__name__)
             self.mesh = (mesh if isinstance(mesh, dtensor.Mesh)
                          else mesh_placement.make_training_mesh(mesh))
         self.role = workers.role_of(self.strategy)
