@@ -49,6 +49,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+# Slow: every mesh shape trains in child processes (the suite's longest test).
+pytestmark = pytest.mark.slow
+
 STEPS = 5
 COMMON = ["make_optimizer.weight_decay=0.1", "make_optimizer.learning_rate=3e-3"]
 ADAMW = ["make_optimizer.kind='adamw'", "make_optimizer.epsilon=1e-4"]

@@ -31,6 +31,9 @@ import tensorflow as tf
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "training"))
 from training_helpers import bindings, scalar_events, write_tiny_data  # noqa: E402
 
+# Slow: tools/train.py --mesh and one-device runs in subprocesses.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train.py")
 MESH = "batch:2,model:4"

@@ -42,6 +42,9 @@ import tensorflow as tf
 
 from training_helpers import bindings, scalar_events, write_tiny_data
 
+# Slow: two tools/train.py worker processes and a one-process replay.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train.py")
 TRAIN_STEPS, CHECKPOINT_INTERVAL, KILL_AFTER = 10, 4, 6

@@ -10,9 +10,13 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from training_helpers import bindings, scalar_events
+
+# Slow: tools/train.py in subprocesses, killed by SIGKILL and resumed.
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train.py")
