@@ -27,8 +27,8 @@ HELP_WORDS = {
                        "--out"],
     "export": GIN + ["--checkpoint", "--class_names", "--templates", "--export_dir",
                      "models.config", "Example"],
-    "make_tfrecords": ["--source", "--output_prefix"],
-    "train_tokenizer": ["--vocab_size"],
+    "make_tfrecords": ["--source", "--output_prefix", "--validate", "--max_shard_mb"],
+    "train_tokenizer": ["--vocab_size", "--shards"],
     "new_experiment": ["--train", "--out_dir"],
     "plan": GIN + ["--global_batch", "--mesh", "--device_memory_gb", "--replicas"],
     "serving_client": ["--server", "--protocol", "--signature", "classify_with_labels",
@@ -57,7 +57,9 @@ def _help_command(tool):
 @pytest.mark.parametrize("tool", TOOLS + ["demo"])
 def test_help_exits_zero_and_explains_the_tool(tool):
     """The one --help test: every program of setup.py (and the other tools/), status 0, its
-    docstring first, its flags named, no traceback and no TensorFlow C++ line."""
+    docstring first, its flags named, no traceback and no TensorFlow C++ line. (It replaces
+    the copies that were in test_export_tools, test_resume_kill, test_planner,
+    test_evaluate_tool and test_data_tools.)"""
     assert set(HELP_WORDS) == set(TOOLS + ["demo"])   # a new command gets its words here
     proc = subprocess.run(_help_command(tool) + ["--help"], capture_output=True, text=True,
                           env=_env(), cwd=REPO, timeout=120)
