@@ -14,6 +14,7 @@ from strategies import mirrored_strategy
 from training_helpers import all_tags, bindings, checkpoint_values, scalar_events
 
 
+@pytest.mark.slow  # trains 24 steps on 4 replicas until the loss falls
 def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
     model_dir = str(tmp_path / "run")
     config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=16) + [

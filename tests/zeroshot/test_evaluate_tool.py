@@ -84,6 +84,7 @@ def test_pipeline_under_4_replicas_exact_counts(data, mirrored4):
     np.testing.assert_array_equal(result["confusion"], want)
 
 
+@pytest.mark.slow  # tools/evaluate.py end to end in a subprocess
 def test_tool_on_tiny_model(data, tmp_path):
     """tools/evaluate.py on tiny DualEncoder weights equals an in-process NumPy reference.
 
