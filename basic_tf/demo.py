@@ -333,6 +333,9 @@ def console_main() -> None:
 
     from basic_tf import cli
 
+    # The flags belong to the program that calls this (the basic-demo script): its --help
+    # lists them (absl shows the main module's key flags).
+    flags.disclaim_key_flags()
     flags.DEFINE_string("out", None, "Output directory (data, checkpoints, export, report.json); "
                         "an existing one is resumed.")
     cli.define_gin_flags(["demo"], example="'TRAIN_STEPS = 100'")
