@@ -222,8 +222,8 @@ def _train(model_dir: str, shards: Sequence[str], spm_path: str) -> dict:
     if latest:
         _say(f"  resuming from {latest}")
     out = loop.train(model_dir)
-    return {"checkpoint": tf.train.latest_checkpoint(model_dir), "start_step": start_step, "final_step": out["step"],
-            "steps_run": out["step"] - start_step,
+    return {"checkpoint": tf.train.latest_checkpoint(model_dir), "start_step": start_step,
+            "final_step": out["step"], "steps_run": out["step"] - start_step,
             "last_progress_line": out["progress"][-1] if out["progress"] else None,
             "global_batch_size": out["global_batch_size"],
             "num_micro_batches": out["num_micro_batches"]}
