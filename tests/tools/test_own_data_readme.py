@@ -200,7 +200,9 @@ def test_labels_by_name_gives_the_same_predictions_as_jsonl(readme_run, other_ev
     assert sorted(row["example_id"] for row in rows) == sorted(records) == sorted(readme)
     for row in rows:
         record, other = records[row["example_id"]], readme[row["example_id"]]
-        assert (row["label"], row["label_name"]) == (record.label, record.label_name)
+        # Labels mapped by name: the index of the record's class in the list given (reversed).
+        assert (row["label"], row["label_name"]) == (
+            list(reversed(COLOURS)).index(record.label_name), record.label_name)
         assert other["label_name"] == row["label_name"]
         k = len(row["classes"])
         assert len(set(row["classes"])) == k and set(row["classes"]) <= set(COLOURS)
