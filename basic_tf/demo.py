@@ -19,6 +19,7 @@ the data knobs (images, templates, vocabulary) only with a fresh DIR.
 """
 import glob
 import json
+import logging
 import os
 import time
 from typing import Dict, List, Optional, Sequence
@@ -307,9 +308,16 @@ def format_report(report: dict, path: str) -> str:
     return "\n".join(lines)
 
 
+def _no_tensorflow_info(record: logging.LogRecord) -> bool:
+    """False for an INFO (or lower) record logged from inside the tensorflow package."""
+    return record.levelno > logging.INFO or (
+        f"{os.sep}tensorflow{os.sep}" not in record.pathname)
+
+
 def main(argv, started_at: Optional[float] = None) -> int:
     """Console entry body: parses gin (demo.gin + --gin_bindings) and runs the demo."""
     from absl import app, flags
+    from absl import logging as absl_logging
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -317,6 +325,10 @@ def main(argv, started_at: Optional[float] = None) -> int:
 
     FLAGS = flags.FLAGS
     cli.parse_gin_flags()
+    # One line per phase and per progress step: TensorFlow's own INFO lines (checkpoint
+    # sharding times, SavedModel input renames, asset and fingerprint paths) stay out; its
+    # warnings and errors, and basic_tf's lines, stay in.
+    absl_logging.get_absl_handler().addFilter(_no_tensorflow_info)
     try:
         run_demo(FLAGS.out, started_at=started_at)
     except FileNotFoundError as e:   # missing data: the message says what to install

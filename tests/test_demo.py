@@ -83,7 +83,8 @@ def _lines(proc):
 def test_command_prints_no_warning_and_one_line_per_phase_and_progress_step(runs):
     """No warning about its own prompts (seq_len fits them), no TensorFlow C++ start-up line
     ("All log messages before absl::InitializeLog()", "loop_optimizer.cc ..."), no Python
-    warning; each phase announced and closed once; one progress line per logged step."""
+    warning, no INFO line of TensorFlow's internals; each phase announced and closed once; one
+    progress line per logged step."""
     proc = runs[4]
     lines = _lines(proc)
     warnings = [line for line in lines if re.search(
@@ -94,6 +95,12 @@ def test_command_prints_no_warning_and_one_line_per_phase_and_progress_step(runs
         n = len(demo.PHASES)
         assert sum(f"[basic-demo] phase {k}/{n}: " in line for line in lines) == 1, (name, lines)
         assert sum(f"[basic-demo] phase {k}/{n} done in " in line for line in lines) == 1, name
+    # Logged lines come from basic_tf (and orbit's controller), not TensorFlow's internals.
+    ours = {os.path.splitext(f)[0] for _, _, files in os.walk(os.path.join(REPO, "basic_tf"))
+            for f in files if f.endswith(".py")} | {"controller"}
+    logged = {m.group(1) for line in lines
+              for m in [re.match(r"^[IWEF]\d{4} [\d:.]+ +\d+ (\w+)\.py:\d+\]", line)] if m}
+    assert logged <= ours, (logged - ours, lines)
     progress = [int(m.group(1)) for line in lines
                 for m in [re.search(rf"step (\d+)/{TRAIN_STEPS} \(", line)] if m]
     assert progress == sorted(set(progress)) and progress[-1] == TRAIN_STEPS, lines
