@@ -11,10 +11,12 @@ from basic_tf.models import DualEncoder
 from basic_tf.training import loop
 from basic_tf.training.step import step_seed
 from basic_tf.training.trainer import NonFiniteLossError
+from float32_bounds import TINY_LOSS_REDUCTIONS, reduction_rtol
 from strategies import mirrored_strategy
 from training_helpers import all_tags, bindings, checkpoint_values, scalar_events
 
 
+@pytest.mark.slow  # trains 24 steps on 4 replicas until the loss falls
 def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
     model_dir = str(tmp_path / "run")
     config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=16) + [
@@ -136,6 +138,9 @@ def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):
                                       model.encode_text(b["token_ids"]), model.logit_scale))
         for b in make_dataset(None, training=False) if float(tf.reduce_min(b["mask"])) == 1.0]
     assert len(batch_losses) == result["eval"]["validation/full_batches"] == 96 // 8
+    # The trainer's compiled evaluation against these eager losses, then the mean over the 12
+    # batches (was rtol=1e-5): float32 rounding of the loss chain at batch 8 and of that mean
+    # (tests/float32_bounds.py).
     np.testing.assert_allclose(result["eval"]["validation/loss"], np.mean(batch_losses),
-                               rtol=1e-5)
+                               rtol=reduction_rtol(TINY_LOSS_REDUCTIONS + [12]))
     assert "validation/loss" in all_tags(os.path.join(b_dir, "eval"))
