@@ -32,7 +32,7 @@ from basic_tf.data.templates import normalize_template
 from basic_tf.export.inputs import ServingLimits, serving_limits
 from basic_tf.export.signature_table import SIGNATURES
 from basic_tf.export.signatures import make_serving_functions
-from basic_tf.zeroshot import prompt_checks
+from basic_tf.zeroshot import prompt_checks, prompts
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
 
 
@@ -82,7 +82,8 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
       The absolute path of the new version directory.
     """
     start = time.time()
-    class_names = _check_list(class_names, "class_names")
+    class_names = prompts.check_class_names(_check_list(class_names, "class_names"),
+                                            "export_for_serving: class_names")
     templates = _check_list(templates, "templates")
     repeated = sorted({n for n in class_names if class_names.count(n) > 1})
     if repeated:

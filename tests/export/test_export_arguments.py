@@ -82,3 +82,14 @@ def test_a_two_dimensional_images_tensor_is_named(model, tokenizer, images):
                        match=r"classify: images must be a list of strings \(rank 1\), got a "
                              r"tensor of shape \[1 2\]"):
         functions["classify"][0](tf.constant([[png, png]]))
+
+
+@pytest.mark.parametrize("names, message", [
+    (["cat"], r"class_names has one class name \('cat'\)"),
+    (["cat", "dog\tdog"], r"class name 1 'dog\\tdog' holds a control character"),
+])
+def test_one_class_or_a_control_character_is_not_exported(model, tokenizer, tmp_path, names,
+                                                           message):
+    with pytest.raises(ValueError, match=message):
+        export_for_serving(model, tokenizer, str(tmp_path), names, TEMPLATES)
+    assert os.listdir(tmp_path) == []
