@@ -1,0 +1,154 @@
+"""Contrastive loss sums over column blocks: the exact loss in O(n x C) memory, not n x N.
+
+The unchunked losses (losses.py) build the [n, N] logits of n rows against the N columns of the
+global batch, and their gradients keep it: at BASIC's N = 65,536 the float32 logits alone are
+16 GiB. Here the columns are visited in blocks of C: the forward pass streams what the loss
+needs (each row's log-sum-exp as a running max and sum of exponentials, each column block's
+log-sum-exp over all rows, or the sigmoid terms' sum) and keeps only [n] and [N] statistics; the
+backward pass (tf.custom_gradient, written by hand) recomputes each [n, C] block of logits from
+the embeddings and adds its share of the gradients. Peak memory is O(n C + N D); the work is one
+more logits matmul than autodiff's (recomputation), while the softmax loss over the whole batch
+reads both directions from the same block (the t2i logits are the i2t ones transposed).
+
+Exactness: the same sums as the unchunked loss, in another order (block-wise log-sum-exp, block
+matmuls): equal to float32 rounding. C must divide the number of columns N (a last partial block
+would need masking for little use: batches are powers of two); otherwise an error names
+loss_chunk and N.
+
+Every function here returns a float32 scalar SUM over the given rows (the caller divides by N);
+x: float32 [n, D] rows, y: float32 [N, D] columns, scale/bias float32 scalars.
+"""
+import tensorflow as tf
+
+
+def check_chunk(chunk: int, num_columns) -> None:
+    """Raises ValueError unless chunk is an integer >= 1 dividing num_columns (an int, or None
+    when unknown until run time)."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"loss_chunk={chunk!r} must be an integer >= 1 (0 turns chunking off)")
+    if num_columns is not None and num_columns % chunk:
+        raise ValueError(f"loss_chunk={chunk} does not divide the global batch of {num_columns} "
+                         f"pairs; use a divisor of {num_columns}")
+
+
+def _column_blocks(y: tf.Tensor, chunk: int) -> tf.Tensor:
+    """[N, D] -> [N / C, C, D] (C divides N; checked statically when N is known)."""
+    check_chunk(chunk, y.shape[0])
+    return tf.reshape(y, [-1, chunk, tf.shape(y)[-1]])
+
+
+def _write_block(blocks: tf.Tensor, j: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+    """blocks [B, C, ...] with blocks[j] = value (a while-loop variable written in place; XLA
+    compiles it, as accumulation.py's embedding cache)."""
+    return tf.tensor_scatter_nd_update(blocks, [[j]], value[tf.newaxis])
+
+
+def _for_blocks(num_blocks, body, init):
+    """tf.while_loop over column blocks j = 0..B-1, one at a time (parallel_iterations=1, so
+    the executor never holds two blocks' logits)."""
+    return tf.while_loop(lambda j, *_: j < num_blocks, body, (tf.constant(0),) + tuple(init),
+                         parallel_iterations=1)[1:]
+
+
+def softmax_lse_sum(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor, chunk: int,
+                    columns_too: bool) -> tf.Tensor:
+    """sum_i logsumexp_j(scale x_i.y_j), plus sum_j logsumexp_i(scale x_i.y_j) when
+    columns_too (x then holds ALL rows: the loss's other direction over the same matrix).
+
+    The softmax cross-entropy is this minus the positive logits (the caller's, by autodiff).
+    Backward: d/dz of a row log-sum-exp is the row's softmax, recomputed per block from the
+    saved [n] row (and [N] column) log-sum-exps.
+    """
+
+    @tf.custom_gradient
+    def lse_sum(x, y, scale):
+        blocks = _column_blocks(y, chunk)
+        num_blocks = tf.shape(blocks)[0]
+        n = tf.shape(x)[0]
+
+        def forward(j, row_max, row_sum, col_lse):
+            z = scale * tf.matmul(x, blocks[j], transpose_b=True)  # [n, C]
+            new_max = tf.maximum(row_max, tf.reduce_max(z, axis=1))
+            row_sum = (row_sum * tf.exp(row_max - new_max)
+                       + tf.reduce_sum(tf.exp(z - new_max[:, tf.newaxis]), axis=1))
+            if columns_too:
+                col_lse = _write_block(col_lse, j, tf.reduce_logsumexp(z, axis=0))
+            return j + 1, new_max, row_sum, col_lse
+
+        col_init = tf.zeros([num_blocks, chunk] if columns_too else [0, chunk])
+        row_max, row_sum, col_lse = _for_blocks(
+            num_blocks, forward, (tf.fill([n], -float("inf")), tf.zeros([n]), col_init))
+        row_lse = row_max + tf.math.log(row_sum)
+        total = tf.reduce_sum(row_lse)
+        if columns_too:
+            total += tf.reduce_sum(col_lse)
+
+        def grad(upstream):
+            def backward(j, dx, dblocks, dscale):
+                raw = tf.matmul(x, blocks[j], transpose_b=True)  # [n, C]
+                z = scale * raw
+                g = tf.exp(z - row_lse[:, tf.newaxis])
+                if columns_too:
+                    g += tf.exp(z - col_lse[j][tf.newaxis, :])
+                dx += tf.matmul(g, blocks[j])
+                dblocks = _write_block(dblocks, j, tf.matmul(g, x, transpose_a=True))
+                return j + 1, dx, dblocks, dscale + tf.reduce_sum(g * raw)
+
+            dx, dblocks, dscale = _for_blocks(
+                num_blocks, backward, (tf.zeros_like(x), tf.zeros_like(blocks), tf.zeros([])))
+            factor = upstream * scale
+            return factor * dx, factor * tf.reshape(dblocks, tf.shape(y)), upstream * dscale
+
+        return total, grad
+
+    return lse_sum(x, y, scale)
+
+
+def sigmoid_sum(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, chunk: int,
+                row_offset) -> tf.Tensor:
+    """sum_ij -log sigmoid(s_ij (scale x_i.y_j + bias)), s_ij = +1 where j = i + row_offset
+    (the pair), -1 elsewhere: the SigLIP loss's sum over these rows.
+
+    Written as softplus(-s_ij z_ij), the op tf.math.log_sigmoid computes, so each term equals
+    the unchunked loss's; backward: dz = -s_ij sigmoid(-s_ij z_ij), recomputed per block.
+    """
+    n = tf.shape(x)[0]
+    rows = tf.range(n) + tf.cast(row_offset, tf.int32)
+
+    def signed_logits(raw, j):
+        """(-s_ij z_ij, -s_ij) of block j: [n, C] each."""
+        cols = j * chunk + tf.range(chunk)
+        flip = tf.where(tf.equal(rows[:, tf.newaxis], cols[tf.newaxis, :]), -1.0, 1.0)
+        return flip * (scale * raw + bias), flip
+
+    @tf.custom_gradient
+    def total(x, y, scale, bias):
+        blocks = _column_blocks(y, chunk)
+        num_blocks = tf.shape(blocks)[0]
+
+        def forward(j, acc):
+            t, _ = signed_logits(tf.matmul(x, blocks[j], transpose_b=True), j)
+            return j + 1, acc + tf.reduce_sum(tf.math.softplus(t))
+
+        (value,) = _for_blocks(num_blocks, forward, (tf.zeros([]),))
+
+        def grad(upstream):
+            def backward(j, dx, dblocks, dscale, dbias):
+                raw = tf.matmul(x, blocks[j], transpose_b=True)
+                t, flip = signed_logits(raw, j)
+                dz = flip * tf.math.sigmoid(t)  # d softplus(t) / dz
+                dx += tf.matmul(dz, blocks[j])
+                dblocks = _write_block(dblocks, j, tf.matmul(dz, x, transpose_a=True))
+                return (j + 1, dx, dblocks, dscale + tf.reduce_sum(dz * raw),
+                        dbias + tf.reduce_sum(dz))
+
+            dx, dblocks, dscale, dbias = _for_blocks(
+                num_blocks, backward,
+                (tf.zeros_like(x), tf.zeros_like(blocks), tf.zeros([]), tf.zeros([])))
+            factor = upstream * scale
+            return (factor * dx, factor * tf.reshape(dblocks, tf.shape(y)), upstream * dscale,
+                    upstream * dbias)
+
+        return value, grad
+
+    return total(x, y, scale, bias)
