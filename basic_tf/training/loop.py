@@ -8,7 +8,8 @@
 A model_dir that already holds a checkpoint resumes from it exactly (model, optimizer, step,
 counters and the data iterator's position); the stage (a) initialisation is only used for a
 fresh model_dir. The step's settings are gin bindings of `train` and travel down as arguments:
-`train.num_micro_batches`, `train.loss_kind`, `train.local_loss` -> ContrastiveTask ->
+`train.num_micro_batches`, `train.loss_kind`, `train.local_loss`, `train.loss_chunk` ->
+ContrastiveTask ->
 accumulation.compute_contrastive_step; `train.remat` -> the model's RematPolicy. The model and
 data hyper-parameters are the config dataclasses' bindings (dual_encoder_config.*, ...).
 
@@ -57,7 +58,7 @@ STAGES = ("contrastive", "pretrain")
 
 def _build_task(stage: str, model_dir: str, init_image_tower_from: Optional[str],
                 lock_image_tower: bool, remat: RematPolicy, num_micro_batches: int,
-                loss_kind: str, local_loss: bool):
+                loss_kind: str, local_loss: bool, loss_chunk: int = 0):
     if stage == "pretrain":
         if init_image_tower_from or lock_image_tower:
             raise ValueError("train.init_image_tower_from / train.lock_image_tower belong to "
@@ -72,7 +73,8 @@ def _build_task(stage: str, model_dir: str, init_image_tower_from: Optional[str]
         path = pretrain.restore_image_tower(model, init_image_tower_from)
         logging.info("image tower initialised from stage (a) checkpoint %s", path)
     return ContrastiveTask(model, num_micro_batches=num_micro_batches, loss_kind=loss_kind,
-                           local_loss=local_loss, lock_image_tower=lock_image_tower)
+                           local_loss=local_loss, loss_chunk=loss_chunk,
+                           lock_image_tower=lock_image_tower)
 
 
 def _global_batch_size(iterator, num_replicas: int) -> int:
@@ -148,6 +150,7 @@ def train(model_dir: str,
           num_micro_batches: int = 1,
           loss_kind: str = "softmax",
           local_loss: bool = False,
+          loss_chunk: int = 0,
           remat: str = "none",
           steps_per_loop: int = 100,
           checkpoint_interval: int = 1000,
@@ -184,6 +187,10 @@ def train(model_dir: str,
         dual_encoder_config.use_logit_bias = True).
       local_loss: each replica computes only its rows of the loss (O(N^2/R) memory; same
         gradients).
+      loss_chunk: C > 0: the loss over blocks of C columns of the global batch, recomputed in
+        the backward pass (memory O(N x C) instead of N^2, the same loss and gradients to
+        float32 rounding; C must divide the global batch); 0: unchunked. tools/plan.py
+        recommends one.
       remat: recomputation of tower blocks: 'none', 'every_block' or 'every_k:K' (every K-th
         block); RematPolicy.parse reads it.
       steps_per_loop: steps per orbit inner loop (one tf.while_loop; summaries per loop).
@@ -221,13 +228,17 @@ def train(model_dir: str,
         raise ValueError(f"train.loss_kind={loss_kind!r} is not one of {LOSS_KINDS}")
     if not isinstance(local_loss, bool):
         raise ValueError(f"train.local_loss={local_loss!r} must be True or False")
+    if isinstance(loss_chunk, bool) or not isinstance(loss_chunk, int) or loss_chunk < 0:
+        raise ValueError(f"train.loss_chunk={loss_chunk!r} must be an integer >= 0 (0: the "
+                         f"unchunked loss)")
     remat_policy = RematPolicy.parse(remat, name="train.remat")
     if stage not in STAGES:
         raise ValueError(f"train.stage={stage!r} is not one of {STAGES}")
     if eval_interval is not None and stage != "contrastive":
         raise ValueError("train.eval_interval is for stage='contrastive'; set it to None")
     contrastive_only = {"num_micro_batches": (num_micro_batches, 1),
-                        "loss_kind": (loss_kind, "softmax"), "local_loss": (local_loss, False)}
+                        "loss_kind": (loss_kind, "softmax"), "local_loss": (local_loss, False),
+                        "loss_chunk": (loss_chunk, 0)}
     for name, (value, default) in contrastive_only.items():
         if stage != "contrastive" and value != default:  # else silently unused by stage (a)
             raise ValueError(f"train.{name}={value!r} is for stage='contrastive', not "
@@ -247,7 +258,8 @@ def train(model_dir: str,
     with strategy.scope():
         with precision.dtype_policy(mixed_precision):
             task = _build_task(stage, model_dir, init_image_tower_from, lock_image_tower,
-                               remat_policy, num_micro_batches, loss_kind, local_loss)
+                               remat_policy, num_micro_batches, loss_kind, local_loss,
+                               loss_chunk)
     if device_mesh is None:
         with strategy.scope():
             optimizer = make_optimizer(task.trainable_variables)
@@ -259,6 +271,10 @@ def train(model_dir: str,
         skipped_records = SkippedRecordsCounter()
     iterator = _input(strategy, device_mesh, dataset_fn)
     global_batch_size = _global_batch_size(iterator, strategy.num_replicas_in_sync)
+    if loss_chunk and global_batch_size % loss_chunk:
+        raise ValueError(f"train.loss_chunk={loss_chunk} does not divide the global batch of "
+                         f"{global_batch_size} pairs; use a divisor of it (tools/plan.py "
+                         f"recommends one) or 0")
     if device_mesh is None:  # several workers: only the chief writes into model_dir
         manager = workers.make_checkpoint_manager(
             model_dir, strategy, state, checkpoint_interval, max_checkpoints, model=task.model,
