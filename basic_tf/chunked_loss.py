@@ -50,6 +50,16 @@ def _for_blocks(num_blocks, body, init):
                          parallel_iterations=1)[1:]
 
 
+def _scaled_grads(upstream, scale, x, dx, dblocks, y_shape) -> tuple:
+    """(d x, d y, d scale) of a sum over logits z = scale x y^T, from dx = sum_j dL/dz_ij y_j
+    [n, D] and dblocks [B, C, D] = sum_i dL/dz_ij x_i (the scale not yet applied):
+    d scale = sum_ij dL/dz_ij x_i.y_j = sum(x * dx), an [n, D] product instead of one per
+    [n, C] block."""
+    factor = upstream * scale
+    return (factor * dx, factor * tf.reshape(dblocks, y_shape),
+            upstream * tf.reduce_sum(x * dx))
+
+
 def softmax_lse_sum(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor, chunk: int,
                     columns_too: bool) -> tf.Tensor:
     """sum_i logsumexp_j(scale x_i.y_j), plus sum_j logsumexp_i(scale x_i.y_j) when
@@ -65,9 +75,10 @@ def softmax_lse_sum(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor, chunk: int,
         blocks = _column_blocks(y, chunk)
         num_blocks = tf.shape(blocks)[0]
         n = tf.shape(x)[0]
+        scaled = scale * x  # [n, D]: the scale folded in once, not into every [n, C] block
 
         def forward(j, row_max, row_sum, col_lse):
-            z = scale * tf.matmul(x, blocks[j], transpose_b=True)  # [n, C]
+            z = tf.matmul(scaled, blocks[j], transpose_b=True)  # [n, C]
             new_max = tf.maximum(row_max, tf.reduce_max(z, axis=1))
             row_sum = (row_sum * tf.exp(row_max - new_max)
                        + tf.reduce_sum(tf.exp(z - new_max[:, tf.newaxis]), axis=1))
@@ -84,20 +95,17 @@ def softmax_lse_sum(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor, chunk: int,
             total += tf.reduce_sum(col_lse)
 
         def grad(upstream):
-            def backward(j, dx, dblocks, dscale):
-                raw = tf.matmul(x, blocks[j], transpose_b=True)  # [n, C]
-                z = scale * raw
-                g = tf.exp(z - row_lse[:, tf.newaxis])
+            def backward(j, dx, dblocks):
+                z = tf.matmul(scaled, blocks[j], transpose_b=True)  # [n, C]
+                g = tf.exp(z - row_lse[:, tf.newaxis])  # d lse / dz
                 if columns_too:
                     g += tf.exp(z - col_lse[j][tf.newaxis, :])
                 dx += tf.matmul(g, blocks[j])
-                dblocks = _write_block(dblocks, j, tf.matmul(g, x, transpose_a=True))
-                return j + 1, dx, dblocks, dscale + tf.reduce_sum(g * raw)
+                return j + 1, dx, _write_block(dblocks, j, tf.matmul(g, x, transpose_a=True))
 
-            dx, dblocks, dscale = _for_blocks(
-                num_blocks, backward, (tf.zeros_like(x), tf.zeros_like(blocks), tf.zeros([])))
-            factor = upstream * scale
-            return factor * dx, factor * tf.reshape(dblocks, tf.shape(y)), upstream * dscale
+            dx, dblocks = _for_blocks(num_blocks, backward,
+                                      (tf.zeros_like(x), tf.zeros_like(blocks)))
+            return _scaled_grads(upstream, scale, x, dx, dblocks, tf.shape(y))
 
         return total, grad
 
@@ -115,39 +123,41 @@ def sigmoid_sum(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, c
     n = tf.shape(x)[0]
     rows = tf.range(n) + tf.cast(row_offset, tf.int32)
 
-    def signed_logits(raw, j):
-        """(-s_ij z_ij, -s_ij) of block j: [n, C] each."""
-        cols = j * chunk + tf.range(chunk)
-        flip = tf.where(tf.equal(rows[:, tf.newaxis], cols[tf.newaxis, :]), -1.0, 1.0)
-        return flip * (scale * raw + bias), flip
+    def pairs(j):
+        """[n, C] bool: where block j holds a row's own pair."""
+        return tf.equal(rows[:, tf.newaxis], j * chunk + tf.range(chunk)[tf.newaxis, :])
 
     @tf.custom_gradient
     def total(x, y, scale, bias):
         blocks = _column_blocks(y, chunk)
         num_blocks = tf.shape(blocks)[0]
+        scaled = scale * x  # [n, D]: the scale folded in once, not into every [n, C] block
+
+        def signed_logits(j):
+            """-s_ij z_ij of block j, [n, C], and where s_ij = +1."""
+            z = tf.matmul(scaled, blocks[j], transpose_b=True) + bias
+            positive = pairs(j)
+            return tf.where(positive, -z, z), positive
 
         def forward(j, acc):
-            t, _ = signed_logits(tf.matmul(x, blocks[j], transpose_b=True), j)
+            t, _ = signed_logits(j)
             return j + 1, acc + tf.reduce_sum(tf.math.softplus(t))
 
         (value,) = _for_blocks(num_blocks, forward, (tf.zeros([]),))
 
         def grad(upstream):
-            def backward(j, dx, dblocks, dscale, dbias):
-                raw = tf.matmul(x, blocks[j], transpose_b=True)
-                t, flip = signed_logits(raw, j)
-                dz = flip * tf.math.sigmoid(t)  # d softplus(t) / dz
+            def backward(j, dx, dblocks, dbias):
+                t, positive = signed_logits(j)
+                sig = tf.math.sigmoid(t)
+                dz = tf.where(positive, -sig, sig)  # d softplus(t) / dz
                 dx += tf.matmul(dz, blocks[j])
                 dblocks = _write_block(dblocks, j, tf.matmul(dz, x, transpose_a=True))
-                return (j + 1, dx, dblocks, dscale + tf.reduce_sum(dz * raw),
-                        dbias + tf.reduce_sum(dz))
+                return j + 1, dx, dblocks, dbias + tf.reduce_sum(dz)
 
-            dx, dblocks, dscale, dbias = _for_blocks(
-                num_blocks, backward,
-                (tf.zeros_like(x), tf.zeros_like(blocks), tf.zeros([]), tf.zeros([])))
-            factor = upstream * scale
-            return (factor * dx, factor * tf.reshape(dblocks, tf.shape(y)), upstream * dscale,
-                    upstream * dbias)
+            dx, dblocks, dbias = _for_blocks(
+                num_blocks, backward, (tf.zeros_like(x), tf.zeros_like(blocks), tf.zeros([])))
+            return _scaled_grads(upstream, scale, x, dx, dblocks, tf.shape(y)) + (
+                upstream * dbias,)
 
         return value, grad
 
