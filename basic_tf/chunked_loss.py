@@ -4,11 +4,13 @@ The unchunked losses (losses.py) build the [n, N] logits of n rows against the N
 global batch, and their gradients keep it: at BASIC's N = 65,536 the float32 logits alone are
 16 GiB. Here the columns are visited in blocks of C: the forward pass streams what the loss
 needs (each row's log-sum-exp as a running max and sum of exponentials, each column block's
-log-sum-exp over all rows, or the sigmoid terms' sum) and keeps only [n] and [N] statistics; the
-backward pass (tf.custom_gradient, written by hand) recomputes each [n, C] block of logits from
-the embeddings and adds its share of the gradients. Peak memory is O(n C + N D); the work is one
-more logits matmul than autodiff's (recomputation), while the softmax loss over the whole batch
-reads both directions from the same block (the t2i logits are the i2t ones transposed).
+log-sum-exp over all rows) and keeps only [n] and [N] statistics; the softmax's backward pass
+(tf.custom_gradient, written by hand) recomputes each [n, C] block of logits from the embeddings
+and adds its share of the gradients. The sigmoid loss needs no statistic of the other blocks, so
+its one sweep sums the loss and the gradients together. Peak memory is O(n C + N D). Work: the
+softmax recomputes one logits matmul, but over the whole batch reads both directions from the
+same block (the t2i logits are the i2t ones transposed): 4 block matmuls per block against
+autodiff's 6; the sigmoid does autodiff's 3.
 
 Exactness: the same sums as the unchunked loss, in another order (block-wise log-sum-exp, block
 matmuls): equal to float32 rounding. C must divide the number of columns N (a last partial block
@@ -118,7 +120,10 @@ def sigmoid_sum(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, c
     (the pair), -1 elsewhere: the SigLIP loss's sum over these rows.
 
     Written as softplus(-s_ij z_ij), the op tf.math.log_sigmoid computes, so each term equals
-    the unchunked loss's; backward: dz = -s_ij sigmoid(-s_ij z_ij), recomputed per block.
+    the unchunked loss's; dz = -s_ij sigmoid(-s_ij z_ij). A block's gradient needs nothing of the
+    other blocks, so the same sweep that sums the loss also sums the gradients (three block
+    matmuls, as autodiff's forward + backward; none recomputed) and the backward pass only
+    scales them: O(N D) kept, and a value-only call (evaluation) pays for the gradients too.
     """
     n = tf.shape(x)[0]
     rows = tf.range(n) + tf.cast(row_offset, tf.int32)
@@ -130,32 +135,24 @@ def sigmoid_sum(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, c
     @tf.custom_gradient
     def total(x, y, scale, bias):
         blocks = _column_blocks(y, chunk)
-        num_blocks = tf.shape(blocks)[0]
         scaled = scale * x  # [n, D]: the scale folded in once, not into every [n, C] block
 
-        def signed_logits(j):
-            """-s_ij z_ij of block j, [n, C], and where s_ij = +1."""
-            z = tf.matmul(scaled, blocks[j], transpose_b=True) + bias
+        def sweep(j, value, dx, dblocks, dbias):
+            z = tf.matmul(scaled, blocks[j], transpose_b=True) + bias  # [n, C]
             positive = pairs(j)
-            return tf.where(positive, -z, z), positive
+            t = tf.where(positive, -z, z)  # -s_ij z_ij
+            sig = tf.math.sigmoid(t)
+            dz = tf.where(positive, -sig, sig)  # d softplus(t) / dz
+            dx += tf.matmul(dz, blocks[j])
+            dblocks = _write_block(dblocks, j, tf.matmul(dz, x, transpose_a=True))
+            return (j + 1, value + tf.reduce_sum(tf.math.softplus(t)), dx, dblocks,
+                    dbias + tf.reduce_sum(dz))
 
-        def forward(j, acc):
-            t, _ = signed_logits(j)
-            return j + 1, acc + tf.reduce_sum(tf.math.softplus(t))
-
-        (value,) = _for_blocks(num_blocks, forward, (tf.zeros([]),))
+        value, dx, dblocks, dbias = _for_blocks(
+            tf.shape(blocks)[0], sweep,
+            (tf.zeros([]), tf.zeros_like(x), tf.zeros_like(blocks), tf.zeros([])))
 
         def grad(upstream):
-            def backward(j, dx, dblocks, dbias):
-                t, positive = signed_logits(j)
-                sig = tf.math.sigmoid(t)
-                dz = tf.where(positive, -sig, sig)  # d softplus(t) / dz
-                dx += tf.matmul(dz, blocks[j])
-                dblocks = _write_block(dblocks, j, tf.matmul(dz, x, transpose_a=True))
-                return j + 1, dx, dblocks, dbias + tf.reduce_sum(dz)
-
-            dx, dblocks, dbias = _for_blocks(
-                num_blocks, backward, (tf.zeros_like(x), tf.zeros_like(blocks), tf.zeros([])))
             return _scaled_grads(upstream, scale, x, dx, dblocks, tf.shape(y)) + (
                 upstream * dbias,)
 
