@@ -145,6 +145,10 @@ def run_limited(python: str, cfg: dict, env: dict, limit_bytes: float,
         reason = "timeout" if time.time() - start > timeout else "oom"
         return dict(cfg, **{reason: True, "rss_at_kill_mb": round(highest / 2 ** 20),
                             "seconds_to_kill": round(time.time() - start, 1)})
+    if proc.returncode < 0:  # another signal: TensorFlow died allocating (SIGSEGV, SIGABRT)
+        return dict(cfg, crashed=signal.Signals(-proc.returncode).name,
+                    rss_at_kill_mb=round(highest / 2 ** 20),
+                    seconds_to_kill=round(time.time() - start, 1), stderr_tail=stderr[-300:])
     lines = [l for l in stdout.splitlines() if l.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"loss_memory child {cfg} failed ({proc.returncode}):\n"
@@ -167,6 +171,7 @@ def run(sizes=None) -> dict:
             r = rows[-1]
             print(f"  N={n} {kind} {name}: " + (
                 f"out of memory (killed at {r['rss_at_kill_mb']} MB)" if r.get("oom") else
+                f"crashed ({r['crashed']} at {r['rss_at_kill_mb']} MB)" if r.get("crashed") else
                 f"+{r['peak_increase_mb']} MB, {r['step_s']} s, loss {r['loss']:.6f}"),
                 flush=True)
     _ratios(rows)
@@ -178,17 +183,23 @@ def run(sizes=None) -> dict:
 def _ratios(rows: list) -> None:
     """Per (N, kind): chunked time / unchunked time of ours where both completed."""
     for r in rows:
-        if r["name"] != "ours chunked" or r.get("oom"):
+        if r["name"] != "ours chunked" or not _completed(r):
             continue
         plain = [u for u in rows if u["name"] == "ours unchunked" and u["n"] == r["n"]
-                 and u["kind"] == r["kind"] and not u.get("oom") and not u.get("timeout")]
+                 and u["kind"] == r["kind"] and _completed(u)]
         if plain:
             r["time_vs_unchunked"] = round(r["step_s"] / plain[0]["step_s"], 3)
+
+
+def _completed(r: dict) -> bool:
+    return not (r.get("oom") or r.get("timeout") or r.get("crashed"))
 
 
 def _cell(r: dict) -> list:
     if r.get("oom"):
         return [f"out of memory (> {r['rss_at_kill_mb']:,} MB)", "-", "-", "-"]
+    if r.get("crashed"):
+        return [f"crashed ({r['crashed']} at {r['rss_at_kill_mb']:,} MB)", "-", "-", "-"]
     if r.get("timeout"):
         return ["timed out", "-", "-", "-"]
     above = r["peak_increase_mb"]
