@@ -145,6 +145,29 @@ def test_recommendation():
     assert reason.startswith("nothing fits")
 
 
+def test_chunked_loss_memory_and_its_recommendation():
+    """BASIC's 65,536 batch on one 24 GiB host: the unchunked logits (4 copies of N x N
+    float32, 64 GiB) cannot fit, so the plan chunks the loss; its logits term is
+    LOSS_CHUNK_BLOCKS [N, C] blocks and LOSS_CHUNK_ROW_BUFFERS [N, D], and the recomputed
+    logits are counted as executed FLOPs."""
+    cfg = _tiny_config()
+    n = 65536
+    plain = planner.plan_step(cfg, n, num_micro_batches=64)
+    assert plain.memory["logits"] == 16 * n * n
+    chunked = planner.plan_step(cfg, n, num_micro_batches=64, loss_chunk=1024)
+    d = cfg.dual.embed_dim
+    assert chunked.memory["logits"] == 4 * (planner.LOSS_CHUNK_BLOCKS * n * 1024
+                                            + planner.LOSS_CHUNK_ROW_BUFFERS * n * d)
+    assert chunked.hardware_flops - plain.hardware_flops == pytest.approx(2 * n * n * d)
+    best, reason = planner.recommend(cfg, n, devices=1, device_memory_bytes=24 * 2 ** 30)
+    assert "fits" in reason and best.loss_chunk > 0 and n % best.loss_chunk == 0
+    assert best.peak_bytes <= 0.9 * 24 * 2 ** 30
+    small, _ = planner.recommend(cfg, 1024, devices=1, device_memory_bytes=24 * 2 ** 30)
+    assert small.loss_chunk == 0  # the whole logits fit: no recomputation
+    with pytest.raises(ValueError, match="train.loss_chunk=3000 does not divide"):
+        planner.plan_step(cfg, n, loss_chunk=3000)
+
+
 def test_recommendation_shards_the_model_when_weights_do_not_fit():
     best, reason = planner.recommend(_basic_l(), 65536, devices=2048, device_memory_bytes=16 * 2 ** 30,
                                      activation_bytes=2)
@@ -160,7 +183,7 @@ def test_report_and_mesh_parsing():
                           *planner.parse_mesh("batch:2,model:1"), device_memory_gb=0.25)
     for words in ("parameters: image", "forward FLOPs per example", "activations", "logits",
                   "2 micro-batch(es) of 64 per replica", "== recommended",
-                  "train.remat = ", "mesh data=2 x model=1"):
+                  "train.remat = ", "train.loss_chunk = ", "mesh data=2 x model=1"):
         assert words in text, text
     assert planner.parse_mesh("", 8) == (8, 1)
     assert planner.parse_mesh("model:4") == (1, 4)
@@ -176,7 +199,7 @@ def test_step_setting_resolves_macros():
                             "train.remat = 'every_k:2'"])
     try:
         train = from_gin.train_config()
-        assert (train.num_micro_batches, train.remat_every) == (4, 2)
+        assert (train.num_micro_batches, train.remat_every, train.loss_chunk) == (4, 2, 0)
         config.parse(["models/tiny"], ["train.remat = 'sometimes'"])
         with pytest.raises(ValueError, match="train.remat='sometimes'"):
             from_gin.train_config()

@@ -8,8 +8,9 @@ Reports, for the gin config as written (its train.num_micro_batches, train.remat
 train.mesh), the
 parameter count and forward FLOPs of each tower, and memory per device:
 weights, optimizer state, gradients, activations of one micro-batch (with or without recompute),
-embeddings and the N x N logits. Then it recommends the number of micro-batches, the remat
-policy and the data x model mesh that fit the device memory at the least compute. All numbers
+embeddings and the N x N logits (or N x C blocks with train.loss_chunk = C). Then it recommends
+the number of micro-batches, the loss chunk (0 when the whole logits fit), the remat policy and
+the data x model mesh that fit the device memory at the least compute. All numbers
 are analytic (basic_tf/planner.py); benchmarks/planner_memory.py checks them against measurement.
 """
 from absl import flags

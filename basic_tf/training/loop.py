@@ -12,7 +12,7 @@ the `train.mesh` DTensor mesh), models (ModelConfigs), the data pipelines (make_
 A model_dir that already holds a checkpoint resumes from it exactly (model, optimizer, step,
 counters and the data iterator's position); the stage (a) initialisation is only used for a
 fresh model_dir. The step's settings are TrainConfig fields and travel down as arguments:
-num_micro_batches, loss_kind, local_loss -> ContrastiveTask ->
+num_micro_batches, loss_kind, local_loss, loss_chunk -> ContrastiveTask ->
 accumulation.compute_contrastive_step; remat -> the model's RematPolicy.
 
 Faults (README "Reliability"): settings are checked before anything heavy (TrainConfig's
@@ -82,6 +82,10 @@ def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: 
     iterator = placement.input(dataset_fn)
     global_batch_size = (int(iterator.element_spec["images"].shape[0])
                          * placement.num_replicas)
+    if config.loss_chunk and global_batch_size % config.loss_chunk:
+        raise ValueError(f"train.loss_chunk={config.loss_chunk} does not divide the global batch "
+                         f"of {global_batch_size} pairs; use a divisor of it (tools/plan.py "
+                         f"recommends one) or 0")
     manager = placement.checkpoint_manager(
         model_dir, state, config.checkpoint_interval, config.max_checkpoints, model=task.model,
         optimizer=optimizer, data=iterator, skipped_records=skipped_records)
@@ -131,11 +135,9 @@ def _build_task(config: TrainConfig, models: ModelConfigs, model_dir: str):
     if config.init_image_tower_from and tf.train.latest_checkpoint(model_dir) is None:
         path = pretrain.restore_image_tower(model, config.init_image_tower_from)
         logging.info("image tower initialised from stage (a) checkpoint %s", path)
-    # train.loss_chunk (0 by default) reaches the loss once ContrastiveTask takes loss_chunk=.
-    chunk = {"loss_chunk": config.loss_chunk} if config.loss_chunk else {}
     return ContrastiveTask(model, num_micro_batches=config.num_micro_batches,
                            loss_kind=config.loss_kind, local_loss=config.local_loss,
-                           lock_image_tower=config.lock_image_tower, **chunk)
+                           loss_chunk=config.loss_chunk, lock_image_tower=config.lock_image_tower)
 
 
 def _resume(manager, state: TrainState, global_batch_size: int, changes, model_dir: str,

@@ -39,8 +39,10 @@ class TrainConfig:
       dual_encoder_config.use_logit_bias = True).
     local_loss: each replica computes only its rows of the loss (O(N^2/R) memory; same
       gradients). Strategies only: refused with `mesh`.
-    loss_chunk: rows of the logits per chunk of the loss (0: the whole matrix at once); for the
-      contrastive loss's memory, passed to ContrastiveTask once it takes it.
+    loss_chunk: C > 0: the loss over blocks of C columns of the global batch, recomputed in
+      the backward pass (memory O(N x C) instead of N^2, the same loss and gradients to
+      float32 rounding; C must divide the global batch); 0: unchunked. tools/plan.py
+      recommends one.
     remat: recomputation of tower blocks: 'none', 'every_block' or 'every_k:K' (every K-th
       block); `remat_policy` is it parsed.
     steps_per_loop: steps per orbit inner loop (one tf.while_loop; summaries per loop).
@@ -113,8 +115,8 @@ class TrainConfig:
             raise ValueError(f"train.seed={self.seed!r} must be an integer")
         if not _is_number(self.loss_chunk) or not isinstance(self.loss_chunk, int) \
                 or self.loss_chunk < 0:
-            raise ValueError(f"train.loss_chunk={self.loss_chunk!r} must be a non-negative "
-                             "integer (0: the whole loss at once)")
+            raise ValueError(f"train.loss_chunk={self.loss_chunk!r} must be an integer >= 0 "
+                             "(0: the whole loss at once)")
         if self.loss_spike_window > MAX_LOSS_WINDOW:
             raise ValueError(f"train.loss_spike_window={self.loss_spike_window} must be in "
                              f"[1, {MAX_LOSS_WINDOW}]")
