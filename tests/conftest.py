@@ -8,6 +8,11 @@ import os
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tools and children the tests start import this checkout's basic_tf, not whichever copy
+# `pip install -e` last pointed at (a second clone on the same machine).
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [_REPO] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 import tensorflow as tf  # noqa: E402
 

@@ -22,7 +22,7 @@ from strategies import mirrored_strategy
      rf"^train.loss_spike_window={MAX_LOSS_WINDOW + 1} must be in \[1, {MAX_LOSS_WINDOW}\]"),
     (dict(clip_norm="x"), r"^train.clip_norm='x' must be a positive number or None"),
     (dict(seed=1.5), r"^train.seed=1.5 must be an integer"),
-    (dict(loss_chunk=-1), r"^train.loss_chunk=-1 must be a non-negative integer"),
+    (dict(loss_chunk=-1), r"^train.loss_chunk=-1 must be an integer >= 0"),
     (dict(local_loss="yes"), r"^train.local_loss='yes' must be True or False"),
     (dict(mixed_precision="fp8"), r"^train.mixed_precision='fp8' is not one of"),
     (dict(remat="sometimes"), r"^train.remat='sometimes' is not a remat policy"),
