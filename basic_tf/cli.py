@@ -88,11 +88,10 @@ def parse_gin_flags(flag_values=FLAGS) -> None:
     """Parses --gin_file then --gin_bindings (basic_tf.config.parse: errors name the file or
     binding on their first line), then applies the cpu_threads bindings, which must come before
     TensorFlow's runtime starts (basic_tf/parallel/threads.py)."""
-    from basic_tf import config
-    from basic_tf.parallel.threads import apply_cpu_threads
+    from basic_tf import config, from_gin
     config.parse(flag_values.gin_file, flag_values.gin_bindings,
                  allow_imports=flag_values.gin_allow_imports)
-    apply_cpu_threads()
+    from_gin.cpu_threads()
 
 
 def define_strategy_flags(flag_values=FLAGS) -> None:
@@ -106,8 +105,10 @@ def define_strategy_flags(flag_values=FLAGS) -> None:
 
 def strategy_from_flags(flag_values=FLAGS):
     """The tf.distribute.Strategy that --strategy and --tpu name."""
-    from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
-    return make_strategy(**parse_strategy_flag(flag_values.strategy), tpu=flag_values.tpu)
+    from basic_tf import from_gin
+    from basic_tf.parallel.strategy import parse_strategy_flag
+    return from_gin.make_strategy(**parse_strategy_flag(flag_values.strategy),
+                                  tpu=flag_values.tpu)
 
 
 def define_trained_model_flags(flag_values=FLAGS) -> None:

@@ -31,7 +31,11 @@ import gin
 
 from basic_tf.models import (CoAtNetConfig, DualEncoder, DualEncoderConfig, ImageClassifierConfig,
                              ModelConfigs, TextTowerConfig, ViTConfig)
+from basic_tf.parallel import strategy as strategy_lib, threads
+from basic_tf.parallel.dtensor import layouts
 from basic_tf.parallel.remat import RematPolicy
+from basic_tf.training import mesh_placement, optimizers, schedules
+from basic_tf.training.progress import ConfigText
 from basic_tf.training.train_config import TrainConfig
 
 dual_encoder_config = gin.external_configurable(DualEncoderConfig, "dual_encoder_config")
@@ -44,6 +48,18 @@ IMAGE_CONFIGS = {"coatnet": coatnet_config, "vit": vit_config}
 # The training settings: gin's `train.*` bindings (the names of the former loop.train's
 # arguments, so every experiment file and --gin_bindings keeps working).
 train_config = gin.external_configurable(TrainConfig, "train")
+# The optimizer, its schedule and the training mesh (make_optimizer.*,
+# learning_rate_schedule.*, make_training_mesh.*): passed to the Placement by train().
+make_optimizer = gin.external_configurable(optimizers.make_optimizer, "make_optimizer",
+                                           denylist=["variables"])
+learning_rate_schedule = gin.external_configurable(schedules.learning_rate_schedule,
+                                                   "learning_rate_schedule")
+make_training_mesh = gin.external_configurable(mesh_placement.make_training_mesh,
+                                               "make_training_mesh", denylist=["flag"])
+layout_rules = gin.external_configurable(layouts.layout_rules, "layout_rules")
+# The tools' process settings (basic_tf/cli.py): the strategy and TensorFlow's thread pools.
+make_strategy = gin.external_configurable(strategy_lib.make_strategy, "make_strategy")
+cpu_threads = gin.external_configurable(threads.apply_cpu_threads, "cpu_threads")
 
 
 def model_configs() -> ModelConfigs:
@@ -79,12 +95,16 @@ def train(model_dir: str, strategy=None, *, dataset_fn: Optional[Callable] = Non
     from basic_tf.training.placement import Placement
 
     config = train_config(**overrides)
-    placement = Placement(strategy, config.mesh)
+    placement = Placement(strategy, config.mesh, optimizer_fn=make_optimizer,
+                          mesh_fn=make_training_mesh,
+                          layout_rules=layout_rules() if config.mesh else None)
     return loop.train(
         model_dir, config, placement, models=model_configs(),
         dataset_fn=dataset_fn or functools.partial(make_dataset, training=True),
         eval_dataset_fn=eval_dataset_fn or functools.partial(make_dataset, training=False),
-        eval_fn=eval_fn)
+        eval_fn=eval_fn,
+        config_text=ConfigText(gin.config_str(), gin.operative_config_str))
+
 
 def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: Optional[str] = None,
                        seq_len: Optional[int] = None, strategy=None) -> tuple:

@@ -25,7 +25,6 @@ import dataclasses
 import math
 from typing import Optional
 
-import gin
 
 MB = 2 ** 20
 # What the chunked loss (chunked_loss.py) holds at once besides the embeddings and their
@@ -196,7 +195,6 @@ class Plan:
                    if k not in ("weights", "optimizer state", "inputs"))
 
 
-@gin.configurable(denylist=["model_config", "global_batch"])
 def plan_step(model_config, global_batch: int, data_replicas: int = 1, model_shards: int = 1,
               num_micro_batches: int = 1, remat_every: int = 0, loss_chunk: int = 0,
               optimizer: str = "adamw",

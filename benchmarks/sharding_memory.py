@@ -28,8 +28,7 @@ def _model_and_optimizer():
     import keras
 
     from basic_tf import from_gin
-    from basic_tf.training.optimizers import make_optimizer
-    optimizer = make_optimizer()  # its counters are created here (scalars, allocated)
+    optimizer = from_gin.make_optimizer()  # its counters are created here (scalars, allocated)
     # Keras (TF backend) keys slots by the variable's tensor id, which would materialise an
     # unallocated weight; the Python id is as unique here.
     optimizer._var_key = id
@@ -74,14 +73,13 @@ def measure(cfg: dict) -> dict:
         [tf.config.LogicalDeviceConfiguration() for _ in range(8)])
     from basic_tf import config, from_gin
     from basic_tf.parallel import dtensor as pd
-    from basic_tf.training.optimizers import make_optimizer
     rows = []
     for batch, model_size in MESHES:
         config.parse([GIN_FILES.get(cfg["config"], cfg["config"])])
         mesh = pd.make_mesh(batch, model_size, device_type="CPU", check_ordering=False)
         model = from_gin.dual_encoder()
         plan = pd.shard_model(model, mesh, pd.layout_rules())
-        optimizer = make_optimizer(model.trainable_variables)
+        optimizer = from_gin.make_optimizer(model.trainable_variables)
         pd.shard_optimizer(optimizer, plan, mesh)
         params = pd.measured_device_bytes(model.variables)
         state = pd.measured_device_bytes(optimizer.variables)

@@ -8,7 +8,6 @@ otherwise: its slots are created lazily in a replica context).
 import functools
 from typing import Optional, Sequence
 
-import gin
 import tensorflow as tf
 from tensorflow.python.distribute import collective_all_reduce_strategy as _collective
 
@@ -55,7 +54,6 @@ class MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
                                    or tf.distribute.experimental.CommunicationOptions())))
 
 
-@gin.configurable
 def make_strategy(name: str = "default",
                   tpu: Optional[str] = None,
                   devices: Optional[Sequence[str]] = None) -> tf.distribute.Strategy:

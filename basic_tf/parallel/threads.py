@@ -5,16 +5,15 @@ independent ops on an inter-op pool; both default to the number of cores (None h
 Which setting trains fastest depends on the shapes, XLA and the machine: benchmarks/ measures
 them (`openclip_speed`, `mfu`: TensorFlow's default, one inter-op thread, one intra-op thread).
 The sizes are fixed when TensorFlow's runtime starts (the first op, device listing by a strategy),
-so the tools apply them right after parsing gin (basic_tf.cli.parse_gin_flags).
+so the tools apply them right after parsing gin (basic_tf.cli.parse_gin_flags; the gin name
+`cpu_threads` is registered in basic_tf.from_gin).
 
   cpu_threads.intra_op = 1     # e.g. in a gin file or --gin_bindings
 """
 from typing import Optional
 
-import gin
 
 
-@gin.configurable("cpu_threads")
 def apply_cpu_threads(intra_op: Optional[int] = None, inter_op: Optional[int] = None) -> None:
     """Sets the intra-/inter-op pool sizes (None: TensorFlow's default). A value that is not a
     positive int, or that arrives after the runtime started, is a ValueError naming the binding."""

@@ -16,8 +16,8 @@ num_micro_batches, loss_kind, local_loss, loss_chunk -> ContrastiveTask ->
 accumulation.compute_contrastive_step; remat -> the model's RematPolicy.
 
 Faults (README "Reliability"): settings are checked before anything heavy (TrainConfig's
-__post_init__, a writable model_dir); a resume honours a changed learning rate or schedule and logs the change,
-and refuses another global batch size or model shape naming the setting; an unreadable newest
+__post_init__, a writable model_dir); a resume honours a changed learning rate or schedule and
+logs the change, and refuses another global batch size or model shape naming the setting; an unreadable newest
 checkpoint falls back to the previous one; checkpoints are written from good states only
 (checkpoints.TrainingCheckpointManager) and a stop for skipped steps names the newest verified
 one; SIGTERM saves a checkpoint at the step it arrived (preemption.py) and returns
@@ -55,7 +55,8 @@ from basic_tf.training.trainer import NonFiniteLossError, PreemptedError, Traine
 
 def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: ModelConfigs,
           dataset_fn: Callable, eval_dataset_fn: Optional[Callable] = None,
-          eval_fn: Optional[Callable] = None) -> dict:
+          eval_fn: Optional[Callable] = None,
+          config_text: Optional[progress.ConfigText] = None) -> dict:
     """Trains until global step config.train_steps; returns a record of the run: step,
     progress lines, evaluation, preempted, checkpoint, global_batch_size, num_micro_batches.
 
@@ -63,6 +64,8 @@ def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: 
     dataset_fn / eval_dataset_fn: InputContext -> per-replica batched dataset (training /
       evaluation; the latter only with config.eval_interval).
     eval_fn: `eval_fn(model) -> {name: float}` run at each evaluation (zero-shot hook).
+    config_text: the configuration's text (from_gin: gin's), compared on resume and written as
+      model_dir/operative_config.gin; None: neither.
     """
     config.check_trainable()
     check_writable(model_dir)
@@ -70,7 +73,8 @@ def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: 
     if role.is_chief:
         checkpoints.clean_stale_temporaries(model_dir)
     workers.remove_scratch(model_dir, role)
-    changes = settings_diff.changed_settings(model_dir)
+    changes = (settings_diff.changed_settings(model_dir, config_text.given)
+               if config_text else [])
 
     keras.utils.set_random_seed(config.seed)  # weight initialisation: a function of the config
     with placement.model_scope(), precision.dtype_policy(config.mixed_precision):
@@ -106,11 +110,13 @@ def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: 
     logger = progress.ProgressLogger(state.step, config.train_steps,
                                      config.log_every or config.steps_per_loop)
     progress.quiet_orbit()
+    actions = [logger]
+    if config_text:
+        actions.append(progress.OperativeConfigWriter(
+            write_dir, os.path.join(write_dir, "train"), state.step, config_text.operative))
     controller = orbit.Controller(
         global_step=state.step, trainer=trainer, evaluator=evaluator,
-        strategy=placement.strategy,
-        train_actions=[logger, progress.OperativeConfigWriter(
-            write_dir, os.path.join(write_dir, "train"), state.step)],
+        strategy=placement.strategy, train_actions=actions,
         steps_per_loop=_loop_lengths(config.steps_per_loop, config.checkpoint_interval),
         checkpoint_manager=manager, summary_dir=os.path.join(write_dir, "train"),
         eval_summary_dir=os.path.join(write_dir, "eval"))

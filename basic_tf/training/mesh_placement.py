@@ -4,7 +4,7 @@ The mesh is another way to place the same task under the same orbit Trainer (tra
 second loop:
 
     make_training_mesh('batch:B,model:M')  -> a mesh of exactly all local devices
-    shard_task(task, mesh)                 -> weights and a fresh optimizer's slots sharded by
+    shard_task(task, mesh, optimizer_fn)   -> weights and a fresh optimizer's slots sharded by
                                               parallel.dtensor.layout_rules (model axis)
     with dtensor.default_mesh(mesh): TrainState(), counters  -> replicated DTensor variables
     MeshBatches(mesh, dataset)             -> the host pipeline's global batches split over the
@@ -18,16 +18,15 @@ restores into an unsharded DualEncoder (tools/export.py, the zero-shot tools) an
 position is restored exactly. A save of DTensor variables costs a compilation (TF retraces its
 sharded save on every call), so checkpoints are written at multiples of checkpoint_interval.
 """
-import gin
+from typing import Callable, Optional
+
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
 from basic_tf.parallel import dtensor as pd
 from basic_tf.parallel.dtensor.mesh import default_device_type
-from basic_tf.training.optimizers import make_optimizer
 
 
-@gin.configurable(denylist=["flag"])
 def make_training_mesh(flag: str, grappler: bool = True) -> dtensor.Mesh:
     """'batch:B,model:M' -> a mesh over ALL local devices of the accelerator type (CPU if none):
     a mesh that leaves devices idle is an error, as is one larger than the devices visible.
@@ -49,12 +48,14 @@ def make_training_mesh(flag: str, grappler: bool = True) -> dtensor.Mesh:
     return pd.make_mesh(**sizes, device_type=device_type)
 
 
-def shard_task(task, mesh: dtensor.Mesh):
-    """Moves the task's model and a fresh optimizer onto the mesh; -> optimizer. A model axis
+def shard_task(task, mesh: dtensor.Mesh, optimizer_fn: Callable,
+               rules: Optional[tuple] = None):
+    """Moves the task's model and a fresh optimizer, optimizer_fn(variables), onto the mesh,
+    laid out by `rules` (default: parallel.dtensor.layout_rules()); -> optimizer. A model axis
     that does not divide a sharded dimension raises the layout code's error naming the
     variable."""
-    plan = pd.shard_model(task.model, mesh, pd.layout_rules())
-    optimizer = make_optimizer(task.trainable_variables)
+    plan = pd.shard_model(task.model, mesh, rules or pd.layout_rules())
+    optimizer = optimizer_fn(task.trainable_variables)
     pd.shard_optimizer(optimizer, plan, mesh)
     return optimizer
 

@@ -12,7 +12,6 @@ given the variables): Keras 3 AdamW fails in a replica context otherwise (feasib
 import re
 from typing import Optional, Sequence
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -128,7 +127,6 @@ class AdaFactorW(keras.optimizers.Optimizer):
         return config
 
 
-@gin.configurable(denylist=["variables"])
 def make_optimizer(variables: Optional[Sequence] = None,
                    kind: str = "adafactorw",
                    learning_rate=1e-3,

@@ -29,6 +29,7 @@ from tensorflow.experimental import dtensor
 
 from basic_tf.data.distributed import CheckpointableDistributedIterator
 from basic_tf.training import checkpoints, mesh_placement, workers
+from basic_tf.training.mesh_placement import make_training_mesh
 from basic_tf.training.optimizers import make_optimizer
 
 
@@ -43,10 +44,21 @@ class Placement:
     """`strategy` (default: the current one), or a DTensor mesh when `mesh` is given: a string
     'batch:B,model:M' (TrainConfig.mesh: a mesh of all local devices) or a dtensor.Mesh already
     made (the tests' meshes of some devices). A mesh needs the default strategy (ValueError
-    naming both)."""
+    naming both).
+
+    optimizer_fn: variables -> the optimizer built on them (basic_tf.from_gin passes gin's
+      make_optimizer; default: optimizers.make_optimizer's defaults).
+    mesh_fn: the mesh string -> dtensor.Mesh (from_gin: gin's make_training_mesh).
+    layout_rules: the mesh's variable layout rules (from_gin: gin's layout_rules(); default:
+      parallel.dtensor.layout_rules()).
+    """
 
     def __init__(self, strategy: Optional[tf.distribute.Strategy] = None,
-                 mesh: Union[None, str, dtensor.Mesh] = None):
+                 mesh: Union[None, str, dtensor.Mesh] = None, *,
+                 optimizer_fn: Callable = make_optimizer,
+                 mesh_fn: Callable[[str], dtensor.Mesh] = make_training_mesh,
+                 layout_rules: Optional[tuple] = None):
+        self.optimizer_fn, self.layout_rules = optimizer_fn, layout_rules
         self.strategy = strategy or tf.distribute.get_strategy()
         self.mesh: Optional[dtensor.Mesh] = None
         if mesh:
@@ -54,7 +66,7 @@ class Placement:
                     or tf.distribute.has_strategy()):
                 raise mesh_with_strategy_error(mesh, type(self.strategy).__name__)
             self.mesh = (mesh if isinstance(mesh, dtensor.Mesh)
-                         else mesh_placement.make_training_mesh(mesh))
+                         else mesh_fn(mesh))
         self.role = workers.role_of(self.strategy)
 
     @property
@@ -68,9 +80,10 @@ class Placement:
     def place_task(self, task):
         """-> the optimizer of task.trainable_variables, placed with them."""
         if self.mesh is not None:
-            return mesh_placement.shard_task(task, self.mesh)
+            return mesh_placement.shard_task(task, self.mesh, self.optimizer_fn,
+                                             self.layout_rules)
         with self.strategy.scope():
-            return make_optimizer(task.trainable_variables)
+            return self.optimizer_fn(task.trainable_variables)
 
     def counters_scope(self):
         return (self.strategy.scope() if self.mesh is None

@@ -4,11 +4,12 @@ TensorBoard scalars are written by orbit from the trainer's loop outputs (model_
 model_dir/eval); this module adds the readable line and the operative gin config
 (model_dir/operative_config.gin and a text summary), the run's record of what it used.
 """
+import dataclasses
 import datetime
 import os
 import time
+from typing import Callable
 
-import gin
 import tensorflow as tf
 from absl import logging
 from orbit import controller as orbit_controller
@@ -62,26 +63,41 @@ class ProgressLogger:
         logging.info("%s", line)
 
 
+@dataclasses.dataclass(frozen=True)
+class ConfigText:
+    """The run's configuration as text, from the top (basic_tf.from_gin: gin's).
+
+    given: the bindings this run was given (compared with model_dir's previous record on
+      resume, settings_diff.changed_settings).
+    operative: -> every binding the run used, defaults included (written after the first loop,
+      when every configurable has been called).
+    """
+    given: str
+    operative: Callable[[], str]
+
+
 class OperativeConfigWriter:
     """orbit train action: after the first loop (when every configurable has been called, the
-    step's included) writes the gin bindings used to model_dir/operative_config.gin (atomically)
-    and as a TensorBoard text summary in summary_dir. Later calls do nothing."""
+    step's included) writes config_text() (from_gin: gin's operative config, the bindings used)
+    to model_dir/operative_config.gin (atomically) and as a TensorBoard text summary in
+    summary_dir. Later calls do nothing."""
 
-    def __init__(self, model_dir: str, summary_dir: str, step: tf.Variable):
+    def __init__(self, model_dir: str, summary_dir: str, step: tf.Variable,
+                 config_text: Callable[[], str]):
         self.model_dir, self.summary_dir, self.step = model_dir, summary_dir, step
+        self.config_text = config_text
         self.path = None
 
     def __call__(self, output: dict) -> None:
         del output
         if self.path is None:
             self.path = write_operative_config(self.model_dir, self.summary_dir,
-                                               int(self.step.numpy()))
+                                               int(self.step.numpy()), self.config_text())
 
 
-def write_operative_config(model_dir: str, summary_dir: str, step: int) -> str:
-    """Writes gin's operative config to model_dir/operative_config.gin and as a text summary at
-    `step`; returns the file path."""
-    text = gin.operative_config_str()
+def write_operative_config(model_dir: str, summary_dir: str, step: int, text: str) -> str:
+    """Writes the operative config `text` to model_dir/operative_config.gin and as a text
+    summary at `step`; returns the file path."""
     tf.io.gfile.makedirs(model_dir)
     path = os.path.join(model_dir, "operative_config.gin")
     tmp = path + ".tmp"

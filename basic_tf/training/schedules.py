@@ -5,7 +5,6 @@ update), so a restored run continues the same curve. Skipped (non-finite) steps 
 """
 import math
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -64,9 +63,9 @@ class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
                 "end_value": self.end_value, "init_value": self.init_value}
 
 
-@gin.configurable
-def learning_rate_schedule(peak_value: float = 1e-3, total_steps: int = gin.REQUIRED,
+def learning_rate_schedule(peak_value: float = 1e-3, *, total_steps: int,
                            warmup_steps: int = 0, decay: str = "cosine", end_value: float = 0.0,
                            init_value: float = 0.0) -> WarmupDecay:
-    """The gin entry for WarmupDecay (bind `learning_rate_schedule.*`); see its docstring."""
+    """WarmupDecay by keyword (gin: `learning_rate_schedule.*`, registered in
+    basic_tf.from_gin); see its docstring."""
     return WarmupDecay(peak_value, total_steps, warmup_steps, decay, end_value, init_value)

@@ -1,15 +1,14 @@
 """What changed in the config since the run that wrote model_dir: the resume's record.
 
 The previous run left model_dir/operative_config.gin (every binding it used, defaults included).
-A resumed run compares the bindings it was given (gin.config_str()) with it: optimizer and
-schedule changes are honoured and logged, and the old file is kept as
+A resumed run compares the bindings it was given (from_gin passes gin.config_str()) with it:
+optimizer and schedule changes are honoured and logged, and the old file is kept as
 operative_config-until-<step>.gin; errors about shape-changing settings quote the same diff.
 """
 import os
 import re
 from typing import Dict, List, Tuple
 
-import gin
 import tensorflow as tf
 
 _BINDING = re.compile(r"^([A-Za-z_][\w./@]*)\s*=\s*(.*)$")
@@ -33,15 +32,16 @@ def parse_bindings(text: str) -> Dict[str, str]:
     return {k: re.sub(r"\s+", "", v) for k, v in out.items()}
 
 
-def changed_settings(model_dir: str) -> List[Tuple[str, str, str]]:
-    """[(binding, value in model_dir's operative config, value now)] for every binding given now
-    whose value differs; [] without a previous operative config."""
+def changed_settings(model_dir: str, given: str) -> List[Tuple[str, str, str]]:
+    """[(binding, value in model_dir's operative config, value now)] for every binding in
+    `given` (gin config text: the bindings of this run) whose value differs; [] without a
+    previous operative config."""
     path = os.path.join(model_dir, "operative_config.gin")
     if not tf.io.gfile.exists(path):
         return []
     with tf.io.gfile.GFile(path) as f:
         before = parse_bindings(f.read())
-    now = parse_bindings(gin.config_str())
+    now = parse_bindings(given)
     return [(k, before[k], v) for k, v in sorted(now.items()) if k in before and before[k] != v]
 
 

@@ -76,7 +76,7 @@ def run_case(cfg: dict) -> None:
         model = from_gin.dual_encoder(remat_policy=remat)
         model.set_weights(init)
         mesh = None if mesh_shape is None else pd.make_mesh(*mesh_shape, device_type="CPU")
-        placement = Placement(mesh=mesh)
+        placement = Placement(mesh=mesh, optimizer_fn=from_gin.make_optimizer)
         task = ContrastiveTask(model, num_micro_batches=micro)
         optimizer = placement.place_task(task)
         with placement.counters_scope():

@@ -14,7 +14,6 @@ from basic_tf import config, from_gin
 from basic_tf.data import data_config
 from basic_tf.data.pipeline import make_dataset
 from basic_tf.training.train_config import TrainConfig
-from basic_tf.training.optimizers import make_optimizer
 
 EXPERIMENTS = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(config.GIN_DIR,
                                                                              "*.gin")))
@@ -76,7 +75,7 @@ def test_experiment_states_its_command_and_binds_everything(name):
                     ("train.num_micro_batches", "train.loss_kind", "train.local_loss")
                     if stage_b else ()):
         assert value(key, KeyError) is not KeyError, f"{name}.gin does not bind {key}"
-    make_optimizer()  # the optimizer and its schedule build from the bindings alone
+    from_gin.make_optimizer()  # the optimizer and its schedule build from the bindings alone
     train = from_gin.train_config()  # every train.* setting checked (TrainConfig)
     model = from_gin.model_configs()
     data_config.from_gin().check_model(model.dual.image_size, model.text.max_len)

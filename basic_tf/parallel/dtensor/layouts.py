@@ -22,7 +22,6 @@ import dataclasses
 import re
 from typing import Iterable, Optional, Sequence, Union
 
-import gin
 from tensorflow.experimental import dtensor
 
 from basic_tf.parallel.dtensor.mesh import MESH_AXES, MODEL_AXIS
@@ -98,11 +97,11 @@ RULE_SETS = {
 }
 
 
-@gin.configurable
 def layout_rules(name: str = "megatron", overrides: Sequence = ()) -> tuple:
     """The named rule table, with `overrides` ((pattern, spec) pairs or Rules) tried first.
 
-    gin: `layout_rules.overrides = [("token_embedding/embeddings$", ("model", None))]`.
+    gin (registered in basic_tf.from_gin):
+    `layout_rules.overrides = [("token_embedding/embeddings$", ("model", None))]`.
     """
     if name not in RULE_SETS:
         raise ValueError(f"layout_rules.name={name!r} is not one of {sorted(RULE_SETS)}")

@@ -36,7 +36,6 @@ Keras AdamW failing with the optimization on, in a subprocess.
 import os
 from typing import Optional
 
-import gin
 import tensorflow as tf
 from tensorflow.experimental import dtensor
 
@@ -75,7 +74,6 @@ def default_device_type() -> str:
     return "CPU"
 
 
-@gin.configurable
 def make_mesh(batch: int = 1, model: int = 1, device_type: Optional[str] = None,
               check_ordering: bool = True) -> dtensor.Mesh:
     """A ("batch", "model") mesh on the first batch * model local devices of `device_type`.
