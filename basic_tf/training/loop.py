@@ -110,9 +110,10 @@ def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: 
         global_step=state.step, trainer=trainer, evaluator=evaluator,
         strategy=placement.strategy,
         train_actions=[logger, progress.OperativeConfigWriter(
-            write_dir, os.path.join(write_dir, "train"), state.step)],
+            write_dir, os.path.join(write_dir, "train"), state.step),
+            lambda output: manager.save()],  # at multiples of checkpoint_interval
         steps_per_loop=_loop_lengths(config.steps_per_loop, config.checkpoint_interval),
-        checkpoint_manager=manager, summary_dir=os.path.join(write_dir, "train"),
+        summary_dir=os.path.join(write_dir, "train"),
         eval_summary_dir=os.path.join(write_dir, "eval"))
     output, preempted, start = _run(controller, trainer, manager, config, role.num_workers)
     workers.remove_scratch(model_dir, role)
@@ -172,6 +173,7 @@ def _run(controller, trainer: Trainer, manager, config: TrainConfig, num_workers
                     eval_interval=config.eval_interval)
             else:
                 controller.train(steps=config.train_steps)
+            manager.save(check_interval=False)  # the end (a saved step is not written again)
     except NonFiniteLossError as e:
         raise checkpoints.stop_error(e, manager) from None
     except PreemptedError as e:
