@@ -21,6 +21,7 @@ index names ckpt-N, every worker's position for N is on disk, wherever a worker 
 Restarting every worker with the same command restores ckpt-N on all of them (each non-chief
 reads the chief's index) and each non-chief's own position N: the run goes on exactly.
 """
+import functools
 import os
 from typing import NamedTuple
 
@@ -84,7 +85,7 @@ def worker_checkpoint_manager(strategy, role: WorkerRole, model_dir: str, state,
       state, checkpoint_interval, max_to_keep: as checkpoints.TrainingCheckpointManager.
       data: this worker's input iterator; objects: the rest of the checkpoint (model, ...).
     """
-    meet = lambda: barrier(strategy)  # every position of the step is written
+    meet = functools.partial(barrier, strategy)  # every position of the step is written
     if role.is_chief:
         return checkpoints.TrainingCheckpointManager(
             tf.train.Checkpoint(state=state, data=data, **objects), model_dir, state,
