@@ -35,8 +35,10 @@ Good states only (TrainingCheckpointManager):
     names: rerunning (e.g. with a lower learning rate) resumes from it.
 
 Reading back (tools/evaluate.py, tools/export.py, the demo, stage (b)'s image tower):
-`checkpoint_path` is the one reading of "a model_dir or a ckpt-N prefix", `restore_model` loads
-the `model` key into a model and refuses a partial, mismatched or diverged one
+`checkpoint_path` is the one reading of "a model_dir or a ckpt-N prefix" (a prefix that is no
+verified state of its run, under unverified/ or past its index's newest, is refused unless
+allowed: only verified states leave a run), `restore_model` loads the `model` key into a model
+and refuses a partial, mismatched or diverged one
 (basic_tf/from_gin.py's `load_trained_model` builds the gin config's DualEncoder with its input
 view and tokenizer around it).
 """
@@ -389,13 +391,14 @@ def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
     return None
 
 
-def checkpoint_path(checkpoint: str, source: str) -> str:
+def checkpoint_path(checkpoint: str, source: str, allow_unverified: bool = False) -> str:
     """The tf.train.Checkpoint prefix `checkpoint` names: a prefix (<model_dir>/ckpt-1000) as it
     is, a directory (a training model_dir) as its latest checkpoint.
 
     `source` is where the value came from, a flag ('--checkpoint') or a binding
     ('train.init_image_tower_from'): a value naming no checkpoint is a FileNotFoundError that
-    starts with `source=value`.
+    starts with `source=value`. A prefix that is no verified state of its run
+    (`unverified_reason`) is a ValueError that starts the same way, unless `allow_unverified`.
     """
     if tf.io.gfile.isdir(checkpoint):
         path = tf.train.latest_checkpoint(checkpoint)
@@ -409,15 +412,40 @@ def checkpoint_path(checkpoint: str, source: str) -> str:
         raise FileNotFoundError(f"{source}={checkpoint!r}: no checkpoint there (no "
                                 f"{checkpoint}.index); give a training model_dir or a prefix "
                                 "such as <model_dir>/ckpt-1000")
+    reason = None if allow_unverified else unverified_reason(checkpoint)
+    if reason:
+        raise ValueError(f"{source}={checkpoint!r} is not a verified checkpoint: {reason}. Give "
+                         "its run's model_dir (its newest verified checkpoint), or "
+                         "--allow_unverified to load it anyway")
     return checkpoint
 
 
-def restore_model(model, checkpoint: str, source: str = "--checkpoint") -> str:
+def unverified_reason(prefix: str) -> Optional[str]:
+    """Why checkpoint `prefix` is no verified state of its run, or None: it lies in a run's
+    unverified/ folder, or its step is past the newest checkpoint its folder's index lists (set
+    aside as unverified and copied back, or left out after an unreadable save). A prefix in a
+    folder without an index, or not named <name>-<step>, cannot be judged: None."""
+    folder, name = os.path.split(prefix)
+    if os.path.basename(folder) == UNVERIFIED_DIR:
+        return (f"it is in {folder}, where its run set it aside when it stopped for skipped "
+                "steps (its weights never gave a finite loss)")
+    latest = tf.train.latest_checkpoint(folder or ".")
+    steps = [n.rsplit("-", 1)[-1] for n in (name, os.path.basename(latest or ""))]
+    if latest and all(s.isdigit() for s in steps) and int(steps[0]) > int(steps[1]):
+        return (f"its step {steps[0]} is past {latest}, the newest checkpoint its run's index "
+                "lists (a checkpoint set aside as unverified and copied back, or one the run "
+                "dropped as unreadable)")
+    return None
+
+
+def restore_model(model, checkpoint: str, source: str = "--checkpoint",
+                  allow_unverified: bool = False) -> str:
     """Loads the model's weights; returns the path used.
 
-    `checkpoint`: a training model_dir or ckpt-N prefix (`checkpoint_path`; the model held under
-    the key `model`, what the trainer writes), or a Keras `.weights.h5` file; `source` names the
-    flag or binding it came from, for errors. Every model variable must be in the checkpoint: a
+    `checkpoint`: a training model_dir or ckpt-N prefix (`checkpoint_path`, which refuses an
+    unverified one unless `allow_unverified`; the model held under the key `model`, what the
+    trainer writes), or a Keras `.weights.h5` file; `source` names the flag or binding it came
+    from, for errors. Every model variable must be in the checkpoint: a
     checkpoint that lacks some (e.g. Keras 3 layers kept in a plain Python list are invisible to
     tf.train.Checkpoint) is an error, never a silent evaluation of random weights; so are
     non-finite weights (a diverged run).
@@ -428,7 +456,7 @@ def restore_model(model, checkpoint: str, source: str = "--checkpoint") -> str:
         model.load_weights(checkpoint)
         logging.info("loaded model weights from %s", checkpoint)
         return checkpoint
-    path = checkpoint_path(checkpoint, source)
+    path = checkpoint_path(checkpoint, source, allow_unverified)
     saved = [name for name, _ in tf.train.list_variables(path)
              if name.startswith("model/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
              and ".OPTIMIZER_SLOT" not in name]

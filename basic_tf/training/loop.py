@@ -134,7 +134,8 @@ def _build_task(config: TrainConfig, models: ModelConfigs, model_dir: str):
         return pretrain.PretrainTask(models.image_classifier(config.remat_policy))
     model = models.dual_encoder(config.remat_policy)
     if config.init_image_tower_from and tf.train.latest_checkpoint(model_dir) is None:
-        path = pretrain.restore_image_tower(model, config.init_image_tower_from)
+        path = pretrain.restore_image_tower(model, config.init_image_tower_from,
+                                            config.allow_unverified)
         logging.info("image tower initialised from stage (a) checkpoint %s", path)
     return ContrastiveTask(model, num_micro_batches=config.num_micro_batches,
                            loss_kind=config.loss_kind, local_loss=config.local_loss,
