@@ -112,13 +112,17 @@ def strategy_from_flags(flag_values=FLAGS):
 
 
 def define_trained_model_flags(flag_values=FLAGS) -> None:
-    """--checkpoint / --untrained (the weights) and --tokenizer / --seq_len (the text view; the
-    images' view is the gin file's make_dataset bindings)."""
+    """--checkpoint / --untrained / --allow_unverified (the weights) and --tokenizer / --seq_len
+    (the text view; the images' view is the gin file's make_dataset bindings)."""
     flags.DEFINE_string("checkpoint", None, "Trained weights: a training model_dir (its latest "
                         "checkpoint), a checkpoint prefix (<model_dir>/ckpt-1000) or a Keras "
                         ".weights.h5 file.", flag_values=flag_values)
     flags.DEFINE_bool("untrained", False, "Use freshly initialised weights (smoke tests only).",
                       flag_values=flag_values)
+    flags.DEFINE_bool("allow_unverified", False, "Load --checkpoint even when it is no verified "
+                      "state of its run: under <model_dir>/unverified/ (set aside when training "
+                      "stopped for skipped steps) or past the newest checkpoint its index "
+                      "lists.", flag_values=flag_values)
     flags.DEFINE_string("tokenizer", None, "SentencePiece .model; default: gin "
                         "make_dataset.tokenizer_path.", flag_values=flag_values)
     flags.DEFINE_integer("seq_len", None, "Token ids per text; default: gin "

@@ -107,7 +107,8 @@ def train(model_dir: str, strategy=None, *, dataset_fn: Optional[Callable] = Non
 
 
 def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: Optional[str] = None,
-                       seq_len: Optional[int] = None, strategy=None) -> tuple:
+                       seq_len: Optional[int] = None, strategy=None,
+                       allow_unverified: bool = False) -> tuple:
     """The parsed gin config's DualEncoder with `checkpoint`'s weights (None: as initialised),
     seen as training saw it -> (model, tokenizer, data, restored path or None).
 
@@ -115,7 +116,8 @@ def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: O
     tokenizer, evaluation crop), `tokenizer_path` / `seq_len` overriding it (explicit flags);
     checked against the model, and the tokenizer's pieces against the text tower's vocabulary.
     The model is built in `strategy`'s scope when one is given. `source`: the flag or setting
-    that named the checkpoint (training.checkpoints.restore_model).
+    that named the checkpoint (training.checkpoints.restore_model, which refuses one that is no
+    verified state of its run unless `allow_unverified`).
     """
     from basic_tf.data import data_config
     from basic_tf.data.tokenizer import Tokenizer
@@ -131,5 +133,6 @@ def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: O
                          f"text_tower_config.vocab_size={model.text_config.vocab_size}: bind "
                          f"text_tower_config.vocab_size = {tokenizer.vocab_size} (as in "
                          "training) or give the tokenizer the model was trained with")
-    restored = restore_model(model, checkpoint, source) if checkpoint else None
+    restored = (restore_model(model, checkpoint, source, allow_unverified) if checkpoint
+                else None)
     return model, tokenizer, data, restored

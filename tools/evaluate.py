@@ -1,7 +1,9 @@
 r"""Zero-shot evaluation of a trained basic_tf model: classification top-1/top-5 over TFDS sets or
 labelled TFRecords, image-text retrieval R@1/5/10 over captioned TFRecords.
 
-The model is built from the experiment's gin files and restored from a training checkpoint. Images
+The model is built from the experiment's gin files and restored from a training checkpoint (one
+that is no verified state of its run, under <model_dir>/unverified/ or past the newest checkpoint
+its index lists, is refused unless --allow_unverified). Images
 and texts are seen exactly as training sees them: image size, token length, tokenizer, evaluation
 crop and antialiasing are the gin file's make_dataset bindings, macros resolved
 (basic_tf/data/data_config.py); --tokenizer / --seq_len override them explicitly. Class names
@@ -78,7 +80,8 @@ def main(argv):
     cli.parse_gin_flags()
     strategy = cli.strategy_from_flags()
     model, tokenizer, data, restored = load_trained_model(checkpoint, source, FLAGS.tokenizer,
-                                                          FLAGS.seq_len, strategy)
+                                                          FLAGS.seq_len, strategy,
+                                                          FLAGS.allow_unverified)
     tasks = [run.tfds_task(name, data, FLAGS.tfds_data_dir, FLAGS.split, FLAGS.batch_size,
                            FLAGS.class_names, FLAGS.templates)
              for name in FLAGS.tfds_name]

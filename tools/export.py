@@ -1,6 +1,8 @@
 r"""Exports a trained basic_tf model for TF Serving: <export_dir>/<model>/<version>/, models.config.
 
-The model is built from the experiment's gin files and restored from a training checkpoint. Images
+The model is built from the experiment's gin files and restored from a training checkpoint (one
+that is no verified state of its run, under <model_dir>/unverified/ or past the newest checkpoint
+its index lists, is refused unless --allow_unverified). Images
 and texts are seen exactly as training and tools/evaluate.py see them: image size, token length,
 tokenizer, evaluation crop and antialiasing are the gin file's make_dataset bindings, macros
 resolved (basic_tf/data/data_config.py); --tokenizer / --seq_len override them explicitly.
@@ -50,8 +52,9 @@ def main(argv):
     from basic_tf.zeroshot import labels, prompts
 
     cli.parse_gin_flags()
-    model, tokenizer, data, restored = load_trained_model(checkpoint, source, FLAGS.tokenizer,
-                                                          FLAGS.seq_len)
+    model, tokenizer, data, restored = load_trained_model(
+        checkpoint, source, FLAGS.tokenizer, FLAGS.seq_len,
+        allow_unverified=FLAGS.allow_unverified)
     if restored:
         logging.info("restored the model from %s", restored)
     records = (config.bound_value("make_dataset.eval_file_pattern", None)

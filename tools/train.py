@@ -23,6 +23,8 @@ checkpoints load into an unsharded model (tools/export.py --checkpoint=<model_di
 
 Stage (a) then (b), LiT: `train.stage='pretrain'` and `image_classifier_config.num_classes=N` into
 model_dir A; then `train.init_image_tower_from='A'` (and `train.lock_image_tower=True`) into B.
+A checkpoint that is no verified state of run A (under A/unverified/, or past the newest one A's
+index lists) is refused unless --allow_unverified.
 
 Running the same command again on a model_dir that holds a checkpoint resumes it exactly (a
 changed learning rate or schedule is honoured and logged; another batch size or model shape is
@@ -48,6 +50,9 @@ flags.DEFINE_string("model_dir", None, "Checkpoints, summaries and the operative
                     "an existing checkpoint here is resumed.")
 flags.DEFINE_string("mesh", None, "Model parallelism: a DTensor mesh 'batch:B,model:M' of all "
                     "local devices (same as the binding train.mesh); default --strategy only.")
+flags.DEFINE_bool("allow_unverified", False, "Initialise from train.init_image_tower_from even "
+                  "when it names an unverified checkpoint (under a run's unverified/, or past "
+                  "the newest one its index lists); same as the binding train.allow_unverified.")
 flags.DEFINE_integer("virtual_cpu_devices", None, "Split the host CPU into N logical devices "
                      "before TensorFlow starts (multi-device runs without accelerators).")
 flags.mark_flag_as_required("model_dir")
@@ -76,8 +81,10 @@ def main(argv):
                                                           f"--strategy={FLAGS.strategy}")))
     try:
         cli.parse_gin_flags()
-        result = from_gin.train(FLAGS.model_dir, cli.strategy_from_flags(),
-                                **({"mesh": FLAGS.mesh} if FLAGS.mesh else {}))
+        overrides = {"mesh": FLAGS.mesh} if FLAGS.mesh else {}
+        if FLAGS.allow_unverified:
+            overrides["allow_unverified"] = True
+        result = from_gin.train(FLAGS.model_dir, cli.strategy_from_flags(), **overrides)
     except NonFiniteLossError as e:
         logging.error("%s", e)
         raise SystemExit(1) from None

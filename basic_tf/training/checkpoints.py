@@ -17,6 +17,13 @@ prefix and merges them into place) and only then rewrites the `checkpoint` index
 rename), which is what `latest_checkpoint` reads. A kill during a save leaves the previous
 checkpoint as the latest (tests/training/test_resume_kill.py).
 
+By composition: TrainingCheckpointManager holds a tf.train.CheckpointManager and uses its public
+API only (save(checkpoint_number=...), checkpoints, latest_checkpoint); the policy below is its
+own. Where it must name other checkpoints in the index (settle, a fallback), it rewrites the
+`checkpoint` file (`write_index`) and opens a new CheckpointManager, which reads it back.
+orbit's Controller is given no checkpoint manager (it asserts a tf.train.CheckpointManager):
+loop.py saves through a train action and once at the end.
+
 Good states only (TrainingCheckpointManager):
   - a checkpoint is written only when the last step was applied (no skipped step pending), at
     exact multiples of checkpoint_interval, at the end and on preemption;
@@ -28,8 +35,10 @@ Good states only (TrainingCheckpointManager):
     names: rerunning (e.g. with a lower learning rate) resumes from it.
 
 Reading back (tools/evaluate.py, tools/export.py, the demo, stage (b)'s image tower):
-`checkpoint_path` is the one reading of "a model_dir or a ckpt-N prefix", `restore_model` loads
-the `model` key into a model and refuses a partial, mismatched or diverged one
+`checkpoint_path` is the one reading of "a model_dir or a ckpt-N prefix" (a prefix that is no
+verified state of its run, under unverified/ or past its index's newest, is refused unless
+allowed: only verified states leave a run), `restore_model` loads the `model` key into a model
+and refuses a partial, mismatched or diverged one
 (basic_tf/from_gin.py's `load_trained_model` builds the gin config's DualEncoder with its input
 view and tokenizer around it).
 """
@@ -37,11 +46,12 @@ import glob
 import os
 import shutil
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
+from google.protobuf import text_format
 
 from basic_tf.training.trainer import NonFiniteLossError
 
@@ -78,61 +88,110 @@ def step_of(path: str) -> int:
     return int(path.rsplit("-", 1)[1])
 
 
-class TrainingCheckpointManager(tf.train.CheckpointManager):
-    """tf.train.CheckpointManager that writes good states only (see the module docstring).
+def remove_tree(path: str) -> None:
+    """rm -r that also works on gs:// (tf.io.gfile); nothing there is fine."""
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.rmtree(path)
+
+
+def write_index(model_dir: str, paths: list) -> None:
+    """Rewrites model_dir's `checkpoint` index file to list `paths` (oldest first; the last is
+    the latest), each with the save time the index recorded for it; with none, removes it.
+
+    The save times matter: tf.train.CheckpointManager treats an entry not newer than the
+    index's last_preserved_timestamp as kept-forever and leaves it out of `checkpoints` (a
+    resume would then start afresh). Written to a temporary file and renamed, as TF does.
+    """
+    index = os.path.join(model_dir, "checkpoint")
+    if not paths:
+        if tf.io.gfile.exists(index):
+            tf.io.gfile.remove(index)
+        return
+    old = tf.train.get_checkpoint_state(model_dir)
+    times = ({os.path.basename(p): t for p, t in zip(old.all_model_checkpoint_paths,
+                                                     old.all_model_checkpoint_timestamps)}
+             if old else {})
+    names = [os.path.basename(p) for p in paths]
+    # Entries relative to model_dir, as TF writes them (the proto builder makes a path under a
+    # relative model_dir relative to it, and keeps one given under an absolute model_dir).
+    entries = [n if os.path.isabs(model_dir) else os.path.join(model_dir, n) for n in names]
+    proto = tf.compat.v1.train.generate_checkpoint_state_proto(
+        model_dir, entries[-1], all_model_checkpoint_paths=entries,
+        all_model_checkpoint_timestamps=[times.get(n, time.time()) for n in names],
+        last_preserved_timestamp=old.last_preserved_timestamp if old else time.time() - 1)
+    temporary = f"{index}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(temporary, "w") as f:
+        f.write(text_format.MessageToString(proto))
+    tf.io.gfile.rename(temporary, index, overwrite=True)
+
+
+class TrainingCheckpointManager:
+    """Writes good states only (see the module docstring) through the tf.train.CheckpointManager
+    it holds, using its public API alone (save, checkpoints, latest_checkpoint).
 
     Args:
       checkpoint: the tf.train.Checkpoint of everything trained.
-      model_dir: where ckpt-<step> goes.
+      model_dir: the run's directory: ckpt-<step> and the `checkpoint` index.
       state: step.TrainState (step, consecutive_nonfinite, verified_step).
       checkpoint_interval: save at exact multiples of this many steps.
       max_to_keep: checkpoints kept (at least 2, so the newest verified one is always there).
       host_checkpoint: a tf.train.Checkpoint of host-side objects (an input iterator) written
         as host_dir/ckpt-<step> before each checkpoint (None: none).
       host_dir: where; default model_dir/host.
+      write_dir: where this process writes its checkpoint. model_dir (the default): it keeps
+        model_dir's index. Elsewhere (workers.py: a worker that is not the chief, `worker` its
+        task name): a scratch copy, written for the save's collectives and deleted after it; the
+        run's checkpoints are the ones model_dir's index (the chief's) lists, and the host part
+        (this worker's input position) is required to restore one.
+      before_write: called between the host part and the checkpoint (workers.py: a barrier, so
+        that every worker's host part of the step is on disk before the index names it).
     """
 
     def __init__(self, checkpoint, model_dir: str, state, checkpoint_interval: int,
                  max_to_keep: int = 3, host_checkpoint: Optional[tf.train.Checkpoint] = None,
-                 host_dir: Optional[str] = None):
-        super().__init__(checkpoint, model_dir, max_to_keep=max(max_to_keep, 2),
-                         step_counter=state.step, checkpoint_interval=checkpoint_interval)
-        self.state, self.model_dir = state, model_dir
+                 host_dir: Optional[str] = None, *, write_dir: Optional[str] = None,
+                 worker: str = "", before_write: Optional[Callable[[], None]] = None):
+        self.checkpoint, self.model_dir, self.state = checkpoint, model_dir, state
+        self.checkpoint_interval, self.max_to_keep = checkpoint_interval, max(max_to_keep, 2)
         self.host_checkpoint = host_checkpoint
         self.host_dir = host_dir or os.path.join(model_dir, HOST_DIR)
-        self.restored_path: Optional[str] = None
+        self.write_dir, self.worker, self.before_write = write_dir or model_dir, worker, before_write
+        self.keeps_index = self.write_dir == model_dir
+        self._written_step = None  # the end of a run saves its last step again: written once
+        self._manager = self._open()
+
+    def _open(self) -> tf.train.CheckpointManager:
+        """The manager of write_dir, which reads the `checkpoint` index there (its state)."""
+        return tf.train.CheckpointManager(self.checkpoint, self.write_dir, self.max_to_keep)
+
+    @property
+    def checkpoints(self) -> list:
+        """The run's checkpoint paths, oldest first, as model_dir's index lists them."""
+        if self.keeps_index:
+            return self._manager.checkpoints
+        index = tf.train.get_checkpoint_state(self.model_dir)
+        return list(index.all_model_checkpoint_paths) if index else []
+
+    @property
+    def latest_checkpoint(self) -> Optional[str]:
+        """The newest checkpoint of the run (another worker: the one it wrote last)."""
+        if self.keeps_index:
+            return self._manager.latest_checkpoint
+        if self._written_step is not None:
+            return os.path.join(self.model_dir, f"ckpt-{self._written_step}")
+        listed = self.checkpoints
+        return listed[-1] if listed else None
 
     def host_path(self, path: str) -> str:
         """host_dir/ckpt-N of checkpoint .../ckpt-N."""
         return os.path.join(self.host_dir, os.path.basename(path))
 
-    def restore_host(self, path: str) -> None:
-        """Restores the host part of checkpoint `path`; a checkpoint without one (written
-        without host objects) leaves them as they are, logged."""
-        if self.host_checkpoint is None:
-            return
-        host = self.host_path(path)
-        if tf.io.gfile.exists(host + ".index"):
-            self.host_checkpoint.read(host).assert_existing_objects_matched()
-        else:
-            logging.warning("checkpoint %s has no %s: the input pipeline restarts from its "
-                            "first batch", path, host)
-
-    def _prune_host(self) -> None:
-        """Deletes host parts whose checkpoint is no longer listed in the index."""
-        if self.host_checkpoint is None:
-            return
-        listed = {os.path.basename(p) for p in self.checkpoints}
-        for f in tf.io.gfile.glob(os.path.join(self.host_dir, "ckpt-*")):
-            if os.path.basename(f).split(".")[0] not in listed:
-                tf.io.gfile.remove(f)
-
-    def save(self, checkpoint_number=None, check_interval=True, options=None):
+    def save(self, check_interval: bool = True) -> Optional[str]:
         """Saves at the current step if it is a multiple of the interval (or always, with
-        check_interval=False) and the last step was applied; -> path or None."""
-        del checkpoint_number  # always the global step
+        check_interval=False), the last step was applied and the step is not written yet;
+        -> its path or None."""
         step = int(self.state.step.numpy())
-        if check_interval and step % self._checkpoint_interval:
+        if (check_interval and step % self.checkpoint_interval) or step == self._written_step:
             return None
         pending = int(self.state.consecutive_nonfinite.numpy())
         if pending:
@@ -140,47 +199,67 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
                             "newest checkpoint stays %s", step, pending, self.latest_checkpoint)
             return None
         try:
-            path = self._write(step, options)
-            if path:
-                logging.info("saved checkpoint %s", path)
-                self._prune_host()
-            return path
+            path = self._write(step)
         except (tf.errors.OpError, OSError) as e:
-            _remove_temporaries(self.model_dir)
+            _remove_temporaries(self.write_dir)
             first = str(getattr(e, "message", e)).strip().splitlines()[0]
             raise CheckpointWriteError(
                 f"model_dir {self.model_dir}: could not write the checkpoint of step {step} "
                 f"({type(e).__name__}: {first}); the previous checkpoint "
                 f"{self.latest_checkpoint} is intact. Free space or fix the directory, then "
                 "rerun the same command to resume from it.") from None
+        logging.info("saved checkpoint %s", path)
+        self._prune_host()
+        return path
 
-    def _write(self, step: int, options) -> Optional[str]:
+    def _write(self, step: int) -> str:
         """Writes the host part of step `step`, then ckpt-<step> and the index (which commits
-        both); -> its path (workers.py adds a barrier between the two)."""
-        self._write_host(step)
-        return self._write_checkpoint(step, options)
-
-    def _write_host(self, step: int) -> None:
+        both); -> the run's path of it."""
         if self.host_checkpoint is not None:
             self.host_checkpoint.write(self.host_path(f"ckpt-{step}"))
-
-    def _write_checkpoint(self, step: int, options) -> Optional[str]:
-        return super().save(checkpoint_number=step, check_interval=False, options=options)
-
-    def restore_candidates(self) -> list:
-        """Checkpoint paths a restore may use, oldest first (workers.py: the chief's)."""
-        return list(self.checkpoints)
+        if self.before_write is not None:
+            self.before_write()
+        path = self._manager.save(checkpoint_number=step)
+        self._written_step = step
+        if self.keeps_index:
+            return path
+        remove_tree(self.write_dir)  # written for its collectives only
+        return self.latest_checkpoint
 
     def restore_from(self, path: str) -> None:
-        """Restores everything checkpointed from `path`; AssertionError if objects are missing
-        from it; then its host part (restore_host)."""
+        """Restores everything checkpointed from `path` (AssertionError if objects are missing
+        from it), then its host part: one that is missing leaves the host objects as they are,
+        logged (another worker: an error naming it)."""
         self.checkpoint.restore(path).assert_existing_objects_matched()
-        self.restore_host(path)
+        if self.host_checkpoint is None:
+            return
+        host = self.host_path(path)
+        if tf.io.gfile.exists(host + ".index"):
+            self.host_checkpoint.read(host).assert_existing_objects_matched()
+            if self.worker:
+                logging.info("%s: input position restored from %s", self.worker, host)
+        elif self.worker:
+            raise ValueError(
+                f"{host}.index is missing: {self.worker}'s input position at the step of "
+                f"{path}. Was model_dir trained with another TF_CONFIG (number of workers)? "
+                "Resume with the cluster that wrote it, or use a new --model_dir.")
+        else:
+            logging.warning("checkpoint %s has no %s: the input pipeline restarts from its "
+                            "first batch", path, host)
 
-    def restore_or_initialize(self):
-        """orbit's Controller calls this in its __init__: the restore already happened
-        (`restore_latest`, with its checks and fallback), so only report it."""
-        return self.restored_path
+    def _prune_host(self) -> None:
+        """Deletes host parts whose checkpoint the index no longer lists (another worker: those
+        older than the oldest listed, as the chief may not have listed the step just written)."""
+        listed = self.checkpoints
+        if self.host_checkpoint is None or not (listed or self.keeps_index):
+            return
+        names = {os.path.basename(p) for p in listed}
+        oldest = min(step_of(p) for p in listed) if listed else 0
+        for f in tf.io.gfile.glob(os.path.join(self.host_dir, "ckpt-*")):
+            name = os.path.basename(f).split(".")[0]
+            stale = name not in names if self.keeps_index else step_of(name) < oldest
+            if stale:
+                tf.io.gfile.remove(f)
 
     def newest_verified(self) -> Optional[str]:
         """The newest checkpoint whose weights gave a finite loss (None if there is none)."""
@@ -190,8 +269,11 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
 
     def settle(self) -> Optional[str]:
         """After a stop for skipped steps: moves checkpoints newer than the newest verified one
-        to model_dir/unverified/ and makes that one the latest; -> its path (or None)."""
+        to model_dir/unverified/ and makes that one the latest; -> its path (or None). Another
+        worker moves nothing (the index is the chief's)."""
         good = self.newest_verified()
+        if not self.keeps_index:
+            return good
         keep = [p for p in self.checkpoints if good is not None and step_of(p) <= step_of(good)]
         for path in self.checkpoints:
             if path not in keep:
@@ -205,19 +287,12 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
         return good
 
     def keep_only(self, paths: list) -> None:
-        """Rewrites the index (`checkpoint` file) to list `paths` (oldest first), the last one
-        the latest; with none, removes the index so that the next run starts afresh."""
-        index = os.path.join(self.model_dir, "checkpoint")
-        # Their own save times: TF's manager treats an entry older than last_preserved_timestamp
-        # as kept-forever and leaves it out of `checkpoints` (a resume would then start afresh).
-        times = dict(self._maybe_delete)
-        self._maybe_delete = type(self._maybe_delete)((p, times.get(p, time.time()))
-                                                      for p in paths)
-        self._latest_checkpoint = paths[-1] if paths else None
-        if paths:
-            self._record_state()
-        elif tf.io.gfile.exists(index):
-            tf.io.gfile.remove(index)
+        """Makes the index list `paths` (oldest first), the last one the latest; with none,
+        removes it so that the next run starts afresh. Another worker leaves it to the chief."""
+        if not self.keeps_index:
+            return
+        write_index(self.model_dir, paths)
+        self._manager = self._open()  # its list and latest, read back from the index
         self._prune_host()
 
 
@@ -282,7 +357,7 @@ def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
     none). An unreadable one (truncated, corrupt) is reported by file and the previous one is
     used. A checkpoint of another config (missing objects, other shapes, other batch size) is an
     error naming it; `changed_settings` (config diff text) is appended to that error."""
-    candidates = list(reversed(manager.restore_candidates()))
+    candidates = list(reversed(manager.checkpoints))
     for i, path in enumerate(candidates):
         try:
             check_resumable(tf.train.load_checkpoint(path), path, global_batch_size,
@@ -307,7 +382,6 @@ def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
                           first, f"trying {candidates[i + 1]}" if i + 1 < len(candidates)
                           else "no older checkpoint")
             continue
-        manager.restored_path = path
         if i:  # the unreadable newer ones leave the index (their files stay for inspection)
             manager.keep_only(list(reversed(candidates[i:])))
         return path
@@ -317,13 +391,14 @@ def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
     return None
 
 
-def checkpoint_path(checkpoint: str, source: str) -> str:
+def checkpoint_path(checkpoint: str, source: str, allow_unverified: bool = False) -> str:
     """The tf.train.Checkpoint prefix `checkpoint` names: a prefix (<model_dir>/ckpt-1000) as it
     is, a directory (a training model_dir) as its latest checkpoint.
 
     `source` is where the value came from, a flag ('--checkpoint') or a binding
     ('train.init_image_tower_from'): a value naming no checkpoint is a FileNotFoundError that
-    starts with `source=value`.
+    starts with `source=value`. A prefix that is no verified state of its run
+    (`unverified_reason`) is a ValueError that starts the same way, unless `allow_unverified`.
     """
     if tf.io.gfile.isdir(checkpoint):
         path = tf.train.latest_checkpoint(checkpoint)
@@ -337,15 +412,40 @@ def checkpoint_path(checkpoint: str, source: str) -> str:
         raise FileNotFoundError(f"{source}={checkpoint!r}: no checkpoint there (no "
                                 f"{checkpoint}.index); give a training model_dir or a prefix "
                                 "such as <model_dir>/ckpt-1000")
+    reason = None if allow_unverified else unverified_reason(checkpoint)
+    if reason:
+        raise ValueError(f"{source}={checkpoint!r} is not a verified checkpoint: {reason}. Give "
+                         "its run's model_dir (its newest verified checkpoint), or "
+                         "--allow_unverified to load it anyway")
     return checkpoint
 
 
-def restore_model(model, checkpoint: str, source: str = "--checkpoint") -> str:
+def unverified_reason(prefix: str) -> Optional[str]:
+    """Why checkpoint `prefix` is no verified state of its run, or None: it lies in a run's
+    unverified/ folder, or its step is past the newest checkpoint its folder's index lists (set
+    aside as unverified and copied back, or left out after an unreadable save). A prefix in a
+    folder without an index, or not named <name>-<step>, cannot be judged: None."""
+    folder, name = os.path.split(prefix)
+    if os.path.basename(folder) == UNVERIFIED_DIR:
+        return (f"it is in {folder}, where its run set it aside when it stopped for skipped "
+                "steps (its weights never gave a finite loss)")
+    latest = tf.train.latest_checkpoint(folder or ".")
+    steps = [n.rsplit("-", 1)[-1] for n in (name, os.path.basename(latest or ""))]
+    if latest and all(s.isdigit() for s in steps) and int(steps[0]) > int(steps[1]):
+        return (f"its step {steps[0]} is past {latest}, the newest checkpoint its run's index "
+                "lists (a checkpoint set aside as unverified and copied back, or one the run "
+                "dropped as unreadable)")
+    return None
+
+
+def restore_model(model, checkpoint: str, source: str = "--checkpoint",
+                  allow_unverified: bool = False) -> str:
     """Loads the model's weights; returns the path used.
 
-    `checkpoint`: a training model_dir or ckpt-N prefix (`checkpoint_path`; the model held under
-    the key `model`, what the trainer writes), or a Keras `.weights.h5` file; `source` names the
-    flag or binding it came from, for errors. Every model variable must be in the checkpoint: a
+    `checkpoint`: a training model_dir or ckpt-N prefix (`checkpoint_path`, which refuses an
+    unverified one unless `allow_unverified`; the model held under the key `model`, what the
+    trainer writes), or a Keras `.weights.h5` file; `source` names the flag or binding it came
+    from, for errors. Every model variable must be in the checkpoint: a
     checkpoint that lacks some (e.g. Keras 3 layers kept in a plain Python list are invisible to
     tf.train.Checkpoint) is an error, never a silent evaluation of random weights; so are
     non-finite weights (a diverged run).
@@ -356,7 +456,7 @@ def restore_model(model, checkpoint: str, source: str = "--checkpoint") -> str:
         model.load_weights(checkpoint)
         logging.info("loaded model weights from %s", checkpoint)
         return checkpoint
-    path = checkpoint_path(checkpoint, source)
+    path = checkpoint_path(checkpoint, source, allow_unverified)
     saved = [name for name, _ in tf.train.list_variables(path)
              if name.startswith("model/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
              and ".OPTIMIZER_SLOT" not in name]

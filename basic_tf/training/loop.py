@@ -114,11 +114,12 @@ def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: 
     if config_text:
         actions.append(progress.OperativeConfigWriter(
             write_dir, os.path.join(write_dir, "train"), state.step, config_text.operative))
+    actions.append(lambda output: manager.save())  # at multiples of checkpoint_interval
     controller = orbit.Controller(
         global_step=state.step, trainer=trainer, evaluator=evaluator,
         strategy=placement.strategy, train_actions=actions,
         steps_per_loop=_loop_lengths(config.steps_per_loop, config.checkpoint_interval),
-        checkpoint_manager=manager, summary_dir=os.path.join(write_dir, "train"),
+        summary_dir=os.path.join(write_dir, "train"),
         eval_summary_dir=os.path.join(write_dir, "eval"))
     output, preempted, start = _run(controller, trainer, manager, config, role.num_workers)
     workers.remove_scratch(model_dir, role)
@@ -139,7 +140,8 @@ def _build_task(config: TrainConfig, models: ModelConfigs, model_dir: str):
         return pretrain.PretrainTask(models.image_classifier(config.remat_policy))
     model = models.dual_encoder(config.remat_policy)
     if config.init_image_tower_from and tf.train.latest_checkpoint(model_dir) is None:
-        path = pretrain.restore_image_tower(model, config.init_image_tower_from)
+        path = pretrain.restore_image_tower(model, config.init_image_tower_from,
+                                            config.allow_unverified)
         logging.info("image tower initialised from stage (a) checkpoint %s", path)
     return ContrastiveTask(model, num_micro_batches=config.num_micro_batches,
                            loss_kind=config.loss_kind, local_loss=config.local_loss,
@@ -178,6 +180,7 @@ def _run(controller, trainer: Trainer, manager, config: TrainConfig, num_workers
                     eval_interval=config.eval_interval)
             else:
                 controller.train(steps=config.train_steps)
+            manager.save(check_interval=False)  # the end (a saved step is not written again)
     except NonFiniteLossError as e:
         raise checkpoints.stop_error(e, manager) from None
     except PreemptedError as e:

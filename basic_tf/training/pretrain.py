@@ -65,15 +65,17 @@ class PretrainTask:
         return {}
 
 
-def restore_image_tower(dual_encoder, checkpoint: str) -> str:
+def restore_image_tower(dual_encoder, checkpoint: str, allow_unverified: bool = False) -> str:
     """Copies a stage (a) checkpoint's image tower into `dual_encoder.image_tower`.
 
-    `checkpoint`: a stage (a) model_dir (its latest checkpoint) or a ckpt-N prefix. Every tower
+    `checkpoint`: a stage (a) model_dir (its latest checkpoint) or a ckpt-N prefix (an
+    unverified one is refused unless `allow_unverified`: checkpoints.checkpoint_path). Every tower
     variable of the stage (a) model must be in the checkpoint and must match the DualEncoder's
     tower by path and shape; only the DualEncoder's projection (new in stage (b)) is left as
     initialised. Returns the checkpoint path used.
     """
-    path = checkpoints.checkpoint_path(checkpoint, "train.init_image_tower_from")
+    path = checkpoints.checkpoint_path(checkpoint, "train.init_image_tower_from",
+                                       allow_unverified)
     source = ImageClassifier(  # only the tower is read: the DualEncoder's own tower config
         num_classes=2, image_tower=dual_encoder.config.image_tower,
         image_config=dual_encoder.image_config, image_size=dual_encoder.image_size).image_tower

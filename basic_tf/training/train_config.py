@@ -61,6 +61,9 @@ class TrainConfig:
       stochastic-depth seeds.
     mixed_precision: None / "float32" / "mixed_bfloat16".
     init_image_tower_from: stage (a) model_dir or ckpt prefix (stage (b), fresh model_dir).
+    allow_unverified: load init_image_tower_from even when it names an unverified checkpoint
+      (under a run's unverified/, or past the newest one its run's index lists); tools/train.py
+      --allow_unverified. Refused without init_image_tower_from (it would do nothing).
     lock_image_tower: LiT: keep the initialised image tower fixed (stage (b); needs
       init_image_tower_from).
     eval_interval: steps between evaluations (stage (b)); None: no evaluation.
@@ -88,6 +91,7 @@ class TrainConfig:
     seed: int = 0
     mixed_precision: Optional[str] = None
     init_image_tower_from: Optional[str] = None
+    allow_unverified: bool = False
     lock_image_tower: bool = False
     eval_interval: Optional[int] = None
     eval_steps: int = -1
@@ -122,7 +126,7 @@ class TrainConfig:
                              f"[1, {MAX_LOSS_WINDOW}]")
         if self.loss_kind not in LOSS_KINDS:
             raise ValueError(f"train.loss_kind={self.loss_kind!r} is not one of {LOSS_KINDS}")
-        for name in ("local_loss", "lock_image_tower", "use_tf_while_loop"):
+        for name in ("local_loss", "lock_image_tower", "use_tf_while_loop", "allow_unverified"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name}={getattr(self, name)!r} must be True or False")
         if self.mixed_precision not in POLICIES:
@@ -142,6 +146,10 @@ class TrainConfig:
     def _check_stage(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"train.stage={self.stage!r} is not one of {STAGES}")
+        if self.allow_unverified and not self.init_image_tower_from:
+            raise ValueError("train.allow_unverified=True (--allow_unverified) does nothing "
+                             "without train.init_image_tower_from (a resume reads what "
+                             "model_dir's own index lists); remove it")
         if self.stage == "contrastive":
             if self.lock_image_tower and not self.init_image_tower_from:
                 raise ValueError("train.lock_image_tower=True needs train.init_image_tower_from "

@@ -21,11 +21,11 @@ index names ckpt-N, every worker's position for N is on disk, wherever a worker 
 Restarting every worker with the same command restores ckpt-N on all of them (each non-chief
 reads the chief's index) and each non-chief's own position N: the run goes on exactly.
 """
+import functools
 import os
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import tensorflow as tf
-from absl import logging
 
 from basic_tf.training import checkpoints
 
@@ -63,13 +63,7 @@ def remove_scratch(model_dir: str, role: WorkerRole) -> None:
     """Removes a non-chief's scratch directory (at the start: what a killed run left; at the
     end: the run's). The chief has none."""
     if not role.is_chief:
-        _remove_tree(write_dir(model_dir, role))
-
-
-def _remove_tree(path: str) -> None:
-    """rm -r that also works on gs:// (tf.io.gfile); nothing there is fine."""
-    if tf.io.gfile.exists(path):
-        tf.io.gfile.rmtree(path)
+        checkpoints.remove_tree(write_dir(model_dir, role))
 
 
 def barrier(strategy: tf.distribute.Strategy) -> None:
@@ -80,91 +74,39 @@ def barrier(strategy: tf.distribute.Strategy) -> None:
         raise RuntimeError(f"barrier: {total} of {strategy.num_replicas_in_sync} replicas met")
 
 
-class WorkerCheckpointManager(checkpoints.TrainingCheckpointManager):
-    """TrainingCheckpointManager of one worker of a multi-worker run (see the module docstring).
+def worker_checkpoint_manager(strategy, role: WorkerRole, model_dir: str, state,
+                              checkpoint_interval: int, max_to_keep: int, data,
+                              **objects) -> checkpoints.TrainingCheckpointManager:
+    """The checkpoint manager of one worker of a multi-worker run (see the module docstring).
 
     Args:
       strategy: the MultiWorkerMirroredStrategy; role: role_of(strategy).
       model_dir: the run's directory, the same on every worker.
-      state, checkpoint_interval, max_to_keep: as TrainingCheckpointManager.
+      state, checkpoint_interval, max_to_keep: as checkpoints.TrainingCheckpointManager.
       data: this worker's input iterator; objects: the rest of the checkpoint (model, ...).
     """
-
-    def __init__(self, strategy, role: WorkerRole, model_dir: str, state,
-                 checkpoint_interval: int, max_to_keep: int, data, **objects):
-        self.strategy, self.role, self.chief_dir = strategy, role, model_dir
-        self._written_step = None  # orbit saves the last step twice; every worker skips the 2nd
-        if role.is_chief:
-            super().__init__(tf.train.Checkpoint(state=state, data=data, **objects), model_dir,
-                             state, checkpoint_interval, max_to_keep)
-        else:  # its own input position as the checkpoint's host part
-            super().__init__(tf.train.Checkpoint(state=state, **objects),
-                             os.path.join(write_dir(model_dir, role), "checkpoint"), state,
-                             checkpoint_interval, max_to_keep, tf.train.Checkpoint(data=data),
-                             os.path.join(model_dir, POSITION_DIR, role.task))
-
-    def _write(self, step: int, options) -> Optional[str]:
-        if step == self._written_step:
-            return None
-        self._written_step = step
-        self._write_host(step)
-        barrier(self.strategy)  # every position of step `step` is written
-        path = self._write_checkpoint(step, options)
-        if self.role.is_chief:
-            return path
-        _remove_tree(self.directory)  # written for its collectives only
-        self._latest_checkpoint = os.path.join(self.chief_dir, f"ckpt-{step}")  # what logs name
-        return self._latest_checkpoint
-
-    def restore_candidates(self) -> list:
-        if self.role.is_chief:
-            return super().restore_candidates()
-        index = tf.train.get_checkpoint_state(self.chief_dir)
-        return list(index.all_model_checkpoint_paths) if index else []
-
-    def restore_host(self, path: str) -> None:
-        if self.host_checkpoint is None:
-            return
-        position = self.host_path(path)
-        if not tf.io.gfile.exists(position + ".index"):
-            raise ValueError(
-                f"{position}.index is missing: {self.role.task}'s input position at the step of "
-                f"{path}. Was model_dir trained with another TF_CONFIG (number of workers)? "
-                "Resume with the cluster that wrote it, or use a new --model_dir.")
-        super().restore_host(path)
-        logging.info("%s: input position restored from %s", self.role.task, position)
-
-    def _prune_host(self) -> None:
-        """Removes this worker's positions older than the chief's oldest listed checkpoint (the
-        chief may not have listed the step just written yet: newer ones stay)."""
-        listed = self.restore_candidates()
-        if self.role.is_chief or not listed:
-            return super()._prune_host()
-        oldest = min(checkpoints.step_of(p) for p in listed)
-        for f in tf.io.gfile.glob(os.path.join(self.host_dir, "ckpt-*")):
-            if checkpoints.step_of(os.path.basename(f).split(".")[0]) < oldest:
-                tf.io.gfile.remove(f)
-
-    def keep_only(self, paths: list) -> None:
-        if self.role.is_chief:  # model_dir's index is the chief's alone
-            super().keep_only(paths)
-
-    def settle(self) -> Optional[str]:
-        if self.role.is_chief:
-            return super().settle()
-        verified = int(self.state.verified_step.numpy())
-        good = [p for p in self.restore_candidates() if checkpoints.step_of(p) <= verified]
-        return good[-1] if good else None
+    meet = functools.partial(barrier, strategy)  # every position of the step is written
+    if role.is_chief:
+        return checkpoints.TrainingCheckpointManager(
+            tf.train.Checkpoint(state=state, data=data, **objects), model_dir, state,
+            checkpoint_interval, max_to_keep, before_write=meet)
+    # Its own input position is the checkpoint's host part; its copy of the checkpoint, scratch.
+    return checkpoints.TrainingCheckpointManager(
+        tf.train.Checkpoint(state=state, **objects), model_dir, state, checkpoint_interval,
+        max_to_keep, host_checkpoint=tf.train.Checkpoint(data=data),
+        host_dir=os.path.join(model_dir, POSITION_DIR, role.task),
+        write_dir=os.path.join(write_dir(model_dir, role), "checkpoint"), worker=role.task,
+        before_write=meet)
 
 
 def make_checkpoint_manager(model_dir: str, strategy, state, checkpoint_interval: int,
                             max_to_keep: int, data,
                             **objects) -> checkpoints.TrainingCheckpointManager:
-    """checkpoints.make_checkpoint_manager for this process: a WorkerCheckpointManager when it
+    """checkpoints.make_checkpoint_manager for this process: worker_checkpoint_manager's when it
     is one worker of several, else the plain one (model_dir, `data` under the key "data")."""
     role = role_of(strategy)
     if role.num_workers == 1:
         return checkpoints.make_checkpoint_manager(model_dir, state, checkpoint_interval,
                                                    max_to_keep, data=data, **objects)
-    return WorkerCheckpointManager(strategy, role, model_dir, state, checkpoint_interval,
-                                   max_to_keep, data, **objects)
+    return worker_checkpoint_manager(strategy, role, model_dir, state, checkpoint_interval,
+                                     max_to_keep, data, **objects)

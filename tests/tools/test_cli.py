@@ -22,11 +22,11 @@ TOOLS = COMMANDS + ["scaling_study"]
 # flags of cli.py for the programs that read gin).
 GIN = ["--gin_file", "--gin_bindings"]
 HELP_WORDS = {
-    "train": GIN + ["--model_dir", "--strategy", "resumes"],
+    "train": GIN + ["--model_dir", "--strategy", "resumes", "--allow_unverified"],
     "evaluate": GIN + ["--tfds_name", "--tfrecords", "--retrieval_tfrecords", "--checkpoint",
-                       "--out"],
+                       "--out", "--allow_unverified"],
     "export": GIN + ["--checkpoint", "--class_names", "--templates", "--export_dir",
-                     "models.config", "Example"],
+                     "models.config", "Example", "--allow_unverified"],
     "make_tfrecords": ["--source", "--output_prefix", "--validate", "--max_shard_mb"],
     "train_tokenizer": ["--vocab_size", "--shards"],
     "new_experiment": ["--train", "--out_dir"],

@@ -33,6 +33,9 @@ from strategies import mirrored_strategy
     (dict(stage="pretrain", init_image_tower_from="a"),
      r"^train.init_image_tower_from / train.lock_image_tower belong to stage='contrastive'"),
     (dict(lock_image_tower=True), r"^train.lock_image_tower=True needs train.init_image_tower_"),
+    (dict(allow_unverified=True), r"^train.allow_unverified=True \(--allow_unverified\) does "
+                                  r"nothing without train.init_image_tower_from"),
+    (dict(allow_unverified="yes"), r"^train.allow_unverified='yes' must be True or False"),
     (dict(mesh="data:4"), r"^--mesh='data:4': expected comma-separated axis:size pairs"),
     (dict(mesh="batch:4,model:2", local_loss=True),
      r"^train.local_loss=True does nothing with train.mesh='batch:4,model:2'"),

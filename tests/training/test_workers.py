@@ -1,4 +1,4 @@
-"""workers.WorkerCheckpointManager in one process (the two-process run: test_multi_worker.py).
+"""workers.worker_checkpoint_manager in one process (the two-process run: test_multi_worker.py).
 
 A chief and a non-chief manager share one model_dir, as two workers do: the chief's files are
 the only ones in model_dir besides the non-chief's input position; the non-chief restores the
@@ -20,7 +20,7 @@ def _worker(model_dir, role, start):
     state = TrainState()
     weight = tf.Variable([0.0, 0.0])
     iterator = iter(tf.data.Dataset.range(start, start + 100))
-    manager = workers.WorkerCheckpointManager(
+    manager = workers.worker_checkpoint_manager(
         tf.distribute.get_strategy(), role, model_dir, state, checkpoint_interval=2,
         max_to_keep=3, data=iterator, model=tf.train.Checkpoint(weight=weight))
     return state, weight, iterator, manager
