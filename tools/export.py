@@ -50,8 +50,9 @@ def main(argv):
     from basic_tf.zeroshot import labels, prompts
 
     cli.parse_gin_flags()
-    model, tokenizer, data, restored = load_trained_model(checkpoint, source, FLAGS.tokenizer,
-                                                          FLAGS.seq_len)
+    model, tokenizer, data, restored = load_trained_model(
+        checkpoint, source, FLAGS.tokenizer, FLAGS.seq_len,
+        allow_other_tokenizer=FLAGS.allow_other_tokenizer)
     if restored:
         logging.info("restored the model from %s", restored)
     records = (config.bound_value("make_dataset.eval_file_pattern", None)

@@ -35,7 +35,8 @@ the models' configs, make_optimizer, learning_rate_schedule and make_dataset.
 
 Exit status: 0 done; 1 stopped for too many skipped (non-finite) steps, the message names the
 newest good checkpoint; 2 a bad flag, gin file, binding or model_dir, named on the first line;
-143 SIGTERM (preemption): a checkpoint was saved at the step it arrived, rerun to resume.
+143 SIGTERM (preemption) or 130 SIGINT (Ctrl-C): a checkpoint was saved at the step it arrived,
+rerun to resume (a Ctrl-C before training starts, or a second one, exits 130 without saving).
 """
 from absl import app, flags, logging
 
@@ -92,6 +93,10 @@ def main(argv):
         logging.error("%s (set them in the gin file or with --gin_bindings)",
                       str(e).strip().splitlines()[0])
         raise SystemExit(2) from None
+    except KeyboardInterrupt:   # Ctrl-C outside the loop of steps (building, tracing), or twice
+        logging.error("interrupted (SIGINT) before a checkpoint could be saved; rerun to resume "
+                      "from the last one")
+        raise SystemExit(preemption.EXIT_CODES["SIGINT"]) from None
     except tf.errors.InvalidArgumentError as e:  # the input pipeline stopped: say why, first
         message = input_error_message(e)
         if message is None:
@@ -99,7 +104,7 @@ def main(argv):
         logging.error("%s", message)
         raise SystemExit(1) from None
     if result["preempted"]:
-        raise SystemExit(preemption.EXIT_CODE)
+        raise SystemExit(preemption.EXIT_CODES[result["stop_signal"]])
     logging.info("done at step %d; model_dir %s", result["step"], FLAGS.model_dir)
 
 
