@@ -112,8 +112,8 @@ def strategy_from_flags(flag_values=FLAGS):
 
 
 def define_trained_model_flags(flag_values=FLAGS) -> None:
-    """--checkpoint / --untrained / --allow_unverified (the weights) and --tokenizer / --seq_len
-    (the text view; the images' view is the gin file's make_dataset bindings)."""
+    """--checkpoint / --untrained / --allow_unverified (the weights), --tokenizer / --seq_len (the
+    text view; the images' view is the gin file's make_dataset bindings), --allow_other_tokenizer."""
     flags.DEFINE_string("checkpoint", None, "Trained weights: a training model_dir (its latest "
                         "checkpoint), a checkpoint prefix (<model_dir>/ckpt-1000) or a Keras "
                         ".weights.h5 file.", flag_values=flag_values)
@@ -127,6 +127,10 @@ def define_trained_model_flags(flag_values=FLAGS) -> None:
                         "make_dataset.tokenizer_path.", flag_values=flag_values)
     flags.DEFINE_integer("seq_len", None, "Token ids per text; default: gin "
                          "make_dataset.seq_len (as in training).", flag_values=flag_values)
+    flags.DEFINE_bool("allow_other_tokenizer", False, "Use a tokenizer other than the one the "
+                      "checkpoint was trained with (its fingerprint in <model_dir>/tokenizer.json);"
+                      " refused by default: the same words would get other ids.",
+                      flag_values=flag_values)
 
 
 def checkpoint_from_flags(*also: str, flag_values=FLAGS) -> Tuple[Optional[str], str]:

@@ -3,7 +3,8 @@
 A result file that a full disk, a kill or a bad path interrupts must not be left half written
 and must not hide which file failed: `write_atomically` writes a hidden sibling, renames it over
 the target only when complete, removes it on failure, and raises an OSError whose first line
-names the target.
+names the target. `process_alive` tells whether the process that left a file (an export's
+staging folder, a model_dir lock) still runs on this host.
 """
 import os
 import uuid
@@ -38,3 +39,14 @@ def write_atomically(path: str, content: Union[str, bytes], what: str = "") -> s
         prefix = f"{what}: " if what else ""
         raise OSError(f"{prefix}could not write {path}: {cause}") from e
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this host (another user's counts as alive)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it exists, owned by another user
+        return True
+    return True

@@ -89,7 +89,10 @@ def train(model_dir: str, strategy=None, *, dataset_fn: Optional[Callable] = Non
     """basic_tf.training.loop.train of the parsed gin config: train_config(**overrides) (e.g.
     mesh= from tools/train.py --mesh), placed by `strategy` (default: the current one) or its
     mesh; the models of model_configs(); make_dataset's training (and evaluation) pipelines
-    unless dataset_fn / eval_dataset_fn are given. Returns loop.train's record."""
+    unless dataset_fn / eval_dataset_fn are given; the fingerprint of
+    make_dataset.tokenizer_path, recorded in model_dir. Returns loop.train's record."""
+    from basic_tf import config as gin_config
+    from basic_tf.data import tokenizer_record
     from basic_tf.data.pipeline import make_dataset
     from basic_tf.training import loop
     from basic_tf.training.placement import Placement
@@ -98,17 +101,27 @@ def train(model_dir: str, strategy=None, *, dataset_fn: Optional[Callable] = Non
     placement = Placement(strategy, config.mesh, optimizer_fn=make_optimizer,
                           mesh_fn=make_training_mesh,
                           layout_rules=layout_rules() if config.mesh else None)
+    tokenizer_path = gin_config.bound_value("make_dataset.tokenizer_path", None)
     return loop.train(
         model_dir, config, placement, models=model_configs(),
         dataset_fn=dataset_fn or functools.partial(make_dataset, training=True),
         eval_dataset_fn=eval_dataset_fn or functools.partial(make_dataset, training=False),
         eval_fn=eval_fn,
-        config_text=ConfigText(gin.config_str(), gin.operative_config_str))
+        config_text=ConfigText(gin.config_str(), gin.operative_config_str),
+        tokenizer=(tokenizer_record.fingerprint_of_file(tokenizer_path)
+                   if tokenizer_path and _exists(tokenizer_path) else None))
+
+
+def _exists(path: str) -> bool:
+    """tf.io.gfile.exists (a missing tokenizer is make_dataset's error to name, not ours)."""
+    import tensorflow as tf
+    return tf.io.gfile.exists(path)
 
 
 def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: Optional[str] = None,
                        seq_len: Optional[int] = None, strategy=None,
-                       allow_unverified: bool = False) -> tuple:
+                       allow_unverified: bool = False,
+                       allow_other_tokenizer: bool = False) -> tuple:
     """The parsed gin config's DualEncoder with `checkpoint`'s weights (None: as initialised),
     seen as training saw it -> (model, tokenizer, data, restored path or None).
 
@@ -117,11 +130,13 @@ def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: O
     checked against the model, and the tokenizer's pieces against the text tower's vocabulary.
     The model is built in `strategy`'s scope when one is given. `source`: the flag or setting
     that named the checkpoint (training.checkpoints.restore_model, which refuses one that is no
-    verified state of its run unless `allow_unverified`).
+    verified state of its run unless `allow_unverified`). The tokenizer must be the one recorded
+    for the checkpoint in training (data/tokenizer_record.py: TokenizerMismatch naming both)
+    unless allow_other_tokenizer.
     """
-    from basic_tf.data import data_config
+    from basic_tf.data import data_config, tokenizer_record
     from basic_tf.data.tokenizer import Tokenizer
-    from basic_tf.training.checkpoints import restore_model
+    from basic_tf.training.checkpoints import UNVERIFIED_DIR, restore_model
 
     data = data_config.from_gin(tokenizer_path=tokenizer_path, seq_len=seq_len)
     tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
@@ -135,4 +150,8 @@ def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: O
                          "training) or give the tokenizer the model was trained with")
     restored = (restore_model(model, checkpoint, source, allow_unverified) if checkpoint
                 else None)
+    if restored:
+        tokenizer_record.check(
+            tokenizer_record.fingerprint(tokenizer.model_proto, data.tokenizer_path),
+            data.describe("tokenizer_path"), restored, UNVERIFIED_DIR, allow_other_tokenizer)
     return model, tokenizer, data, restored

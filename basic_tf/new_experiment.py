@@ -271,6 +271,7 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
     Returns (Experiment, train DataProfile, eval DataProfile or None). Writes the tokenizer
     (<out_dir>/spm.model, .vocab) unless `tokenizer` is given; nothing else.
     """
+    from basic_tf.data import class_names as data_class_names
     from basic_tf.data import tokenizer as spm_tokenizer
 
     out_dir = os.path.abspath(out_dir)
@@ -282,7 +283,9 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
         log(f"reading {eval_pattern}")
         evaluation = data_profile.profile_shards(eval_pattern)
         log("  " + evaluation.describe().replace("\n", "\n  "))
-    class_names = train.ordered_class_names()
+    # written one per line to class_names.txt: each must read back as itself, and be its own
+    class_names = data_class_names.check(train.ordered_class_names(), f"--train={train_pattern}",
+                                         unique=True)
     if evaluation is not None and evaluation.class_names:
         unknown = {label: name for label, name in evaluation.class_names.items()
                    if label >= len(class_names) or class_names[label] != name}

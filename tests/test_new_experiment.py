@@ -1,6 +1,9 @@
 """basic_tf.new_experiment: the choices behind a generated gin file (the whole path, README
 commands included, runs in tests/tools/test_own_data_readme.py)."""
+import os
+
 import gin
+import pytest
 
 from basic_tf import config, new_experiment as ne
 
@@ -46,3 +49,27 @@ def test_model_gin_parses_and_the_planner_sizes_it():
     assert best.num_micro_batches == 1 and "fits" in reason
     tight, _ = ne.plan("medium", 224, 64, 1000, 256, device_memory_gb=1.0)
     assert tight.num_micro_batches > 1 or tight.remat_every > 0   # made to fit 1 GiB
+
+
+@pytest.mark.parametrize("names, message", [
+    (["red", "line\nbreak"], r"class name 1 'line\\nbreak' holds a control character"),
+    (["red", "green", "red"], r"class 2 and class 0 are both named 'red'"),
+])
+def test_class_names_that_do_not_round_trip_are_refused(tmp_path, names, message):
+    """Injected fault (issue 24 item 6): shards whose label names hold a newline or repeat (as
+    written before the writer refused them). The old code wrote class_names.txt with 5 lines
+    for 4 classes, or with a duplicate that only export refused."""
+    import numpy as np
+    import tensorflow as tf
+
+    from basic_tf.data import schema
+
+    path = str(tmp_path / "train-00000-of-00001.tfrecord")
+    with tf.io.TFRecordWriter(path) as w:
+        for label, name in enumerate(names):
+            image = tf.io.encode_png(np.full((8, 8, 3), 40 * label, np.uint8)).numpy()
+            w.write(schema.encode_record(schema.Record(image, [f"a {name}"], f"x/{label}", label,
+                                                       name)))
+    with pytest.raises(ValueError, match=rf"--train={tmp_path}/train-\*: {message}"):
+        ne.choose(str(tmp_path / "train-*"), None, str(tmp_path / "exp"), log=lambda _: None)
+    assert not os.path.exists(tmp_path / "exp" / "class_names.txt")

@@ -81,7 +81,8 @@ def main(argv):
     strategy = cli.strategy_from_flags()
     model, tokenizer, data, restored = load_trained_model(checkpoint, source, FLAGS.tokenizer,
                                                           FLAGS.seq_len, strategy,
-                                                          FLAGS.allow_unverified)
+                                                          FLAGS.allow_unverified,
+                                                          FLAGS.allow_other_tokenizer)
     tasks = [run.tfds_task(name, data, FLAGS.tfds_data_dir, FLAGS.split, FLAGS.batch_size,
                            FLAGS.class_names, FLAGS.templates)
              for name in FLAGS.tfds_name]

@@ -54,7 +54,8 @@ def main(argv):
     cli.parse_gin_flags()
     model, tokenizer, data, restored = load_trained_model(
         checkpoint, source, FLAGS.tokenizer, FLAGS.seq_len,
-        allow_unverified=FLAGS.allow_unverified)
+        allow_unverified=FLAGS.allow_unverified,
+        allow_other_tokenizer=FLAGS.allow_other_tokenizer)
     if restored:
         logging.info("restored the model from %s", restored)
     records = (config.bound_value("make_dataset.eval_file_pattern", None)

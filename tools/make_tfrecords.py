@@ -2,7 +2,8 @@ r"""Writes basic_tf TFRecord shards from a table, a class-folder tree, arrays or
 or, with --validate, reads shards back and reports corrupt or empty records.
 
 Examples:
-  # CSV/JSONL with image path and caption columns (paths relative to the table's folder)
+  # CSV/JSONL with image path and caption columns (paths relative to the table's folder, and
+  # inside it: others are refused unless --allow_outside_paths)
   python3 tools/make_tfrecords.py --source=table --input=pairs.csv --output_prefix=/data/pairs/train
   # class folders root/<class name>/*.jpg, captions from templates; labels number the folders
   # in sorted name order, listed in /data/img/train.class_names.json (use it as --class_names)
@@ -57,6 +58,9 @@ flags.DEFINE_string("label_column", None, "table: integer label column (optional
 flags.DEFINE_string("id_column", None, "table: example id column (default: the image path).")
 flags.DEFINE_string("image_root", None, "table: folder image paths are relative to "
                     "(default: the table's folder).")
+flags.DEFINE_bool("allow_outside_paths", False, "table: accept image paths outside the "
+                  "table's folder (or --image_root): absolute ones or '..' past it. Refused by "
+                  "default, naming the row, so that a table cannot pack any readable image.")
 flags.DEFINE_string("class_names_file", None, "Class names, one per line in label order "
                     "(table labels, numpy arrays without 'class_names').")
 flags.DEFINE_enum("image_format", "png", ["png", "jpeg"], "numpy/fashion_mnist: how to encode "
@@ -87,7 +91,8 @@ def _records_and_total():
     if src == "table":
         return sources.from_table(FLAGS.input, FLAGS.image_column, FLAGS.caption_column,
                                   FLAGS.label_column, FLAGS.id_column, FLAGS.image_root,
-                                  class_names, strict=FLAGS.strict), None
+                                  class_names, strict=FLAGS.strict,
+                                  allow_outside_paths=FLAGS.allow_outside_paths), None
     if src == "folder":
         return sources.from_folder(FLAGS.input, templates, strict=FLAGS.strict), None
     if src == "numpy":

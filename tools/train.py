@@ -35,9 +35,17 @@ input positions to model_dir/input_position/ (README "Several hosts and TPU pods
 is a gin binding: train.* (basic_tf/training/train_config.py, checked before anything heavy),
 the models' configs, make_optimizer, learning_rate_schedule and make_dataset.
 
+Several workers (--strategy=multi_worker_mirrored): every worker of TF_CONFIG must start and
+answer within --worker_start_timeout seconds (default 600), and all must be given the same gin
+config (compared at start, the bindings that differ named); a taken port is named before
+TensorFlow listens.
+
 Exit status: 0 done; 1 stopped for too many skipped (non-finite) steps, the message names the
-newest good checkpoint; 2 a bad flag, gin file, binding or model_dir, named on the first line;
-143 SIGTERM (preemption): a checkpoint was saved at the step it arrived, rerun to resume.
+newest good checkpoint; 2 a bad flag, gin file, binding or model_dir (also: a model_dir in use by
+another training, workers of different configs, a taken port), named on the first line; 137 the
+workers did not all start within --worker_start_timeout (the line before names them);
+143 SIGTERM (preemption) or 130 SIGINT (Ctrl-C): a checkpoint was saved at the step it arrived,
+rerun to resume (a Ctrl-C before training starts, or a second one, exits 130 without saving).
 """
 from absl import app, flags, logging
 
@@ -55,6 +63,9 @@ flags.DEFINE_bool("allow_unverified", False, "Initialise from train.init_image_t
                   "the newest one its index lists); same as the binding train.allow_unverified.")
 flags.DEFINE_integer("virtual_cpu_devices", None, "Split the host CPU into N logical devices "
                      "before TensorFlow starts (multi-device runs without accelerators).")
+flags.DEFINE_integer("worker_start_timeout", 600, "--strategy=multi_worker_mirrored: seconds "
+                     "for every worker of TF_CONFIG to start and answer; then this worker is "
+                     "ended (exit 137) naming those that do not (0: wait forever).")
 flags.mark_flag_as_required("model_dir")
 
 
@@ -69,11 +80,12 @@ def main(argv):
         devices = [tf.config.LogicalDeviceConfiguration()
                    for _ in range(FLAGS.virtual_cpu_devices)]
         tf.config.set_logical_device_configuration(cpu, devices)
-    from basic_tf import from_gin
+    from basic_tf import config, from_gin
     from basic_tf.data.skips import input_error_message
     from basic_tf.training import preemption
     from basic_tf.training.checkpoints import CheckpointWriteError
     from basic_tf.training.placement import mesh_with_strategy_error
+    from basic_tf.training import worker_start
     from basic_tf.training.trainer import NonFiniteLossError
 
     if FLAGS.mesh and FLAGS.strategy != "default":  # before building the strategy it names
@@ -81,10 +93,16 @@ def main(argv):
                                                           f"--strategy={FLAGS.strategy}")))
     try:
         cli.parse_gin_flags()
+        if FLAGS.strategy == "multi_worker_mirrored":
+            worker_start.check_own_port()
+        # Several workers: they start within --worker_start_timeout and have the same config.
+        with worker_start.StartDeadline(FLAGS.worker_start_timeout):
+            strategy = cli.strategy_from_flags()
+            worker_start.check_same_config(strategy, config.config_str())
         overrides = {"mesh": FLAGS.mesh} if FLAGS.mesh else {}
         if FLAGS.allow_unverified:
             overrides["allow_unverified"] = True
-        result = from_gin.train(FLAGS.model_dir, cli.strategy_from_flags(), **overrides)
+        result = from_gin.train(FLAGS.model_dir, strategy, **overrides)
     except NonFiniteLossError as e:
         logging.error("%s", e)
         raise SystemExit(1) from None
@@ -99,6 +117,10 @@ def main(argv):
         logging.error("%s (set them in the gin file or with --gin_bindings)",
                       str(e).strip().splitlines()[0])
         raise SystemExit(2) from None
+    except KeyboardInterrupt:   # Ctrl-C outside the loop of steps (building, tracing), or twice
+        logging.error("interrupted (SIGINT) before a checkpoint could be saved; rerun to resume "
+                      "from the last one")
+        raise SystemExit(preemption.EXIT_CODES["SIGINT"]) from None
     except tf.errors.InvalidArgumentError as e:  # the input pipeline stopped: say why, first
         message = input_error_message(e)
         if message is None:
@@ -106,7 +128,7 @@ def main(argv):
         logging.error("%s", message)
         raise SystemExit(1) from None
     if result["preempted"]:
-        raise SystemExit(preemption.EXIT_CODE)
+        raise SystemExit(preemption.EXIT_CODES[result["stop_signal"]])
     logging.info("done at step %d; model_dir %s", result["step"], FLAGS.model_dir)
 
 

@@ -63,7 +63,8 @@ def from_table(path: str, image_column: str = "image", caption_column: str = "ca
                label_column: Optional[str] = None, id_column: Optional[str] = None,
                image_root: Optional[str] = None,
                class_names: Optional[Sequence[str]] = None,
-               strict: bool = False) -> Iterator[schema.Record]:
+               strict: bool = False, allow_outside_paths: bool = False
+               ) -> Iterator[schema.Record]:
     """Rows of a CSV (header row) or JSONL file (by extension: .csv / .jsonl / .json).
 
     `caption_column` may name several columns separated by commas ("caption,alt_text"); a JSONL
@@ -74,6 +75,11 @@ def from_table(path: str, image_column: str = "image", caption_column: str = "ca
     A row whose image file is missing or unreadable becomes a `schema.SkippedSource` naming the
     row (the writer counts and logs it); with `strict` it raises FileNotFoundError instead. Text
     that is not UTF-8 (or a JSON lone surrogate) raises ValueError naming the file and line.
+
+    An image path that leads outside the image folder (absolute, or `..` past it; compared as
+    written, symbolic links inside the folder are followed as usual) raises ValueError naming the
+    row and the path unless `allow_outside_paths`: a table from someone else must not pack any
+    image this machine can read into shards (tools/make_tfrecords.py --allow_outside_paths).
     """
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".csv", ".jsonl", ".json"):
@@ -91,6 +97,9 @@ def from_table(path: str, image_column: str = "image", caption_column: str = "ca
             captions.extend(value if isinstance(value, list) else [value])
         image_path = str(row[image_column])
         full_path = image_path if os.path.isabs(image_path) else os.path.join(root, image_path)
+        if not allow_outside_paths:
+            _check_inside(full_path, root, f"{where}: column {image_column!r} {image_path!r}",
+                          "the table's folder" if image_root is None else "image_root")
         captions = [str(c) for c in captions]
         for i, caption in enumerate(captions):
             _check_encodable(caption, f"{where}: caption {i}")
@@ -245,6 +254,16 @@ def encode_image(image: np.ndarray, image_format: str = "png", jpeg_quality: int
     else:
         Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=jpeg_quality)
     return buf.getvalue()
+
+
+def _check_inside(path: str, folder: str, where: str, what: str) -> None:
+    """ValueError naming `where` when `path` (normalised as written) is not inside `folder`
+    (`what` it is, for the message)."""
+    folder = os.path.normpath(os.path.abspath(folder))
+    if os.path.commonpath([os.path.normpath(os.path.abspath(path)), folder]) != folder:
+        raise ValueError(f"{where} is outside {what} {folder}: tables may only name "
+                         "images inside it (pass --allow_outside_paths if you trust this "
+                         "table, or --image_root to set the folder)")
 
 
 def _image_or_skip(path: str, where: str, strict: bool):

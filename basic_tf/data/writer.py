@@ -11,7 +11,9 @@ Shards are `<prefix>-00000-of-00004.tfrecord`; a new shard starts when the curre
   * captions longer than `input_limits.max_caption_bytes` are cut, and images whose header
     claims more than `input_limits.max_image_pixels` are skipped (basic_tf.data.limits: the
     pipeline would skip them too), before anything is decoded;
-  * a `schema.SkippedSource` (a source row whose image is missing or unreadable) is skipped.
+  * a `schema.SkippedSource` (a source row whose image is missing or unreadable) is skipped;
+  * a label name holding a control character, or given to two labels, is an error naming the
+    example (basic_tf/data/class_names.py), nothing written.
 Every skip is counted in the summary (`<prefix>.summary.json`) and logged with the example id
 or source row. Shards are written as `.tmp` files and renamed at the end; on any failure the
 `.tmp` files are removed.
@@ -30,7 +32,7 @@ import gin
 import tensorflow as tf
 from absl import logging
 
-from basic_tf.data import limits, schema
+from basic_tf.data import class_names, limits, schema
 
 CLASS_NAMES_SUFFIX = ".class_names.json"  # <output_prefix>.class_names.json: names by label
 
@@ -132,10 +134,10 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
             record = _clean(record, summary, seen, dedupe_records, check_images, bounds)
             if record is None:
                 continue
+            if record.label is not None and record.label_name:
+                _add_label_name(label_names, record)
             shards.add(record, schema.encode_record(record,
                                                     where=f"example {record.example_id!r}"))
-            if record.label is not None and record.label_name:
-                label_names.setdefault(record.label, record.label_name)
             summary.written += 1
         if progress:
             progress.close()
@@ -153,6 +155,21 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
         logging.warning("write_tfrecords(%s): no record written (summary: %s)", output_prefix,
                         summary.to_json())
     return summary
+
+
+def _add_label_name(label_names: dict, record: schema.Record) -> None:
+    """Adds record.label's name to `label_names` {label: name}; ValueError naming the example
+    for a name with a control character or one that another label already has
+    (basic_tf/data/class_names.py: the list must read back as itself, one name per class)."""
+    where = f"example {record.example_id!r} (label {record.label})"
+    name = class_names.check_name(record.label_name, where)
+    if record.label not in label_names:
+        other = next((label for label, n in label_names.items() if n == name), None)
+        if other is not None:
+            raise ValueError(f"{where}: class name {name!r} is also label {other}'s; each class "
+                             "needs a distinct name (evaluate and export tell classes apart by "
+                             "name): fix the class-name list")
+        label_names[record.label] = name
 
 
 class _Shards:

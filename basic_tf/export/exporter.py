@@ -11,7 +11,8 @@ The version directory holds, besides saved_model.pb and variables/, in assets/:
   tokenizer.model        the SentencePiece model proto used in the graph
   class_names.json       the baked class names (JSON list, label order)
   templates.json         the baked prompt templates (JSON list)
-  serving.json           signatures, limits, image size, top_k: what a client needs to know
+  serving.json           signatures, limits, image size, top_k: what a client needs to know;
+                         the tokenizer's fingerprint (basic_tf/data/tokenizer_record.py)
 """
 import dataclasses
 import json
@@ -28,6 +29,7 @@ from absl import logging
 import basic_tf
 from basic_tf import config as basic_config
 from basic_tf.export import layout
+from basic_tf.data import tokenizer_record
 from basic_tf.data.templates import normalize_template
 from basic_tf.export.inputs import ServingLimits, serving_limits
 from basic_tf.export.signature_table import SIGNATURES
@@ -130,6 +132,7 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
         "image_size": int(model.image_size),
         "embed_dim": int(model.embed_dim),
         "seq_len": int(tokenizer.seq_len),
+        "tokenizer": tokenizer_record.fingerprint(tokenizer.model_proto),
         "crop_fraction": crop_fraction,
         "antialias": antialias,
         "limits": dataclasses.asdict(limits),

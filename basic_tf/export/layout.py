@@ -15,7 +15,7 @@ from typing import Iterator, List, Optional
 
 from absl import logging
 
-from basic_tf.files import write_atomically
+from basic_tf.files import process_alive, write_atomically
 
 MODELS_CONFIG = "models.config"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -63,16 +63,6 @@ def resolve_version_path(export_dir: str, model_name: str, version: Optional[int
 _STAGING = re.compile(r"^\.tmp-\d+-(\d+)-(.*)-[0-9a-f]{8}$")
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # it exists, owned by another user
-        return True
-    return True
-
-
 def clear_stale_staging(base_path: str) -> List[str]:
     """Removes the .tmp-* folders under a model's base path that no live export is writing: those
     of a process on this host that has ended (an export killed by SIGKILL or SIGTERM), and those
@@ -85,7 +75,7 @@ def clear_stale_staging(base_path: str) -> List[str]:
         if not name.startswith(".tmp-"):
             continue
         match = _STAGING.match(name)
-        if match and (match.group(2) != host or _process_alive(int(match.group(1)))):
+        if match and (match.group(2) != host or process_alive(int(match.group(1)))):
             continue
         path = os.path.join(base_path, name)
         shutil.rmtree(path, ignore_errors=True)

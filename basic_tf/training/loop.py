@@ -16,12 +16,14 @@ num_micro_batches, loss_kind, local_loss, loss_chunk -> ContrastiveTask ->
 accumulation.compute_contrastive_step; remat -> the model's RematPolicy.
 
 Faults (README "Reliability"): settings are checked before anything heavy (TrainConfig's
-__post_init__, a writable model_dir); a resume honours a changed learning rate or schedule and
-logs the change, and refuses another global batch size or model shape naming the setting; an unreadable newest
+__post_init__, a writable model_dir, a mesh run's model_dir resumed without the mesh); one
+training per model_dir (run_lock.py: the chief holds model_dir/training.lock); a resume honours
+a changed learning rate or schedule and logs the change, and refuses another global batch size,
+model shape or tokenizer naming the setting; an unreadable newest
 checkpoint falls back to the previous one; checkpoints are written from good states only
 (checkpoints.TrainingCheckpointManager) and a stop for skipped steps names the newest verified
-one; SIGTERM saves a checkpoint at the step it arrived (preemption.py) and returns
-{"preempted": True}.
+one; SIGTERM or SIGINT (Ctrl-C) saves a checkpoint at the step it arrived (preemption.py) and
+returns {"preempted": True, "stop_signal": its name}.
 
 Several workers (MultiWorkerMirroredStrategy, the same command on every host): only the chief
 writes into model_dir; the others save their input positions beside it (workers.py).
@@ -41,10 +43,11 @@ import orbit
 import tensorflow as tf
 from absl import logging
 
+from basic_tf.data import tokenizer_record
 from basic_tf.data.pipeline import SkippedRecordsCounter
 from basic_tf.models import ModelConfigs
 from basic_tf.training import (checkpoints, precision, preemption, pretrain, progress,
-                               settings_diff, workers)
+                               run_lock, settings_diff, workers)
 from basic_tf.training.contrastive import ContrastiveTask
 from basic_tf.training.evaluator import ContrastiveEvaluator
 from basic_tf.training.placement import Placement
@@ -56,9 +59,11 @@ from basic_tf.training.trainer import NonFiniteLossError, PreemptedError, Traine
 def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: ModelConfigs,
           dataset_fn: Callable, eval_dataset_fn: Optional[Callable] = None,
           eval_fn: Optional[Callable] = None,
-          config_text: Optional[progress.ConfigText] = None) -> dict:
+          config_text: Optional[progress.ConfigText] = None,
+          tokenizer: Optional[dict] = None) -> dict:
     """Trains until global step config.train_steps; returns a record of the run: step,
-    progress lines, evaluation, preempted, checkpoint, global_batch_size, num_micro_batches.
+    progress lines, evaluation, preempted, stop_signal ('SIGTERM', 'SIGINT' or None),
+    checkpoint, global_batch_size, num_micro_batches.
 
     model_dir: checkpoints (ckpt-<step>), TensorBoard (train/, eval/), operative_config.gin.
     dataset_fn / eval_dataset_fn: InputContext -> per-replica batched dataset (training /
@@ -66,13 +71,31 @@ def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: 
     eval_fn: `eval_fn(model) -> {name: float}` run at each evaluation (zero-shot hook).
     config_text: the configuration's text (from_gin: gin's), compared on resume and written as
       model_dir/operative_config.gin; None: neither.
+    tokenizer: the fingerprint of the training tokenizer (data/tokenizer_record.py), recorded as
+      model_dir/tokenizer.json for evaluate and export to check; a resume with another one is
+      refused.
     """
     config.check_trainable()
     check_writable(model_dir)
+    placement.check_resume(model_dir)
     role = placement.role  # several workers: only the chief writes into model_dir
+    # One run per model_dir: the chief holds the lock for the whole run (run_lock.py).
+    with run_lock.ModelDirLock(model_dir) if role.is_chief else contextlib.nullcontext():
+        return _train(model_dir, config, placement, models, dataset_fn, eval_dataset_fn, eval_fn,
+                      config_text, tokenizer)
+
+
+def _train(model_dir: str, config: TrainConfig, placement: Placement, models: ModelConfigs,
+           dataset_fn: Callable, eval_dataset_fn: Optional[Callable],
+           eval_fn: Optional[Callable], config_text: Optional[progress.ConfigText],
+           tokenizer: Optional[dict]) -> dict:
+    """train's run once model_dir is checked (and locked, by the chief)."""
+    role = placement.role
     if role.is_chief:
         checkpoints.clean_stale_temporaries(model_dir)
     workers.remove_scratch(model_dir, role)
+    if tokenizer is not None:
+        tokenizer_record.record(model_dir, tokenizer, write=role.is_chief)
     changes = (settings_diff.changed_settings(model_dir, config_text.given)
                if config_text else [])
 
@@ -121,14 +144,15 @@ def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: 
         steps_per_loop=_loop_lengths(config.steps_per_loop, config.checkpoint_interval),
         summary_dir=os.path.join(write_dir, "train"),
         eval_summary_dir=os.path.join(write_dir, "eval"))
-    output, preempted, start = _run(controller, trainer, manager, config, role.num_workers)
+    output, stopped_by, start = _run(controller, trainer, manager, config, role.num_workers)
     workers.remove_scratch(model_dir, role)
     step = int(state.step.numpy())
     logging.info("training %s at step %d/%d after %s; %d step(s) skipped in all; latest "
-                 "checkpoint %s", "preempted" if preempted else "finished", step,
+                 "checkpoint %s", f"stopped by {stopped_by}" if stopped_by else "finished", step,
                  config.train_steps, datetime.timedelta(seconds=round(time.time() - start)),
                  int(state.nonfinite_steps.numpy()), manager.latest_checkpoint)
-    return {"step": step, "progress": logger.lines, "eval": output, "preempted": preempted,
+    return {"step": step, "progress": logger.lines, "eval": output,
+            "preempted": stopped_by is not None, "stop_signal": stopped_by,
             "checkpoint": manager.latest_checkpoint, "global_batch_size": global_batch_size,
             "num_micro_batches": config.num_micro_batches}
 
@@ -165,15 +189,16 @@ def _resume(manager, state: TrainState, global_batch_size: int, changes, model_d
 
 
 def _run(controller, trainer: Trainer, manager, config: TrainConfig, num_workers: int) -> tuple:
-    """Runs the controller to config.train_steps -> (evaluation output, preempted, start time).
-    Too many skipped steps raise NonFiniteLossError naming the newest good checkpoint; SIGTERM
-    saves a checkpoint at the step it arrived."""
-    output, preempted, start = None, False, time.time()
+    """Runs the controller to config.train_steps -> (evaluation output, the stop signal's name
+    or None, start time). Too many skipped steps raise NonFiniteLossError naming the newest good
+    checkpoint; SIGTERM or SIGINT saves a checkpoint at the step it arrived."""
+    output, stopped_by, start = None, None, time.time()
+    # Several workers: SIGTERM ends the process, as SIGKILL does (one worker stopping early
+    # alone would wait forever in its save's collectives while the others step).
+    watcher = (preemption.StopSignalWatcher(trainer.stop_requested) if num_workers == 1
+               else contextlib.nullcontext())
     try:
-        # Several workers: SIGTERM ends the process, as SIGKILL does (one worker stopping early
-        # alone would wait forever in its save's collectives while the others step).
-        with (preemption.SigtermWatcher(trainer.stop_requested) if num_workers == 1
-              else contextlib.nullcontext()):
+        with watcher:
             if config.eval_interval is not None:
                 output = controller.train_and_evaluate(
                     train_steps=config.train_steps, eval_steps=config.eval_steps,
@@ -185,9 +210,10 @@ def _run(controller, trainer: Trainer, manager, config: TrainConfig, num_workers
         raise checkpoints.stop_error(e, manager) from None
     except PreemptedError as e:
         path = manager.save(check_interval=False) or manager.latest_checkpoint
-        logging.warning("%s; checkpoint %s. Rerun the same command to resume.", e, path)
-        preempted = True
-    return output, preempted, start
+        stopped_by = getattr(watcher, "received", None) or "SIGTERM"
+        logging.warning("%s received: %s; checkpoint %s. Rerun the same command to resume.",
+                        stopped_by, e, path)
+    return output, stopped_by, start
 
 
 def check_writable(model_dir: str) -> None:

@@ -15,6 +15,7 @@ asks it, and never branches on which it is:
     eval_input(dataset_fn) the evaluation dataset, iterated anew at each evaluation
     checkpoint_manager(..) the manager writing model_dir (several workers: only the chief;
                            on a mesh the input position beside the DTensor checkpoint)
+    check_resume(model_dir) a mesh run's model_dir resumed without the mesh: refused by name
     compiles_loops         whether a loop over the iterator compiles (not on a mesh: one
                            compiled step per batch)
     trace_context()        what a step is traced under (the models' mesh formulations)
@@ -22,6 +23,7 @@ asks it, and never branches on which it is:
     first_replica(t), mean(t)   the step's reductions over replicas
 """
 import contextlib
+import os
 from typing import Callable, Optional, Union
 
 import tensorflow as tf
@@ -68,6 +70,22 @@ class Placement:
             self.mesh = (mesh if isinstance(mesh, dtensor.Mesh)
                          else mesh_fn(mesh))
         self.role = workers.role_of(self.strategy)
+
+    def check_resume(self, model_dir: str) -> None:
+        """Refuses to resume a mesh run's model_dir without a mesh, saying the mesh is missing:
+        its checkpoints keep the input position in model_dir/host/, which only a mesh run
+        restores (before, the restore blamed "another gin config"). The reverse, a one-device
+        checkpoint on a mesh, resumes with the input restarted (a warning)."""
+        if self.mesh is not None:
+            return
+        latest = tf.train.latest_checkpoint(model_dir)
+        host = latest and os.path.join(model_dir, checkpoints.HOST_DIR, os.path.basename(latest))
+        if host and tf.io.gfile.exists(host + ".index"):
+            raise ValueError(
+                f"--model_dir={model_dir} was trained on a DTensor mesh, and the mesh is missing: "
+                f"its checkpoint {latest} keeps the input position in {host}, which only a mesh "
+                "run reads. Give the --mesh=batch:B,model:M (train.mesh) it was trained with "
+                "(on CPU with --virtual_cpu_devices=B*M), or use a new --model_dir")
 
     @property
     def num_replicas(self) -> int:

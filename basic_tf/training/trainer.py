@@ -33,7 +33,7 @@ of steps; on a DTensor mesh the same step runs on sharded variables and batches,
 step per batch in a Python loop (DTensor cannot compile a loop over an iterator), the loop's
 sums replicated on the mesh.
 
-Preemption: `stop_requested` (set by preemption.SigtermWatcher when SIGTERM arrives) ends the
+Preemption: `stop_requested` (set by preemption.StopSignalWatcher on SIGTERM or SIGINT) ends the
 current loop of steps after the step in flight; train_loop_end then raises PreemptedError and
 the caller saves a checkpoint at that step.
 """
@@ -52,10 +52,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 class PreemptedError(RuntimeError):
-    """SIGTERM arrived: the loop stopped early at global step `step`; save and exit."""
+    """SIGTERM or SIGINT arrived: the loop stopped early at global step `step`; save and exit."""
 
     def __init__(self, step: int):
-        super().__init__(f"SIGTERM received: training stopped at step {step}")
+        super().__init__(f"training stopped at step {step}")
         self.step = step
 
 
@@ -114,7 +114,7 @@ class Trainer(orbit.StandardTrainer):
             self._sums = {n: tf.Variable(0.0, dtype=tf.float64, trainable=False,
                                          name=f"sum_{n.replace('/', '_')}") for n in names}
             self._worst_run = tf.Variable(tf.constant(0, tf.int64), trainable=False)
-        # Set from another thread (preemption.SigtermWatcher); read by the loop's condition.
+        # Set from another thread (preemption.StopSignalWatcher); read by the loop's condition.
         self.stop_requested = tf.Variable(False, trainable=False, name="stop_requested")
         self._loop_start = None
         self._loop_first_step = 0

@@ -12,9 +12,9 @@ Wherever a set name is accepted, a path to a user file works too: `.txt` (one en
 import functools
 import json
 import os
-import unicodedata
 from typing import Dict, List, Optional, Sequence
 
+from basic_tf.data import class_names
 from basic_tf.data import templates as placeholder
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
@@ -87,7 +87,8 @@ def load_class_names(name: str) -> List[str]:
 def check_class_names(names: Sequence[str], where: str) -> List[str]:
     """Refuses what zero-shot classification cannot use, naming `where`: fewer than 2 classes
     (with one, every image is 'right': a meaningless 100% top-1) and names holding a newline or
-    another control character (a .txt file of them would not read back as the same list)."""
+    another control character (basic_tf/data/class_names.py: a .txt file of them would not read
+    back as the same list)."""
     names = list(names)
     if not names:
         raise ValueError(f"{where} is empty")
@@ -95,12 +96,7 @@ def check_class_names(names: Sequence[str], where: str) -> List[str]:
         raise ValueError(f"{where} has one class name ({names[0]!r}): zero-shot classification "
                          "chooses among the class names, so with one every image is trivially "
                          "right (100% top-1 that means nothing); give at least 2")
-    for i, class_name in enumerate(names):
-        if any(unicodedata.category(ch) == "Cc" for ch in class_name):
-            raise ValueError(f"{where}: class name {i} {class_name!r} holds a control character "
-                             "(newline, tab, ...); one line per name is how class names are "
-                             "stored, so rename it")
-    return names
+    return class_names.check(names, where)
 
 
 def class_subset_indices(name: str) -> Optional[List[int]]:

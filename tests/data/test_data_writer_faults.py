@@ -112,3 +112,57 @@ def test_validate_reports_oversized_images_without_decoding_and_long_captions(tm
     assert "12000x12000 pixels" in str(report) and "(cut in training): 1" in str(report)
     small = limits.InputLimits(max_image_pixels=400, max_caption_bytes=10_000)
     assert validate.validate_shards([path], bounds=small).counts() == {"too_large": 3}
+
+
+@pytest.mark.parametrize("outside", ["../elsewhere/0.png", "sub/../../elsewhere/0.png",
+                                     "ABSOLUTE"])
+def test_table_paths_outside_its_folder_are_refused_naming_the_row(tmp_path, outside):
+    """Injected fault (issue 24 item 5): a table naming an image outside its folder, `..` or an
+    absolute path. The old code packed any readable image the table named."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "0.png").write_bytes(png_bytes(random_image(0)))
+    (tmp_path / "table" / "sub").mkdir(parents=True)
+    (tmp_path / "table" / "1.png").write_bytes(png_bytes(random_image(1)))
+    if outside == "ABSOLUTE":
+        outside = str(tmp_path / "elsewhere" / "0.png")
+    table = write_jsonl(tmp_path / "table" / "t.jsonl",
+                        [{"image": "1.png", "caption": "inside"},
+                         {"image": "sub/../1.png", "caption": "still inside"},
+                         {"image": outside, "caption": "outside"}])
+    with pytest.raises(ValueError, match=rf"t.jsonl row 3: column 'image' {outside!r} is outside "
+                                         rf"the table's folder {tmp_path / 'table'}: .* "
+                                         r"--allow_outside_paths"):
+        write(sources.from_table(table), tmp_path)
+    assert os.listdir(tmp_path / "out") == []    # no shard, no .tmp
+    summary = write(sources.from_table(table, allow_outside_paths=True), tmp_path)
+    assert summary.written == 3
+    # --image_root moves the folder the paths must stay in.
+    rooted = write_jsonl(tmp_path / "r.jsonl", [{"image": "../1.png", "caption": "up"}])
+    with pytest.raises(ValueError, match=r"r.jsonl row 1: column 'image' '../1.png' is outside "
+                                         "image_root"):
+        list(sources.from_table(rooted, image_root=str(tmp_path / "table" / "sub")))
+
+
+def test_class_folder_with_a_newline_is_refused_naming_it(tmp_path):
+    """Injected fault (issue 24 item 6): a class folder whose name holds a newline; the old
+    writer stored it, and class_names.txt then had 5 lines for 4 classes."""
+    for name in ("plain", "line\nbreak"):
+        (tmp_path / "root" / name).mkdir(parents=True)
+        (tmp_path / "root" / name / "0.png").write_bytes(png_bytes(random_image(len(name))))
+    with pytest.raises(ValueError, match=r"\(label 0\): class name 'line\\nbreak' holds a control "
+                                         "character"):
+        write(sources.from_folder(str(tmp_path / "root"), ["a {c}"]), tmp_path)
+    assert not [p for p in os.listdir(tmp_path / "out") if not p.startswith(".")]
+
+
+def test_two_labels_of_one_name_are_refused_naming_both(tmp_path):
+    """Injected fault (issue 24 item 6): a class-name list with a repeated name; the old writer
+    wrote it (refused only at export)."""
+    names = images(tmp_path, 3)
+    table = write_jsonl(tmp_path / "t.jsonl", [{"image": n, "caption": f"c{i}", "label": i}
+                                               for i, n in enumerate(names)])
+    with pytest.raises(ValueError, match=r"example '2.png' \(label 2\): class name 'red' is also "
+                                         r"label 0's; each class needs a distinct name"):
+        write(sources.from_table(table, label_column="label",
+                                 class_names=["red", "green", "red"]), tmp_path)
+    assert not [p for p in os.listdir(tmp_path / "out") if p.endswith((".tmp", ".tfrecord"))]

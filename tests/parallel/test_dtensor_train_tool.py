@@ -15,13 +15,14 @@ DTensor compilations).
 3. The final checkpoint restores into an unsharded DualEncoder (what tools/export.py does with
    --checkpoint=<model_dir>) and gives finite unit-norm embeddings.
 4. Misuse: a mesh of 6 devices on 4 exits non-zero naming both; --mesh with --strategy is a
-   usage error.
+   usage error; the mesh run resumed without --mesh says that the mesh is missing.
 
 Every 4- and 8-device mesh shape trains the same step: test_dtensor_coverage.py. Cost: four
 DTensor compilations of a step or an evaluation and four of a save (TF retraces a sharded save
 per call).
 """
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +80,10 @@ def runs(tmp_path_factory):
         one_device = pool.submit(_train, one_dir, lit(4))
         out.update(first=first.result(), one_device=one_device.result())
     out["resumed"] = _train(mesh_dir, lit(4), *mesh_flags)
+    # The same model_dir resumed without --mesh (a copy: the checkpoints stay as they are).
+    out["no_mesh_dir"] = str(root / "no_mesh")
+    shutil.copytree(mesh_dir, out["no_mesh_dir"])
+    out["no_mesh"] = _train(out["no_mesh_dir"], lit(5))
     out.update(stage_a=stage_a, mesh_dir=mesh_dir, one_dir=one_dir)
     return out
 
@@ -154,3 +159,12 @@ def test_misuse_is_reported(runs):
     usage = runs["with_strategy"]
     assert usage.returncode != 0
     assert f"--mesh={MESH} replaces the tf.distribute strategy" in usage.stderr
+
+
+def test_a_mesh_run_resumed_without_the_mesh_says_so(runs):
+    """Issue 24 item 7: before, the restore failed blaming "another gin config"."""
+    no_mesh = runs["no_mesh"]
+    assert no_mesh.returncode == 2, no_mesh.stderr[-3000:]
+    assert "was trained on a DTensor mesh, and the mesh is missing" in no_mesh.stderr
+    assert "Traceback" not in no_mesh.stderr and "another gin config" not in no_mesh.stderr
+    assert tf.train.latest_checkpoint(runs["no_mesh_dir"]).endswith("ckpt-4")

@@ -72,3 +72,22 @@ def test_missing_image_is_skipped_with_its_row_and_strict_aborts_without_tmp(tmp
     assert out.stderr.strip().splitlines()[-2].startswith(f"{tmp_path / 't.csv'} row 2: cannot "
                                                           "read image"), out.stderr
     assert not [p for p in os.listdir(tmp_path / "out") if p.endswith((".tmp", ".tfrecord"))]
+
+
+def test_table_path_outside_its_folder_is_refused_unless_allowed(tmp_path):
+    """Injected fault (issue 24 item 5): a CSV naming ../ an image beside its folder."""
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(buf, "PNG")
+    (tmp_path / "a.png").write_bytes(buf.getvalue())
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "t.csv").write_text("image,caption\n../a.png,a black square\n")
+    prefix = str(tmp_path / "out" / "train")
+    args = ("make_tfrecords.py", "--source=table", f"--input={tmp_path / 'csv' / 't.csv'}",
+            f"--output_prefix={prefix}")
+    out = run_tool(*args)
+    assert out.returncode == 1, out.stderr
+    assert (f"{tmp_path / 'csv' / 't.csv'} row 1: column 'image' '../a.png' is outside the "
+            f"table's folder {tmp_path / 'csv'}") in out.stderr
+    assert "--allow_outside_paths" in out.stderr and not os.path.exists(prefix + "-00000-of-00001.tfrecord")
+    out = run_tool(*args, "--allow_outside_paths")
+    assert out.returncode == 0 and "wrote 1 records" in out.stdout, out.stderr

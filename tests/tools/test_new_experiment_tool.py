@@ -72,3 +72,22 @@ def test_class_names_that_disagree_between_splits_are_refused(tmp_path):
     message = proc.stderr.strip().splitlines()[-1]         # one line, no traceback
     assert message.startswith("basic-new-experiment: --eval=") and "Traceback" not in proc.stderr
     assert "label 0 is named 'dog'" in message and "'cat'" in message, proc.stderr[-2000:]
+
+
+def test_a_class_folder_with_a_newline_is_refused_in_one_line(tmp_path):
+    """Injected fault (issue 24 item 6): class folders 'line\\nbreak' and 'plain'. The old tool
+    exited 0 writing a class_names.txt of 3 lines for 2 classes, which its own printed
+    basic-evaluate command then refused."""
+    for label, name in enumerate(["line\nbreak", "plain"]):
+        for i in range(4):
+            _image(os.path.join(tmp_path, "folders", name, f"{i}.png"), 60 * label + i)
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "new_experiment.py"),
+                           f"--train={tmp_path / 'folders'}", f"--out_dir={tmp_path / 'exp'}",
+                           "--train_steps=10"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("basic-new-experiment: example ") and (
+        "class name 'line\\nbreak' holds a control character" in message), proc.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "exp" / "class_names.txt")

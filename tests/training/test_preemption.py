@@ -1,5 +1,6 @@
-"""SIGTERM (a preemption notice) in the middle of a loop of steps: tools/train.py saves a
-checkpoint at the step it arrived and exits 143; the same command resumes, and the run ends with
+"""SIGTERM (a preemption notice) or SIGINT (Ctrl-C) in the middle of a loop of steps:
+tools/train.py saves a checkpoint at the step it arrived and exits 143 (SIGINT: 130); the same
+command resumes, and the run ends with
 the weights of an uninterrupted run (dropout on, two micro-batches: the per-step seeds, the data
 position and the optimizer state all matter). Before: SIGTERM killed the run with no save."""
 import os
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf.training.preemption import SigtermWatcher
+from basic_tf.training.preemption import StopSignalWatcher
 from training_helpers import bindings, checkpoint_values
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -36,20 +37,59 @@ def test_sigterm_sets_the_flag_inside_and_nothing_outside():
     and the previous handler is back afterwards; outside the main thread it is inert."""
     flag = tf.Variable(False)
     before = signal.getsignal(signal.SIGTERM)
-    with SigtermWatcher(flag) as watcher:
+    with StopSignalWatcher(flag) as watcher:
         assert signal.getsignal(signal.SIGTERM) is not before
         os.kill(os.getpid(), signal.SIGTERM)   # handled before the next bytecode
-    assert watcher.received and bool(flag.numpy())
+    assert watcher.received == "SIGTERM" and bool(flag.numpy())
     assert signal.getsignal(signal.SIGTERM) is before
     in_thread = {}
 
     def enter():
-        with SigtermWatcher(tf.Variable(False)) as w:
+        with StopSignalWatcher(tf.Variable(False)) as w:
             in_thread["active"] = w._active
     thread = threading.Thread(target=enter)
     thread.start()
     thread.join()
     assert in_thread == {"active": False} and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigint_sets_the_flag_and_a_second_one_interrupts():
+    """Ctrl-C (issue 24 item 7): the first SIGINT asks for the checkpoint as SIGTERM does
+    (before, it raised KeyboardInterrupt at once and nothing was saved); a second one stops
+    without waiting; the default handler is back afterwards."""
+    flag = tf.Variable(False)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with StopSignalWatcher(flag) as watcher:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert watcher.received == "SIGINT" and bool(flag.numpy())
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.slow  # tools/train.py in a subprocess, stopped by SIGINT
+def test_sigint_mid_loop_saves_there_and_exits_130(tiny_data, tmp_path):
+    """Injected fault: Ctrl-C (SIGINT) while the second loop of steps runs. The old code exited
+    130 with a KeyboardInterrupt traceback and no checkpoint since step 20."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
+    model_dir = str(tmp_path / "run")
+    log_path = str(tmp_path / "interrupted.log")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(_command(tiny_data, model_dir), cwd=REPO, env=env, stdout=log,
+                                stderr=log)
+        deadline = time.time() + 900
+        while tf.train.latest_checkpoint(model_dir) is None:
+            assert proc.poll() is None, open(log_path).read()[-3000:]
+            assert time.time() < deadline, "no first checkpoint within 900 s"
+            time.sleep(0.01)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=300) == 130, open(log_path).read()[-3000:]
+    text = open(log_path).read()
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    stopped = int(re.search(r"SIGINT received: training stopped at step (\d+)", text).group(1))
+    assert LOOP < stopped < STEPS, f"SIGINT was not handled mid-loop: step {stopped}"
+    assert tf.train.latest_checkpoint(model_dir) == os.path.join(model_dir, f"ckpt-{stopped}")
 
 
 @pytest.mark.slow  # tools/train.py in subprocesses, stopped by SIGTERM and resumed
