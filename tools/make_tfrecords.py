@@ -59,8 +59,9 @@ flags.DEFINE_string("image_root", None, "table: folder image paths are relative 
                     "(default: the table's folder).")
 flags.DEFINE_string("class_names_file", None, "Class names, one per line in label order "
                     "(table labels, numpy arrays without 'class_names').")
-flags.DEFINE_enum("image_format", "png", ["png", "jpeg"], "numpy/fashion_mnist: how to encode "
-                  "arrays (png is lossless; jpeg enables the fused decode-and-crop).")
+flags.DEFINE_enum("image_format", "png", ["png", "jpeg", "webp"], "numpy/fashion_mnist: how to encode "
+                  "arrays (png is lossless; jpeg enables the fused decode-and-crop; webp is "
+                  "lossy at --jpeg_quality).")
 flags.DEFINE_integer("jpeg_quality", 95, "numpy/fashion_mnist: JPEG quality.")
 flags.DEFINE_string("split", "train", "fashion_mnist/tfds: split to write.")
 flags.DEFINE_string("fashion_mnist_dir", None, "fashion_mnist: IDX folder (default: the "
