@@ -70,9 +70,12 @@ class Record:
 @dataclasses.dataclass
 class SkippedSource:
     """What a source yields instead of a Record it cannot read (e.g. a missing image file): the
-    writer counts it and logs `where` (file and row) and `reason`."""
+    writer counts it (`count` source records, by `cause`) and logs `where` (file and row, or
+    tar and member) and `reason`."""
     where: str
     reason: str
+    cause: str = "unreadable"
+    count: int = 1
 
 
 def sniff_image_format(data: bytes) -> Optional[str]:
