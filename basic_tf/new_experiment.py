@@ -67,6 +67,7 @@ class Experiment:
     steps_per_loop: int
     checkpoint_interval: int
     notes: Dict[str, str]
+    record_format: str = "basic_tf"   # of the training shards (make_dataset.record_format)
 
     @property
     def gin_path(self) -> str:
@@ -82,9 +83,39 @@ class Experiment:
 
 
 def is_source(path: str) -> bool:
-    """True for what basic-make-tfrecords reads (a .csv/.jsonl table or a class-folder root),
-    False for a glob of shards."""
-    return os.path.isdir(path) or os.path.splitext(path)[1].lower() in TABLE_EXTENSIONS
+    """True for what basic-make-tfrecords reads (a .csv/.jsonl table, a class-folder root or
+    webdataset tars: 'shards/*.tar', 'shards/{00000..00099}.tar'), False for a glob of shards
+    (basic_tf's or img2dataset's TFRecords, read as they are)."""
+    return (os.path.isdir(path) or os.path.splitext(path)[1].lower() in TABLE_EXTENSIONS
+            or is_tar_pattern(path))
+
+
+def is_tar_pattern(path: str) -> bool:
+    """True for webdataset tars (brace ranges and globs of .tar files, joined by '::')."""
+    return all(part.endswith(".tar") for part in path.split("::"))
+
+
+def img2dataset_to_shards(pattern: str, output_prefix: str, log=print) -> str:
+    """img2dataset TFRecords -> basic_tf shards (for evaluation: tools/evaluate reads our
+    schema); records without image or caption are skipped and counted. Returns their glob."""
+    from basic_tf.data import img2dataset, schema, validate, writer
+
+    def records():
+        for shard in schema.list_shards(pattern):
+            for i, serialized in validate.iter_shard(shard):
+                try:
+                    yield img2dataset.decode_record(serialized, shard, i)
+                except schema.SchemaError as e:
+                    yield schema.SkippedSource(f"{shard} record {i}", str(e), "unreadable")
+
+    for stale in glob.glob(output_prefix + "-*"):
+        os.remove(stale)
+    summary = writer.write_tfrecords(records(), output_prefix, show_progress=False)
+    if not summary.written:
+        raise ValueError(f"{pattern}: no record written ({summary.to_json()})")
+    log(f"wrote {summary.written} img2dataset records of {pattern} in {len(summary.shards)} "
+        f"shard(s) ({output_prefix}-*)")
+    return output_prefix + "-*.tfrecord"
 
 
 def shards_from_source(source: str, output_prefix: str, label_column: Optional[str] = None,
@@ -92,8 +123,17 @@ def shards_from_source(source: str, output_prefix: str, label_column: Optional[s
     """Writes a table or class-folder source as shards `<output_prefix>-*.tfrecord`, as
     `basic-make-tfrecords --source=table|folder` does (same readers and writer, default
     options); returns their glob. Shards of an earlier run with this prefix are replaced."""
-    from basic_tf.data import sources, writer
+    from basic_tf.data import sources, webdataset, writer
 
+    if is_tar_pattern(source) and not os.path.isdir(source):
+        for stale in glob.glob(output_prefix + "-*"):
+            os.remove(stale)
+        total = webdataset.convert_tars(webdataset.list_tars(source), output_prefix)
+        if not total.get("written"):
+            raise ValueError(f"{source}: no record written ({total})")
+        log(f"wrote {total['written']} records of {source} in {len(total['shards'])} "
+            f"shard(s) ({output_prefix}-*); skipped samples: {total['skipped_sources']}")
+        return output_prefix + "-*.tfrecord"
     if os.path.isdir(source):
         records = sources.from_folder(source)
     else:
@@ -280,6 +320,10 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
     if eval_pattern:
         log(f"reading {eval_pattern}")
         evaluation = data_profile.profile_shards(eval_pattern)
+        if evaluation.record_format == "img2dataset":  # evaluation tools read our schema
+            eval_pattern = img2dataset_to_shards(
+                eval_pattern, os.path.join(out_dir, "data", "eval"), log)
+            evaluation = data_profile.profile_shards(eval_pattern)
         log("  " + evaluation.describe().replace("\n", "\n  "))
     class_names = train.ordered_class_names()
     if evaluation is not None and evaluation.class_names:
@@ -340,7 +384,7 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
                      os.path.abspath(eval_pattern) if eval_pattern else None, out_dir,
                      tokenizer_path, pieces, class_names, templates, size, seq_len, model_size,
                      batch, best.num_micro_batches, bool(best.remat_every), steps, per_loop,
-                     interval, notes)
+                     interval, notes, train.record_format)
     return exp, train, evaluation
 
 
@@ -373,6 +417,7 @@ def render_gin(exp: Experiment, train: data_profile.DataProfile,
 
 # ---- Data: read the same way by training, evaluation and export
 make_dataset.file_pattern = {exp.train_pattern!r}
+make_dataset.record_format = {exp.record_format!r}
 make_dataset.tokenizer_path = {exp.tokenizer_path!r}  # {n['tokenizer']}
 make_dataset.global_batch_size = {exp.global_batch}
 make_dataset.shuffle_buffer = {min(10_000, train.records)}
