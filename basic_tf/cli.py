@@ -77,6 +77,11 @@ def define_gin_flags(default_files: Sequence[str] = (),
                               "path or a name in gin/, e.g. tiny", flag_values=flag_values)
     flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings, applied after the gin "
                               f"files, e.g. {example}", flag_values=flag_values)
+    flags.DEFINE_bool("gin_allow_imports", False, "Accept `import` lines outside basic_tf in gin "
+                      "files and bindings. A gin file is Python code: an import makes any "
+                      "function callable from it (os.system included), so only for files you "
+                      "trust; refused by default, naming the file and line.",
+                      flag_values=flag_values)
 
 
 def parse_gin_flags(flag_values=FLAGS) -> None:
@@ -85,7 +90,8 @@ def parse_gin_flags(flag_values=FLAGS) -> None:
     TensorFlow's runtime starts (basic_tf/parallel/threads.py)."""
     from basic_tf import config
     from basic_tf.parallel.threads import apply_cpu_threads
-    config.parse(flag_values.gin_file, flag_values.gin_bindings)
+    config.parse(flag_values.gin_file, flag_values.gin_bindings,
+                 allow_imports=flag_values.gin_allow_imports)
     apply_cpu_threads()
 
 

@@ -17,10 +17,10 @@ CONFIGURABLE_MODULES = (
     "basic_tf.parallel.strategy",
     "basic_tf.parallel.dtensor",
     "basic_tf.parallel.threads",
-    "basic_tf.models",
+    "basic_tf.from_gin",
     "basic_tf.training.schedules",
     "basic_tf.training.optimizers",
-    "basic_tf.training.loop",
+    "basic_tf.training.mesh_placement",
     "basic_tf.zeroshot",
     "basic_tf.zeroshot.run",
     "basic_tf.data.sources",
@@ -74,14 +74,78 @@ def _search_gin_dir_first() -> None:
     prefixes.insert(0, GIN_DIR)
 
 
-def parse(gin_files: Iterable[str] | str, bindings: Sequence[str] = (), finalize: bool = False) -> None:
-    """Registers every configurable, clears previous config and parses files then bindings."""
+# A gin file is Python code: `import os` (or `from __gin__ import dynamic_registration`) makes any
+# function of that module configurable, and a binding `= @os.system()` calls it while the file is
+# parsed. Imports are refused unless they stay inside basic_tf or the user says the file is trusted.
+TRUSTED_IMPORT_ROOT = "basic_tf"
+
+
+def _outside_imports(text: str, source: str, seen: set):
+    """(source, line number, line, module) of each import outside basic_tf in a gin text and,
+    recursively, in the files it includes (found as gin finds them)."""
+    from gin import config_parser   # gin's own statement parser: no statement is executed
+
+    for statement in config_parser.ConfigParser(text, gin.config.ParserDelegate(skip_unknown=True)):
+        if isinstance(statement, config_parser.ImportStatement):
+            root = statement.module.split(".")[0]
+            if root != TRUSTED_IMPORT_ROOT:
+                location = statement.location
+                yield (source, location.line_num, (location.line_content or "").strip(),
+                       statement.module)
+        elif isinstance(statement, config_parser.IncludeStatement):
+            path = _included_file(statement.filename)
+            if path and path not in seen:
+                seen.add(path)
+                with open(path, encoding="utf-8") as f:
+                    yield from _outside_imports(f.read(), f"gin file {path}", seen)
+
+
+def _included_file(name: str):
+    """The file an `include` names, searched as gin searches (location prefixes); None if gin
+    will not find it either (gin's parse then names it)."""
+    prefixes = [""] if os.path.isabs(name) else gin.config._LOCATION_PREFIXES
+    for prefix in prefixes:
+        if os.path.isfile(os.path.join(prefix, name)):
+            return os.path.abspath(os.path.join(prefix, name))
+    return None
+
+
+def check_imports(paths: Sequence[str], bindings: Sequence[str]) -> None:
+    """Raises ImportRefused naming the first import outside basic_tf in the files (and their
+    includes) or bindings, before any of them is parsed (so before any of their code runs)."""
+    seen = set()
+    sources = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            sources.append((f.read(), f"gin file {path}"))
+        seen.add(os.path.abspath(path))
+    sources += [(binding, f"gin binding {binding!r}") for binding in bindings]
+    for text, source in sources:
+        with _naming(source):   # a syntax error is named as parse() would name it
+            refused = next(_outside_imports(text, source, seen), None)
+        if refused:
+            where, line_num, line, module = refused
+            raise ImportRefused(
+                f"{where} line {line_num}: {line!r} imports {module!r}, outside basic_tf. A gin "
+                "file is Python code that runs when it is parsed (an import can reach any "
+                "function, os.system included); if you trust this file, pass "
+                "--gin_allow_imports")
+
+
+def parse(gin_files: Iterable[str] | str, bindings: Sequence[str] = (), finalize: bool = False,
+          allow_imports: bool = False) -> None:
+    """Registers every configurable, clears previous config and parses files then bindings.
+
+    allow_imports: accept `import` statements outside basic_tf (check_imports refuses them).
+    """
     register_configurables()
     if isinstance(gin_files, str):
         gin_files = [gin_files]
     gin.clear_config()
     _search_gin_dir_first()
     paths = [resolve_gin_file(f) for f in gin_files]
+    if not allow_imports:
+        check_imports(paths, bindings)
     for path in paths:
         with _naming(f"gin file {path}"):
             gin.parse_config_file(path, skip_unknown=False)
@@ -100,6 +164,10 @@ MOVED = {"compute_contrastive_step": "train.num_micro_batches",
 
 class ConfigError(ValueError):
     """A gin file or binding that does not parse; the message's first line names it."""
+
+
+class ImportRefused(ConfigError):
+    """A gin import outside basic_tf without allow_imports; the first line names file and line."""
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ the data knobs (images, templates, vocabulary) only with a fresh DIR.
 """
 import glob
 import json
+import logging
 import os
 import time
 from typing import Dict, List, Optional, Sequence
@@ -210,10 +211,10 @@ def run_demo(out_dir: str,
 
 
 def _train(model_dir: str, shards: Sequence[str], spm_path: str) -> dict:
-    """basic_tf.training.loop.train on the demo shards; resumes from model_dir's checkpoint."""
+    """basic_tf.from_gin.train on the demo shards; resumes from model_dir's checkpoint."""
     import tensorflow as tf
 
-    from basic_tf.training import loop
+    from basic_tf import from_gin
 
     gin.bind_parameter("make_dataset.file_pattern", list(shards))
     gin.bind_parameter("make_dataset.tokenizer_path", spm_path)
@@ -221,9 +222,9 @@ def _train(model_dir: str, shards: Sequence[str], spm_path: str) -> dict:
     start_step = int(latest.rsplit("-", 1)[-1]) if latest else 0
     if latest:
         _say(f"  resuming from {latest}")
-    out = loop.train(model_dir)
-    return {"checkpoint": tf.train.latest_checkpoint(model_dir), "start_step": start_step, "final_step": out["step"],
-            "steps_run": out["step"] - start_step,
+    out = from_gin.train(model_dir)
+    return {"checkpoint": tf.train.latest_checkpoint(model_dir), "start_step": start_step,
+            "final_step": out["step"], "steps_run": out["step"] - start_step,
             "last_progress_line": out["progress"][-1] if out["progress"] else None,
             "global_batch_size": out["global_batch_size"],
             "num_micro_batches": out["num_micro_batches"]}
@@ -237,7 +238,7 @@ class _Trained:
 
     def get(self):
         if self._pair is None:
-            from basic_tf.training.checkpoints import load_trained_model
+            from basic_tf.from_gin import load_trained_model
 
             model, tokenizer, _, _ = load_trained_model(self.model_dir, "demo model_dir",
                                                         self.spm_path)
@@ -307,9 +308,16 @@ def format_report(report: dict, path: str) -> str:
     return "\n".join(lines)
 
 
+def _no_tensorflow_info(record: logging.LogRecord) -> bool:
+    """False for an INFO (or lower) record logged from inside the tensorflow package."""
+    return record.levelno > logging.INFO or (
+        f"{os.sep}tensorflow{os.sep}" not in record.pathname)
+
+
 def main(argv, started_at: Optional[float] = None) -> int:
     """Console entry body: parses gin (demo.gin + --gin_bindings) and runs the demo."""
     from absl import app, flags
+    from absl import logging as absl_logging
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -317,6 +325,10 @@ def main(argv, started_at: Optional[float] = None) -> int:
 
     FLAGS = flags.FLAGS
     cli.parse_gin_flags()
+    # One line per phase and per progress step: TensorFlow's own INFO lines (checkpoint
+    # sharding times, SavedModel input renames, asset and fingerprint paths) stay out; its
+    # warnings and errors, and basic_tf's lines, stay in.
+    absl_logging.get_absl_handler().addFilter(_no_tensorflow_info)
     try:
         run_demo(FLAGS.out, started_at=started_at)
     except FileNotFoundError as e:   # missing data: the message says what to install
@@ -333,6 +345,9 @@ def console_main() -> None:
 
     from basic_tf import cli
 
+    # The flags belong to the program that calls this (the basic-demo script): its --help
+    # lists them (absl shows the main module's key flags).
+    flags.disclaim_key_flags()
     flags.DEFINE_string("out", None, "Output directory (data, checkpoints, export, report.json); "
                         "an existing one is resumed.")
     cli.define_gin_flags(["demo"], example="'TRAIN_STEPS = 100'")

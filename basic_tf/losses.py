@@ -19,10 +19,16 @@ dividing per-example losses by the global batch). Two ways to get the share:
   (image rows x all texts, text rows x all images), memory O(N^2 / R) (open_clip's
   `--local-loss --gather-with-grad`).
 Both give the same sums and the same summed gradients.
+
+Chunking (`loss_chunk=C`, chunked_loss.py): the same loss with the columns visited in blocks of
+C, the logits recomputed in the backward pass: memory O(n C + N D) instead of the n x N logits
+(global: n = N; local: n = N / R), equal to the unchunked loss to float32 rounding.
 """
 from typing import Optional
 
 import tensorflow as tf
+
+from basic_tf import chunked_loss
 
 LOSS_KINDS = ("softmax", "sigmoid")
 
@@ -64,7 +70,29 @@ def _sigmoid_rows_sum(image_rows, all_texts, scale, bias, row_offset):
     return -tf.reduce_sum(tf.math.log_sigmoid(signs * logits))
 
 
-def _loss_sum(kind, image_rows, text_rows, all_images, all_texts, scale, bias, row_offset):
+def _chunked_loss_sum(kind, image_rows, text_rows, all_images, all_texts, scale, bias,
+                      row_offset, chunk, all_rows):
+    """_loss_sum's value in blocks of `chunk` columns (chunked_loss.py). all_rows: the rows are
+    the whole batch (row_offset 0), so the softmax loss's two directions share one matrix."""
+    if kind == "sigmoid":
+        return chunked_loss.sigmoid_sum(image_rows, all_texts, scale,
+                                        tf.zeros([]) if bias is None else bias, chunk, row_offset)
+    # Cross-entropy = log-sum-exp - positive logit; the positive logits (the rows' own pairs,
+    # image_rows . text_rows) are differentiated by autodiff.
+    positives = scale * tf.reduce_sum(image_rows * text_rows)
+    if all_rows:
+        lse = chunked_loss.softmax_lse_sum(image_rows, all_texts, scale, chunk, columns_too=True)
+    else:
+        lse = (chunked_loss.softmax_lse_sum(image_rows, all_texts, scale, chunk, False)
+               + chunked_loss.softmax_lse_sum(text_rows, all_images, scale, chunk, False))
+    return 0.5 * lse - positives
+
+
+def _loss_sum(kind, image_rows, text_rows, all_images, all_texts, scale, bias, row_offset,
+              chunk=0, all_rows=False):
+    if chunk:
+        return _chunked_loss_sum(kind, image_rows, text_rows, all_images, all_texts, scale, bias,
+                                 row_offset, chunk, all_rows)
     if kind == "softmax":
         # The softmax loss averages its two directions: each row contributes half.
         return 0.5 * _softmax_rows_sum(image_rows, text_rows, all_images, all_texts, scale,
@@ -78,7 +106,8 @@ def contrastive_loss(image_emb: tf.Tensor,
                      *,
                      kind: str = "softmax",
                      logit_bias: Optional[tf.Tensor] = None,
-                     local_loss: bool = False) -> tf.Tensor:
+                     local_loss: bool = False,
+                     chunk: int = 0) -> tf.Tensor:
     """Contrastive loss of paired embeddings (this replica's share in a replica context).
 
     Args:
@@ -89,6 +118,9 @@ def contrastive_loss(image_emb: tf.Tensor,
       logit_bias: float scalar added to the logits (sigmoid loss only; None for none).
       local_loss: in a multi-replica context, compute only this replica's rows against the
         global columns (O(N^2/R) memory) instead of the full loss / R. Same sums either way.
+      chunk: C > 0 computes the loss over blocks of C columns, recomputing them for the
+        gradient (chunked_loss.py; memory O(n C + N D), C must divide the global batch N);
+        0: the n x N logits at once.
 
     Returns:
       float32 scalar: the loss over the global batch, or, in a multi-replica context, this
@@ -102,11 +134,14 @@ def contrastive_loss(image_emb: tf.Tensor,
     text_emb = tf.cast(text_emb, tf.float32)
     scale = tf.cast(logit_scale, tf.float32)
     bias = None if logit_bias is None else tf.cast(logit_bias, tf.float32)
+    if chunk:
+        chunked_loss.check_chunk(chunk, None)
 
     ctx = _multi_replica_context()
     if ctx is None:
         n = tf.cast(tf.shape(image_emb)[0], tf.float32)
-        total = _loss_sum(kind, image_emb, text_emb, image_emb, text_emb, scale, bias, 0)
+        total = _loss_sum(kind, image_emb, text_emb, image_emb, text_emb, scale, bias, 0, chunk,
+                          all_rows=True)
         return total / n
 
     num_replicas = ctx.num_replicas_in_sync
@@ -115,9 +150,11 @@ def contrastive_loss(image_emb: tf.Tensor,
     global_n = tf.cast(tf.shape(all_images)[0], tf.float32)
     if local_loss:
         offset = tf.cast(ctx.replica_id_in_sync_group, tf.int32) * tf.shape(image_emb)[0]
-        rows = _loss_sum(kind, image_emb, text_emb, all_images, all_texts, scale, bias, offset)
+        rows = _loss_sum(kind, image_emb, text_emb, all_images, all_texts, scale, bias, offset,
+                         chunk)
         return rows / global_n
-    total = _loss_sum(kind, all_images, all_texts, all_images, all_texts, scale, bias, 0)
+    total = _loss_sum(kind, all_images, all_texts, all_images, all_texts, scale, bias, 0, chunk,
+                      all_rows=True)
     return total / global_n / num_replicas
 
 

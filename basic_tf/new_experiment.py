@@ -67,6 +67,7 @@ class Experiment:
     steps_per_loop: int
     checkpoint_interval: int
     notes: Dict[str, str]
+    loss_chunk: int = 0
     record_format: str = "basic_tf"   # of the training shards (make_dataset.record_format)
 
     @property
@@ -268,13 +269,13 @@ def plan(size: str, image_size: int, seq_len: int, vocab_size: int, batch: int,
     """(Plan, reason) of basic_tf.planner.recommend for this model and batch on one device."""
     import gin
 
-    from basic_tf import config, planner
+    from basic_tf import config, from_gin, planner
 
     config.register_configurables()
     gin.clear_config()
     gin.parse_config(model_gin(size, image_size, seq_len, vocab_size))
     try:
-        return planner.recommend(planner.gin_model_config(), batch, 1,
+        return planner.recommend(from_gin.model_configs(), batch, 1,
                                  device_memory_gb * 2 ** 30)
     finally:
         gin.clear_config()
@@ -369,7 +370,8 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
                        f"median shorter side {train.shorter_side()} px, to a multiple of 8"),
         "model": f"'{model_size}' for {train.records} training records",
         "plan": (f"{best.params['total'] / 1e6:.2f} M parameters; batch {batch} in "
-                 f"{best.num_micro_batches} micro-batch(es), recompute "
+                 f"{best.num_micro_batches} micro-batch(es), loss chunk {best.loss_chunk}, "
+                 f"recompute "
                  f"{'on' if best.remat_every else 'off'}: {reason} ({memory:.1f} GiB device"
                  f"{' given' if device_memory_gb else ': half the RAM of this machine'})"),
         "steps": ("given with --train_steps" if train_steps else
@@ -384,7 +386,7 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
                      os.path.abspath(eval_pattern) if eval_pattern else None, out_dir,
                      tokenizer_path, pieces, class_names, templates, size, seq_len, model_size,
                      batch, best.num_micro_batches, bool(best.remat_every), steps, per_loop,
-                     interval, notes, train.record_format)
+                     interval, notes, best.loss_chunk, train.record_format)
     return exp, train, evaluation
 
 
@@ -443,6 +445,7 @@ train.seed = 0
 train.num_micro_batches = {exp.num_micro_batches}  # see Planner above
 train.loss_kind = 'softmax'
 train.local_loss = False
+train.loss_chunk = {exp.loss_chunk}  # see Planner above (0: the whole logits)
 train.remat = '{'every_block' if exp.remat else 'none'}'
 train.mesh = None  # one device, or the strategy of --strategy
 

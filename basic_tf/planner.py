@@ -1,13 +1,14 @@
 """Analytic planner for a BASIC training step: parameters, FLOPs, memory, and a recommendation.
 
-Given the gin-configured dual encoder, a global contrastive batch, the device mesh (data replicas
+Given an experiment's models (basic_tf.models.ModelConfigs), a global contrastive batch, the device mesh (data replicas
 x model shards) and the memory of one device, it reports per tower: parameters (from
 `basic_tf.models.param_count`, the one parameter formula), forward FLOPs per example and the
 activation memory kept for back-propagation per example with and without recompute (both
 enumerated layer by layer from the tower configs here, without building anything); then the
 per-device memory of a step (weights, optimizer state, gradients, activations of one micro-batch,
-embeddings, the N x N logits, inputs, runtime overhead) and recommends the number of
-micro-batches, the remat policy and the mesh.
+embeddings, the N x N logits or, with train.loss_chunk = C, N x C blocks of them, inputs, runtime
+overhead) and recommends the number of micro-batches, the loss chunk, the remat policy and the
+mesh.
 
 Activation accounting (float32 elements kept alive for the backward pass, per example), from
 what TensorFlow's gradient of each op reads: a Dense/einsum keeps its inputs, LayerNorm/BatchNorm
@@ -27,6 +28,16 @@ from typing import Optional
 import gin
 
 MB = 2 ** 20
+# What the chunked loss (chunked_loss.py) holds at once besides the embeddings and their
+# gradients: [rows, C] float32 blocks (the logits, their exponentials, the gradient block, the
+# loop's copies) and [N, D] buffers (the scaled rows, the column gradient being written).
+# benchmarks/loss_memory.py measured 1,930 MB above the embeddings at N = 65,536, C = 512,
+# D = 512 (softmax; 2026-12-07), i.e. 15 buffers of 128 MiB counting the gradients' two:
+# 6 blocks + 3 [N, D] + the 2 gradients + ~4 of runtime and allocator slack.
+LOSS_CHUNK_BLOCKS = 6
+LOSS_CHUNK_ROW_BUFFERS = 3
+# Chunks tried, largest first: the largest that fits keeps the block matmuls big.
+LOSS_CHUNKS = (8192, 4096, 2048, 1024, 512, 256, 128)
 OPTIMIZER_SLOTS = {"adamw": 2.0, "adafactor": 0.0, "adafactor_momentum": 1.0, "sgd": 0.0}
 
 
@@ -137,26 +148,17 @@ def text_cost(config, embed_dim: int) -> TowerCost:
     return TowerCost("text", blocks, 2 * w * embed_dim, n * w + w)
 
 
-def tower_costs(model_config: dict):
+def tower_costs(model_config):
     """(image TowerCost, text TowerCost, parameter counts {'image', 'text', 'head', 'total'})
-    for resolved model configs: model_config = {"dual": DualEncoderConfig,
-    "image": CoAtNetConfig or ViTConfig, "text": TextTowerConfig}."""
+    for an experiment's models (basic_tf.models.ModelConfigs)."""
     from basic_tf.models.param_count import dual_encoder_param_count
-    dual, image, text = model_config["dual"], model_config["image"], model_config["text"]
+    dual, image, text = model_config.dual, model_config.image, model_config.text
     d = dual.embed_dim
     if dual.image_tower == "coatnet":
         img = coatnet_cost(image, dual.image_size, d)
     else:
         img = vit_cost(image, dual.image_size, d)
     return img, text_cost(text, d), dual_encoder_param_count(dual, image, text)
-
-
-def gin_model_config() -> dict:
-    """The model configs bound in the currently parsed gin config."""
-    from basic_tf.models import coatnet_config, dual_encoder_config, text_tower_config, vit_config
-    dual = dual_encoder_config()
-    image = coatnet_config() if dual.image_tower == "coatnet" else vit_config()
-    return {"dual": dual, "image": image, "text": text_tower_config()}
 
 
 @dataclasses.dataclass
@@ -167,6 +169,7 @@ class Plan:
     model_shards: int
     num_micro_batches: int
     remat_every: int            # 0: no recompute; k: blocks 0, k, 2k, ... recomputed
+    loss_chunk: int             # 0: the whole logits; C: blocks of C columns (chunked_loss.py)
     params: dict                # tower -> parameter count
     flops_per_example: dict     # tower -> forward FLOPs per example
     memory: dict                # component -> bytes per device
@@ -194,8 +197,9 @@ class Plan:
 
 
 @gin.configurable(denylist=["model_config", "global_batch"])
-def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, model_shards: int = 1,
-              num_micro_batches: int = 1, remat_every: int = 0, optimizer: str = "adamw",
+def plan_step(model_config, global_batch: int, data_replicas: int = 1, model_shards: int = 1,
+              num_micro_batches: int = 1, remat_every: int = 0, loss_chunk: int = 0,
+              optimizer: str = "adamw",
               activation_bytes: int = 4, runtime_overhead_mb: float = 100.0,
               accumulation_overhead_mb: float = 50.0) -> Plan:
     """Memory and FLOPs of one step.
@@ -208,6 +212,9 @@ def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, mod
     instantiates beside the step; a constant, not a per-example cost (tiny.gin, 2026-11-29:
     +52 MB at batch 8, +54 MB at batches 256 and 1024 with 4 micro-batches, +40 MB at 1024 with
     16). activation_bytes: 4 (float32) or 2 (bfloat16 compute).
+    loss_chunk: 0: the loss's logits are 4 float32 copies of [local, global] (the logits, their
+    softmax and the gradient of each direction); C: LOSS_CHUNK_BLOCKS blocks [local, C] and
+    LOSS_CHUNK_ROW_BUFFERS [global, D], and the recomputed logits add 2 N^2 D executed FLOPs.
     Model-sharded tensors (weights, optimizer state, gradients, activations) divide by
     model_shards; activations that tensor parallelism replicates (LayerNorm inputs) are not
     modelled separately.
@@ -222,8 +229,11 @@ def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, mod
     if local % num_micro_batches:
         raise ValueError(f"per-replica batch {local} is not divisible by num_micro_batches="
                          f"{num_micro_batches}")
+    if loss_chunk and global_batch % loss_chunk:
+        raise ValueError(f"train.loss_chunk={loss_chunk} does not divide the global batch of "
+                         f"{global_batch}")
     img, txt, counts = tower_costs(model_config)
-    dual, seq = model_config["dual"], model_config["text"].max_len
+    dual, seq = model_config.dual, model_config.text.max_len
     d = dual.embed_dim
     params = counts["total"]
     micro = local // num_micro_batches
@@ -238,7 +248,9 @@ def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, mod
                                                    + txt.saved(remat_every)) / shard,
         "workspace": 2 * activation_bytes * micro * max(img.largest, txt.largest) / shard,
         "embeddings": 4 * local * d * 2 * (2 if accumulate else 1),
-        "logits": 4 * 4 * local * global_batch,
+        "logits": (4 * (LOSS_CHUNK_BLOCKS * local * loss_chunk
+                        + LOSS_CHUNK_ROW_BUFFERS * global_batch * d) if loss_chunk
+                   else 4 * 4 * local * global_batch),
         "runtime overhead": (runtime_overhead_mb
                              + (accumulation_overhead_mb if accumulate else 0.0)) * MB,
     }
@@ -251,7 +263,10 @@ def plan_step(model_config: dict, global_batch: int, data_replicas: int = 1, mod
             sum(b.flops for i, b in enumerate(t.blocks) if i % remat_every == 0)
             for t in (img, txt)) / max(img.flops + txt.flops, 1.0)
     hardware_flops = model_flops + forward * (recompute_fraction + (1.0 if accumulate else 0.0))
+    if loss_chunk:
+        hardware_flops += logits
     return Plan(global_batch, data_replicas, model_shards, num_micro_batches, remat_every,
+                loss_chunk,
                 dict(counts),
                 {"image": img.flops, "text": txt.flops}, memory, model_flops, hardware_flops)
 
@@ -260,11 +275,13 @@ def _divisors(n: int) -> list:
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
-def recommend(model_config: dict, global_batch: int, devices: int, device_memory_bytes: float,
+def recommend(model_config, global_batch: int, devices: int, device_memory_bytes: float,
               safety: float = 0.9, **plan_kwargs) -> tuple:
     """(best Plan, reason). Prefers the most data parallelism whose weights and optimizer state
     fit, then the setting with the least compute (each extra forward costs 1/3 of a step: BASIC
-    accumulation with M > 1 adds one, remat adds one), then the largest micro-batch."""
+    accumulation with M > 1 adds one, remat adds one, a chunked loss recomputes the logits),
+    then the largest micro-batch. Per setting the loss is unchunked if that fits, else in the
+    largest of LOSS_CHUNKS (dividing the batch) that fits."""
     budget = safety * device_memory_bytes
     for shards in _divisors(devices):
         replicas = devices // shards
@@ -272,20 +289,23 @@ def recommend(model_config: dict, global_batch: int, devices: int, device_memory
             continue
         local = global_batch // replicas
         fits = []
+        chunks = [0] + [c for c in LOSS_CHUNKS if c < global_batch and global_batch % c == 0]
         for remat in (0, 1):
-            for m in _divisors(local):
-                p = plan_step(model_config, global_batch, data_replicas=replicas,
-                              model_shards=shards, num_micro_batches=m, remat_every=remat,
-                              **plan_kwargs)
-                if p.peak_bytes <= budget:
-                    fits.append(p)
-                    break
+            plans = (plan_step(model_config, global_batch, data_replicas=replicas,
+                               model_shards=shards, num_micro_batches=m, remat_every=remat,
+                               loss_chunk=c, **plan_kwargs)
+                     for m in _divisors(local) for c in chunks)
+            fit = next((p for p in plans if p.peak_bytes <= budget), None)
+            if fit is not None:
+                fits.append(fit)
         if fits:
             best = min(fits, key=lambda p: (p.hardware_flops, p.num_micro_batches))
             return best, (f"fits {best.peak_bytes / MB:,.0f} MB of a {budget / MB:,.0f} MB budget "
                           f"({safety:.0%} of the device)")
+    smallest_chunk = next((c for c in reversed(LOSS_CHUNKS) if global_batch % c == 0), 0)
     smallest = plan_step(model_config, global_batch, data_replicas=1, model_shards=devices,
-                         num_micro_batches=global_batch, remat_every=1, **plan_kwargs)
+                         num_micro_batches=global_batch, remat_every=1,
+                         loss_chunk=smallest_chunk, **plan_kwargs)
     return smallest, (f"nothing fits: even {devices}-way model sharding, micro-batch 1 and remat "
                       f"need {smallest.peak_bytes / MB:,.0f} MB per device > {budget / MB:,.0f} MB")
 
@@ -308,7 +328,8 @@ def format_plan(plan: Plan, reason: str = "") -> str:
         f"text {_human(plan.flops_per_example['text'])}",
         f"step: global batch {plan.global_batch}, mesh data={plan.data_replicas} x "
         f"model={plan.model_shards}, {plan.num_micro_batches} micro-batch(es) of "
-        f"{plan.micro_batch} per replica, remat {remat}",
+        f"{plan.micro_batch} per replica, remat {remat}, loss "
+        f"{f'in blocks of {plan.loss_chunk} columns' if plan.loss_chunk else 'unchunked'}",
         f"step FLOPs: model {_human(plan.model_flops)}, executed (with recomputed forwards) "
         f"{_human(plan.hardware_flops)}",
         "memory per device:",
@@ -331,30 +352,21 @@ def parse_mesh(text: str, replicas: int = 1) -> tuple:
     return sizes["batch"], sizes["model"]
 
 
-def gin_step_setting() -> tuple:
-    """(num_micro_batches, remat_every) bound in the parsed gin config (defaults 1, 0)."""
-    from basic_tf import config
-    from basic_tf.parallel.remat import RematPolicy
-    micro = int(config.bound_value("train.num_micro_batches", 1))
-    policy = RematPolicy.parse(config.bound_value("train.remat", "none"), name="train.remat")
-    remat_every = {"none": 0, "every_block": 1}.get(policy.mode, policy.k)
-    return micro, remat_every
-
-
 def _remat_string(remat_every: int) -> str:
     """remat_every (0: none, k: blocks 0, k, 2k, ...) as train.remat's string."""
     return {0: "none", 1: "every_block"}.get(remat_every, f"every_k:{remat_every}")
 
 
-def report(global_batch: int, data_replicas: int = 1, model_shards: int = 1,
-           device_memory_gb: float = 16.0, **plan_kwargs) -> str:
-    """The plan of the parsed gin config as configured, then the recommended setting for the same
-    number of devices and device memory (what tools/plan.py prints)."""
-    model_config = gin_model_config()
-    micro, remat_every = gin_step_setting()
+def report(model_config, train, global_batch: int, data_replicas: int = 1,
+           model_shards: int = 1, device_memory_gb: float = 16.0, **plan_kwargs) -> str:
+    """The plan of an experiment as configured (its models: basic_tf.models.ModelConfigs; its
+    step: the TrainConfig's num_micro_batches, remat and loss_chunk), then the recommended
+    setting for the same number of devices and device memory (what tools/plan.py prints)."""
+    micro, remat_every, loss_chunk = (train.num_micro_batches, train.remat_every,
+                                     train.loss_chunk)
     current = plan_step(model_config, global_batch, data_replicas=data_replicas,
                         model_shards=model_shards, num_micro_batches=micro,
-                        remat_every=remat_every, **plan_kwargs)
+                        remat_every=remat_every, loss_chunk=loss_chunk, **plan_kwargs)
     memory = device_memory_gb * 2 ** 30
     fits = "fits" if current.peak_bytes <= memory else "does NOT fit"
     best, reason = recommend(model_config, global_batch, data_replicas * model_shards, memory,
@@ -362,6 +374,7 @@ def report(global_batch: int, data_replicas: int = 1, model_shards: int = 1,
     return (f"== as configured ({fits} in {device_memory_gb:g} GiB per device)\n"
             f"{format_plan(current)}\n\n== recommended\n{format_plan(best, reason)}\n"
             f"gin: train.num_micro_batches = {best.num_micro_batches}; "
+            f"train.loss_chunk = {best.loss_chunk}; "
             f"train.remat = "
             f"'{_remat_string(best.remat_every)}'; mesh data="
             f"{best.data_replicas} x model={best.model_shards}")

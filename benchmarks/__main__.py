@@ -24,6 +24,7 @@ FIGURES = [
     "serving_latency",
     "update_check",
     "xla_cpu_ops",
+    "loss_memory",
 ]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

@@ -31,8 +31,8 @@ def measure(cfg: dict) -> dict:
     work = tempfile.mkdtemp(prefix="bench_pipeline_", dir=cfg["tmp"])
     try:
         config.parse(cfg["gin"], cfg["bindings"])
-        from basic_tf.models import DualEncoder
-        model = DualEncoder()  # for the config's image size and sequence length only
+        from basic_tf import from_gin
+        model = from_gin.dual_encoder()  # for the config's image size and sequence length only
         image_size, seq_len = model.image_size, model.max_text_len
         del model
         data = throughput.write_synthetic_shards(os.path.join(work, "shard"), EXAMPLES,

@@ -45,12 +45,12 @@ def matmul_flops_per_s(sizes=MATMUL_SIZES, repeats: int = 5) -> dict:
 
 
 def measure(cfg: dict) -> dict:
-    from basic_tf import planner
+    from basic_tf import from_gin, planner
     from benchmarks import steps
 
     rates = matmul_flops_per_s()
     model, images, tokens = steps.build(cfg["gin"], cfg["bindings"], cfg["batch"])
-    plan = planner.plan_step(planner.gin_model_config(), cfg["batch"])
+    plan = planner.plan_step(from_gin.model_configs(), cfg["batch"])
     out = {"config": cfg["name"], "batch": cfg["batch"],
            "matmul_flops_per_s": {str(k): round(v) for k, v in rates.items()},
            "model_flops_per_step": plan.model_flops,

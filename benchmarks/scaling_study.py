@@ -95,12 +95,11 @@ class StudyTrainer:
     def __init__(self, settings: StudySettings, example_images, example_tokens):
         import keras
         import tensorflow as tf
-        from basic_tf import config, losses
-        from basic_tf.models import DualEncoder
+        from basic_tf import config, from_gin, losses
 
         self.settings = settings
         config.parse(list(settings.gin_files), list(settings.gin_bindings))
-        self.model = DualEncoder()
+        self.model = from_gin.dual_encoder()
         size = self.model.image_size
 
         def to_model(x):
@@ -127,10 +126,10 @@ class StudyTrainer:
         costs a re-optimisation of every traced function)."""
         import random
 
-        from basic_tf.models import DualEncoder
+        from basic_tf import from_gin
 
         random.seed(seed)
-        fresh = DualEncoder()
+        fresh = from_gin.dual_encoder()
         fresh(self.inputs)
         self.model.set_weights(fresh.get_weights())
         for v in self.optimizer.variables:
@@ -233,13 +232,12 @@ def run_study(settings: StudySettings, workdir: str, log=print, on_run=None,
     exists); returns the JSON-able results. `on_run(results so far)` is called after each run
     (the tool saves them, so an interrupted study keeps its runs); runs in `done` (from an
     earlier results file with the same settings) are kept and not repeated."""
-    from basic_tf import config
-    from basic_tf.models import DualEncoder
+    from basic_tf import config, from_gin
     from benchmarks import scaling_data
 
     settings.check()
     config.parse(list(settings.gin_files), list(settings.gin_bindings))
-    probe = DualEncoder()
+    probe = from_gin.dual_encoder()
     image_size, seq_len = probe.image_size, probe.max_text_len
     del probe
     start = time.time()

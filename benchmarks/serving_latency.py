@@ -30,8 +30,8 @@ def export(cfg: dict) -> dict:
     from basic_tf.export import export_for_serving
 
     config.parse(cfg["gin"], cfg["bindings"])
-    from basic_tf.models import DualEncoder
-    model = DualEncoder()
+    from basic_tf import from_gin
+    model = from_gin.dual_encoder()
     model({"images": np.zeros((1, model.image_size, model.image_size, 3), np.float32),
            "token_ids": np.ones((1, model.max_text_len), np.int32)})
     prompts = [t.replace("{c}", c) for c in CLASS_NAMES for t in TEMPLATES]

@@ -27,14 +27,14 @@ def _model_and_optimizer():
     """A DualEncoder and its optimizer built from the parsed gin config, unallocated."""
     import keras
 
-    from basic_tf.models import DualEncoder
+    from basic_tf import from_gin
     from basic_tf.training.optimizers import make_optimizer
     optimizer = make_optimizer()  # its counters are created here (scalars, allocated)
     # Keras (TF backend) keys slots by the variable's tensor id, which would materialise an
     # unallocated weight; the Python id is as unique here.
     optimizer._var_key = id
     with keras.StatelessScope(initialize_variables=False):
-        model = DualEncoder()
+        model = from_gin.dual_encoder()
         optimizer.build(model.trainable_variables)
     return model, optimizer
 
@@ -43,13 +43,14 @@ def computed(gin_name: str) -> dict:
     """Per-device bytes of parameters and optimizer state for every mesh, from layouts."""
     import numpy as np
 
-    from basic_tf import config
+    from basic_tf import config, from_gin
     from basic_tf.models import dual_encoder_param_count
     from basic_tf.parallel import dtensor as pd
     config.parse([GIN_FILES.get(gin_name, gin_name)])
     model, optimizer = _model_and_optimizer()
     count = sum(int(np.prod(v.shape)) for v in model.variables)
-    analytic = dual_encoder_param_count()["total"]
+    models = from_gin.model_configs()
+    analytic = dual_encoder_param_count(models.dual, models.image, models.text)["total"]
     if count != analytic:
         raise AssertionError(f"{gin_name}: built variables hold {count} values but "
                              f"dual_encoder_param_count says {analytic}")
@@ -71,15 +72,14 @@ def measure(cfg: dict) -> dict:
     tf.config.set_logical_device_configuration(
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration() for _ in range(8)])
-    from basic_tf import config
-    from basic_tf.models import DualEncoder
+    from basic_tf import config, from_gin
     from basic_tf.parallel import dtensor as pd
     from basic_tf.training.optimizers import make_optimizer
     rows = []
     for batch, model_size in MESHES:
         config.parse([GIN_FILES.get(cfg["config"], cfg["config"])])
         mesh = pd.make_mesh(batch, model_size, device_type="CPU", check_ordering=False)
-        model = DualEncoder()
+        model = from_gin.dual_encoder()
         plan = pd.shard_model(model, mesh, pd.layout_rules())
         optimizer = make_optimizer(model.trainable_variables)
         pd.shard_optimizer(optimizer, plan, mesh)

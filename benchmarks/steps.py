@@ -16,9 +16,9 @@ def build(gin_files, bindings, batch: int, remat: str = None):
     import tensorflow as tf
     from basic_tf import config
     config.parse(gin_files, bindings)
-    from basic_tf.models import DualEncoder
+    from basic_tf import from_gin
     from basic_tf.parallel.remat import RematPolicy
-    model = DualEncoder() if remat is None else DualEncoder(remat_policy=RematPolicy(mode=remat))
+    model = from_gin.dual_encoder(None if remat is None else RematPolicy(mode=remat))
     rng = np.random.default_rng(0)
     size, seq = model.image_size, model.max_text_len
     vocab = model.text_tower.config.vocab_size
@@ -91,7 +91,7 @@ def measure_step_memory(cfg: dict) -> dict:
 
     model, images, tokens = build(cfg["gin"], cfg["bindings"], cfg["batch"], remat=cfg["remat"])
     step = train_step(model, cfg["micro"])
-    plan = planner.plan_step(planner.gin_model_config(), cfg["batch"],
+    plan = planner.plan_step(from_gin.model_configs(), cfg["batch"],
                              num_micro_batches=cfg["micro"],
                              remat_every=0 if cfg["remat"] == "none" else 1)
     before = common.rss_mb()

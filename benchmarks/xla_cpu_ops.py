@@ -38,8 +38,7 @@ def _cases():
     """(name, fn(x) -> scalar, input, variables) at the demo CoAtNet's shapes."""
     import keras
     import tensorflow as tf
-    from basic_tf import config
-    from basic_tf.models import DualEncoder
+    from basic_tf import config, from_gin
     rand = tf.random.stateless_normal
     maps = rand([BATCH, 14, 14, 64], [0, 1])
     depthwise = tf.Variable(rand([3, 3, 64, 1], [0, 2]))
@@ -61,7 +60,7 @@ def _cases():
     ]
     config.parse(["demo"], ["make_dataset.file_pattern = 'unused'",
                             "make_dataset.tokenizer_path = 'unused'"])
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     images = tf.random.stateless_uniform([BATCH, model.image_size, model.image_size, 3], [0, 6])
     token_ids = tf.random.stateless_uniform([BATCH, model.max_text_len], [0, 7], 1,
                                             model.text_tower.config.vocab_size, tf.int32)

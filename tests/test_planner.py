@@ -2,17 +2,12 @@
 (basic_tf.models.param_count) against the built model and BASIC-L's ~3B, memory arithmetic,
 and the recommendation. Arithmetic only (the measured memory check is
 benchmarks/planner_memory.py)."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from basic_tf import config, planner
-from basic_tf.models.coatnet import coatnet_config
+from basic_tf import config, from_gin, planner
+from basic_tf.models.coatnet import preset_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CoAtNet paper (Dai et al. 2021), Table 3 / ImageNet-1K at 224: FLOPs as multiply-adds.
 PAPER_GMACS_224 = {"coatnet-0": 4.2, "coatnet-1": 8.4, "coatnet-2": 15.7, "coatnet-3": 34.7}
 VIT_TINY = ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 8",
@@ -23,15 +18,14 @@ VIT_TINY = ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 
 
 @pytest.mark.parametrize("preset", sorted(PAPER_GMACS_224))
 def test_coatnet_forward_flops_match_paper(preset):
-    cost = planner.coatnet_cost(coatnet_config(preset=preset), 224, embed_dim=0, num_classes=1000)
+    cost = planner.coatnet_cost(preset_config(preset), 224, embed_dim=0, num_classes=1000)
     assert cost.flops / 2e9 == pytest.approx(PAPER_GMACS_224[preset], rel=0.10)
 
 
 
 def _built(gin_bindings):
-    from basic_tf.models import DualEncoder
     config.parse(["models/tiny"], gin_bindings)
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     model({"images": np.zeros((1, model.image_size, model.image_size, 3), np.float32),
            "token_ids": np.ones((1, model.max_text_len), np.int32)})
     return model
@@ -44,19 +38,19 @@ def _dense_kernels(layer):
 @pytest.mark.parametrize("bindings", [[], VIT_TINY], ids=["coatnet", "vit"])
 def test_params_equal_built_model_and_flops_equal_weight_enumeration(bindings):
     model = _built(bindings)
-    cfg = planner.gin_model_config()
+    cfg = from_gin.model_configs()
     img, txt, counts = planner.tower_costs(cfg)
     assert counts["total"] == model.count_params()
     # Independent FLOPs reference for the text tower: every Dense kernel of the blocks runs on
     # all n tokens, the projection on one vector; attention adds 4 n^2 w per block.
-    t = cfg["text"]
+    t = cfg.text
     n = t.max_len
     block_kernels = [k for b in model.text_tower.blocks for k in _dense_kernels(b)]
     reference = 2 * n * sum(int(np.prod(k.shape)) for k in block_kernels)
     reference += 4 * n * n * t.width * t.depth + 2 * t.width * model.embed_dim
     assert txt.flops == reference
     if bindings:  # ViT: the same, plus the patch-embedding convolution
-        v = cfg["image"]
+        v = cfg.image
         n = (model.image_size // v.patch_size) ** 2
         kernels = [k for b in model.image_tower.blocks for k in _dense_kernels(b)]
         reference = 2 * n * sum(int(np.prod(k.shape)) for k in kernels)
@@ -67,7 +61,7 @@ def test_params_equal_built_model_and_flops_equal_weight_enumeration(bindings):
 
 def _basic_l():
     config.parse(["basic_l"])
-    return planner.gin_model_config()
+    return from_gin.model_configs()
 
 
 def test_basic_l_is_about_three_billion_parameters():
@@ -81,7 +75,7 @@ def test_basic_l_is_about_three_billion_parameters():
 
 def _tiny_config():
     config.parse(["models/tiny"])
-    return planner.gin_model_config()
+    return from_gin.model_configs()
 
 
 def test_memory_arithmetic():
@@ -117,7 +111,7 @@ def test_memory_arithmetic():
     assert dp.memory["activations"] == pytest.approx(base.memory["activations"] / 4)
     # Model FLOPs: 3 x forward + logits; accumulation and remat add hardware FLOPs only.
     forward = 512 * (img.flops + txt.flops)
-    assert base.model_flops == 3 * (forward + 2 * 512 * 512 * cfg["dual"].embed_dim)
+    assert base.model_flops == 3 * (forward + 2 * 512 * 512 * cfg.dual.embed_dim)
     assert acc.model_flops == base.model_flops
     assert acc.hardware_flops == pytest.approx(base.model_flops + forward)
     assert base.model_flops < remat.hardware_flops < base.model_flops + forward
@@ -151,6 +145,29 @@ def test_recommendation():
     assert reason.startswith("nothing fits")
 
 
+def test_chunked_loss_memory_and_its_recommendation():
+    """BASIC's 65,536 batch on one 24 GiB host: the unchunked logits (4 copies of N x N
+    float32, 64 GiB) cannot fit, so the plan chunks the loss; its logits term is
+    LOSS_CHUNK_BLOCKS [N, C] blocks and LOSS_CHUNK_ROW_BUFFERS [N, D], and the recomputed
+    logits are counted as executed FLOPs."""
+    cfg = _tiny_config()
+    n = 65536
+    plain = planner.plan_step(cfg, n, num_micro_batches=64)
+    assert plain.memory["logits"] == 16 * n * n
+    chunked = planner.plan_step(cfg, n, num_micro_batches=64, loss_chunk=1024)
+    d = cfg.dual.embed_dim
+    assert chunked.memory["logits"] == 4 * (planner.LOSS_CHUNK_BLOCKS * n * 1024
+                                            + planner.LOSS_CHUNK_ROW_BUFFERS * n * d)
+    assert chunked.hardware_flops - plain.hardware_flops == pytest.approx(2 * n * n * d)
+    best, reason = planner.recommend(cfg, n, devices=1, device_memory_bytes=24 * 2 ** 30)
+    assert "fits" in reason and best.loss_chunk > 0 and n % best.loss_chunk == 0
+    assert best.peak_bytes <= 0.9 * 24 * 2 ** 30
+    small, _ = planner.recommend(cfg, 1024, devices=1, device_memory_bytes=24 * 2 ** 30)
+    assert small.loss_chunk == 0  # the whole logits fit: no recomputation
+    with pytest.raises(ValueError, match="train.loss_chunk=3000 does not divide"):
+        planner.plan_step(cfg, n, loss_chunk=3000)
+
+
 def test_recommendation_shards_the_model_when_weights_do_not_fit():
     best, reason = planner.recommend(_basic_l(), 65536, devices=2048, device_memory_bytes=16 * 2 ** 30,
                                      activation_bytes=2)
@@ -162,10 +179,11 @@ def test_recommendation_shards_the_model_when_weights_do_not_fit():
 
 def test_report_and_mesh_parsing():
     config.parse(["models/tiny"], ["train.num_micro_batches = 2", "train.remat = 'every_k:2'"])
-    text = planner.report(256, *planner.parse_mesh("batch:2,model:1"), device_memory_gb=0.25)
+    text = planner.report(from_gin.model_configs(), from_gin.train_config(), 256,
+                          *planner.parse_mesh("batch:2,model:1"), device_memory_gb=0.25)
     for words in ("parameters: image", "forward FLOPs per example", "activations", "logits",
                   "2 micro-batch(es) of 64 per replica", "== recommended",
-                  "train.remat = ", "mesh data=2 x model=1"):
+                  "train.remat = ", "train.loss_chunk = ", "mesh data=2 x model=1"):
         assert words in text, text
     assert planner.parse_mesh("", 8) == (8, 1)
     assert planner.parse_mesh("model:4") == (1, 4)
@@ -173,25 +191,17 @@ def test_report_and_mesh_parsing():
         planner.parse_mesh("data:4")
 
 
-def test_plan_tool_help_names_its_inputs():
-    env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run([sys.executable, os.path.join(REPO, "tools", "plan.py"), "--helpshort"],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
-    assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stderr
-    for flag in ("--gin_file", "--global_batch", "--mesh", "--device_memory_gb", "--replicas"):
-        assert flag in out.stdout, out.stdout
-
-
-def test_gin_step_setting_resolves_macros():
+def test_step_setting_resolves_macros():
     """A macro-bound micro-batch count (as demo.gin binds its sizes) is read as its value."""
     import gin
 
     config.parse(["models/tiny"], ["MICRO = 4", "train.num_micro_batches = %MICRO",
                             "train.remat = 'every_k:2'"])
     try:
-        assert planner.gin_step_setting() == (4, 2)
+        train = from_gin.train_config()
+        assert (train.num_micro_batches, train.remat_every, train.loss_chunk) == (4, 2, 0)
         config.parse(["models/tiny"], ["train.remat = 'sometimes'"])
         with pytest.raises(ValueError, match="train.remat='sometimes'"):
-            planner.gin_step_setting()
+            from_gin.train_config()
     finally:
         gin.clear_config()

@@ -70,7 +70,7 @@ def main(argv):
     if FLAGS.tfrecords and not (FLAGS.class_names and FLAGS.templates):
         raise app.UsageError("--tfrecords needs --class_names and --templates")
     checkpoint, source = cli.checkpoint_from_flags("model_dir")
-    from basic_tf.training.checkpoints import load_trained_model
+    from basic_tf.from_gin import load_trained_model
     from basic_tf.zeroshot import labels, prompts, report, run
 
     if FLAGS.predictions:

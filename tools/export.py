@@ -46,7 +46,7 @@ def main(argv):
     checkpoint, source = cli.checkpoint_from_flags()
     from basic_tf import config
     from basic_tf.export import export_for_serving
-    from basic_tf.training.checkpoints import load_trained_model
+    from basic_tf.from_gin import load_trained_model
     from basic_tf.zeroshot import labels, prompts
 
     cli.parse_gin_flags()

@@ -4,11 +4,13 @@
       --device_memory_gb=16
   python3 tools/plan.py --gin_file=tiny --global_batch=1024 --mesh=batch:4,model:2
 
-Reports, for the gin config as written (its train.num_micro_batches and train.remat), the
+Reports, for the gin config as written (its train.num_micro_batches, train.remat and
+train.mesh), the
 parameter count and forward FLOPs of each tower, and memory per device:
 weights, optimizer state, gradients, activations of one micro-batch (with or without recompute),
-embeddings and the N x N logits. Then it recommends the number of micro-batches, the remat
-policy and the data x model mesh that fit the device memory at the least compute. All numbers
+embeddings and the N x N logits (or N x C blocks with train.loss_chunk = C). Then it recommends
+the number of micro-batches, the loss chunk (0 when the whole logits fit), the remat policy and
+the data x model mesh that fit the device memory at the least compute. All numbers
 are analytic (basic_tf/planner.py); benchmarks/planner_memory.py checks them against measurement.
 """
 from absl import flags
@@ -18,9 +20,11 @@ from basic_tf import cli, planner
 FLAGS = flags.FLAGS
 cli.define_gin_flags(["tiny"], example="\"train.remat = 'every_block'\"")
 flags.DEFINE_integer("global_batch", 1024, "Contrastive batch over all replicas.")
-flags.DEFINE_integer("replicas", 1, "Data-parallel replicas (ignored when --mesh is given).")
+flags.DEFINE_integer("replicas", 1, "Data-parallel replicas (ignored with a mesh: --mesh or "
+                     "the gin file's train.mesh).")
 flags.DEFINE_string("mesh", "", "Device mesh 'batch:D,model:M' (D data replicas x M model "
-                    "shards; tools/train.py's --mesh syntax); empty: --replicas x 1.")
+                    "shards; tools/train.py's --mesh syntax); empty: the gin file's train.mesh, "
+                    "else --replicas x 1.")
 flags.DEFINE_float("device_memory_gb", 16.0, "Memory of one device, GiB.")
 flags.DEFINE_enum("optimizer", "adamw", sorted(planner.OPTIMIZER_SLOTS), "Optimizer (state size).")
 flags.DEFINE_enum("activation_dtype", "float32", ["float32", "bfloat16"],
@@ -29,9 +33,12 @@ flags.DEFINE_enum("activation_dtype", "float32", ["float32", "bfloat16"],
 
 def main(argv):
     del argv
+    from basic_tf import from_gin
     cli.parse_gin_flags()
-    data, model = planner.parse_mesh(FLAGS.mesh, FLAGS.replicas)
-    print(planner.report(FLAGS.global_batch, data, model, FLAGS.device_memory_gb,
+    train = from_gin.train_config()
+    data, model = planner.parse_mesh(FLAGS.mesh or train.mesh or "", FLAGS.replicas)
+    print(planner.report(from_gin.model_configs(), train, FLAGS.global_batch, data, model,
+                         FLAGS.device_memory_gb,
                          optimizer=FLAGS.optimizer,
                          activation_bytes=4 if FLAGS.activation_dtype == "float32" else 2))
 

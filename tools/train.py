@@ -30,8 +30,8 @@ refused). Writes model_dir/ckpt-<step> (at multiples of train.checkpoint_interva
 only from good states), model_dir/train and model_dir/eval (TensorBoard) and
 model_dir/operative_config.gin; with several workers only the chief does, the others write their
 input positions to model_dir/input_position/ (README "Several hosts and TPU pods"). Every option
-is a gin binding of basic_tf.training.loop.train and the builders it calls (make_optimizer,
-learning_rate_schedule, make_dataset, the models).
+is a gin binding: train.* (basic_tf/training/train_config.py, checked before anything heavy),
+the models' configs, make_optimizer, learning_rate_schedule and make_dataset.
 
 Exit status: 0 done; 1 stopped for too many skipped (non-finite) steps, the message names the
 newest good checkpoint; 2 a bad flag, gin file, binding or model_dir, named on the first line;
@@ -58,30 +58,26 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
     if not FLAGS.gin_file:
         raise app.UsageError("give at least one --gin_file (e.g. --gin_file=tiny)")
-    if FLAGS.mesh and FLAGS.strategy != "default":
-        raise app.UsageError(f"--mesh={FLAGS.mesh} replaces the tf.distribute strategy: drop "
-                             f"--strategy={FLAGS.strategy}")
     import tensorflow as tf
     if FLAGS.virtual_cpu_devices:
         cpu = tf.config.list_physical_devices("CPU")[0]
         devices = [tf.config.LogicalDeviceConfiguration()
                    for _ in range(FLAGS.virtual_cpu_devices)]
         tf.config.set_logical_device_configuration(cpu, devices)
+    from basic_tf import from_gin
     from basic_tf.data.skips import input_error_message
-    from basic_tf.training import loop, preemption
+    from basic_tf.training import preemption
     from basic_tf.training.checkpoints import CheckpointWriteError
+    from basic_tf.training.placement import mesh_with_strategy_error
     from basic_tf.training.trainer import NonFiniteLossError
 
-    if FLAGS.mesh:
-        from basic_tf.parallel.dtensor import parse_mesh_flag
-        try:
-            parse_mesh_flag(FLAGS.mesh)
-        except ValueError as e:
-            raise app.UsageError(str(e)) from None
+    if FLAGS.mesh and FLAGS.strategy != "default":  # before building the strategy it names
+        raise app.UsageError(str(mesh_with_strategy_error(FLAGS.mesh,
+                                                          f"--strategy={FLAGS.strategy}")))
     try:
         cli.parse_gin_flags()
-        result = loop.train(FLAGS.model_dir, cli.strategy_from_flags(),
-                            **({"mesh": FLAGS.mesh} if FLAGS.mesh else {}))
+        result = from_gin.train(FLAGS.model_dir, cli.strategy_from_flags(),
+                                **({"mesh": FLAGS.mesh} if FLAGS.mesh else {}))
     except NonFiniteLossError as e:
         logging.error("%s", e)
         raise SystemExit(1) from None

@@ -31,11 +31,6 @@ OK = -1  # cause of a usable record
 _MESSAGE_START = "input pipeline stopped:"
 
 
-def by_cause_text(counts) -> str:
-    """'parse_error=0, bad_image=3, ...' from NumPy/list counts in SKIP_CAUSES order."""
-    return ", ".join(f"{c}={int(n)}" for c, n in zip(SKIP_CAUSES, counts))
-
-
 def _fail(template: str, *args) -> tf.Tensor:
     """An always-failing Assert whose message is `template` with each {} replaced by the
     matching tensor of args (numbers or strings, written without quotes)."""

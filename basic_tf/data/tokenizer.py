@@ -104,9 +104,12 @@ class Tokenizer(tf.Module):
         """tf.string [N] -> int32 [N, seq_len]: pieces[:seq_len-1] + [EOS] + [0]*padding."""
         strings = tf.convert_to_tensor(strings, tf.string)
         pieces = self._sp.tokenize(strings)[:, :self.seq_len - 1]
-        eos = tf.fill([tf.shape(strings)[0], 1], tf.constant(EOS_ID, tf.int32))
-        ids = tf.concat([pieces, tf.RaggedTensor.from_tensor(eos)], axis=1)
-        return ids.to_tensor(default_value=PAD_ID, shape=[strings.shape[0], self.seq_len])
+        ids = pieces.to_tensor(default_value=PAD_ID, shape=[strings.shape[0], self.seq_len])
+        # EOS right after the pieces. (Not a ragged concat: its row-count assert puts a Merge
+        # node with a control input in every graph that tokenizes, and Grappler's loop
+        # optimizer logs a C++ warning for it that TF_CPP_MIN_LOG_LEVEL does not hide.)
+        eos_at = tf.range(self.seq_len)[None, :] == tf.cast(pieces.row_lengths(), tf.int32)[:, None]
+        return tf.where(eos_at, tf.constant(EOS_ID, tf.int32), ids)
 
     def detokenize(self, ids: tf.Tensor) -> tf.Tensor:
         """int32 [N, L] -> tf.string [N]; padding and EOS are dropped."""

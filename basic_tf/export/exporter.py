@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 import gin
 import keras
+import numpy as np
+import tensorflow as tf
 from absl import logging
 
 import basic_tf
@@ -30,7 +32,7 @@ from basic_tf.data.templates import normalize_template
 from basic_tf.export.inputs import ServingLimits, serving_limits
 from basic_tf.export.signature_table import SIGNATURES
 from basic_tf.export.signatures import make_serving_functions
-from basic_tf.zeroshot import prompt_checks
+from basic_tf.zeroshot import prompt_checks, prompts
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
 
 
@@ -80,7 +82,8 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
       The absolute path of the new version directory.
     """
     start = time.time()
-    class_names = _check_list(class_names, "class_names")
+    class_names = prompts.check_class_names(_check_list(class_names, "class_names"),
+                                            "export_for_serving: class_names")
     templates = _check_list(templates, "templates")
     repeated = sorted({n for n in class_names if class_names.count(n) > 1})
     if repeated:
@@ -109,6 +112,7 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
     functions = make_serving_functions(
         model, tokenizer, class_matrix, class_names, templates, top_k=top_k, limits=limits,
         crop_fraction=crop_fraction, antialias=antialias, prompt_batch_size=prompt_batch_size)
+    _probe_classify(functions["classify"][0], int(model.image_size))
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.track(tokenizer)   # its SentencePiece resource must be in the SavedModel
@@ -145,6 +149,21 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
     logging.info("exported %d classes x %d templates to %s in %.1f s", len(class_names),
                  len(templates), final, time.time() - start)
     return final
+
+
+def _probe_classify(classify, image_size: int) -> None:
+    """Runs `classify` on a mid-grey PNG; refuses weights whose scores are not finite numbers.
+
+    Finite weights can still give NaN scores (a checkpoint the divergence guard set aside holds
+    values near 1e18, whose activations overflow): the export must not serve them.
+    """
+    probe = tf.io.encode_png(tf.fill([image_size, image_size, 3], tf.constant(128, tf.uint8)))
+    scores = classify(tf.reshape(probe, [1]))["scores"].numpy()
+    if not np.isfinite(scores).all():
+        raise ValueError(
+            f"export_for_serving: classify on a probe image gives scores {scores[0].tolist()}, "
+            "not finite numbers: these weights cannot serve (a checkpoint the divergence guard "
+            "moved to unverified/, or one that diverged); export a verified checkpoint")
 
 
 def _write(path: str, content) -> None:

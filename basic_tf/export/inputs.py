@@ -73,10 +73,14 @@ def _assert_none(bad: tf.Tensor, template: str, *args) -> tf.Operation:
 
 
 def check_count(values: tf.Tensor, where: str, name: str, max_count: int) -> tf.Operation:
-    """1 <= len(values) <= max_count."""
-    n = tf.size(values)
-    return assert_that((n >= 1) & (n <= max_count),
-                       f"{where}: {name} has {{}} entries; send between 1 and {max_count}", n)
+    """values is a list (rank 1) with 1 <= len(values) <= max_count."""
+    rank_check = assert_that(tf.equal(tf.rank(values), 1),
+                             f"{where}: {name} must be a list of strings (rank 1), got a tensor "
+                             "of shape {}", tf.shape(values))
+    with tf.control_dependencies([rank_check]):   # the checks after it index a list
+        n = tf.size(values)
+        return assert_that((n >= 1) & (n <= max_count),
+                           f"{where}: {name} has {{}} entries; send between 1 and {max_count}", n)
 
 
 def check_strings(values: tf.Tensor, where: str, name: str, max_count: int, max_bytes: int,

@@ -9,8 +9,13 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
+import socket
+import uuid
 from typing import Iterator, List, Optional
+
+from absl import logging
+
+from basic_tf.files import write_atomically
 
 MODELS_CONFIG = "models.config"
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -53,15 +58,55 @@ def resolve_version_path(export_dir: str, model_name: str, version: Optional[int
     return final
 
 
+# A staging folder is named .tmp-<version>-<pid>-<host>-<8 hex>: the writer's process and host,
+# so that a later export can tell the litter of a killed export from a live one.
+_STAGING = re.compile(r"^\.tmp-\d+-(\d+)-(.*)-[0-9a-f]{8}$")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it exists, owned by another user
+        return True
+    return True
+
+
+def clear_stale_staging(base_path: str) -> List[str]:
+    """Removes the .tmp-* folders under a model's base path that no live export is writing: those
+    of a process on this host that has ended (an export killed by SIGKILL or SIGTERM), and those
+    in the older name format without a process id. Folders of another host are left alone.
+    Returns the removed paths."""
+    if not os.path.isdir(base_path):
+        return []
+    host, removed = socket.gethostname(), []
+    for name in sorted(os.listdir(base_path)):
+        if not name.startswith(".tmp-"):
+            continue
+        match = _STAGING.match(name)
+        if match and (match.group(2) != host or _process_alive(int(match.group(1)))):
+            continue
+        path = os.path.join(base_path, name)
+        shutil.rmtree(path, ignore_errors=True)
+        logging.warning("removed %s, left by an export that did not finish", path)
+        removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def staged_dir(final: str) -> Iterator[str]:
     """Yields an empty hidden sibling of `final`; renames it to `final` when the block succeeds.
 
-    On an exception the temporary directory is removed and nothing is left behind.
+    On an exception the temporary directory is removed and nothing is left behind; the litter of
+    an earlier export that was killed is cleared first (`clear_stale_staging`).
     """
     parent, name = os.path.split(os.path.abspath(final))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=parent)
+    clear_stale_staging(parent)
+    staging = os.path.join(parent, f".tmp-{name}-{os.getpid()}-{socket.gethostname()}-"
+                                   f"{uuid.uuid4().hex[:8]}")
+    os.mkdir(staging)
     try:
         yield staging
         os.rename(staging, final)
@@ -106,9 +151,4 @@ def write_models_config(export_dir: str, base_path_prefix: Optional[str] = None)
               if _MODEL_NAME.match(name) and existing_versions(os.path.join(export_dir, name))}
     if not models:
         raise ValueError(f"no <model_name>/<version>/ folder in {export_dir}: export a model first")
-    path = os.path.join(export_dir, MODELS_CONFIG)
-    fd, tmp = tempfile.mkstemp(prefix=".models.config-", dir=export_dir)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(models_config_text(models))
-    os.replace(tmp, path)
-    return path
+    return write_atomically(os.path.join(export_dir, MODELS_CONFIG), models_config_text(models))

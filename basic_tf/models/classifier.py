@@ -9,19 +9,19 @@ The head is the CoAtNet paper's: a tanh pre-logits Dense of the tower width, the
 import dataclasses
 from typing import Optional, Sequence
 
-import gin
 import keras
 import tensorflow as tf
 
 from basic_tf.models import layers as L
-from basic_tf.models.dual_encoder import IMAGE_TOWERS, dual_encoder_config, resolve_image_config
+from basic_tf.models.dual_encoder import (IMAGE_TOWERS, IMAGENET_MEAN, IMAGENET_STD,
+                                          resolve_image_config)
 from basic_tf.parallel.remat import RematPolicy
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageClassifierConfig:
-    """Classification head of stage (a); gin binds it as `image_classifier_config.<field>`:
-    number of classes, tanh pre-logits layer on/off."""
+    """Classification head of stage (a) (gin: `image_classifier_config.<field>`): number of
+    classes, tanh pre-logits layer on/off."""
     num_classes: int = 1000
     pre_logits: bool = True
 
@@ -30,34 +30,26 @@ class ImageClassifierConfig:
             raise ValueError(f"image_classifier_config.num_classes={self.num_classes} must be >= 1")
 
 
-image_classifier_config = gin.external_configurable(ImageClassifierConfig,
-                                                    "image_classifier_config")
-
-
 @keras.saving.register_keras_serializable(package="basic_tf")
 class ImageClassifier(keras.Model):
     """images float32 [B, H, W, 3] in [0, 1] -> logits float32 [B, num_classes].
 
-    Tower kind, tower config, image size and pixel mean/std come from gin's dual_encoder_config /
-    coatnet_config / vit_config unless given; the remat policy is an argument (default none; the
-    trainer passes train.remat). get_config records them all, so from_config rebuilds the same
-    model whatever gin holds then.
+    Every setting is an argument (basic_tf/from_gin.py builds them from an experiment's
+    image_classifier_config / dual_encoder_config / coatnet_config or vit_config bindings): the
+    head (num_classes, pre_logits), the tower kind and its config (CoAtNetConfig or ViTConfig,
+    or a dict of its fields), the image side and pixel mean/std, and the remat policy (default
+    none; training passes train.remat). get_config records them all.
     """
 
-    def __init__(self, num_classes: Optional[int] = None, pre_logits: Optional[bool] = None,
-                 image_tower: Optional[str] = None, image_config=None,
-                 image_size: Optional[int] = None, remat_policy: Optional[RematPolicy] = None,
-                 pixel_mean: Optional[Sequence[float]] = None,
-                 pixel_std: Optional[Sequence[float]] = None, name="image_classifier"):
+    def __init__(self, num_classes: int, image_tower: str, image_config, image_size: int,
+                 pre_logits: bool = True, remat_policy: Optional[RematPolicy] = None,
+                 pixel_mean: Sequence[float] = IMAGENET_MEAN,
+                 pixel_std: Sequence[float] = IMAGENET_STD, name="image_classifier"):
         super().__init__(name=name)
-        head = image_classifier_config()
-        d = dual_encoder_config()
-        self.num_classes = head.num_classes if num_classes is None else num_classes
-        self.pre_logits = head.pre_logits if pre_logits is None else pre_logits
-        self.image_tower_kind = image_tower or d.image_tower
-        self.image_size = image_size or d.image_size
-        self.pixel_mean = tuple(float(v) for v in (pixel_mean or d.pixel_mean))
-        self.pixel_std = tuple(float(v) for v in (pixel_std or d.pixel_std))
+        self.num_classes, self.pre_logits = num_classes, pre_logits
+        self.image_tower_kind, self.image_size = image_tower, image_size
+        self.pixel_mean = tuple(float(v) for v in pixel_mean)
+        self.pixel_std = tuple(float(v) for v in pixel_std)
         self.image_config = resolve_image_config(self.image_tower_kind, image_config)
         if isinstance(remat_policy, dict):
             remat_policy = RematPolicy(**remat_policy)

@@ -15,7 +15,6 @@ Block details (chosen so the parameter counts reproduce the paper's Table 3 to <
 import dataclasses
 from typing import Optional
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
@@ -104,11 +103,6 @@ class CoAtNetConfig:
     @property
     def width(self) -> int:
         return self.stages[-1][2]
-
-
-# The experiment's CoAtNetConfig: the dataclass with gin's `coatnet_config.*` bindings applied
-# (explicit arguments win). CoAtNetConfig(...) itself never reads gin.
-coatnet_config = gin.external_configurable(CoAtNetConfig, "coatnet_config")
 
 
 def preset_config(preset: str, **overrides) -> CoAtNetConfig:

@@ -6,34 +6,33 @@ encode_text: token ids int32 [B, L] (0 = padding) -> tower -> projection -> floa
 Head: a learned logit scale min(exp(w), max_logit_scale), w initialised to ln(1/init_temperature),
 and an optional logit bias (sigmoid loss).
 
-Gin names (see gin/*.gin): dual_encoder_config.*, coatnet_config.*, vit_config.*,
-text_tower_config.* (the config dataclasses themselves). The remat policy is an argument
-(training.loop.train passes `train.remat`).
+Every setting is an argument: DualEncoder(config, image_config, text_config, remat_policy).
+The model never reads gin; basic_tf/from_gin.py builds the configs from an experiment's bindings
+(dual_encoder_config.*, coatnet_config.*, vit_config.*, text_tower_config.*) and the training
+loop passes `train.remat` as the RematPolicy.
 """
 import dataclasses
 import math
 from typing import Optional
 
-import gin
 import keras
 import tensorflow as tf
 
 from basic_tf.models import layers as L
-from basic_tf.models.coatnet import CoAtNet, CoAtNetConfig, coatnet_config
-from basic_tf.models.text import TextTowerConfig, TextTransformer, text_tower_config
-from basic_tf.models.vit import ViT, ViTConfig, vit_config
+from basic_tf.models.coatnet import CoAtNet, CoAtNetConfig
+from basic_tf.models.text import TextTowerConfig, TextTransformer
+from basic_tf.models.vit import ViT, ViTConfig
 from basic_tf.parallel.remat import RematPolicy
 
-IMAGE_TOWERS = {"coatnet": (CoAtNet, CoAtNetConfig, coatnet_config),
-                "vit": (ViT, ViTConfig, vit_config)}
+IMAGE_TOWERS = {"coatnet": (CoAtNet, CoAtNetConfig), "vit": (ViT, ViTConfig)}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclasses.dataclass(frozen=True)
 class DualEncoderConfig:
-    """Dual-encoder hyper-parameters; gin binds them as `dual_encoder_config.<field>`. The image
-    tower kind picks coatnet_config or vit_config."""
+    """Dual-encoder hyper-parameters (gin: `dual_encoder_config.<field>`). The image tower kind
+    says which config the image tower takes: CoAtNetConfig or ViTConfig."""
     image_tower: str = "coatnet"
     embed_dim: int = 512
     image_size: int = 224
@@ -54,18 +53,12 @@ class DualEncoderConfig:
         object.__setattr__(self, "pixel_std", tuple(float(v) for v in self.pixel_std))
 
 
-# The experiment's DualEncoderConfig: gin's `dual_encoder_config.*` bindings applied.
-dual_encoder_config = gin.external_configurable(DualEncoderConfig, "dual_encoder_config")
-
-
-def resolve_image_config(image_tower: str, image_config=None):
-    """The image tower's config: gin's (coatnet_config() / vit_config()) when None, built from a
-    dict, or checked against the tower kind."""
+def resolve_image_config(image_tower: str, image_config):
+    """The image tower's config (a dict is built into the tower kind's dataclass), checked
+    against the tower kind."""
     if image_tower not in IMAGE_TOWERS:
         raise ValueError(f"image_tower={image_tower!r} is not one of {sorted(IMAGE_TOWERS)}")
-    _, config_cls, gin_config = IMAGE_TOWERS[image_tower]
-    if image_config is None:
-        return gin_config()
+    _, config_cls = IMAGE_TOWERS[image_tower]
     if isinstance(image_config, dict):
         image_config = config_cls(**image_config)
     if not isinstance(image_config, config_cls):
@@ -76,28 +69,26 @@ def resolve_image_config(image_tower: str, image_config=None):
 
 @keras.saving.register_keras_serializable(package="basic_tf")
 class DualEncoder(keras.Model):
-    """Built from gin with no arguments; keyword overrides replace single fields.
+    """DualEncoder(config, image_config, text_config[, remat_policy]).
 
-    Overrides: any DualEncoderConfig field, `image_config` (CoAtNetConfig/ViTConfig or dict),
-    `text_config` (TextTowerConfig or dict), `remat_policy` (RematPolicy for both towers;
-    default none: recomputation only matters to training, which passes `train.remat`).
+    config: DualEncoderConfig; image_config: the CoAtNetConfig or ViTConfig that
+    config.image_tower names; text_config: TextTowerConfig (dicts of their fields are accepted,
+    as from_config passes them); remat_policy: RematPolicy for both towers (default none:
+    recomputation only matters to training, which passes `train.remat`).
     Every variable exists after construction (towers are built for image_size / max_len).
     """
 
-    def __init__(self, image_config=None, text_config=None,
-                 remat_policy: Optional[RematPolicy] = None, name="dual_encoder", **overrides):
+    def __init__(self, config: DualEncoderConfig, image_config, text_config,
+                 remat_policy: Optional[RematPolicy] = None, name="dual_encoder"):
         super().__init__(name=name)
-        fields = {f.name for f in dataclasses.fields(DualEncoderConfig)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"DualEncoder got unknown overrides {unknown}; known: "
-                             f"{sorted(fields | {'image_config', 'text_config', 'remat_policy'})}")
-        config = dataclasses.replace(dual_encoder_config(), **overrides)
+        if isinstance(config, dict):
+            config = DualEncoderConfig(**config)
         image_config = resolve_image_config(config.image_tower, image_config)
-        if text_config is None:
-            text_config = text_tower_config()
-        elif isinstance(text_config, dict):
+        if isinstance(text_config, dict):
             text_config = TextTowerConfig(**text_config)
+        if not isinstance(text_config, TextTowerConfig):
+            raise ValueError(f"text_config is a {type(text_config).__name__}, not a "
+                             "TextTowerConfig")
         self.config, self.image_config, self.text_config = config, image_config, text_config
         self.remat_policy = remat_policy if remat_policy is not None else RematPolicy()
 
@@ -182,5 +173,7 @@ class DualEncoder(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        config["remat_policy"] = RematPolicy(**config.get("remat_policy", {}))
-        return cls(**config)
+        fields = {f.name for f in dataclasses.fields(DualEncoderConfig)}
+        dual = DualEncoderConfig(**{k: config.pop(k) for k in fields & set(config)})
+        return cls(dual, config.pop("image_config"), config.pop("text_config"),
+                   remat_policy=RematPolicy(**config.pop("remat_policy", {})), **config)

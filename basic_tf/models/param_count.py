@@ -6,10 +6,9 @@ Counts include every weight, BatchNorm moving statistics too (they change CoAtNe
 """
 from typing import Optional, Union
 
-from basic_tf.models.coatnet import (PRESETS, CoAtNetConfig, block_specs, coatnet_config,
-                                     preset_config)
-from basic_tf.models.text import TextTowerConfig, text_tower_config
-from basic_tf.models.vit import ViTConfig, vit_config
+from basic_tf.models.coatnet import PRESETS, CoAtNetConfig, block_specs, preset_config
+from basic_tf.models.text import TextTowerConfig
+from basic_tf.models.vit import ViTConfig
 
 
 def _dense(n_in: int, n_out: int, bias: bool = True) -> int:
@@ -69,11 +68,11 @@ def coatnet_param_count(preset: Union[str, CoAtNetConfig], image_size: int = 224
     return total + _classifier_head(cfg.width, num_classes, pre_logits)
 
 
-def vit_param_count(config: Optional[ViTConfig] = None, image_size: int = 224,
+def vit_param_count(config: ViTConfig, image_size: int = 224,
                     num_classes: int = 0, pre_logits: bool = True,
                     output_dim: Optional[int] = None) -> int:
-    """Parameters of a ViT tower (config defaults to gin's vit_config())."""
-    cfg = config or vit_config()
+    """Parameters of a ViT tower."""
+    cfg = config
     w = cfg.width
     tokens = (image_size // cfg.patch_size) ** 2 + (1 if cfg.pooling == "cls" else 0)
     total = _dense(cfg.patch_size ** 2 * 3, w) + tokens * w + (w if cfg.pooling == "cls" else 0)
@@ -82,10 +81,10 @@ def vit_param_count(config: Optional[ViTConfig] = None, image_size: int = 224,
     return total + _classifier_head(w, num_classes, pre_logits)
 
 
-def text_tower_param_count(config: Optional[TextTowerConfig] = None,
+def text_tower_param_count(config: TextTowerConfig,
                            output_dim: Optional[int] = None) -> int:
-    """Parameters of the text tower (config defaults to gin's text_tower_config())."""
-    cfg = config or text_tower_config()
+    """Parameters of the text tower."""
+    cfg = config
     w = cfg.width
     cls = cfg.pooling == "cls"
     total = cfg.vocab_size * w + (cfg.max_len + cls) * w + (w if cls else 0)
@@ -93,20 +92,18 @@ def text_tower_param_count(config: Optional[TextTowerConfig] = None,
     return total + (_dense(w, output_dim, bias=False) if output_dim else 0)
 
 
-def dual_encoder_param_count(dual_config=None, image_config=None, text_config=None) -> dict:
-    """{'image', 'text', 'head', 'total'} for a DualEncoder; None arguments are read from gin.
+def dual_encoder_param_count(dual_config, image_config, text_config) -> dict:
+    """{'image', 'text', 'head', 'total'} for DualEncoder(dual_config, image_config, text_config).
 
     'image' and 'text' include each tower's projection; 'head' is the logit scale (and bias).
     """
-    from basic_tf.models.dual_encoder import dual_encoder_config  # avoid an import cycle
-    d = dual_config or dual_encoder_config()
+    d = dual_config
     if d.image_tower == "coatnet":
-        image = coatnet_param_count(image_config or coatnet_config(), d.image_size,
-                                    num_classes=0, output_dim=d.embed_dim)
+        image = coatnet_param_count(image_config, d.image_size, num_classes=0,
+                                    output_dim=d.embed_dim)
     else:
-        image = vit_param_count(image_config or vit_config(), d.image_size, num_classes=0,
-                                output_dim=d.embed_dim)
-    text = text_tower_param_count(text_config or text_tower_config(), output_dim=d.embed_dim)
+        image = vit_param_count(image_config, d.image_size, num_classes=0, output_dim=d.embed_dim)
+    text = text_tower_param_count(text_config, output_dim=d.embed_dim)
     head = 1 + int(d.use_logit_bias)
     return {"image": image, "text": text, "head": head, "total": image + text + head}
 

@@ -10,7 +10,6 @@ An all-padding row yields finite features (never NaN).
 import dataclasses
 from typing import Optional
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -38,10 +37,6 @@ class TextTowerConfig:
 
     def __post_init__(self):
         L.check_transformer_config(self, "text_tower_config", POOLINGS)
-
-
-# The experiment's TextTowerConfig: gin's `text_tower_config.*` bindings applied.
-text_tower_config = gin.external_configurable(TextTowerConfig, "text_tower_config")
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")

@@ -6,7 +6,6 @@ final LayerNorm, then 'cls' or 'gap' (global average over patches) pooling.
 import dataclasses
 from typing import Optional
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -33,10 +32,6 @@ class ViTConfig:
 
     def __post_init__(self):
         L.check_transformer_config(self, "vit_config", POOLINGS)
-
-
-# The experiment's ViTConfig: gin's `vit_config.*` bindings applied.
-vit_config = gin.external_configurable(ViTConfig, "vit_config")
 
 
 @keras.saving.register_keras_serializable(package="basic_tf")

@@ -2,7 +2,7 @@
 
 Keys of the checkpoint (other tools read them): model (the keras.Model: DualEncoder or stage (a)
 ImageClassifier), optimizer (`optimizer_state`: update count and slots, not the learning rate,
-which comes from the config), state (trainer.TrainState: global step, skipped-step counters,
+which comes from the config), state (step.TrainState: global step, skipped-step counters,
 verified step, global batch size, recent losses), data (the input iterator's position, shuffle
 buffers included), skipped_records (data pipeline counters).
 
@@ -29,10 +29,10 @@ Good states only (TrainingCheckpointManager):
 
 Reading back (tools/evaluate.py, tools/export.py, the demo, stage (b)'s image tower):
 `checkpoint_path` is the one reading of "a model_dir or a ckpt-N prefix", `restore_model` loads
-the `model` key into a model and refuses a partial, mismatched or diverged one, and
-`load_trained_model` builds the gin config's DualEncoder with its input view and tokenizer.
+the `model` key into a model and refuses a partial, mismatched or diverged one
+(basic_tf/from_gin.py's `load_trained_model` builds the gin config's DualEncoder with its input
+view and tokenizer around it).
 """
-import contextlib
 import glob
 import os
 import shutil
@@ -84,7 +84,7 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
     Args:
       checkpoint: the tf.train.Checkpoint of everything trained.
       model_dir: where ckpt-<step> goes.
-      state: trainer.TrainState (step, consecutive_nonfinite, verified_step).
+      state: step.TrainState (step, consecutive_nonfinite, verified_step).
       checkpoint_interval: save at exact multiples of this many steps.
       max_to_keep: checkpoints kept (at least 2, so the newest verified one is always there).
       host_checkpoint: a tf.train.Checkpoint of host-side objects (an input iterator) written
@@ -95,11 +95,6 @@ class TrainingCheckpointManager(tf.train.CheckpointManager):
     def __init__(self, checkpoint, model_dir: str, state, checkpoint_interval: int,
                  max_to_keep: int = 3, host_checkpoint: Optional[tf.train.Checkpoint] = None,
                  host_dir: Optional[str] = None):
-        if checkpoint_interval < 1:
-            raise ValueError(f"train.checkpoint_interval={checkpoint_interval} must be >= 1 "
-                             "steps")
-        if max_to_keep < 1:
-            raise ValueError(f"train.max_checkpoints={max_to_keep} must be >= 1")
         super().__init__(checkpoint, model_dir, max_to_keep=max(max_to_keep, 2),
                          step_counter=state.step, checkpoint_interval=checkpoint_interval)
         self.state, self.model_dir = state, model_dir
@@ -384,31 +379,3 @@ def restore_model(model, checkpoint: str, source: str = "--checkpoint") -> str:
                          "earlier checkpoint (a stopped run names its newest good one)")
     logging.info("restored model weights from %s", path)
     return path
-
-
-def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: Optional[str] = None,
-                       seq_len: Optional[int] = None, strategy=None) -> tuple:
-    """The parsed gin config's DualEncoder with `checkpoint`'s weights (None: as initialised),
-    seen as training saw it -> (model, tokenizer, data, restored path or None).
-
-    data: the gin file's make_dataset view (basic_tf.data.data_config: image size, seq_len,
-    tokenizer, evaluation crop), `tokenizer_path` / `seq_len` overriding it (explicit flags);
-    checked against the model, and the tokenizer's pieces against the text tower's vocabulary.
-    The model is built in `strategy`'s scope when one is given. `source`: see restore_model.
-    """
-    from basic_tf.data import data_config
-    from basic_tf.data.tokenizer import Tokenizer
-    from basic_tf.models import DualEncoder
-
-    data = data_config.from_gin(tokenizer_path=tokenizer_path, seq_len=seq_len)
-    tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        model = DualEncoder()
-    data.check_model(model.image_size, model.max_text_len)
-    if tokenizer.vocab_size > model.text_config.vocab_size:
-        raise ValueError(f"tokenizer {data.tokenizer_path} has {tokenizer.vocab_size} pieces but "
-                         f"text_tower_config.vocab_size={model.text_config.vocab_size}: bind "
-                         f"text_tower_config.vocab_size = {tokenizer.vocab_size} (as in "
-                         "training) or give the tokenizer the model was trained with")
-    restored = restore_model(model, checkpoint, source) if checkpoint else None
-    return model, tokenizer, data, restored

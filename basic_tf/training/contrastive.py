@@ -26,11 +26,11 @@ ContrastiveHooks.__doc__ = """What compute_contrastive_step needs of a model (se
 
 
 def dual_encoder_hooks(model, *, loss_kind: str = "softmax", local_loss: bool = False,
-                       lock_image_tower: bool = False) -> ContrastiveHooks:
+                       loss_chunk: int = 0, lock_image_tower: bool = False) -> ContrastiveHooks:
     """The accumulation's hooks for a DualEncoder.
 
-    loss_kind / local_loss: losses.contrastive_loss's `kind` / `local_loss` (with the model's
-    logit scale and bias). lock_image_tower (LiT): the image tower runs in inference mode
+    loss_kind / local_loss / loss_chunk: losses.contrastive_loss's `kind` / `local_loss` /
+    `chunk` (with the model's logit scale and bias). lock_image_tower (LiT): the image tower runs in inference mode
     (BatchNorm uses and keeps its moving statistics, no dropout) and only its projection trains.
     """
     if lock_image_tower:
@@ -44,7 +44,8 @@ def dual_encoder_hooks(model, *, loss_kind: str = "softmax", local_loss: bool = 
 
     def loss_fn(image_emb, text_emb):
         return losses.contrastive_loss(image_emb, text_emb, model.logit_scale, kind=loss_kind,
-                                       logit_bias=model.logit_bias, local_loss=local_loss)
+                                       logit_bias=model.logit_bias, local_loss=local_loss,
+                                       chunk=loss_chunk)
 
     return ContrastiveHooks(
         encode_image_fn=encode_image_fn,
@@ -62,18 +63,20 @@ class ContrastiveTask:
       num_micro_batches: BASIC's exact accumulation over this many micro-batches per replica
         (gin `train.num_micro_batches`).
       loss_kind: 'softmax' or 'sigmoid' (`train.loss_kind`); local_loss: `train.local_loss`.
+      loss_chunk: `train.loss_chunk`: the loss over blocks of this many columns, recomputed in
+        the backward pass (memory O(N x loss_chunk), not N^2); 0: unchunked.
       lock_image_tower: LiT: the image tower gets no updates and runs in inference mode.
     """
 
     metric_names = ("image_to_text_accuracy", "text_to_image_accuracy")
 
     def __init__(self, model, *, num_micro_batches: int = 1, loss_kind: str = "softmax",
-                 local_loss: bool = False, lock_image_tower: bool = False):
+                 local_loss: bool = False, loss_chunk: int = 0, lock_image_tower: bool = False):
         self.model = model
         self.num_micro_batches = num_micro_batches
         self.lock_image_tower = lock_image_tower
         self.hooks = dual_encoder_hooks(model, loss_kind=loss_kind, local_loss=local_loss,
-                                        lock_image_tower=lock_image_tower)
+                                        loss_chunk=loss_chunk, lock_image_tower=lock_image_tower)
         trained = {id(v) for v in self._hook_variables}
         # The model's order (the optimizer's slots are checkpointed by position).
         self._trainable = [v for v in model.trainable_variables if id(v) in trained]
@@ -128,7 +131,8 @@ class ContrastiveTask:
 
 def contrastive_gradients(model, images: tf.Tensor, token_ids: tf.Tensor,
                           num_micro_batches: int, *, seed: tf.Tensor,
-                          loss_kind: str = "softmax", local_loss: bool = False):
+                          loss_kind: str = "softmax", local_loss: bool = False,
+                          loss_chunk: int = 0):
     """(loss, grads) of a DualEncoder's contrastive loss; grads aligned with
     model.trainable_variables (the task's gradients, for benchmarks, tests and notebooks).
 
@@ -136,6 +140,6 @@ def contrastive_gradients(model, images: tf.Tensor, token_ids: tf.Tensor,
     loss and its exact gradient, whatever num_micro_batches is.
     """
     task = ContrastiveTask(model, num_micro_batches=num_micro_batches, loss_kind=loss_kind,
-                           local_loss=local_loss)
+                           local_loss=local_loss, loss_chunk=loss_chunk)
     step = task.gradients(images, token_ids, seed)
     return step.loss, step.grads

@@ -11,7 +11,7 @@ import orbit
 import tensorflow as tf
 
 from basic_tf import losses
-from basic_tf.parallel.dtensor import mesh_formulations, to_numpy
+from basic_tf.parallel.dtensor import to_numpy
 
 EvalFn = Callable[[object], Dict[str, float]]
 
@@ -24,17 +24,17 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
     The pipeline pads its last batches with mask-0 rows; a padded batch would add fake negatives,
     so only batches whose every row (over all replicas) is real are counted.
 
-    On a DTensor mesh (mesh: the mesh the model is sharded on; eval_dataset a
-    mesh_placement.MeshDataset) each batch is fetched eagerly and evaluated by one compiled
-    function, traced under the mesh formulations, as the Trainer does.
+    placement: the run's Placement (placement.py); eval_dataset is its eval_input(...). Where it
+    cannot compile a loop over the dataset (a DTensor mesh) each batch is fetched eagerly and
+    evaluated by one compiled function, traced in the placement's context, as the Trainer does.
     """
 
-    def __init__(self, strategy, model, loss_fn: Callable, eval_dataset,
-                 eval_fn: Optional[EvalFn] = None, mesh=None):
+    def __init__(self, placement, model, loss_fn: Callable, eval_dataset,
+                 eval_fn: Optional[EvalFn] = None):
         super().__init__(eval_dataset, orbit.StandardEvaluatorOptions(
-            use_tf_function=mesh is None))
-        self.strategy, self.model, self.eval_fn, self.mesh = strategy, model, eval_fn, mesh
-        self.loss_fn = loss_fn
+            use_tf_function=placement.compiles_loops))
+        self.placement, self.strategy = placement, placement.strategy
+        self.model, self.eval_fn, self.loss_fn = model, eval_fn, loss_fn
         self._compiled_batch = tf.function(self.eval_batch, autograph=False)
 
     def eval_begin(self):
@@ -53,9 +53,9 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
         return loss, full, i2t, t2i
 
     def eval_step(self, iterator):
-        if self.mesh is None:  # orbit compiled this step (and its loop)
+        if self.placement.compiles_loops:  # orbit compiled this step (and its loop)
             return self.eval_batch(next(iterator))
-        with mesh_formulations():
+        with self.placement.trace_context():
             return self._compiled_batch(next(iterator))
 
     @tf.autograph.experimental.do_not_convert  # plain Python; converting the model is slow
@@ -65,7 +65,7 @@ class ContrastiveEvaluator(orbit.StandardEvaluator):
             self._replica_fn, args=(batch["images"], batch["token_ids"], batch["mask"]))
         reduce = lambda op, t: self.strategy.reduce(op, t, axis=None)
         return {"loss": reduce(tf.distribute.ReduceOp.SUM, loss),
-                "full": self.strategy.experimental_local_results(full)[0],
+                "full": self.placement.first_replica(full),
                 "i2t": reduce(tf.distribute.ReduceOp.MEAN, i2t),
                 "t2i": reduce(tf.distribute.ReduceOp.MEAN, t2i)}
 

@@ -9,7 +9,7 @@ second loop:
     with dtensor.default_mesh(mesh): TrainState(), counters  -> replicated DTensor variables
     MeshBatches(mesh, dataset)             -> the host pipeline's global batches split over the
                                               batch axis; its position is in the checkpoint
-    Trainer(..., mesh=mesh)                -> one compiled step per batch (a Python loop of
+    Trainer(placement, ...)                -> one compiled step per batch (a Python loop of
                                               steps), the same step function as a strategy's
 
 The checkpoint has the same keys as on a strategy (model, optimizer, state, data,

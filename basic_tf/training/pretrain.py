@@ -74,7 +74,9 @@ def restore_image_tower(dual_encoder, checkpoint: str) -> str:
     initialised. Returns the checkpoint path used.
     """
     path = checkpoints.checkpoint_path(checkpoint, "train.init_image_tower_from")
-    source = ImageClassifier(num_classes=2).image_tower  # only the tower is read
+    source = ImageClassifier(  # only the tower is read: the DualEncoder's own tower config
+        num_classes=2, image_tower=dual_encoder.config.image_tower,
+        image_config=dual_encoder.image_config, image_size=dual_encoder.image_size).image_tower
     status = tf.train.Checkpoint(model=tf.train.Checkpoint(image_tower=source)).restore(path)
     try:
         status.expect_partial().assert_existing_objects_matched()

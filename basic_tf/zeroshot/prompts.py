@@ -12,6 +12,7 @@ Wherever a set name is accepted, a path to a user file works too: `.txt` (one en
 import functools
 import json
 import os
+import unicodedata
 from typing import Dict, List, Optional, Sequence
 
 from basic_tf.data import templates as placeholder
@@ -78,10 +79,27 @@ def load_class_names(name: str) -> List[str]:
         else:
             raise ValueError(f"class-name set {name!r} is not in {CLASS_NAMES_FILE}; choose one of "
                              f"{class_name_sets()} or give a path to a .txt/.json file")
-    if not names:
-        raise ValueError(f"class-name set {name!r} is empty")
     # Repeated names are allowed: CLIP's ImageNet list has two 'missile's and two 'sunglasses'
     # (distinct WordNet classes); their classifier columns are simply equal.
+    return check_class_names(names, f"class-name set {name!r}")
+
+
+def check_class_names(names: Sequence[str], where: str) -> List[str]:
+    """Refuses what zero-shot classification cannot use, naming `where`: fewer than 2 classes
+    (with one, every image is 'right': a meaningless 100% top-1) and names holding a newline or
+    another control character (a .txt file of them would not read back as the same list)."""
+    names = list(names)
+    if not names:
+        raise ValueError(f"{where} is empty")
+    if len(names) == 1:
+        raise ValueError(f"{where} has one class name ({names[0]!r}): zero-shot classification "
+                         "chooses among the class names, so with one every image is trivially "
+                         "right (100% top-1 that means nothing); give at least 2")
+    for i, class_name in enumerate(names):
+        if any(unicodedata.category(ch) == "Cc" for ch in class_name):
+            raise ValueError(f"{where}: class name {i} {class_name!r} holds a control character "
+                             "(newline, tab, ...); one line per name is how class names are "
+                             "stored, so rename it")
     return names
 
 

@@ -3,6 +3,7 @@
 `results` is {task name: result dict} with classification results from
 `evaluation.evaluate_classification` and retrieval results from `retrieval.evaluate_retrieval`.
 """
+import io
 import json
 import math
 import os
@@ -10,6 +11,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
+from basic_tf.files import write_atomically
 from basic_tf.zeroshot import prompt_checks
 
 
@@ -70,16 +72,16 @@ def _jsonable(value):
     return value
 
 
-def write_json(results: Dict[str, Dict], path: str, metadata: Optional[Dict] = None) -> None:
-    """Writes {"metadata": ..., "results": ...} (NaN written as null)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(_jsonable({"metadata": metadata or {}, "results": results}), f, indent=1)
-        f.write("\n")
+def write_json(results: Dict[str, Dict], path: str, metadata: Optional[Dict] = None,
+               what: str = "") -> None:
+    """Writes {"metadata": ..., "results": ...} (NaN written as null), whole or not at all."""
+    text = json.dumps(_jsonable({"metadata": metadata or {}, "results": results}), indent=1)
+    write_atomically(path, text + "\n", what)
 
 
 def save_confusion_png(confusion: Sequence[Sequence[int]], class_names: Optional[Sequence[str]],
-                       path: str, title: str = "", max_classes: int = 100) -> None:
+                       path: str, title: str = "", max_classes: int = 100,
+                       what: str = "") -> None:
     """Row-normalised confusion matrix (rows = true class) as a PNG; up to `max_classes`."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
@@ -109,9 +111,10 @@ def save_confusion_png(confusion: Sequence[Sequence[int]], class_names: Optional
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    write_atomically(path, png.getvalue(), what)
 
 
 PREDICTION_FORMATS = (".csv", ".jsonl")
@@ -138,7 +141,7 @@ def prediction_rows(task: str, result: Dict):
                "scores": [float(s) for s in scores]}
 
 
-def write_predictions(results: Dict[str, Dict], path: str) -> int:
+def write_predictions(results: Dict[str, Dict], path: str, what: str = "") -> int:
     """Writes every classification task's per-image predictions to `path`: JSONL (one object
     per line, see prediction_rows) or CSV (columns task, example_id, label, label_name,
     top1_class, top1_score, ..., topk_class, topk_score). Returns the number of rows."""
@@ -146,18 +149,18 @@ def write_predictions(results: Dict[str, Dict], path: str) -> int:
 
     rows = [row for name, r in results.items() if "predictions" in r
             for row in prediction_rows(name, r)]
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        if path.lower().endswith(".jsonl"):
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            return len(rows)
+    f = io.StringIO(newline="")
+    if path.lower().endswith(".jsonl"):
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    else:
         k = max((len(row["classes"]) for row in rows), default=0)
         writer = csv.writer(f)
         writer.writerow(["task", "example_id", "label", "label_name"]
-                        + [f"top{i + 1}_{what}" for i in range(k) for what in ("class", "score")])
+                        + [f"top{i + 1}_{kind}" for i in range(k) for kind in ("class", "score")])
         for row in rows:
             writer.writerow([row["task"], row["example_id"], row["label"], row["label_name"]]
                             + [v for c, s in zip(row["classes"], row["scores"])
                                for v in (c, f"{s:.8g}")])
+    write_atomically(path, f.getvalue(), what)
     return len(rows)

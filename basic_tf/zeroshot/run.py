@@ -6,6 +6,7 @@ A task names a dataset function `dataset_fn(input_context) -> tf.data.Dataset` (
 the class names and templates its classifier is built from.
 """
 import dataclasses
+import functools
 import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
@@ -15,6 +16,7 @@ import tensorflow as tf
 from absl import logging
 
 from basic_tf.data.data_config import DataConfig
+from basic_tf.files import write_atomically
 from basic_tf.zeroshot import inputs, prompt_checks, prompts, report
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
 from basic_tf.zeroshot.evaluation import evaluate_classification
@@ -175,6 +177,11 @@ def periodic_eval_fn(tokenizer, tasks: Sequence[Task],
     return eval_fn
 
 
+def _file_safe(name: str) -> str:
+    """A task name as a file name part: letters, digits, '-' and '_' kept, the rest '_'."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+
+
 @gin.configurable(denylist=["model", "tokenizer", "tasks", "strategy", "out_path", "metadata",
                             "predictions_path"])
 def run_and_report(model, tokenizer, tasks: Sequence[Task], strategy=None,
@@ -189,25 +196,43 @@ def run_and_report(model, tokenizer, tasks: Sequence[Task], strategy=None,
         report.check_predictions_path(predictions_path)
     results = evaluate_tasks(model, tokenizer, tasks, strategy, max_steps,
                              predictions=bool(predictions_path))
-    if predictions_path:
-        rows = report.write_predictions(results, predictions_path)
-        logging.info("wrote %d per-image predictions to %s", rows, predictions_path)
-        for r in results.values():
-            r.pop("predictions", None)
+    predictions = {name: r.pop("predictions") for name, r in results.items()
+                   if "predictions" in r}
     table = report.format_table(results)
     print(table, flush=True)
+    # The results are in hand: write the most valuable file first, try every file, and name
+    # each one that could not be written (a full disk must not cost the whole evaluation).
+    writes = []   # (path, write function), in order of value
     if out_path:
         stem = out_path[:-5] if out_path.endswith(".json") else out_path
-        for name, r in results.items():
-            if r.get("confusion") is not None and r["num_classes"] <= confusion_max_classes:
-                safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
-                png = f"{stem}.{safe}.confusion.png"
-                report.save_confusion_png(r["confusion"], r["class_names"], png,
-                                          title=f"{name}: top-1 {100 * r['top1']:.2f}%")
-                r["confusion_png"] = os.path.abspath(png)
+        pngs = {name: f"{stem}.{_file_safe(name)}.confusion.png" for name, r in results.items()
+                if r.get("confusion") is not None and r["num_classes"] <= confusion_max_classes}
+        for name, png in pngs.items():
+            results[name]["confusion_png"] = png if "://" in png else os.path.abspath(png)
         meta = dict(metadata or {}, seconds=time.time() - start)
-        report.write_json(results, out_path, meta)
-        with open(stem + ".txt", "w", encoding="utf-8") as f:
-            f.write(table + "\n")
-        logging.info("wrote %s and %s.txt", out_path, stem)
+        writes.append((out_path, functools.partial(report.write_json, results, out_path, meta,
+                                                   what="--out")))
+        writes.append((stem + ".txt", functools.partial(write_atomically, stem + ".txt",
+                                                        table + "\n", what="--out")))
+    if predictions_path:
+        with_predictions = {n: dict(results[n], predictions=p) for n, p in predictions.items()}
+        writes.append((predictions_path, functools.partial(
+            report.write_predictions, with_predictions, predictions_path, what="--predictions")))
+    if out_path:
+        writes += [(png, functools.partial(
+            report.save_confusion_png, results[name]["confusion"], results[name]["class_names"],
+            png, title=f"{name}: top-1 {100 * results[name]['top1']:.2f}%", what="--out"))
+            for name, png in pngs.items()]
+    errors = {}
+    for path, write in writes:
+        try:
+            write()
+            logging.info("wrote %s", path)
+        except OSError as e:
+            logging.error("%s", e)
+            errors[path] = e
+    if errors:
+        written = [path for path, _ in writes if path not in errors]
+        raise OSError(f"{next(iter(errors.values()))} ({len(errors)} of {len(writes)} output "
+                      f"files not written; written: {', '.join(written) or 'none'})")
     return results

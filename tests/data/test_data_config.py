@@ -14,14 +14,14 @@ def demo():
 
 
 def test_demo_macros_are_resolved(demo):
-    """demo.gin binds make_dataset.seq_len = %SEQ_LEN: read back as 24, not a reference."""
+    """demo.gin binds make_dataset.seq_len = %SEQ_LEN: read back as 32, not a reference."""
     data = data_config.from_gin()
-    assert (data.image_size, data.seq_len, data.channels) == (28, 24, 3)
+    assert (data.image_size, data.seq_len, data.channels) == (28, 32, 3)
     assert (data.tokenizer_path, data.eval_crop_fraction, data.antialias) == (
         "/x/sp.model", 1.0, False)
     assert data.source("seq_len") == "gin" and data.source("antialias") == "make_dataset default"
-    assert config.bound_value("make_dataset.seq_len", None) == 24
-    assert data.check_model(28, 24) is data
+    assert config.bound_value("make_dataset.seq_len", None) == 32
+    assert data.check_model(28, 32) is data
 
 
 def test_training_gets_the_same_values(tmp_path):
@@ -41,7 +41,7 @@ def test_training_gets_the_same_values(tmp_path):
         data = data_config.from_gin()
         batch = next(iter(make_dataset(training=False)))
         assert batch["images"].shape[1:] == [data.image_size, data.image_size, data.channels]
-        assert batch["token_ids"].shape[1] == data.seq_len == 24
+        assert batch["token_ids"].shape[1] == data.seq_len == 32
     finally:
         gin.clear_config()
 

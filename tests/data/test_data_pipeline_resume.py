@@ -10,12 +10,16 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from basic_tf.data import distributed, pipeline
 from data_helpers import write_bad_shard
 from resume_worker import flatten
 from strategies import mirrored_strategy
+
+# Slow: the restore runs in a new Python process.
+pytestmark = pytest.mark.slow
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

@@ -23,10 +23,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__fi
 @pytest.fixture(scope="session")
 def model():
     config.parse(["models/tiny"])
-    from basic_tf.models import DualEncoder
+    from basic_tf import from_gin
 
     keras.utils.set_random_seed(0)
-    return DualEncoder()
+    return from_gin.dual_encoder()
 
 
 @pytest.fixture(scope="session")

@@ -72,3 +72,24 @@ def test_staged_dir_renames_on_success_and_cleans_up_on_failure(tmp_path):
             raise RuntimeError("boom")
     assert os.listdir(tmp_path / "m") == ["1"]
 
+
+
+def test_staging_left_by_a_killed_export_is_cleared_by_the_next(tmp_path):
+    """Injected fault: an export killed by SIGKILL/SIGTERM leaves its hidden staging folder. The
+    next export of that model removes it (ended process on this host, or the older name without
+    a process id) and keeps a live export's folder and another host's."""
+    import socket
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    base = tmp_path / "m"
+    stale = [f".tmp-3-{ended}-{host}-0123abcd", ".tmp-3-llq5vsal"]
+    kept = [f".tmp-4-{os.getpid()}-{host}-89abcdef", f".tmp-5-{ended}-other-host-89abcdef"]
+    for name in stale + kept:
+        os.makedirs(base / name / "variables")
+    with layout.staged_dir(str(base / "6")) as staging:
+        assert os.path.basename(staging).startswith(f".tmp-6-{os.getpid()}-")
+    assert sorted(os.listdir(base)) == sorted(kept + ["6"])

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow.core.protobuf import saved_model_pb2
@@ -94,6 +95,7 @@ def check_bad(bad_results, cases):
                                 "request did not return the same outputs"
 
 
+@pytest.mark.slow  # a fresh Python process loads the export
 def test_fresh_process_tf2_and_tf1_loaders_match_keras(exported, images, reference, tmp_path):
     png = images["rgb0"][0]
     cases = bad_requests(png)
@@ -125,6 +127,7 @@ def test_fresh_process_tf2_and_tf1_loaders_match_keras(exported, images, referen
     check_bad(result["tf1_bad"], cases)
 
 
+@pytest.mark.slow  # runs tools/saved_model_cli.py in a subprocess
 def test_wrapped_saved_model_cli_run_matches_keras(exported, images, reference, repo_root,
                                                    tmp_path):
     """`tools/saved_model_cli.py run` (the TF1 session loader) on classify_with_labels, the

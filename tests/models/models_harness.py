@@ -1,8 +1,8 @@
 """The harness every registered layer and model goes through (keras-hub `run_backbone_test`
 style), and the DualEncoder's contract on top of it.
 
-`run_layer_test(case)`: build -> call -> get_config/from_config (with gin cleared, so nothing
-comes from the experiment's bindings) + set_weights -> same numbers, inference and seeded
+`run_layer_test(case)`: build -> call -> get_config/from_config (the models never read gin:
+tests/test_from_gin.py) + set_weights -> same numbers, inference and seeded
 training, same public attributes -> Keras (de)serialisation by registered name, or a saved
 .keras file for models -> one gradient step: every trainable weight gets a finite gradient and
 a small step down it lowers the loss.
@@ -16,13 +16,12 @@ import pkgutil
 import tempfile
 from typing import Callable
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
 
 import basic_tf.models
-from basic_tf import config
+from basic_tf import config, from_gin
 from basic_tf.models import DualEncoder
 
 
@@ -31,7 +30,7 @@ class LayerCase:
     """How the harness makes and calls one registered class (tiny sizes; arguments away from
     their defaults, so a field that get_config drops changes the numbers or the attributes).
 
-    make: () -> layer; may parse gin (from_config then runs with gin cleared).
+    make: () -> layer; may parse gin (through basic_tf.from_gin, as the tools do).
     inputs: np.random.Generator -> tuple of arrays (the seed of random layers among them).
     call: (layer, inputs, training) -> tensor or tuple of tensors (what the loss sums).
     keras_file: save and reload a .keras file (keras.Model subclasses) instead of
@@ -160,7 +159,6 @@ def run_layer_test(case: LayerCase) -> None:
     for output in _as_list(case.call(layer, inputs, False)):
         assert np.all(np.isfinite(output.numpy())), type(layer).__name__
     layer_config = copy.deepcopy(layer.get_config())
-    gin.clear_config()  # from_config must need nothing from the bindings the layer was made with
     _assert_rebuilt(case, layer, type(layer).from_config(copy.deepcopy(layer_config)), inputs,
                     layer_config, "from_config")
     if case.keras_file:
@@ -178,9 +176,10 @@ def run_layer_test(case: LayerCase) -> None:
 
 
 def tiny_model(bindings=(), **overrides):
-    """DualEncoder from gin/models/tiny.gin plus extra bindings."""
+    """DualEncoder from gin/models/tiny.gin plus extra bindings; `overrides` replace
+    DualEncoderConfig fields (remat_policy: the RematPolicy)."""
     config.parse(["models/tiny"], list(bindings))
-    return DualEncoder(**overrides)
+    return from_gin.dual_encoder(**overrides)
 
 
 def toy_batch(model, batch=4, seed=0):
@@ -220,9 +219,8 @@ def run_dual_encoder_test(model):
         saved = [n for n, _ in tf.train.list_variables(path) if n.startswith("model/")]
     assert len(saved) == len(model.weights), (len(saved), len(model.weights))
 
-    # A fresh model from get_config (gin cleared) with the same weights gives the same numbers.
+    # A fresh model from get_config with the same weights gives the same numbers.
     model_config = model.get_config()
-    gin.clear_config()
     _assert_rebuilt(LayerCase(None, None, dual_encoder_outputs), model,
                     DualEncoder.from_config(model_config), (images, tokens, tf.constant([3, 4])),
                     model_config, "from_config")

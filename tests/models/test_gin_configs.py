@@ -5,17 +5,23 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf import config
-from basic_tf.models import (DualEncoder, coatnet_param_count, dual_encoder_param_count,
+from basic_tf import config, from_gin
+from basic_tf.models import (coatnet_param_count, dual_encoder_param_count,
                              text_tower_param_count)
 from basic_tf.models.coatnet import PAPER_PARAMS
 from models_harness import toy_batch
 
 
+def _configs():
+    """(dual, image, text) configs of the parsed gin files."""
+    models = from_gin.model_configs()
+    return models.dual, models.image, models.text
+
+
 def test_tiny_builds_and_steps():
     config.parse(["models/tiny"])
-    model = DualEncoder()
-    assert model.count_params() == dual_encoder_param_count()["total"]
+    model = from_gin.dual_encoder()
+    assert model.count_params() == dual_encoder_param_count(*_configs())["total"]
     c = model.text_config
     assert model.image_size == 32 and c.max_len <= 16 and c.vocab_size <= 1000
     assert c.depth <= 2 and c.width <= 64 and model.image_tower.config.num_blocks <= 2
@@ -42,7 +48,7 @@ def test_tiny_builds_and_steps():
     ("basic_l", "coatnet-7", (12, 2048))])
 def test_basic_configs_by_analytic_count(name, preset, text):
     config.parse([f"models/{name}"])
-    counts = dual_encoder_param_count()
+    counts = dual_encoder_param_count(*_configs())
     d = gin.query_parameter("dual_encoder_config.embed_dim")
     # The image tower is the preset without its 1000-class head, plus the projection.
     assert counts["image"] == coatnet_param_count(preset, 224, num_classes=0, output_dim=d)
@@ -50,7 +56,7 @@ def test_basic_configs_by_analytic_count(name, preset, text):
     depth = gin.query_parameter("text_tower_config.depth")
     width = gin.query_parameter("text_tower_config.width")
     assert (depth, width) == text
-    assert counts["text"] == text_tower_param_count(output_dim=d)
+    assert counts["text"] == text_tower_param_count(from_gin.model_configs().text, output_dim=d)
     assert counts["total"] == counts["image"] + counts["text"] + 1
     if name == "basic_l":
         # Paper: ~3B weights; CoAtNet-7 ~2.44B so the text tower is ~0.6B. Here: 3.10B total

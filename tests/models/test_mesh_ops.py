@@ -7,15 +7,26 @@ import pytest
 import tensorflow as tf
 
 from basic_tf.models import mesh_ops as ops
+from float32_bounds import EPS32
 
 
-def _value_and_grads(fn, *args):
+def _value_and_grads(fn, *args, weights=tf.sin):
     with tf.GradientTape() as tape:
         tape.watch(args)
         y = fn(*args)
         # A weighted sum, so every output position carries its own gradient.
-        loss = tf.reduce_sum(y * tf.sin(tf.reshape(tf.range(tf.size(y), dtype=y.dtype), y.shape)))
+        loss = tf.reduce_sum(y * weights(tf.reshape(tf.range(tf.size(y), dtype=y.dtype), y.shape)))
     return [y] + tape.gradient(loss, list(args))
+
+
+def _rounding_bounds(native_fn, terms, *args):
+    """Per entry of the value and of each gradient: how far two float32 orders of its sum may
+    differ, (terms - 1) * EPS32 * sum|x_i| (tests/float32_bounds.py). A sum of products is
+    bilinear, so sum|x_i| is the same op on |args| with |weights|; `terms` is the longest sum
+    (taps for a value or an input gradient, batch x positions for a kernel gradient)."""
+    magnitudes = _value_and_grads(native_fn, *[tf.abs(a) for a in args],
+                                  weights=lambda r: tf.abs(tf.sin(r)))
+    return [(terms - 1) * EPS32 * m.numpy() for m in magnitudes]
 
 
 @pytest.mark.parametrize("size,stride", [(8, 1), (8, 2), (7, 2), (5, 1)])
@@ -27,8 +38,13 @@ def test_depthwise_conv_equals_native(size, stride):
         lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, stride, stride, 1], "SAME"), x, kernel)
     shifted = _value_and_grads(
         lambda x, k: ops.shifted_depthwise_conv2d(x, k, stride), x, kernel)
-    for a, b in zip(shifted, native):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+    # Another formulation of the same sums (was rtol=1e-5, atol=1e-5): 9 taps per value and
+    # input gradient, 2 x size x size positions per kernel gradient.
+    bounds = _rounding_bounds(
+        lambda x, k: tf.nn.depthwise_conv2d(x, k, [1, stride, stride, 1], "SAME"),
+        2 * size * size, x, kernel)
+    for a, b, bound in zip(shifted, native, bounds):
+        assert np.all(np.abs(a.numpy() - b.numpy()) <= bound)
 
 
 @pytest.mark.parametrize("pool,size,stride", [(2, 8, 2), (3, 8, 2), (3, 7, 2), (2, 5, 2)])
@@ -70,8 +86,13 @@ def test_patches_matmul_equals_native_conv(patch, size, channels):
     native = _value_and_grads(
         lambda x, k: tf.nn.conv2d(x, k, patch, "VALID"), x, kernel)
     matmul = _value_and_grads(ops.patches_matmul, x, kernel)
-    for a, b in zip(matmul, native):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-4)
+    # A matmul over flattened patches against the convolution (was rtol=1e-5, atol=1e-4): the
+    # longest sum is patch x patch x channels per value, 2 x (size / patch)^2 positions per
+    # kernel gradient.
+    terms = max(patch * patch * channels, 2 * (size // patch) ** 2)
+    bounds = _rounding_bounds(lambda x, k: tf.nn.conv2d(x, k, patch, "VALID"), terms, x, kernel)
+    for a, b, bound in zip(matmul, native, bounds):
+        assert np.all(np.abs(a.numpy() - b.numpy()) <= bound)
 
 
 def test_patch_embedding_dispatch_follows_the_context():

@@ -1,5 +1,5 @@
 """Every class basic_tf.models registers with Keras goes through the harness (models_harness.py):
-build, call, get_config/from_config with gin cleared (same numbers and attributes),
+build, call, get_config/from_config (same numbers and attributes),
 (de)serialisation or a .keras file, and a gradient step.
 
 The classes come from Keras' registry, so a new registered layer gets a test that fails until
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf import config
-from basic_tf.models import (CoAtNet, CoAtNetConfig, DualEncoder, ImageClassifier, TextTowerConfig,
-                             TextTransformer, ViT, ViTConfig)
+from basic_tf import config, from_gin
+from basic_tf.models import (CoAtNet, CoAtNetConfig, DualEncoder, DualEncoderConfig,
+                             TextTowerConfig, TextTransformer, ViT, ViTConfig)
 from basic_tf.models import layers as L
 from basic_tf.models.coatnet import MBConvBlock, RelativeAttentionBlock
 from basic_tf.parallel.remat import RematPolicy
@@ -52,21 +52,22 @@ def _with_seed_and_bias(layer, inputs, training):
 
 def _tiny_dual_encoder():
     return DualEncoder(
-        image_config=CoAtNetConfig(stem_width=4, stages=(("C", 1, 8, 2), ("T", 1, 16, 2)),
-                                   head_dim=8, bn_momentum=0.9, **RANDOM),
-        text_config=TextTowerConfig(vocab_size=20, max_len=6, width=8, depth=1, num_heads=2,
-                                    mlp_dim=16, pooling="mean", causal=True, **RANDOM),
-        remat_policy=RematPolicy("every_block"), embed_dim=6, image_size=16,
-        init_temperature=0.1, use_logit_bias=True, logit_bias_init=-2.0,
-        pixel_mean=(0.4, 0.5, 0.6), pixel_std=(0.2, 0.3, 0.4))
+        DualEncoderConfig(embed_dim=6, image_size=16, init_temperature=0.1, use_logit_bias=True,
+                          logit_bias_init=-2.0, pixel_mean=(0.4, 0.5, 0.6),
+                          pixel_std=(0.2, 0.3, 0.4)),
+        CoAtNetConfig(stem_width=4, stages=(("C", 1, 8, 2), ("T", 1, 16, 2)), head_dim=8,
+                      bn_momentum=0.9, **RANDOM),
+        TextTowerConfig(vocab_size=20, max_len=6, width=8, depth=1, num_heads=2, mlp_dim=16,
+                        pooling="mean", causal=True, **RANDOM),
+        remat_policy=RematPolicy("every_block"))
 
 
 def _dual_encoder_inputs(rng):
     return _images(16)(rng)[0], _tokens(rng)[0], SEED
 
 
-# The classifier from gin (the stage (a) tool's way; the remat policy is train.remat, passed as
-# an argument): from_config must not read gin.
+# The classifier from gin (the stage (a) tool's way: from_gin builds its configs; the remat
+# policy is train.remat, passed as an argument).
 CLASSIFIER_BINDINGS = [
     "dual_encoder_config.image_tower = 'vit'", "dual_encoder_config.image_size = 8",
     "dual_encoder_config.pixel_mean = (0.1, 0.2, 0.3)",
@@ -79,7 +80,7 @@ CLASSIFIER_BINDINGS = [
 
 def _gin_classifier():
     config.parse([], CLASSIFIER_BINDINGS)
-    return ImageClassifier(remat_policy=RematPolicy("every_block"))
+    return from_gin.model_configs().image_classifier(RematPolicy("every_block"))
 
 
 CASES = {

@@ -8,11 +8,11 @@ one JSON line per result as soon as it is known, so a crash still leaves the ear
 Lines: {"case": name, "reference": {...}} then {"case": name, "mesh": "2x2", ...} with either
 the comparison below or "error" (the exception's type and message).
 
-The step is the training room's own (ContrastiveTask.replica_step -> BASIC accumulation ->
-contrastive loss, then apply_update with global-norm clipping) and so is the optimizer
-(make_optimizer), exactly what Trainer._replica_fn runs; the sharded run differs only in
-`shard_model` / `shard_optimizer` / `shard_batch` and in being traced under
-`mesh_formulations()`. A subprocess because DTensor needs its virtual CPUs before TF starts and
+The step is the Trainer's own, step.TrainStep (ContrastiveTask.replica_step -> BASIC
+accumulation -> contrastive loss, apply_update with global-norm clipping, the BatchNorm
+roll-back, TrainState's counters), placed by the training room's Placement (its optimizer,
+counters and trace context); the sharded run differs only in the Placement's mesh and in
+`shard_batch`. A subprocess because DTensor needs its virtual CPUs before TF starts and
 a failed DTensor compilation can take the process down.
 
 Comparison, per variable (trainable weights, BatchNorm statistics) after N steps:
@@ -40,7 +40,6 @@ if __name__ == "__main__":
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 import keras  # noqa: E402
-from tensorflow.experimental import dtensor  # noqa: E402
 
 from basic_tf import config  # noqa: E402
 from basic_tf.parallel import dtensor as pd  # noqa: E402
@@ -51,23 +50,20 @@ def _emit(line: dict) -> None:
 
 
 def run_case(cfg: dict) -> None:
-    from basic_tf.models import DualEncoder
+    from basic_tf import from_gin
     from basic_tf.training.contrastive import ContrastiveTask
-    from basic_tf.training.optimizers import make_optimizer
-    from basic_tf.training.trainer import step_seed
-    from basic_tf.training.update import apply_update
-
-    from basic_tf.parallel.remat import RematPolicy
+    from basic_tf.training.placement import Placement
+    from basic_tf.training.step import TrainState, TrainStep
 
     name = cfg["name"]
     config.parse(cfg.get("gin", ["models/tiny"]), cfg.get("bindings", []))
     # The step's settings as train() receives them (gin `train.*`), passed on as train does.
-    micro = config.bound_value("train.num_micro_batches", 1)
-    remat = RematPolicy.parse(config.bound_value("train.remat", "none"), name="train.remat")
+    train = from_gin.train_config()
+    micro, remat = train.num_micro_batches, train.remat_policy
     batch, steps, rtol = cfg.get("batch", 16), cfg.get("steps", 5), cfg.get("rtol", 1e-5)
     keras.utils.set_random_seed(0)
-    init = DualEncoder().get_weights()
-    probe = DualEncoder()
+    init = from_gin.dual_encoder().get_weights()
+    probe = from_gin.dual_encoder()
     rng = np.random.default_rng(0)
     images = rng.uniform(size=(batch, probe.image_size, probe.image_size, 3)).astype(np.float32)
     vocab = probe.text_tower.config.vocab_size
@@ -77,37 +73,33 @@ def run_case(cfg: dict) -> None:
 
     def run(mesh_shape):
         start = time.process_time()
-        model = DualEncoder(remat_policy=remat)
+        model = from_gin.dual_encoder(remat_policy=remat)
         model.set_weights(init)
-        mesh = plan = None
-        if mesh_shape is not None:
-            mesh = pd.make_mesh(*mesh_shape, device_type="CPU")
-            plan = pd.shard_model(model, mesh, pd.layout_rules())
+        mesh = None if mesh_shape is None else pd.make_mesh(*mesh_shape, device_type="CPU")
+        placement = Placement(mesh=mesh)
         task = ContrastiveTask(model, num_micro_batches=micro)
-        optimizer = make_optimizer(task.trainable_variables)
+        optimizer = placement.place_task(task)
+        with placement.counters_scope():
+            state = TrainState()
+        step = TrainStep(placement, task, optimizer, state, clip_norm=train.clip_norm,
+                         loss_spike_factor=train.loss_spike_factor,
+                         loss_spike_window=train.loss_spike_window, seed=train.seed)
         if mesh is None:
             batch_in = {"images": tf.constant(images), "token_ids": tf.constant(tokens)}
-            counter = tf.Variable(0, dtype=tf.int64)
         else:
-            pd.shard_optimizer(optimizer, plan, mesh)
             batch_in = {"images": pd.shard_batch(images, mesh),
                         "token_ids": pd.shard_batch(tokens, mesh)}
-            counter = dtensor.DVariable(pd.replicate(tf.constant(0, tf.int64), mesh))
 
-        # The seed comes from a counter inside the step, as in the trainer: DTensor compiles a
-        # function again when a small integer argument changes value.
+        # The Trainer's step (its seed from the checkpointed step counter: DTensor compiles a
+        # function again when a small integer argument changes value).
         @tf.function(autograph=False)
-        def step(batch_in):
-            seed = step_seed(0, counter)
-            counter.assign_add(1)
-            loss, grads, _ = task.replica_step(batch_in, seed)
-            return apply_update(optimizer, task.trainable_variables, loss, grads,
-                                clip_norm=1.0).loss
+        def one_step(batch_in):
+            return step(batch_in)[0].loss
 
         losses, first_step = [], None
-        with pd.mesh_formulations():
+        with placement.trace_context():
             for _ in range(steps):
-                losses.append(float(pd.to_numpy(step(batch_in))))
+                losses.append(float(pd.to_numpy(one_step(batch_in))))
                 first_step = first_step or time.process_time() - start
         learning_rate = float(pd.to_numpy(optimizer.learning_rate))
         weights = {v.path: pd.to_numpy(v) for v in model.variables}

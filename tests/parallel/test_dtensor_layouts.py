@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf import config
-from basic_tf.models import DualEncoder
+from basic_tf import config, from_gin
 from basic_tf.models.layers import Mlp
 from basic_tf.parallel import dtensor as pd
 from basic_tf.training import checkpoints
@@ -108,7 +107,7 @@ def _render(plan) -> str:
 def tiny_model():
     config.parse(["models/tiny"])
     keras.utils.set_random_seed(0)
-    return DualEncoder()
+    return from_gin.dual_encoder()
 
 
 def test_every_tiny_variable_has_the_listed_layout(tiny_model):
@@ -123,7 +122,7 @@ def test_vit_cls_and_logit_bias_variables_are_covered():
                             "vit_config.width=64", "vit_config.depth=1", "vit_config.num_heads=2",
                             "vit_config.pooling='cls'", "text_tower_config.pooling='cls'",
                             "dual_encoder_config.use_logit_bias=True"])
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     specs = {r.path: r.spec for r in pd.plan_layouts(model.variables, pd.layout_rules(), SIZES)}
     assert specs["image_tower/patch_embedding/kernel"] == (None,) * 4
     assert specs["image_tower/position_embedding"] == (None, "model")
@@ -149,7 +148,7 @@ def test_checkpoint_of_a_sharded_model_restores_sharded_and_unsharded(tiny_model
     config.parse(["models/tiny"])
     mesh = pd.make_mesh(2, 4, device_type="CPU")
     keras.utils.set_random_seed(1)
-    sharded = DualEncoder()
+    sharded = from_gin.dual_encoder()
     pd.shard_model(sharded, mesh, pd.layout_rules())
     path = tf.train.Checkpoint(model=sharded).save(os.path.join(tmp_path, "model"))
     expected = [pd.to_numpy(v) for v in sharded.variables]
@@ -161,7 +160,7 @@ def test_checkpoint_of_a_sharded_model_restores_sharded_and_unsharded(tiny_model
         np.testing.assert_array_equal(v.numpy(), e, err_msg=v.path)
     # Into another sharded model.
     keras.utils.set_random_seed(2)
-    again = DualEncoder()
+    again = from_gin.dual_encoder()
     pd.shard_model(again, mesh, pd.layout_rules())
     tf.train.Checkpoint(model=again).restore(path).assert_consumed()
     for v, e in zip(again.variables, expected):

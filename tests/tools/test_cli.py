@@ -1,6 +1,7 @@
 """Every tool's start-up (basic_tf/cli.py): --help exits 0 and shows the tool's docstring;
 TensorFlow's C++ start-up lines (and the cuInit error of a machine without a GPU) are hidden
 unless the user sets TF_CPP_MIN_LOG_LEVEL."""
+import ast
 import os
 import re
 import subprocess
@@ -11,9 +12,32 @@ import pytest
 from basic_tf import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# tools/<name>.py that are absl apps ending in cli.run (saved_model_cli.py wraps TF's own CLI).
-TOOLS = ["train", "evaluate", "export", "make_tfrecords", "train_tokenizer", "new_experiment",
-         "plan", "serving_client", "scaling_study"]
+# The console scripts of setup.py (basic-<name> runs tools/<name>.py; basic-demo runs
+# basic_tf.demo), and the tools/ programs that are not installed as commands.
+with open(os.path.join(REPO, "setup.py"), encoding="utf-8") as _f:
+    COMMANDS = next(ast.literal_eval(node.value) for node in ast.parse(_f.read()).body
+                    if isinstance(node, ast.Assign) and node.targets[0].id == "COMMANDS")
+TOOLS = COMMANDS + ["scaling_study"]
+# What each --help must name beyond the tool's docstring (the tool's own flags; the shared gin
+# flags of cli.py for the programs that read gin).
+GIN = ["--gin_file", "--gin_bindings"]
+HELP_WORDS = {
+    "train": GIN + ["--model_dir", "--strategy", "resumes"],
+    "evaluate": GIN + ["--tfds_name", "--tfrecords", "--retrieval_tfrecords", "--checkpoint",
+                       "--out"],
+    "export": GIN + ["--checkpoint", "--class_names", "--templates", "--export_dir",
+                     "models.config", "Example"],
+    "make_tfrecords": ["--source", "--output_prefix", "--validate", "--max_shard_mb"],
+    "train_tokenizer": ["--vocab_size", "--shards"],
+    "new_experiment": ["--train", "--out_dir"],
+    "plan": GIN + ["--global_batch", "--mesh", "--device_memory_gb", "--replicas"],
+    "serving_client": ["--server", "--protocol", "--signature", "classify_with_labels",
+                       "Example"],
+    "scaling_study": GIN,
+    "demo": GIN + ["--out"],
+}
+# Programs whose --help must not import TensorFlow (nothing on stderr mentions it).
+WITHOUT_TENSORFLOW = ("export", "serving_client")
 # A C++ log line of TensorFlow/XLA: "2026-12-03 14:05:18.374319: I external/...cc:31] ..."
 CPP_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] \S+\.cc:\d+\]", re.M)
 
@@ -24,21 +48,35 @@ def _env(**extra):
     return env
 
 
-@pytest.mark.parametrize("tool", TOOLS)
+def _help_command(tool):
+    if tool == "demo":   # basic-demo: basic_tf.demo.console_main, docstring of basic_tf/demo.py
+        return [sys.executable, "-c", "from basic_tf.demo import console_main; console_main()"]
+    return [sys.executable, os.path.join(REPO, "tools", f"{tool}.py")]
+
+
+@pytest.mark.parametrize("tool", TOOLS + ["demo"])
 def test_help_exits_zero_and_explains_the_tool(tool):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", f"{tool}.py"), "--help"],
-                          capture_output=True, text=True, env=_env(), cwd=REPO, timeout=120)
+    """The one --help test: every program of setup.py (and the other tools/), status 0, its
+    docstring first, its flags named, no traceback and no TensorFlow C++ line. (It replaces
+    the copies that were in test_export_tools, test_resume_kill, test_planner,
+    test_evaluate_tool and test_data_tools.)"""
+    assert set(HELP_WORDS) == set(TOOLS + ["demo"])   # a new command gets its words here
+    proc = subprocess.run(_help_command(tool) + ["--help"], capture_output=True, text=True,
+                          env=_env(), cwd=REPO, timeout=120)
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.lstrip().startswith(_first_docstring_line(tool)), proc.stdout[:500]
-    assert "--" in proc.stdout and "Traceback" not in proc.stderr
-    if tool in ("train", "evaluate", "export", "plan", "scaling_study"):   # cli's shared flags
-        assert "--gin_file" in proc.stdout and "--gin_bindings" in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for word in HELP_WORDS[tool]:
+        assert word in proc.stdout, (word, proc.stdout[-3000:])
+    assert not CPP_LOG_LINE.search(proc.stderr), CPP_LOG_LINE.findall(proc.stderr)
+    if tool in WITHOUT_TENSORFLOW:
+        assert "tensorflow" not in proc.stderr.lower(), proc.stderr[-2000:]
 
 
 def _first_docstring_line(tool):
-    import ast
-
-    with open(os.path.join(REPO, "tools", f"{tool}.py"), encoding="utf-8") as f:
+    path = (os.path.join(REPO, "basic_tf", "demo.py") if tool == "demo"
+            else os.path.join(REPO, "tools", f"{tool}.py"))
+    with open(path, encoding="utf-8") as f:
         return ast.get_docstring(ast.parse(f.read())).splitlines()[0]
 
 

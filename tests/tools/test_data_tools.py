@@ -1,13 +1,18 @@
-"""tools/make_tfrecords.py and tools/train_tokenizer.py run as a user runs them (subprocesses)."""
+"""tools/make_tfrecords.py and tools/train_tokenizer.py run as a user runs them (subprocesses;
+their --help: test_cli.py)."""
 import io
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from basic_tf.data import schema, validate
+
+# Slow: each test runs the tools end to end in subprocesses.
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -16,14 +21,6 @@ def run_tool(name, *args):
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.run([sys.executable, os.path.join(REPO, "tools", name), *args],
                           capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
-
-
-def test_help_explains_every_tool():
-    for name, words in (("make_tfrecords.py", ["--source", "--validate", "--max_shard_mb"]),
-                        ("train_tokenizer.py", ["--vocab_size", "--shards"])):
-        out = run_tool(name, "--helpshort")  # absl exits 1 after printing help
-        assert out.returncode in (0, 1) and "Traceback" not in out.stderr, out.stderr
-        assert all(w in out.stdout for w in words), out.stdout
 
 
 def test_folder_to_shards_to_tokenizer_then_validate(tmp_path):

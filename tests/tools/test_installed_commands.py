@@ -8,6 +8,9 @@ import sys
 
 import pytest
 
+# Slow: pip-installs a copy of the checkout, then runs the installed commands.
+pytestmark = pytest.mark.slow
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMANDS = ["basic-train", "basic-evaluate", "basic-export", "basic-make-tfrecords",
             "basic-train-tokenizer", "basic-new-experiment", "basic-plan",

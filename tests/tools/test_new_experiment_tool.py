@@ -7,9 +7,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from basic_tf import config
+
+# Slow: tools/new_experiment.py end to end in subprocesses.
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ["cat", "dog", "owl"]      # sorted: the folder source numbers folders in this order

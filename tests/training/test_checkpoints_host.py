@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from basic_tf.training import checkpoints
-from basic_tf.training.trainer import TrainState
+from basic_tf.training.step import TrainState
 
 
 def _manager(model_dir, host: bool = True):

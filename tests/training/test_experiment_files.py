@@ -10,10 +10,10 @@ import re
 import gin
 import pytest
 
-from basic_tf import config
+from basic_tf import config, from_gin
 from basic_tf.data import data_config
 from basic_tf.data.pipeline import make_dataset
-from basic_tf.training import loop
+from basic_tf.training.train_config import TrainConfig
 from basic_tf.training.optimizers import make_optimizer
 
 EXPERIMENTS = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(config.GIN_DIR,
@@ -26,7 +26,7 @@ BOUND_BY_COMMAND = {"demo": ["make_dataset.file_pattern = 'DIR/data/train-*.tfre
 # Sections of every experiment, in big_vision's order (after the command at the top).
 LAYOUT = ["Data", "Preprocessing", "Model", "Init", "Step", "Optimizer", "Schedule", "Evaluations"]
 # The configurables whose REQUIRED arguments a training run must find bound.
-RUN_CALLS = {"train": loop.train, "make_dataset": make_dataset}
+RUN_CALLS = {"make_dataset": make_dataset}
 
 
 def test_the_layout():
@@ -44,9 +44,8 @@ def _header(name: str) -> str:
 @pytest.mark.parametrize("name", EXPERIMENTS + MODELS)
 def test_every_gin_file_loads_and_its_model_builds(name):
     config.parse([name], finalize=True)
-    from basic_tf.planner import gin_model_config
-    model = gin_model_config()           # dual_encoder_config() and the towers' configs
-    assert model["dual"].image_size >= 8 and model["text"].max_len >= 2
+    model = from_gin.model_configs()     # dual_encoder_config() and the towers' configs
+    assert model.dual.image_size >= 8 and model.text.max_len >= 2
     header = _header(name)
     assert header.startswith(f"# {name}.gin: ")
     # Nothing outside the project: no parent-folder reference, no absolute path but the /tmp
@@ -67,6 +66,8 @@ def test_experiment_states_its_command_and_binds_everything(name):
     unbound = [f"{fn_name}.{p.name}" for fn_name, fn in RUN_CALLS.items()
                for p in inspect.signature(fn).parameters.values()
                if p.default is gin.REQUIRED and value(f"{fn_name}.{p.name}", KeyError) is KeyError]
+    unbound += [f"train.{name}" for name in TrainConfig.REQUIRED
+                if value(f"train.{name}", KeyError) is KeyError]
     assert not unbound, f"{name}.gin leaves required {unbound} unbound"
     stage_b = value("train.stage") != "pretrain"
     for key in ("train.stage", "train.train_steps", "train.remat", "train.mesh",
@@ -76,20 +77,19 @@ def test_experiment_states_its_command_and_binds_everything(name):
                     if stage_b else ()):
         assert value(key, KeyError) is not KeyError, f"{name}.gin does not bind {key}"
     make_optimizer()  # the optimizer and its schedule build from the bindings alone
-    from basic_tf.planner import gin_model_config
-    model = gin_model_config()
-    data_config.from_gin().check_model(model["dual"].image_size, model["text"].max_len)
+    train = from_gin.train_config()  # every train.* setting checked (TrainConfig)
+    model = from_gin.model_configs()
+    data_config.from_gin().check_model(model.dual.image_size, model.text.max_len)
     if not stage_b:
         assert value("image_classifier_config.num_classes", 0) >= 2
     else:
-        assert value("train.loss_kind") in ("softmax", "sigmoid")
-        mesh = value("train.mesh")
-        data_replicas = int(mesh.split(",")[0].split(":")[1]) if mesh else 1
-        micro = value("train.num_micro_batches")
-        assert value("make_dataset.global_batch_size") % (data_replicas * micro) == 0
+        assert train.loss_kind in ("softmax", "sigmoid")
+        data_replicas = train.mesh_sizes["batch"] if train.mesh else 1
+        assert value("make_dataset.global_batch_size") % (
+            data_replicas * train.num_micro_batches) == 0
     schedule = config.bound_value("make_optimizer.learning_rate", None)
     if hasattr(schedule, "total_steps"):
-        assert schedule.total_steps == value("train.train_steps")
+        assert schedule.total_steps == train.train_steps
 
 
 @pytest.mark.parametrize("name", ["tiny", "tiny_pretrain", "demo"])
@@ -102,7 +102,7 @@ def test_runnable_experiment_trains_a_step(name, tiny_data, tmp_path):
     if name == "tiny":   # its evaluation runs too (at the end: 1 < train.eval_interval)
         data.append(f"make_dataset.eval_file_pattern = '{tiny_data['pattern']}'")
     config.parse([name], data)
-    result = loop.train(str(tmp_path / "run"))
+    result = from_gin.train(str(tmp_path / "run"))
     assert result["step"] == 1 and result["checkpoint"].endswith("ckpt-1")
     if name == "tiny":
         assert result["eval"] and all(v == v for v in result["eval"].values())

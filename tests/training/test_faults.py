@@ -4,13 +4,14 @@ the code before the fault was handled (main 8fa76eb)."""
 import glob
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf import config
-from basic_tf.training import checkpoints, loop
+from basic_tf import config, from_gin
+from basic_tf.training import checkpoints
 from basic_tf.training.contrastive import ContrastiveTask
 from basic_tf.training.trainer import NonFiniteLossError
 from training_helpers import bindings, checkpoint_values, scalar_events
@@ -20,12 +21,26 @@ FAST = ["train.steps_per_loop = 2", "train.checkpoint_interval = 2", "train.log_
 
 def _train(model_dir, data, *extra, batch=8):
     config.parse(["models/tiny"], bindings(data, global_batch_size=batch) + FAST + list(extra))
-    return loop.train(model_dir)
+    return from_gin.train(model_dir)
 
 
-def test_divergence_keeps_the_last_good_state_then_resumes(tiny_data, tmp_path):
-    model_dir = str(tmp_path / "run")
+@pytest.fixture(scope="module")
+def trained_6_steps(tiny_data, tmp_path_factory):
+    """One run of 6 steps (ckpt-2, ckpt-4, ckpt-6; learning rate 3e-3), trained once for the
+    tests that resume, corrupt or refuse a trained model_dir; each works on a copy."""
+    model_dir = str(tmp_path_factory.mktemp("faults") / "run")
     _train(model_dir, tiny_data, "train.train_steps = 6")
+    return model_dir
+
+
+@pytest.fixture
+def run_of_6_steps(trained_6_steps, tmp_path):
+    """A copy of trained_6_steps in this test's tmp_path (checkpoint paths are relative)."""
+    return shutil.copytree(trained_6_steps, str(tmp_path / "run"))
+
+
+def test_divergence_keeps_the_last_good_state_then_resumes(tiny_data, run_of_6_steps):
+    model_dir = run_of_6_steps
     good = os.path.join(model_dir, "ckpt-6")
     before = checkpoint_values(good, "model/")
     # An absurd learning rate: the first update is applied (its loss was finite) and blows the
@@ -49,51 +64,49 @@ def test_divergence_keeps_the_last_good_state_then_resumes(tiny_data, tmp_path):
     assert all(np.all(np.isfinite(v)) for v in final.values())
 
 
-def test_learning_rate_changed_on_resume_is_honoured_and_recorded(tiny_data, tmp_path):
-    model_dir = str(tmp_path / "run")
-    _train(model_dir, tiny_data, "train.train_steps = 2", "make_optimizer.learning_rate = 3e-3")
-    _train(model_dir, tiny_data, "train.train_steps = 4", "make_optimizer.learning_rate = 1e-4")
+def test_learning_rate_changed_on_resume_is_honoured_and_recorded(tiny_data, run_of_6_steps):
+    model_dir = run_of_6_steps   # trained at make_optimizer.learning_rate = 3e-3
+    _train(model_dir, tiny_data, "train.train_steps = 8", "make_optimizer.learning_rate = 1e-4")
     (_, lr), = [e for e in scalar_events(os.path.join(model_dir, "train"), "learning_rate")
-                if 4 in e[1]]
-    assert lr[4] == pytest.approx(1e-4)  # before the fix: 3e-3, restored from the checkpoint
-    kept = os.path.join(model_dir, "operative_config-until-2.gin")
+                if 8 in e[1]]
+    assert lr[8] == pytest.approx(1e-4)  # before the fix: 3e-3, restored from the checkpoint
+    kept = os.path.join(model_dir, "operative_config-until-6.gin")
     assert "make_optimizer.learning_rate = 0.003" in open(kept).read()
     assert "make_optimizer.learning_rate = 0.0001" in open(
         os.path.join(model_dir, "operative_config.gin")).read()
 
 
-def test_shape_changing_settings_are_refused_naming_them(tiny_data, tmp_path, monkeypatch):
-    model_dir = str(tmp_path / "run")
-    _train(model_dir, tiny_data, "train.train_steps = 2")
+def test_shape_changing_settings_are_refused_naming_them(tiny_data, run_of_6_steps,
+                                                         monkeypatch):
+    model_dir = run_of_6_steps
     traced = []
     monkeypatch.setattr(ContrastiveTask, "replica_step",
                         lambda *a: traced.append(1) or pytest.fail("traced a step"))
-    with pytest.raises(ValueError, match=r"^make_dataset.global_batch_size=16, but .*ckpt-2 "
+    with pytest.raises(ValueError, match=r"^make_dataset.global_batch_size=16, but .*ckpt-6 "
                                          r"was trained with 8.*global_batch_size: 8 -> 16"):
-        _train(model_dir, tiny_data, "train.train_steps = 4", batch=16)
-    with pytest.raises(ValueError, match=r"ckpt-2' does not fit this model: .*shape.*"
+        _train(model_dir, tiny_data, "train.train_steps = 8", batch=16)
+    with pytest.raises(ValueError, match=r"ckpt-6' does not fit this model: .*shape.*"
                                          r"text_tower_config.width: 64 -> 32"):
-        _train(model_dir, tiny_data, "train.train_steps = 4", "text_tower_config.width = 32")
+        _train(model_dir, tiny_data, "train.train_steps = 8", "text_tower_config.width = 32")
     assert not traced
 
 
-def test_unreadable_latest_checkpoint_falls_back_and_stale_temporaries_go(tiny_data, tmp_path,
-                                                                          caplog):
+def test_unreadable_latest_checkpoint_falls_back_and_stale_temporaries_go(tiny_data,
+                                                                          run_of_6_steps, caplog):
     caplog.set_level("INFO")
     caplog.set_level("INFO", logger="absl")
-    model_dir = str(tmp_path / "run")
-    _train(model_dir, tiny_data, "train.train_steps = 4")
-    data = glob.glob(os.path.join(model_dir, "ckpt-4.data-*"))[0]
+    model_dir = run_of_6_steps
+    data = glob.glob(os.path.join(model_dir, "ckpt-6.data-*"))[0]
     with open(data, "r+b") as f:
         f.truncate(os.path.getsize(data) // 3)
-    stale = os.path.join(model_dir, "ckpt-6_temp")
+    stale = os.path.join(model_dir, "ckpt-8_temp")
     os.makedirs(stale)
     open(os.path.join(stale, "part-00000-of-00001.index"), "wb").close()
-    result = _train(model_dir, tiny_data, "train.train_steps = 6")
-    assert result["step"] == 6
+    result = _train(model_dir, tiny_data, "train.train_steps = 8")
+    assert result["step"] == 8
     log = caplog.text
-    assert f"checkpoint {os.path.join(model_dir, 'ckpt-4')} is unreadable" in log
-    assert f"resuming from {os.path.join(model_dir, 'ckpt-2')} at step 2" in log
+    assert f"checkpoint {os.path.join(model_dir, 'ckpt-6')} is unreadable" in log
+    assert f"resuming from {os.path.join(model_dir, 'ckpt-4')} at step 4" in log
     assert not os.path.exists(stale)
 
 
@@ -144,7 +157,7 @@ def test_checkpoints_at_exact_multiples_and_the_end(tiny_data, tmp_path):
     config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=8) + [
         "train.train_steps = 11", "train.steps_per_loop = 3", "train.checkpoint_interval = 4",
         "train.max_checkpoints = 5"])
-    loop.train(model_dir)
+    from_gin.train(model_dir)
     steps = sorted(int(p.rsplit("-", 1)[1].split(".")[0])
                    for p in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
     assert steps == [4, 8, 11]  # before: 3 (after the first loop), 9, 11
@@ -169,14 +182,13 @@ def test_temperature_summary_survives_a_zero_scale():
 
 
 def test_export_and_evaluate_refuse_nonfinite_weights(tmp_path):
-    from basic_tf.models import DualEncoder
     from basic_tf.training.checkpoints import restore_model
     config.parse(["models/tiny"])
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     model.text_tower.variables[0].assign(tf.fill(model.text_tower.variables[0].shape, np.nan))
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))  # like the trainer's
     with pytest.raises(ValueError, match=r"^checkpoint '.*ckpt-1' has non-finite weights \(1 "):
-        restore_model(DualEncoder(), path)
+        restore_model(from_gin.dual_encoder(), path)
 
 
 def test_gin_faults_are_named_on_the_first_line(tmp_path):

@@ -13,8 +13,9 @@ with the same commands and checks that
     input position (model_dir/input_position/worker-1);
   - the per-step losses of the killed run and of the resumed run equal those of one process
     with --strategy=mirrored:4 fed the same global batches (replica r of step s gets what
-    worker r // 2 gives its local replica r % 2), to 1e-5 relative; the steps both 2-worker
-    runs logged are bit for bit equal.
+    worker r // 2 gives its local replica r % 2), within float32 rounding of the loss's
+    reductions per step (tests/float32_bounds.py); the steps both 2-worker runs logged agree
+    within the rounding of the cross-process all-reduce (a few ulp).
 
 Before: each worker wrote ckpt-4_temp into model_dir and both died in MergeV2Checkpoints, and a
 CPU worker was one replica whatever --virtual_cpu_devices said.
@@ -40,7 +41,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from float32_bounds import EPS32, TINY_LOSS_REDUCTIONS, assert_trajectory_close
 from training_helpers import bindings, scalar_events, write_tiny_data
+
+# Slow: two tools/train.py worker processes and a one-process replay.
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "tools", "train.py")
@@ -56,10 +61,9 @@ _REFERENCE = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(4)])
-    from basic_tf import config
+    from basic_tf import config, from_gin
     from basic_tf.data.pipeline import make_dataset
     from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
-    from basic_tf.training import loop
 
     model_dir, binds = sys.argv[1], json.loads(sys.argv[2])
     config.parse(["models/tiny"], binds)
@@ -71,8 +75,8 @@ _REFERENCE = textwrap.dedent("""
         order = tf.data.Dataset.from_tensor_slices(tf.constant([0, 0, 1, 1], tf.int64)).repeat()
         return tf.data.Dataset.choose_from_datasets(pipelines, order)
 
-    loop.train(model_dir, make_strategy(**parse_strategy_flag("mirrored:4")),
-               dataset_fn=two_workers_batches)
+    from_gin.train(model_dir, make_strategy(**parse_strategy_flag("mirrored:4")),
+                   dataset_fn=two_workers_batches)
 """)
 
 
@@ -215,14 +219,21 @@ def test_two_workers_kill_restart_equal_one_process_of_four_replicas(data, proce
     assert status == 0, open(reference_log).read()[-3000:]
     ((_, reference_losses),) = scalar_events(os.path.join(reference_dir, "train"), "loss")
     assert sorted(reference_losses) == list(range(1, TRAIN_STEPS + 1))
-    steps = sorted(trajectory)
-    np.testing.assert_allclose([trajectory[s] for s in steps],
-                               [reference_losses[s] for s in steps], rtol=1e-5)
-    # The steps the killed run did past the checkpoint, done again: the same batches and weights.
-    # Not bit for bit: CI saw one step 1 ulp apart. A one-process replay is exact
-    # (test_preemption), so the cross-process all-reduce is the likely source; float32 rounding
-    # is allowed, while a wrong data position or a lost update moves the loss by ~1e-2.
+    # Was rtol=1e-5. Two processes of 2 replicas against one of 4 reorder the loss's and the
+    # gradients' reductions (per replica 2 examples instead of 8 in a shorter chain, at most
+    # models/tiny's at batch 8): step s within s * 5.1e-4 relative (tests/float32_bounds.py).
+    assert_trajectory_close(trajectory, reference_losses, TINY_LOSS_REDUCTIONS,
+                            "2 workers vs one process")
+    # The steps the killed run did past the checkpoint, done again: the same batches and weights
+    # from the same checkpoint, each worker running the same program; only the cross-process
+    # all-reduce may add its 4 replica partials in another order (CI saw one step 1 ulp apart;
+    # a one-process replay is exact: test_preemption). Its bound: the loss's own 4-term sum,
+    # (4 - 1) EPS32, plus as much per replayed update (each update's gradient is such a sum),
+    # so k steps after the checkpoint: 3 * k * EPS32 relative (was rtol=1e-6 for every step,
+    # 8.4 EPS32). A wrong data position or a lost update moves the loss by ~1e-2.
     replayed = [s for s in sorted(killed) if s > restart_from]
-    np.testing.assert_allclose([resumed[s] for s in replayed], [killed[s] for s in replayed],
-                               rtol=1e-6)
+    for step in replayed:
+        bound = 3 * (step - restart_from) * EPS32
+        rel = abs(resumed[step] - killed[step]) / abs(killed[step])
+        assert rel <= bound, (step, resumed[step], killed[step], rel, bound)
     assert len(set(trajectory.values())) == len(trajectory)  # the losses do move

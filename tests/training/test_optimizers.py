@@ -85,9 +85,9 @@ def test_adafactorw_checkpoint_round_trip_continues_identically(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    from basic_tf.models import DualEncoder
+    from basic_tf import from_gin
     config.parse(["models/tiny"])
-    return DualEncoder()
+    return from_gin.dual_encoder()
 
 
 def test_weight_decay_excludes_norms_biases_and_temperature(tiny_model):

@@ -7,11 +7,14 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from basic_tf.training.preemption import SigtermWatcher
 from training_helpers import bindings, checkpoint_values
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -28,6 +31,28 @@ def _command(data, model_dir):
         f"--gin_bindings={b}" for b in binds]
 
 
+def test_sigterm_sets_the_flag_inside_and_nothing_outside():
+    """The watcher itself (fast): SIGTERM inside sets the flag instead of ending the process,
+    and the previous handler is back afterwards; outside the main thread it is inert."""
+    flag = tf.Variable(False)
+    before = signal.getsignal(signal.SIGTERM)
+    with SigtermWatcher(flag) as watcher:
+        assert signal.getsignal(signal.SIGTERM) is not before
+        os.kill(os.getpid(), signal.SIGTERM)   # handled before the next bytecode
+    assert watcher.received and bool(flag.numpy())
+    assert signal.getsignal(signal.SIGTERM) is before
+    in_thread = {}
+
+    def enter():
+        with SigtermWatcher(tf.Variable(False)) as w:
+            in_thread["active"] = w._active
+    thread = threading.Thread(target=enter)
+    thread.start()
+    thread.join()
+    assert in_thread == {"active": False} and signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.slow  # tools/train.py in subprocesses, stopped by SIGTERM and resumed
 def test_sigterm_mid_loop_saves_there_and_resumes_exactly(tiny_data, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO)
     reference = str(tmp_path / "reference")

@@ -74,23 +74,3 @@ def test_stage_b_init_names_its_binding(tmp_path):
     with pytest.raises(FileNotFoundError,
                        match=rf"^train.init_image_tower_from='{tmp_path}' is a directory"):
         pretrain.restore_image_tower(None, str(tmp_path))
-
-
-def test_load_trained_model_refuses_a_tokenizer_larger_than_the_vocabulary(tmp_path):
-    """evaluate, export and the demo load through one function; a tokenizer with more pieces
-    than the text tower's table is refused, naming both (it used to be the demo's check only)."""
-    from basic_tf import config
-    from basic_tf.data.tokenizer import Tokenizer, train_sentencepiece
-
-    spm = train_sentencepiece([f"a photo number {i}" for i in range(40)], str(tmp_path / "sp"),
-                              vocab_size=30)
-    pieces = Tokenizer(spm, 16).vocab_size      # about 30: SentencePiece decides
-    config.parse(["tiny"], ["make_dataset.image_size = 32", "make_dataset.seq_len = 16",
-                            "text_tower_config.vocab_size = 20"])
-    with pytest.raises(ValueError, match=rf"^tokenizer .*sp.model has {pieces} pieces but "
-                       r"text_tower_config.vocab_size=20"):
-        checkpoints.load_trained_model(None, "--checkpoint", tokenizer_path=spm)
-    config.parse(["tiny"], ["make_dataset.image_size = 32", "make_dataset.seq_len = 16"])
-    model, tokenizer, data, restored = checkpoints.load_trained_model(None, "--untrained",
-                                                                      tokenizer_path=spm)
-    assert (restored, data.seq_len, tokenizer.seq_len, model.image_size) == (None, 16, 16, 32)

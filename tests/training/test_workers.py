@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from basic_tf.training import workers
 from basic_tf.training.checkpoints import restore_latest
-from basic_tf.training.trainer import TrainState
+from basic_tf.training.step import TrainState
 
 
 def _worker(model_dir, role, start):

@@ -84,18 +84,18 @@ def test_pipeline_under_4_replicas_exact_counts(data, mirrored4):
     np.testing.assert_array_equal(result["confusion"], want)
 
 
+@pytest.mark.slow  # tools/evaluate.py end to end in a subprocess
 def test_tool_on_tiny_model(data, tmp_path):
     """tools/evaluate.py on tiny DualEncoder weights equals an in-process NumPy reference.
 
     The weights travel as a Keras .weights.h5 file: the models' tf.train.Checkpoint misses the
     blocks kept in Python lists (see
     tests/training/test_restore.py::test_restore_refuses_a_partial_checkpoint)."""
-    from basic_tf import config
-    from basic_tf.models import DualEncoder
+    from basic_tf import config, from_gin
 
     config.parse(["models/tiny"])
     tf.keras.utils.set_random_seed(5)
-    model = DualEncoder()
+    model = from_gin.dual_encoder()
     ckpt = str(tmp_path / "tiny.weights.h5")
     model.save_weights(ckpt)
     out = str(tmp_path / "eval.json")
@@ -153,12 +153,9 @@ def test_tool_on_tiny_model(data, tmp_path):
             assert ret[direction][str(k)] == pytest.approx(want[direction][k]), (direction, k)
 
 
-def test_tool_help_and_usage_errors():
+def test_usage_errors():
+    """(--help: tests/tools/test_cli.py)"""
     tool = os.path.join(REPO, "tools", "evaluate.py")
-    help_text = subprocess.run([sys.executable, tool, "--helpshort"], capture_output=True,
-                               text=True, timeout=120).stdout
-    for flag in ("--tfds_name", "--tfrecords", "--retrieval_tfrecords", "--checkpoint", "--out"):
-        assert flag in help_text, flag
     proc = subprocess.run([sys.executable, tool, "--gin_file=models/tiny"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "nothing to evaluate" in proc.stderr

@@ -105,3 +105,19 @@ def test_prompt_checks_report_cuts_lost_names_and_unknown_pieces(tmp_path):
     assert lines[0].startswith("3 of 3 prompts are longer than seq_len=6 and were cut")
     assert "3 classes lost their name in every prompt" in lines[2]
     assert "'café' ['é']" in lines[3]
+
+
+def test_one_class_or_a_control_character_is_refused_where_names_enter(tmp_path):
+    """Injected faults (README "Reliability"): a class-names file with one class (the old code
+    evaluated it to a meaningless 100% top-1), and a JSON name holding a newline (a .txt written
+    from it reads back as two names)."""
+    one = tmp_path / "one.txt"
+    one.write_text("cat\n")
+    with pytest.raises(ValueError, match=r"one.txt' has one class name \('cat'\): zero-shot "
+                                         r"classification chooses among"):
+        prompts.load_class_names(str(one))
+    newline = tmp_path / "names.json"
+    newline.write_text(json.dumps(["plain", "line\nbreak"]))
+    with pytest.raises(ValueError, match=r"names.json'.*class name 1 'line\\nbreak' holds a "
+                                         r"control character"):
+        prompts.load_class_names(str(newline))

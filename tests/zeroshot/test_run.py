@@ -44,14 +44,17 @@ def test_table_json_and_png(tmp_path):
     assert not math.isnan(loaded["results"]["cifar10"]["top1"])
 
 
-def test_periodic_eval_fn_hand_counts():
+LABELS = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 3]
+BUCKETS = [0, 1, 2, 3, 0, 1, 2, 3, 3, 3, 0]
+
+
+def _toy_task_and_model():
     """A toy model whose classifier is the identity (class name 'k' -> one-hot k) and whose
     images are one-hot buckets: 8 of 11 right at top-1 (rows 8-10 are drawn wrong)."""
     from basic_tf.data.pipeline import pad_to_batches
     from zeroshot_helpers import bucket_encoder, bucket_image
 
-    labels = [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 3]
-    buckets = [0, 1, 2, 3, 0, 1, 2, 3, 3, 3, 0]
+    labels, buckets = LABELS, BUCKETS
     images = np.stack([bucket_image(b, 4, 6) / 255.0 for b in buckets]).astype(np.float32)
 
     class Toy:
@@ -69,5 +72,31 @@ def test_periodic_eval_fn_hand_counts():
         return pad_to_batches(ds, 4)
 
     task = run.ClassificationTask("toy", dataset_fn, ["0", "1", "2", "3"], ["{c}"])
-    scalars = run.periodic_eval_fn(tokenizer, [task])(Toy())
+    return task, Toy(), tokenizer
+
+
+def test_periodic_eval_fn_hand_counts():
+    task, model, tokenizer = _toy_task_and_model()
+    scalars = run.periodic_eval_fn(tokenizer, [task])(model)
     assert scalars == {"zeroshot/toy/top1": pytest.approx(8 / 11), "zeroshot/toy/top5": 1.0}
+
+
+@pytest.mark.parametrize("unwritable", ["png", "json"])
+def test_an_unwritable_output_is_named_and_the_others_are_written(tmp_path, capsys, unwritable):
+    """Injected fault: one output path cannot be written (here a folder stands in its place, as a
+    full disk would refuse it). The table is printed, the JSON is written first, every other file
+    is still written whole, and the error names the file that failed (the old code wrote the PNG
+    before the JSON and lost every result with an error naming no file)."""
+    task, model, tokenizer = _toy_task_and_model()
+    out = tmp_path / "eval" / "r.json"
+    blocked = {"png": tmp_path / "eval" / "r.toy.confusion.png", "json": out}[unwritable]
+    blocked.mkdir(parents=True)
+    with pytest.raises(OSError, match=f"--out: could not write {blocked}"):
+        run.run_and_report(model, tokenizer, [task], out_path=str(out))
+    assert "72.73%" in capsys.readouterr().out          # 8 / 11: the table was printed
+    assert (tmp_path / "eval" / "r.txt").read_text().count("72.73%") == 1
+    if unwritable == "png":
+        assert json.load(open(out))["results"]["toy"]["top1"] == pytest.approx(8 / 11)
+    else:
+        assert (tmp_path / "eval" / "r.toy.confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p.name for p in (tmp_path / "eval").iterdir() if p.name.startswith(".")]

@@ -126,10 +126,6 @@ class VariableLayout:
     spec: tuple  # one mesh-axis name or None per dimension (REPLICATED resolved)
     rule: str
 
-    @property
-    def is_sharded(self) -> bool:
-        return any(axis is not None for axis in self.spec)
-
 
 def match_rule(path: str, rules: Iterable[Rule]) -> Optional[Rule]:
     for rule in rules:

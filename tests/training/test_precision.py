@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf import config
-from basic_tf.models import DualEncoder
+from basic_tf import config, from_gin
 from basic_tf.training import precision
 from basic_tf.training.contrastive import ContrastiveTask
 
@@ -20,9 +19,9 @@ VIT = ["dual_encoder_config.image_tower = 'vit'", "vit_config.patch_size = 8",
 def test_mixed_bfloat16_keeps_loss_logits_and_temperature_float32(tower):
     config.parse(["models/tiny"], VIT if tower == "vit" else [])
     with precision.dtype_policy("mixed_bfloat16"):
-        mixed = DualEncoder()
+        mixed = from_gin.dual_encoder()
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
-    full = DualEncoder()
+    full = from_gin.dual_encoder()
     full.set_weights(mixed.get_weights())
     rng = np.random.default_rng(0)
     batch = {"images": tf.constant(rng.uniform(size=(8, 32, 32, 3)), tf.float32),

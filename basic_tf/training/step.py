@@ -1,0 +1,135 @@
+"""One training step, top to bottom: seed -> gradients -> guard -> roll-back -> counters.
+
+    seed        step_seed(train.seed, global step): stateless, so a resumed run replays
+                dropout and stochastic depth exactly
+    gradients   task.replica_step(batch, seed) per replica: this replica's share of the
+                global-batch loss and its gradient shares (contrastive.py -> accumulation.py)
+    guard       update.apply_update: all-reduce once, clip by the global norm, apply only a good
+                update (finite loss and gradient, loss under the spike ceiling, finite result)
+    roll-back   a skipped update leaves weights and slots as they were (apply_update); the
+                task's state variables (BatchNorm statistics) are put back here
+    counters    TrainState.record (verified step, the spike guard's recent losses) and
+                TrainState.advance (global step, skipped steps in a row)
+
+TrainStep runs it on one global batch under the run's Placement (a strategy's replicas or a
+DTensor mesh); the Trainer (trainer.py) wraps it in orbit's loops and sums its results.
+"""
+from typing import Optional
+
+import tensorflow as tf
+
+from basic_tf.training.train_config import MAX_LOSS_WINDOW
+from basic_tf.training.update import UpdateResult, apply_update
+
+
+class TrainState(tf.Module):
+    """Checkpointed counters: global step (steps run, applied or not), skipped steps, the newest
+    verified step, the global batch size and the loss-spike guard's recent losses.
+
+    `nonfinite_steps` / `consecutive_nonfinite` count every skipped step, a finite loss spike
+    too (their names are the checkpoint's keys, kept so that existing model_dirs resume);
+    `rejected_steps` counts the skipped steps whose loss was finite.
+
+    Create inside strategy.scope(); updated in cross-replica context only.
+    """
+
+    def __init__(self):
+        super().__init__(name="train_state")
+        agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
+                                name="global_step")
+        self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
+                                           name="nonfinite_steps")
+        self.consecutive_nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                                 aggregation=agg, name="consecutive_nonfinite")
+        # Finite loss, update refused: a loss spike, or an update that made a weight non-finite.
+        self.rejected_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
+                                          name="rejected_steps")
+        # -1: no step yet gave a finite loss. Checkpoints at steps <= this are known good.
+        self.verified_step = tf.Variable(-1, dtype=tf.int64, trainable=False, aggregation=agg,
+                                         name="verified_step")
+        self.global_batch_size = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
+                                             name="global_batch_size")
+        self.recent_losses = tf.Variable(tf.zeros([MAX_LOSS_WINDOW]), trainable=False,
+                                         aggregation=agg, name="recent_losses")
+        self.applied_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
+                                         name="applied_steps")
+
+    def loss_ceiling(self, factor: Optional[float], window: int) -> tf.Tensor:
+        """float32 scalar: factor x median of the last `window` applied losses; +inf without a
+        factor or before `window` steps were applied."""
+        if not factor:
+            return tf.constant(float("inf"))
+        median = tf.sort(self.recent_losses[:window])[window // 2]
+        armed = self.applied_steps >= window
+        return tf.where(armed, factor * median, tf.constant(float("inf")))
+
+    def record(self, result, window: int) -> None:
+        """Counts the step's verification and, if applied, puts its loss in the ring."""
+        self.verified_step.assign(tf.where(result.loss_finite, self.step, self.verified_step))
+        slot = tf.cast(self.applied_steps % window, tf.int32)
+        # Scalar selections only: DTensor (TF 2.20) segfaults on a tf.where whose scalar
+        # condition selects between vectors.
+        value = tf.where(result.applied, result.loss, self.recent_losses[slot])
+        self.recent_losses.assign(
+            tf.tensor_scatter_nd_update(self.recent_losses, [[slot]], [value]))
+        self.applied_steps.assign_add(tf.cast(result.applied, tf.int64))
+        self.rejected_steps.assign_add(tf.cast(result.loss_finite & ~result.applied, tf.int64))
+
+    def advance(self, applied: tf.Tensor) -> tf.Tensor:
+        """Counts one step (applied or not); returns the run of consecutive skipped steps."""
+        run = tf.where(applied, tf.constant(0, tf.int64), self.consecutive_nonfinite + 1)
+        self.consecutive_nonfinite.assign(run)
+        self.nonfinite_steps.assign_add(1 - tf.cast(applied, tf.int64))
+        self.step.assign_add(1)
+        return run
+
+
+def step_seed(base_seed: int, step: tf.Tensor) -> tf.Tensor:
+    """int32 [2] stateless seed of training step `step` (the same on every replica; the
+    accumulation folds in the replica and micro-batch)."""
+    return tf.random.experimental.stateless_fold_in(
+        tf.constant([base_seed, 0], tf.int32), tf.cast(step, tf.int32))
+
+
+class TrainStep:
+    """`step(batch) -> (UpdateResult, metrics, run)` on one global batch (PerReplica values under
+    a strategy, sharded DTensors on a mesh): the first replica's UpdateResult (identical on
+    every replica), the task's metrics averaged over replicas, and the int64 run of consecutive
+    skipped steps after this one. Call it inside a tf.function (the Trainer's loop).
+
+    clip_norm, loss_spike_factor, loss_spike_window, seed: TrainConfig's fields.
+    """
+
+    def __init__(self, placement, task, optimizer, state: TrainState, *,
+                 clip_norm: Optional[float], loss_spike_factor: Optional[float],
+                 loss_spike_window: int, seed: int):
+        self.placement, self.task, self.optimizer, self.state = placement, task, optimizer, state
+        self.clip_norm, self.seed = clip_norm, seed
+        self.loss_spike_factor, self.loss_spike_window = loss_spike_factor, loss_spike_window
+
+    def __call__(self, batch):
+        seed = step_seed(self.seed, self.state.step)
+        max_loss = self.state.loss_ceiling(self.loss_spike_factor, self.loss_spike_window)
+        result, metrics = self.placement.strategy.run(self._replica_step,
+                                                      args=(batch, seed, max_loss))
+        result = UpdateResult(*[self.placement.first_replica(t) for t in result])
+        metrics = {name: self.placement.mean(value) for name, value in metrics.items()}
+        self.state.record(result, self.loss_spike_window)
+        run = self.state.advance(result.applied)
+        return result, metrics, run
+
+    def _replica_step(self, batch, seed, max_loss):
+        """One replica: gradients -> apply_update -> the task's state variables (BatchNorm
+        statistics, per replica, synchronised on read) put back if the update was skipped."""
+        state_variables = self.task.state_variables
+        saved = [tf.identity(v) for v in state_variables]
+        loss_share, grads, metrics = self.task.replica_step(batch, seed)
+        result = apply_update(self.optimizer, self.task.trainable_variables, loss_share, grads,
+                              self.clip_norm, max_loss)
+        for v, old in zip(state_variables, saved):
+            # The condition broadcast explicitly: DTensor (TF 2.20) segfaults compiling a
+            # tf.where whose scalar condition selects between tensors.
+            keep_new = tf.fill(tf.shape(old), result.applied)
+            v.assign(tf.where(keep_new, tf.convert_to_tensor(v), old))
+        return result, metrics

@@ -1,0 +1,98 @@
+"""BASIC accumulation with the chunked loss (train.loss_chunk) against a plain single-device
+GradientTape over the whole batch with the UNCHUNKED loss: M = 1 and 4 micro-batches, one and
+4 replicas, global and local loss, softmax and sigmoid (with the bias), and under XLA.
+
+Tolerance: tests/test_chunked_loss.py's `tolerance` for this batch, embedding width and logit
+scale (the float32 rounding bound of the loss and its embedding gradients, 8.6e-5 here, relative
+to the largest gradient): the towers' backward carries that difference linearly.
+"""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from basic_tf.training.contrastive import contrastive_gradients
+from strategies import mirrored_strategy
+from test_accumulation import BATCH, SEED, _accumulated, _batch, _dense, _model, _reference
+from test_chunked_loss import tolerance
+
+CHUNK = 4  # four column blocks of the 16-pair batch
+
+
+def _assert_matches(model, loss, grads, ref_loss, ref_grads):
+    tol = tolerance(BATCH, model.embed_dim, float(model.logit_scale.numpy()))
+    np.testing.assert_allclose(loss, ref_loss, rtol=tol)
+    largest = max(np.abs(w).max() for w in ref_grads)
+    for g, w, v in zip(grads, ref_grads, model.trainable_variables):
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol * largest, err_msg=v.path)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+@pytest.mark.parametrize("micro", [1, 4])
+def test_one_device_chunked_equals_plain_tape(kind, micro):
+    model = _model(kind)
+    images, tokens = _batch(model)
+    loss, grads = _accumulated(model, images, tokens, micro, loss_kind=kind, loss_chunk=CHUNK)
+    ref_loss, ref_grads = _reference(model, images, tokens, 1, micro, kind)
+    _assert_matches(model, loss, grads, ref_loss, ref_grads)
+
+
+# Each 4-replica case costs about a minute of CPU to trace: M = 1 local softmax and M = 4
+# global sigmoid cover both replica layouts, both micro-batch counts and both losses.
+@pytest.mark.parametrize("kind,micro,local_loss", [("softmax", 1, True),
+                                                   ("sigmoid", 4, False)])
+def test_four_replicas_chunked_sum_to_plain_tape(kind, micro, local_loss):
+    strategy = mirrored_strategy(4)
+    model = _model(kind, strategy=strategy)
+    images, tokens = _batch(model)
+    loss, grads = _accumulated(model, images, tokens, micro, strategy, loss_kind=kind,
+                               local_loss=local_loss, loss_chunk=CHUNK)
+    ref_loss, ref_grads = _reference(model, images, tokens, 4, micro, kind)
+    _assert_matches(model, loss, grads, ref_loss, ref_grads)
+
+
+def test_chunked_step_compiles_with_xla_and_matches():
+    model = _model("sigmoid")
+    images, tokens = _batch(model)
+    step = tf.function(lambda i, t: contrastive_gradients(model, i, t, 4, seed=SEED,
+                                                          loss_kind="sigmoid",
+                                                          loss_chunk=CHUNK),
+                       jit_compile=True)
+    loss, grads = step(tf.constant(images), tf.constant(tokens))
+    ref_loss, ref_grads = _reference(model, images, tokens, 1, 4, "sigmoid")
+    _assert_matches(model, loss.numpy(), [_dense(g) for g in grads], ref_loss, ref_grads)
+
+
+@pytest.mark.slow
+def test_training_with_loss_chunk_logs_the_unchunked_losses(tiny_data, tmp_path):
+    """train() end to end (the 65,536 run's code path at batch 64, 4 micro-batches, blocks of
+    16): the logged losses of the first two steps (the second after one update) equal the
+    unchunked run's to float32 rounding."""
+    from basic_tf import config
+    from basic_tf import from_gin
+    from training_helpers import bindings, scalar_events
+    logged = {}
+    for chunk in (0, 16):
+        model_dir = str(tmp_path / f"chunk{chunk}")
+        config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=64) + [
+            "train.num_micro_batches = 4", f"train.loss_chunk = {chunk}",
+            "train.train_steps = 2", "train.steps_per_loop = 1", "train.log_every = 1"])
+        from_gin.train(model_dir)
+        (_, logged[chunk]), = scalar_events(f"{model_dir}/train", "loss")
+    assert sorted(logged[16]) == [1, 2]
+    for step in (1, 2):
+        np.testing.assert_allclose(logged[16][step], logged[0][step], rtol=1e-5)
+
+
+def test_loss_chunk_not_dividing_the_batch_is_a_named_error(tiny_data, tmp_path):
+    from basic_tf import config
+    from basic_tf import from_gin
+    from training_helpers import bindings
+    config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=16) + [
+        "train.loss_chunk = 5", "train.train_steps = 1"])
+    with pytest.raises(ValueError, match="train.loss_chunk=5 does not divide the global batch "
+                                         "of 16"):
+        from_gin.train(str(tmp_path / "run"))
+    config.parse(["models/tiny"], bindings(tiny_data) + ["train.loss_chunk = -2",
+                                                         "train.train_steps = 1"])
+    with pytest.raises(ValueError, match="train.loss_chunk=-2 must be an integer"):
+        from_gin.train(str(tmp_path / "run2"))
