@@ -96,42 +96,22 @@ def is_tar_pattern(path: str) -> bool:
     return all(part.endswith(".tar") for part in path.split("::"))
 
 
-def img2dataset_to_shards(pattern: str, output_prefix: str, log=print) -> str:
-    """img2dataset TFRecords -> basic_tf shards (for evaluation: tools/evaluate reads our
-    schema); records without image or caption are skipped and counted. Returns their glob."""
-    from basic_tf.data import img2dataset, schema, validate, writer
-
-    def records():
-        for shard in schema.list_shards(pattern):
-            for i, serialized in validate.iter_shard(shard):
-                try:
-                    yield img2dataset.decode_record(serialized, shard, i)
-                except schema.SchemaError as e:
-                    yield schema.SkippedSource(f"{shard} record {i}", str(e), "unreadable")
-
-    for stale in glob.glob(output_prefix + "-*"):
-        os.remove(stale)
-    summary = writer.write_tfrecords(records(), output_prefix, show_progress=False)
-    if not summary.written:
-        raise ValueError(f"{pattern}: no record written ({summary.to_json()})")
-    log(f"wrote {summary.written} img2dataset records of {pattern} in {len(summary.shards)} "
-        f"shard(s) ({output_prefix}-*)")
-    return output_prefix + "-*.tfrecord"
-
-
 def shards_from_source(source: str, output_prefix: str, label_column: Optional[str] = None,
-                       class_names_file: Optional[str] = None, log=print) -> str:
-    """Writes a table or class-folder source as shards `<output_prefix>-*.tfrecord`, as
-    `basic-make-tfrecords --source=table|folder` does (same readers and writer, default
-    options); returns their glob. Shards of an earlier run with this prefix are replaced."""
+                       class_names_file: Optional[str] = None, log=print,
+                       flag: str = "--train") -> str:
+    """Writes a table, class-folder or webdataset-tar source (`flag` names it in errors) as
+    shards `<output_prefix>-*.tfrecord`, as `basic-make-tfrecords --source=table|folder|
+    webdataset` does (same readers and writer, default options); returns their glob. Shards of
+    an earlier run with this prefix are replaced."""
     from basic_tf.data import sources, webdataset, writer
 
     if is_tar_pattern(source) and not os.path.isdir(source):
+        tars = webdataset.list_tars(source, flag)  # a missing tar: named before anything goes
         for stale in glob.glob(output_prefix + "-*"):
             os.remove(stale)
-        total = webdataset.convert_tars(webdataset.list_tars(source), output_prefix)
+        total = webdataset.convert_tars(tars, output_prefix)
         if not total.get("written"):
-            raise ValueError(f"{source}: no record written ({total})")
+            raise ValueError(f"{flag}={source!r}: no record written ({total})")
         log(f"wrote {total['written']} records of {source} in {len(total['shards'])} "
             f"shard(s) ({output_prefix}-*); skipped samples: {total['skipped_sources']}")
         return output_prefix + "-*.tfrecord"
@@ -322,8 +302,15 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
         log(f"reading {eval_pattern}")
         evaluation = data_profile.profile_shards(eval_pattern)
         if evaluation.record_format == "img2dataset":  # evaluation tools read our schema
-            eval_pattern = img2dataset_to_shards(
-                eval_pattern, os.path.join(out_dir, "data", "eval"), log)
+            from basic_tf.data import img2dataset
+
+            prefix = os.path.join(out_dir, "data", "eval")
+            for stale in glob.glob(prefix + "-*"):
+                os.remove(stale)
+            summary = img2dataset.to_shards(eval_pattern, prefix)
+            log(f"wrote {summary.written} records of {eval_pattern} in {len(summary.shards)} "
+                f"shard(s) ({prefix}-*); skipped: {summary.skipped_sources}")
+            eval_pattern = prefix + "-*.tfrecord"
             evaluation = data_profile.profile_shards(eval_pattern)
         log("  " + evaluation.describe().replace("\n", "\n  "))
     class_names = train.ordered_class_names()

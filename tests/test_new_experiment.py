@@ -1,6 +1,7 @@
 """basic_tf.new_experiment: the choices behind a generated gin file (the whole path, README
 commands included, runs in tests/tools/test_own_data_readme.py)."""
 import gin
+import pytest
 
 from basic_tf import config, new_experiment as ne
 
@@ -46,3 +47,17 @@ def test_model_gin_parses_and_the_planner_sizes_it():
     assert best.num_micro_batches == 1 and "fits" in reason
     tight, _ = ne.plan("medium", 224, 64, 1000, 256, device_memory_gb=1.0)
     assert tight.num_micro_batches > 1 or tight.remat_every > 0   # made to fit 1 GiB
+
+
+def test_a_missing_tar_is_named_with_its_flag_before_anything_is_written(tmp_path):
+    (tmp_path / "shards").mkdir()
+    for name in ("00000.tar", "00001.tar"):  # never read: the list fails first
+        (tmp_path / "shards" / name).write_bytes(b"")
+    (tmp_path / "data").mkdir()
+    kept = tmp_path / "data" / "eval-00000-of-00001.tfrecord"
+    kept.write_bytes(b"earlier run")
+    missing = str(tmp_path / "shards" / "00002.tar")
+    with pytest.raises(FileNotFoundError, match=f"^--eval: tar '{missing}'"):
+        ne.shards_from_source(str(tmp_path / "shards/{00000..00002}.tar"),
+                              str(tmp_path / "data" / "eval"), flag="--eval")
+    assert kept.exists()

@@ -134,7 +134,7 @@ def _convert_webdataset(bounds) -> int:
     if not FLAGS.input:
         raise app.UsageError("--source=webdataset needs --input (tars: brace ranges, globs)")
     try:
-        tars = webdataset.list_tars(FLAGS.input)
+        tars = webdataset.list_tars(FLAGS.input, "--input")
     except FileNotFoundError as e:
         print(f"{e}\nnothing written to {FLAGS.output_prefix}-*", file=sys.stderr)
         return 1

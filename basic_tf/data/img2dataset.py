@@ -16,7 +16,7 @@ uses `parse_example`; tools that read records in Python (profile, new_experiment
 `decode_record`.
 """
 import json
-from typing import Optional
+from typing import Iterator, Optional, Union
 
 import tensorflow as tf
 
@@ -105,6 +105,40 @@ def decode_record(serialized: bytes, shard: str = "?", index: int = -1) -> schem
     return schema.Record(image=image, captions=captions,
                          example_id=example_id.decode("utf-8", "replace") or f"{shard}/{index}",
                          metadata=json.dumps(metadata, ensure_ascii=False) if metadata else None)
+
+
+def read_records(shard: str) -> Iterator[Union[schema.Record, schema.SkippedSource]]:
+    """The records of one img2dataset shard as schema.Records, in Python (profile, conversion);
+    a record without image or caption (a failed download) or off the layout is a SkippedSource
+    (cause "unreadable"), a frame cut short ends the shard with one (cause "truncated")."""
+    i = -1
+    try:
+        for i, serialized in enumerate(tf.data.TFRecordDataset(shard).as_numpy_iterator()):
+            try:
+                yield decode_record(serialized, shard, i)
+            except schema.SchemaError as e:
+                yield schema.SkippedSource(f"{shard} record {i}", str(e), "unreadable")
+    except tf.errors.DataLossError as e:
+        yield schema.SkippedSource(f"{shard} record {i + 1}", f"shard is cut or corrupt "
+                                   f"({e.message.splitlines()[0]})", "truncated")
+
+
+def to_shards(file_pattern: str, output_prefix: str, **write_kwargs):
+    """img2dataset shards -> basic_tf shards `<output_prefix>-*.tfrecord` (for tools that read
+    our schema: evaluation, export); skipped records are counted by cause in the returned
+    writer.WriteSummary. Raises ValueError naming the pattern when nothing is written."""
+    from basic_tf.data import writer
+
+    def records():
+        for shard in schema.list_shards(file_pattern):
+            yield from read_records(shard)
+
+    summary = writer.write_tfrecords(records(), output_prefix, show_progress=False,
+                                     **write_kwargs)
+    if not summary.written:
+        raise ValueError(f"{file_pattern}: no img2dataset record could be written "
+                         f"({summary.to_json()})")
+    return summary
 
 
 def detect_record_format(shard: str) -> str:

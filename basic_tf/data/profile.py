@@ -38,7 +38,7 @@ class DataProfile:
     captions: List[str]
     class_captions: Dict[str, List[str]]
     record_format: str = "basic_tf"   # or "img2dataset" (basic_tf.data.img2dataset)
-    unreadable: int = 0               # img2dataset records without image or caption (skipped)
+    unreadable: int = 0               # records skipped: no image or caption, unreadable image
 
     @property
     def channels(self) -> Dict[int, int]:
@@ -72,9 +72,10 @@ class DataProfile:
         sides = f"{min(self.heights)}..{max(self.heights)} x {min(self.widths)}..{max(self.widths)}"
         modes = ", ".join(f"{mode} {n}" for mode, n in sorted(self.modes.items()))
         per_record = len(self.captions) / max(self.records, 1)
-        fmt = "" if self.record_format == "basic_tf" else (
-            f" ({self.record_format} layout; {self.unreadable} records without image or "
-            "caption skipped)")
+        fmt = "" if self.record_format == "basic_tf" else f" ({self.record_format} layout)"
+        if self.unreadable:
+            fmt += (f"; {self.unreadable} records skipped (no image, no caption or an image "
+                    "header Pillow cannot read)")
         lines = [f"{self.records} records in {len(self.shards)} shard(s){fmt}",
                  f"images (height x width): {sides} pixels, median shorter side "
                  f"{self.shorter_side()}; Pillow modes: {modes}",
@@ -104,7 +105,8 @@ def profile_shards(file_pattern: Union[str, Sequence[str]],
     The record format (basic_tf or img2dataset) is told from the first shard's first record.
     Raises FileNotFoundError (no shard), ValueError (a truncated shard) or schema.SchemaError (a
     record off the schema), each naming the shard and record; img2dataset records without
-    image or caption (failed downloads) are counted in `unreadable` instead.
+    image or caption (failed downloads) and images whose header Pillow cannot read are counted
+    in `unreadable` instead.
     """
     shards = schema.list_shards(file_pattern)
     record_format = img2dataset.detect_record_format(shards[0])
@@ -115,11 +117,11 @@ def profile_shards(file_pattern: Union[str, Sequence[str]],
         if record_format == "basic_tf":
             yield from validate.read_records(shard)
             return
-        for i, serialized in validate.iter_shard(shard):
-            try:
-                yield img2dataset.decode_record(serialized, shard, i)
-            except schema.SchemaError:
-                unreadable += 1
+        for record in img2dataset.read_records(shard):
+            if isinstance(record, schema.SkippedSource):
+                unreadable += record.count
+            else:
+                yield record
 
     heights, widths, captions = [], [], []
     modes, formats = collections.Counter(), collections.Counter()
@@ -132,8 +134,12 @@ def profile_shards(file_pattern: Union[str, Sequence[str]],
         for record in read(shard):
             if max_records is not None and records >= max_records:
                 break
+            try:
+                height, width, mode = _header(record.image)
+            except Exception:  # Pillow raises many types on a corrupt or cut image
+                unreadable += 1  # the pipeline skips it as bad_image
+                continue
             records += 1
-            height, width, mode = _header(record.image)
             heights.append(height)
             widths.append(width)
             modes[mode] += 1

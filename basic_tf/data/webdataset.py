@@ -18,9 +18,9 @@ and member, counted by cause (`SKIP_CAUSES`) in the writer's summary:
 An empty .txt is passed on: the writer skips it as "no non-empty caption". A shard list naming
 a file that does not exist raises FileNotFoundError naming it, before anything is converted.
 
-Training reads the converted shards: tf.data has no tar reader, and a Python-generator reader
-is neither checkpointable nor parallel (its throughput against converted shards is not measured
-yet).
+Training reads the converted shards: tf.data has no tar reader, and a from_generator reader runs
+the whole read in one Python thread and cannot checkpoint its position (README, "Web-scale
+data").
 """
 import json
 import os
@@ -57,26 +57,26 @@ def expand_braces(pattern: str) -> List[str]:
     return [head + part + rest for part in parts for rest in expand_braces(tail)]
 
 
-def list_tars(patterns: str) -> List[str]:
+def list_tars(patterns: str, flag: str = "--input") -> List[str]:
     """Tar paths from brace ranges and globs (several patterns joined by '::', as open_clip).
-    Raises FileNotFoundError naming the first named file that does not exist, or a glob that
-    matches nothing (before any tar is read)."""
+    Raises FileNotFoundError naming `flag`, then the first named file that does not exist or a
+    glob that matches nothing (before any tar is read)."""
     out = []
     for pattern in patterns.split("::"):
         for path in expand_braces(pattern):
             if any(c in path for c in "*?["):
                 matched = sorted(tf.io.gfile.glob(path))
                 if not matched:
-                    raise FileNotFoundError(f"--input: glob {path!r} (from {pattern!r}) "
+                    raise FileNotFoundError(f"{flag}: glob {path!r} (from {pattern!r}) "
                                             "matches no tar")
                 out.extend(matched)
             elif not tf.io.gfile.exists(path):
-                raise FileNotFoundError(f"--input: tar {path!r} (from {pattern!r}) does not "
+                raise FileNotFoundError(f"{flag}: tar {path!r} (from {pattern!r}) does not "
                                         "exist; fix the list or the brace range")
             else:
                 out.append(path)
     if not out:
-        raise FileNotFoundError(f"--input={patterns!r} names no tar")
+        raise FileNotFoundError(f"{flag}={patterns!r} names no tar")
     return out
 
 

@@ -118,3 +118,33 @@ def test_python_reader_and_format_detection(i2d_shards, tmp_path):
         w.write(tf.train.Example().SerializeToString())
     with pytest.raises(ValueError, match="^" + other):
         img2dataset.detect_record_format(other)
+
+
+def test_to_shards_counts_unreadable_and_cut_records(tmp_path):
+    """The Python conversion (new-experiment's img2dataset --eval): a record without image and
+    a shard cut mid-frame are skipped and counted by cause; the rest is written in our schema."""
+    rows = [img2dataset_example(i, FORMATS[i % 4]) for i in range(6)]
+    rows[1] = img2dataset_example(1, "jpg", fields={"jpg": None})   # failed download: no image
+    path = write_img2dataset_shard(str(tmp_path / "00000.tfrecord"), rows)
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:len(data) - len(rows[5]) // 2])     # cut inside record 5
+    summary = img2dataset.to_shards(path, str(tmp_path / "out/eval"))
+    assert summary.skipped_sources == {"unreadable": 1, "truncated": 1}
+    assert summary.written == 4
+    from basic_tf.data import validate
+    ids = [r.example_id for s in summary.shards for r in validate.read_records(s)]
+    assert ids == ["000000000", "000000002", "000000003", "000000004"]
+
+
+def test_profile_counts_records_it_cannot_read(tmp_path):
+    """new-experiment profiles img2dataset shards as they are: a failed download and a WebP
+    Pillow cannot open are counted, not raised."""
+    from basic_tf.data import profile
+
+    rows = [img2dataset_example(i, FORMATS[i % 4]) for i in range(4)]
+    rows += [img2dataset_example(8, "jpg", fields={"jpg": None}),
+             img2dataset_example(9, "webp", fields={"webp": b"RIFF\x20\x00\x00\x00WEBPVP8 x"})]
+    write_img2dataset_shard(str(tmp_path / "00000.tfrecord"), rows)
+    found = profile.profile_shards(str(tmp_path / "*.tfrecord"))
+    assert (found.record_format, found.records, found.unreadable) == ("img2dataset", 4, 2)
+    assert "2 records skipped" in found.describe().splitlines()[0]
