@@ -7,7 +7,7 @@ import pytest
 
 from basic_tf.data import pipeline, schema, validate, webdataset, writer
 from data_helpers import webp_claiming
-from web_helpers import caption, pair_members, write_tar, write_tars
+from web_helpers import caption, image_bytes, pair_members, write_tar, write_tars
 
 
 def test_brace_ranges_lists_and_globs(tmp_path):
@@ -53,15 +53,16 @@ def test_bad_members_are_skipped_counted_and_named(tmp_path):
                + pair_members(4, text="   ")                              # 4: empty txt
                + [("000000005.webp", webp_claiming(12000, 12000))] + pair_members(5)[1:]
                + [("000000006.webp", b"RIFF\x20\x00\x00\x00WEBPVP8 garbage")]
-               + pair_members(6)[1:] + pair_members(7))
+               + pair_members(6)[1:] + pair_members(7)
+               + [("000000008.webp", image_bytes(8, "webp")[:40])] + pair_members(8)[1:])
     path = write_tar(str(tmp_path / "bad.tar"), members)
-    items = list(webdataset.from_tar(path, 8))
+    items = list(webdataset.from_tar(path, 9))
     assert _causes(items) == {"unpaired": 2, "bad_json": 1}
     named = [i.where for i in items if isinstance(i, schema.SkippedSource)]
     assert named[0] == f"{path} member 000000001.jpg" and "000000003.json" in named[2]
     summary = writer.write_tfrecords(items, str(tmp_path / "out"), show_progress=False)
     assert (summary.written, summary.empty_records, summary.too_large_images,
-            summary.bad_images) == (2, 1, 1, 1)
+            summary.bad_images) == (2, 1, 1, 2)   # 6 corrupt, 8 truncated WebP
     assert summary.skipped_sources == {"unpaired": 2, "bad_json": 1}
 
 
