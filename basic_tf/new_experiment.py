@@ -68,6 +68,7 @@ class Experiment:
     checkpoint_interval: int
     notes: Dict[str, str]
     loss_chunk: int = 0
+    record_format: str = "basic_tf"   # of the training shards (make_dataset.record_format)
 
     @property
     def gin_path(self) -> str:
@@ -83,18 +84,37 @@ class Experiment:
 
 
 def is_source(path: str) -> bool:
-    """True for what basic-make-tfrecords reads (a .csv/.jsonl table or a class-folder root),
-    False for a glob of shards."""
-    return os.path.isdir(path) or os.path.splitext(path)[1].lower() in TABLE_EXTENSIONS
+    """True for what basic-make-tfrecords reads (a .csv/.jsonl table, a class-folder root or
+    webdataset tars: 'shards/*.tar', 'shards/{00000..00099}.tar'), False for a glob of shards
+    (basic_tf's or img2dataset's TFRecords, read as they are)."""
+    return (os.path.isdir(path) or os.path.splitext(path)[1].lower() in TABLE_EXTENSIONS
+            or is_tar_pattern(path))
+
+
+def is_tar_pattern(path: str) -> bool:
+    """True for webdataset tars (brace ranges and globs of .tar files, joined by '::')."""
+    return all(part.endswith(".tar") for part in path.split("::"))
 
 
 def shards_from_source(source: str, output_prefix: str, label_column: Optional[str] = None,
-                       class_names_file: Optional[str] = None, log=print) -> str:
-    """Writes a table or class-folder source as shards `<output_prefix>-*.tfrecord`, as
-    `basic-make-tfrecords --source=table|folder` does (same readers and writer, default
-    options); returns their glob. Shards of an earlier run with this prefix are replaced."""
-    from basic_tf.data import sources, writer
+                       class_names_file: Optional[str] = None, log=print,
+                       flag: str = "--train") -> str:
+    """Writes a table, class-folder or webdataset-tar source (`flag` names it in errors) as
+    shards `<output_prefix>-*.tfrecord`, as `basic-make-tfrecords --source=table|folder|
+    webdataset` does (same readers and writer, default options); returns their glob. Shards of
+    an earlier run with this prefix are replaced."""
+    from basic_tf.data import sources, webdataset, writer
 
+    if is_tar_pattern(source) and not os.path.isdir(source):
+        tars = webdataset.list_tars(source, flag)  # a missing tar: named before anything goes
+        for stale in glob.glob(output_prefix + "-*"):
+            os.remove(stale)
+        total = webdataset.convert_tars(tars, output_prefix)
+        if not total.get("written"):
+            raise ValueError(f"{flag}={source!r}: no record written ({total})")
+        log(f"wrote {total['written']} records of {source} in {len(total['shards'])} "
+            f"shard(s) ({output_prefix}-*); skipped samples: {total['skipped_sources']}")
+        return output_prefix + "-*.tfrecord"
     if os.path.isdir(source):
         records = sources.from_folder(source)
     else:
@@ -282,6 +302,17 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
     if eval_pattern:
         log(f"reading {eval_pattern}")
         evaluation = data_profile.profile_shards(eval_pattern)
+        if evaluation.record_format == "img2dataset":  # evaluation tools read our schema
+            from basic_tf.data import img2dataset
+
+            prefix = os.path.join(out_dir, "data", "eval")
+            for stale in glob.glob(prefix + "-*"):
+                os.remove(stale)
+            summary = img2dataset.to_shards(eval_pattern, prefix)
+            log(f"wrote {summary.written} records of {eval_pattern} in {len(summary.shards)} "
+                f"shard(s) ({prefix}-*); skipped: {summary.skipped_sources}")
+            eval_pattern = prefix + "-*.tfrecord"
+            evaluation = data_profile.profile_shards(eval_pattern)
         log("  " + evaluation.describe().replace("\n", "\n  "))
     # written one per line to class_names.txt: each must read back as itself, and be its own
     class_names = data_class_names.check(train.ordered_class_names(), f"--train={train_pattern}",
@@ -345,7 +376,7 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
                      os.path.abspath(eval_pattern) if eval_pattern else None, out_dir,
                      tokenizer_path, pieces, class_names, templates, size, seq_len, model_size,
                      batch, best.num_micro_batches, bool(best.remat_every), steps, per_loop,
-                     interval, notes, best.loss_chunk)
+                     interval, notes, best.loss_chunk, train.record_format)
     return exp, train, evaluation
 
 
@@ -378,6 +409,7 @@ def render_gin(exp: Experiment, train: data_profile.DataProfile,
 
 # ---- Data: read the same way by training, evaluation and export
 make_dataset.file_pattern = {exp.train_pattern!r}
+make_dataset.record_format = {exp.record_format!r}
 make_dataset.tokenizer_path = {exp.tokenizer_path!r}  # {n['tokenizer']}
 make_dataset.global_batch_size = {exp.global_batch}
 make_dataset.shuffle_buffer = {min(10_000, train.records)}

@@ -73,3 +73,17 @@ def test_class_names_that_do_not_round_trip_are_refused(tmp_path, names, message
     with pytest.raises(ValueError, match=rf"--train={tmp_path}/train-\*: {message}"):
         ne.choose(str(tmp_path / "train-*"), None, str(tmp_path / "exp"), log=lambda _: None)
     assert not os.path.exists(tmp_path / "exp" / "class_names.txt")
+
+
+def test_a_missing_tar_is_named_with_its_flag_before_anything_is_written(tmp_path):
+    (tmp_path / "shards").mkdir()
+    for name in ("00000.tar", "00001.tar"):  # never read: the list fails first
+        (tmp_path / "shards" / name).write_bytes(b"")
+    (tmp_path / "data").mkdir()
+    kept = tmp_path / "data" / "eval-00000-of-00001.tfrecord"
+    kept.write_bytes(b"earlier run")
+    missing = str(tmp_path / "shards" / "00002.tar")
+    with pytest.raises(FileNotFoundError, match=f"^--eval: tar '{missing}'"):
+        ne.shards_from_source(str(tmp_path / "shards/{00000..00002}.tar"),
+                              str(tmp_path / "data" / "eval"), flag="--eval")
+    assert kept.exists()

@@ -13,6 +13,10 @@ Examples:
       --output_prefix=/data/fm/train
   # .npz with 'images' (uint8 [N,H,W(,3)]), 'labels' and 'class_names' or 'captions'
   python3 tools/make_tfrecords.py --source=numpy --input=arrays.npz --output_prefix=/data/np/train
+  # webdataset tars as img2dataset writes them (brace ranges and globs), 2 tars at a time;
+  # __key__ becomes the id, <key>.json the metadata; shards <prefix>-<tar stem>-*.tfrecord
+  python3 tools/make_tfrecords.py --source=webdataset --input='shards/{00000..00099}.tar' \
+      --output_prefix=/data/laion/train --num_workers=2
   # a TFDS dataset already prepared in --tfds_data_dir (never downloads)
   python3 tools/make_tfrecords.py --source=tfds --tfds_name=coco_captions \
       --caption_key=captions/text --tfds_data_dir=~/tensorflow_datasets --output_prefix=/data/coco/train
@@ -31,11 +35,18 @@ from absl import app, flags
 from basic_tf import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("source", None, ["table", "folder", "numpy", "fashion_mnist", "tfds"],
+flags.DEFINE_enum("source", None, ["table", "folder", "numpy", "fashion_mnist", "tfds",
+                                    "webdataset"],
                   "Where records come from: table = .csv/.jsonl of image paths and captions; "
                   "folder = <input>/<class name>/<images>; numpy = .npz arrays; fashion_mnist = "
-                  "the Debian package; tfds = a locally prepared TFDS dataset.")
-flags.DEFINE_string("input", None, "Table file, folder root or .npz file (per --source).")
+                  "the Debian package; tfds = a locally prepared TFDS dataset; webdataset = "
+                  "tars of <key>.jpg|png|webp + <key>.txt (+ <key>.json), as img2dataset "
+                  "writes them.")
+flags.DEFINE_string("input", None, "Table file, folder root or .npz file (per --source); "
+                    "webdataset: tars, with brace ranges and globs "
+                    "('shards/{00000..00099}.tar', several joined by '::').")
+flags.DEFINE_integer("num_workers", 1, "webdataset: tars converted at once, one process each "
+                     "(records are de-duplicated within a tar).")
 flags.DEFINE_string("output_prefix", None, "Shard path prefix, e.g. /data/fm/train.")
 flags.DEFINE_string("validate", None, "Glob of shards to check instead of writing.")
 flags.DEFINE_float("max_shard_mb", 256.0, "Start a new shard before one passes this size (MiB).")
@@ -63,8 +74,9 @@ flags.DEFINE_bool("allow_outside_paths", False, "table: accept image paths outsi
                   "default, naming the row, so that a table cannot pack any readable image.")
 flags.DEFINE_string("class_names_file", None, "Class names, one per line in label order "
                     "(table labels, numpy arrays without 'class_names').")
-flags.DEFINE_enum("image_format", "png", ["png", "jpeg"], "numpy/fashion_mnist: how to encode "
-                  "arrays (png is lossless; jpeg enables the fused decode-and-crop).")
+flags.DEFINE_enum("image_format", "png", ["png", "jpeg", "webp"], "numpy/fashion_mnist: how to encode "
+                  "arrays (png is lossless; jpeg enables the fused decode-and-crop; webp is "
+                  "lossy at --jpeg_quality).")
 flags.DEFINE_integer("jpeg_quality", 95, "numpy/fashion_mnist: JPEG quality.")
 flags.DEFINE_string("split", "train", "fashion_mnist/tfds: split to write.")
 flags.DEFINE_string("fashion_mnist_dir", None, "fashion_mnist: IDX folder (default: the "
@@ -121,6 +133,32 @@ def _records_and_total():
                              FLAGS.caption_key, FLAGS.label_key, templates), None
 
 
+def _convert_webdataset(bounds) -> int:
+    from basic_tf.data import webdataset
+
+    if not FLAGS.input:
+        raise app.UsageError("--source=webdataset needs --input (tars: brace ranges, globs)")
+    try:
+        tars = webdataset.list_tars(FLAGS.input, "--input")
+    except FileNotFoundError as e:
+        print(f"{e}\nnothing written to {FLAGS.output_prefix}-*", file=sys.stderr)
+        return 1
+    total = webdataset.convert_tars(
+        tars, FLAGS.output_prefix, FLAGS.num_workers,
+        max_shard_bytes=int(FLAGS.max_shard_mb * (1 << 20)), dedupe_records=FLAGS.dedupe_records,
+        check_images=FLAGS.check_images, bounds=bounds)
+    skipped = ", ".join(f"{c} {total['skipped_sources'].get(c, 0)}"
+                        for c in webdataset.SKIP_CAUSES)
+    print(f"wrote {total.get('written', 0)} records from {len(tars)} tars in "
+          f"{len(total['shards'])} shards ({FLAGS.output_prefix}-*.tfrecord); skipped samples: "
+          f"{skipped}; records: {total.get('duplicate_records', 0)} duplicate, "
+          f"{total.get('empty_records', 0)} without caption, {total.get('bad_images', 0)} bad "
+          f"image, {total.get('too_large_images', 0)} image over {bounds.max_image_pixels} "
+          f"pixels; {total.get('cut_captions', 0)} captions cut to {bounds.max_caption_bytes} "
+          "bytes")
+    return 0 if total.get("written") else 1
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}")
@@ -140,6 +178,8 @@ def main(argv):
 
     from basic_tf.data import writer
 
+    if FLAGS.source == "webdataset":
+        return _convert_webdataset(bounds)
     records, total = _records_and_total()
     if FLAGS.limit:
         records = itertools.islice(records, FLAGS.limit)

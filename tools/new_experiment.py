@@ -6,6 +6,8 @@ Examples (shards written by basic-make-tfrecords / tools/make_tfrecords.py):
       --eval='my_data/tfrecords/test-*.tfrecord' --out_dir=my_exp
   basic-new-experiment --train=my_data/train.csv --eval=my_data/test.csv --label_column=label \
       --class_names_file=my_data/classes.txt --out_dir=my_exp    # shards into my_exp/data
+  basic-new-experiment --train='shards/{00000..00099}.tar' --out_dir=web_exp  # webdataset tars
+  basic-new-experiment --train='i2d/*.tfrecord' --out_dir=i2d_exp   # img2dataset TFRecords
   then run the three commands it prints (basic-train, basic-evaluate, basic-export).
 
 It reads the shards (image sizes and channels, class names, captions), trains a SentencePiece
@@ -24,9 +26,10 @@ from absl import app, flags
 from basic_tf import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("train", None, "Glob of the training TFRecord shards (basic_tf schema), or "
-                    "a .csv/.jsonl table or class-folder root (written as shards into "
-                    "<out_dir>/data first, as basic-make-tfrecords does).")
+flags.DEFINE_string("train", None, "Glob of the training TFRecord shards (basic_tf schema or "
+                    "img2dataset's, read as they are), or a .csv/.jsonl table, class-folder "
+                    "root or webdataset tars ('shards/{00000..00099}.tar', globs) written as "
+                    "shards into <out_dir>/data first, as basic-make-tfrecords does.")
 flags.DEFINE_string("eval", None, "Evaluation data, as --train (labelled: zero-shot "
                     "classification; captions only: retrieval). Optional.")
 flags.DEFINE_string("label_column", None, "Tables: integer label column (as "
@@ -67,7 +70,7 @@ def main(argv):
             if source and new_experiment.is_source(source):
                 data[split] = new_experiment.shards_from_source(
                     source, os.path.join(FLAGS.out_dir, "data", split), FLAGS.label_column,
-                    FLAGS.class_names_file)
+                    FLAGS.class_names_file, flag=f"--{split}")
         exp, train, evaluation = new_experiment.choose(
             data["train"], data["eval"], FLAGS.out_dir, tokenizer=FLAGS.tokenizer,
             vocab_size=FLAGS.vocab_size, epochs=FLAGS.epochs, train_steps=FLAGS.train_steps,

@@ -2,6 +2,7 @@
 
   schema        the one TFRecord example format (image bytes, captions, label, id)
   sources       records from CSV/JSONL, class folders, NumPy arrays, local TFDS sets
+  img2dataset   img2dataset's TFRecords read as they are (make_dataset.record_format)
   fashion_mnist the Debian package's Fashion-MNIST as arrays, with class names
   writer        size-bounded shards with caption/record de-duplication and stats sidecars
   validate      read shards back; report corrupt, empty and truncated records

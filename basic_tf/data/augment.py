@@ -2,7 +2,8 @@
 
 JPEG takes the fused path: only the header is read to choose the crop window, then
 `decode_and_crop_jpeg` decodes just that window (much less work for a small crop of a large
-image). Other formats (PNG) are decoded whole and then cropped. Randomness is stateless, keyed by
+image). Other formats (PNG, WebP) are decoded whole (`decode_rgb`: grayscale and alpha images
+to 3 channels) and then cropped. Randomness is stateless, keyed by
 a per-example seed [2], so the same example position gives the same crop after a resume.
 Undecodable bytes raise an op error: the pipeline skips and counts such records.
 """
@@ -10,7 +11,25 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from basic_tf.data import limits
+
 _WHOLE_IMAGE = [[[0.0, 0.0, 1.0, 1.0]]]  # one box = the whole image (normalised y0 x0 y1 x1)
+
+
+def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG, PNG, GIF, BMP or WebP tf.string [] -> uint8 [h, w, 3] (first frame).
+
+    WebP goes through `tf.io.decode_webp`, which gives 3 or 4 channels (with alpha) and refuses
+    channels=3 for a WebP with alpha (so does `decode_image`); alpha is dropped, as Pillow's
+    convert("RGB") does, and grayscale WebP is already stored as 3 channels.
+    """
+    def webp():
+        return tf.io.decode_webp(image_bytes, channels=0)[0, :, :, :3]
+
+    def other():
+        return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+
+    return tf.ensure_shape(tf.cond(limits.is_webp(image_bytes), webp, other), [None, None, 3])
 
 
 def _decode_crop(image_bytes: tf.Tensor, box_fn) -> tf.Tensor:
@@ -25,7 +44,7 @@ def _decode_crop(image_bytes: tf.Tensor, box_fn) -> tf.Tensor:
                                              channels=3)
 
     def other():
-        image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+        image = decode_rgb(image_bytes)
         offset, size = box_fn(tf.shape(image))
         return tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [3]], 0))
 

@@ -4,7 +4,8 @@ One caption of 1 MiB costs ~40 s of SentencePiece each time it comes round, and 
 claim a 12000x12000 canvas (0.4 GB decoded), so the writer (tools/make_tfrecords.py), the
 training and evaluation pipelines and `--validate` all bound both, with the same numbers
 (`input_limits`, gin). Serving bounds its requests the same way (basic_tf.export.inputs):
-pixels are read from the JPEG SOF or PNG IHDR header before anything is decoded.
+pixels are read from the JPEG SOF, PNG IHDR or WebP (VP8 / VP8L / VP8X chunk) header before
+anything is decoded.
 
   captions longer than max_caption_bytes are cut (at a UTF-8 character boundary) and counted:
     the tokenizer keeps only seq_len tokens anyway, so the cut loses nothing a model sees;
@@ -19,6 +20,12 @@ import tensorflow as tf
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_HEADER = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR"   # signature, IHDR length and type
+WEBP_HEADER_BYTES = 30  # RIFF, size, WEBP, first chunk's type and size, its first 10 bytes
+
+
+def is_webp_bytes(data: bytes) -> bool:
+    """True for a RIFF WebP file (b"RIFF", 4 size bytes, b"WEBP")."""
+    return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,10 +53,19 @@ def input_limits(max_image_pixels: int = 16_000_000,
     return limits
 
 
+def is_webp(image: tf.Tensor) -> tf.Tensor:
+    """bool, same shape as tf.string `image`: the bytes start like a RIFF WebP file. Padded
+    first: substr at offset 8 of a shorter string raises (a regex would miss size bytes that are
+    not UTF-8)."""
+    head = tf.strings.join([tf.strings.substr(image, 0, 12), "\0" * 12])
+    return ((tf.strings.substr(head, 0, 4) == b"RIFF")
+            & (tf.strings.substr(head, 8, 4) == b"WEBP"))
+
+
 def image_height_width(image: tf.Tensor) -> tf.Tensor:
-    """int64 [2] (height, width) from the JPEG SOF or PNG IHDR header of one tf.string []
-    encoded image, without decoding it; [-1, -1] for bytes that are neither JPEG nor a PNG with
-    a whole IHDR header. A JPEG whose header is corrupt raises InvalidArgument."""
+    """int64 [2] (height, width) from the JPEG SOF, PNG IHDR or WebP header of one tf.string []
+    encoded image, without decoding it; [-1, -1] for bytes that are none of these with a whole
+    header. A JPEG whose header is corrupt raises InvalidArgument."""
     def jpeg():
         return tf.cast(tf.image.extract_jpeg_shape(image)[:2], tf.int64)
 
@@ -58,13 +74,61 @@ def image_height_width(image: tf.Tensor) -> tf.Tensor:
                                         little_endian=False)
         return tf.reshape(tf.cast(tf.reverse(width_height, [0]), tf.int64) & 0xFFFFFFFF, [2])
 
+    def webp():
+        return _webp_height_width(image)
+
     def unknown():
         return tf.constant([-1, -1], tf.int64)
 
+    length = tf.strings.length(image)
     is_jpeg = tf.strings.substr(image, 0, len(JPEG_MAGIC)) == JPEG_MAGIC
-    is_png = ((tf.strings.length(image) >= len(PNG_HEADER) + 8)
-              & (tf.strings.substr(image, 0, len(PNG_HEADER)) == PNG_HEADER))
-    return tf.cond(is_jpeg, jpeg, lambda: tf.cond(is_png, png, unknown))
+    is_png = (length >= len(PNG_HEADER) + 8) & (
+        tf.strings.substr(image, 0, len(PNG_HEADER)) == PNG_HEADER)
+    webp_header = (length >= WEBP_HEADER_BYTES) & is_webp(image)
+    return tf.case([(is_jpeg, jpeg), (is_png, png), (webp_header, webp)], default=unknown)
+
+
+def _webp_height_width(image: tf.Tensor) -> tf.Tensor:
+    """int64 [2] from the first chunk of a WebP file of >= WEBP_HEADER_BYTES bytes (see
+    `_webp_header_height_width`, its Python twin, for the layout); [-1, -1] for another chunk."""
+    b = tf.cast(tf.io.decode_raw(tf.strings.substr(image, 20, 10), tf.uint8), tf.int64)
+
+    def le(start, n):  # little-endian unsigned integer of bytes 20+start .. 20+start+n-1
+        return sum(tf.bitwise.left_shift(b[start + i], 8 * i) for i in range(n))
+
+    chunk = tf.strings.substr(image, 12, 4)
+    bits = le(1, 4)
+    lossless = tf.stack([tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1,
+                         tf.bitwise.bitwise_and(bits, 0x3FFF) + 1])
+    lossy = tf.stack([tf.bitwise.bitwise_and(le(8, 2), 0x3FFF),
+                      tf.bitwise.bitwise_and(le(6, 2), 0x3FFF)])
+    extended = tf.stack([le(7, 3) + 1, le(4, 3) + 1])
+    return tf.case([(chunk == b"VP8 ", lambda: lossy), (chunk == b"VP8L", lambda: lossless),
+                    (chunk == b"VP8X", lambda: extended)],
+                   default=lambda: tf.constant([-1, -1], tf.int64))
+
+
+def _webp_header_height_width(data: bytes) -> Optional[Tuple[int, int]]:
+    """(height, width) of a WebP file from its first chunk (bytes 12..29), None if unknown.
+
+    VP8 (lossy): 14-bit width and height, little-endian, at bytes 26 and 28 (after the frame tag
+    and start code). VP8L (lossless): after the 0x2f signature at byte 20, one little-endian
+    uint32 holding width - 1 (bits 0-13) and height - 1 (bits 14-27). VP8X (extended: alpha,
+    animation): canvas width - 1 and height - 1 as 24-bit little-endian at bytes 24 and 27.
+    """
+    if len(data) < WEBP_HEADER_BYTES:
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        width, height = struct.unpack("<HH", data[26:30])
+        return height & 0x3FFF, width & 0x3FFF
+    if chunk == b"VP8L":
+        bits = struct.unpack("<I", data[21:25])[0]
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        return (int.from_bytes(data[27:30], "little") + 1,
+                int.from_bytes(data[24:27], "little") + 1)
+    return None
 
 
 def cut_captions(captions: tf.Tensor, max_bytes: int) -> tuple:
@@ -98,8 +162,10 @@ def check_image_pixels(image: tf.Tensor, max_pixels: int) -> tf.Operation:
 
 def header_height_width(data: bytes) -> Optional[Tuple[int, int]]:
     """Python twin of `image_height_width` for the writer and --validate: (height, width) from
-    the PNG IHDR or the JPEG SOF header, or None if there is no such header (nothing decoded;
-    Pillow is not used because it refuses to even open a header claiming > 179 MP)."""
+    the PNG IHDR, the JPEG SOF or the WebP header, or None if there is no such header (nothing
+    decoded; Pillow is not used because it refuses to even open a header claiming > 179 MP)."""
+    if is_webp_bytes(data):
+        return _webp_header_height_width(data)
     if data[:len(PNG_HEADER)] == PNG_HEADER and len(data) >= len(PNG_HEADER) + 8:
         width, height = struct.unpack(">II", data[16:24])
         return height, width

@@ -1,5 +1,8 @@
 """The tf.data input pipeline: TFRecord shards -> batches of images, token ids and labels.
 
+Shards are basic_tf's own (basic_tf.data.schema) or img2dataset's TFRecords as they are
+(`record_format='img2dataset'`, basic_tf.data.img2dataset).
+
     files (this host's share) -> [train: shuffle files, repeat] -> interleave shard readers
     -> [train: shuffle records] -> number each element -> parse -> bound + decode/crop/flip
     (parallel) -> count skipped records by cause -> batch -> tokenize captions -> prefetch
@@ -43,7 +46,7 @@ import gin
 import tensorflow as tf
 from absl import logging
 
-from basic_tf.data import augment, schema, skips, writer
+from basic_tf.data import augment, img2dataset, schema, skips, writer
 from basic_tf.data import limits as limits_lib
 from basic_tf.data.skips import SkippedRecordsCounter  # noqa: F401 (its home was here)
 from basic_tf.data.tokenizer import Tokenizer
@@ -89,13 +92,21 @@ def _read_shard(path: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
     return records.concatenate(end).scan(tf.constant(0, tf.int64), count)
 
 
-def _parse(index, element):
+def _parse_basic_tf(serialized):
+    """tf.string [] -> (image, captions [n], label int32, id) of a basic_tf schema record."""
+    ex = schema.parse_example(serialized)
+    return (ex[schema.IMAGE_KEY], ex[schema.CAPTION_KEY],
+            tf.cast(ex[schema.LABEL_KEY], tf.int32), ex[schema.ID_KEY])
+
+
+_PARSERS = {"basic_tf": _parse_basic_tf, "img2dataset": img2dataset.parse_example}
+
+
+def _parse(index, element, record_format="basic_tf"):
     """(element number, element) -> parsed fields; raises (-> dropped, counted as parse_error)
-    for a record that is not an Example of the schema."""
+    for a record that is not an Example of the record format."""
     def real():
-        ex = schema.parse_example(element["record"])
-        return (ex[schema.IMAGE_KEY], ex[schema.CAPTION_KEY],
-                tf.cast(ex[schema.LABEL_KEY], tf.int32), ex[schema.ID_KEY])
+        return _PARSERS[record_format](element["record"])
 
     def placeholder():
         return (tf.constant(""), tf.zeros([0], tf.string), tf.constant(schema.NO_LABEL),
@@ -160,7 +171,7 @@ def _decode(element, *, training, seed, image_size, area_range, aspect_ratio_ran
             "example_id": element["example_id"], "mask": mask}
 
 
-def _check_files(pattern, files: Sequence[str]) -> tuple:
+def _check_files(pattern, files: Sequence[str], record_format: str = "basic_tf") -> tuple:
     """(int64 record count of each file from its stats sidecar, -1 without one; records in a
     pass over all files: sidecar counts, else at most bytes / 16, a record's framing alone).
 
@@ -170,8 +181,11 @@ def _check_files(pattern, files: Sequence[str]) -> tuple:
     """
     expected, empty, per_pass = [], [], 0
     for f in files:
-        stats = writer.read_shard_stats(f)
-        n = int(stats["num_records"]) if stats is not None else -1
+        if record_format == "img2dataset":
+            n = img2dataset.expected_records(f)
+        else:
+            stats = writer.read_shard_stats(f)
+            n = int(stats["num_records"]) if stats is not None else -1
         if n < 0:
             info = tf.io.gfile.stat(f)
             if info.is_directory:
@@ -212,7 +226,8 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
                  antialias: bool = False,
                  string_features: bool = True,
                  log_skipped: bool = True,
-                 max_skipped_fraction: Optional[float] = 0.5) -> tf.data.Dataset:
+                 max_skipped_fraction: Optional[float] = 0.5,
+                 record_format: str = "basic_tf") -> tf.data.Dataset:
     """Builds the (per-replica-batched) dataset for training or evaluation; see module doc.
 
     Args:
@@ -234,7 +249,11 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
       max_skipped_fraction: stop (skips.account) once more than this fraction of the records
         read by this pipeline were skipped (checked from min(1000, records per pass) records
         on); None: no bound. Image pixels and caption bytes are bounded by `input_limits`.
+      record_format: 'basic_tf' (basic_tf.data.schema) or 'img2dataset' (its TFRecords as
+        they are: image under jpg/jpeg/png/webp, caption `txt`, id `key`, no label;
+        basic_tf.data.img2dataset). Skips, bounds, sharding and resume work alike.
     """
+    img2dataset.check_record_format(record_format)
     pattern = file_pattern if (training or eval_file_pattern is None) else eval_file_pattern
     if max_skipped_fraction is not None and not 0.0 <= max_skipped_fraction <= 1.0:
         raise ValueError(f"make_dataset.max_skipped_fraction={max_skipped_fraction!r} must be "
@@ -255,7 +274,7 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
         per_replica = input_context.get_per_replica_batch_size(batch_size)
         replicas_per_pipeline = max(
             input_context.num_replicas_in_sync // input_context.num_input_pipelines, 1)
-    expected, per_pass = _check_files(pattern, files)
+    expected, per_pass = _check_files(pattern, files, record_format)
     limits = limits_lib.input_limits()
     tokenizer = Tokenizer(tokenizer_path, seq_len)
 
@@ -271,7 +290,8 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
             {"record": tf.constant(""), "kind": _END, "missing": tf.constant(0, tf.int64),
              "source": tf.constant(""), "offset": tf.constant(-1, tf.int64)}))
     ds = ds.enumerate()
-    ds = ds.map(_parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(functools.partial(_parse, record_format=record_format),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=log_skipped)
     ds = ds.scan(tf.constant(0, tf.int64), _count_parse_drops)
     decode = functools.partial(

@@ -10,7 +10,7 @@ import io
 import statistics
 from typing import Dict, List, Optional, Sequence, Union
 
-from basic_tf.data import schema, validate
+from basic_tf.data import img2dataset, schema, validate
 
 # Pillow mode -> channels of the stored file (the pipeline always decodes to 3).
 MODE_CHANNELS = {"1": 1, "L": 1, "P": 1, "I": 1, "F": 1, "I;16": 1, "LA": 2, "RGB": 3,
@@ -37,6 +37,8 @@ class DataProfile:
     labelled: int
     captions: List[str]
     class_captions: Dict[str, List[str]]
+    record_format: str = "basic_tf"   # or "img2dataset" (basic_tf.data.img2dataset)
+    unreadable: int = 0               # records skipped: no image or caption, unreadable image
 
     @property
     def channels(self) -> Dict[int, int]:
@@ -70,7 +72,11 @@ class DataProfile:
         sides = f"{min(self.heights)}..{max(self.heights)} x {min(self.widths)}..{max(self.widths)}"
         modes = ", ".join(f"{mode} {n}" for mode, n in sorted(self.modes.items()))
         per_record = len(self.captions) / max(self.records, 1)
-        lines = [f"{self.records} records in {len(self.shards)} shard(s)",
+        fmt = "" if self.record_format == "basic_tf" else f" ({self.record_format} layout)"
+        if self.unreadable:
+            fmt += (f"; {self.unreadable} records skipped (no image, no caption or an image "
+                    "header Pillow cannot read)")
+        lines = [f"{self.records} records in {len(self.shards)} shard(s){fmt}",
                  f"images (height x width): {sides} pixels, median shorter side "
                  f"{self.shorter_side()}; Pillow modes: {modes}",
                  f"captions: {per_record:.1f} per record, "
@@ -96,10 +102,27 @@ def profile_shards(file_pattern: Union[str, Sequence[str]],
                    max_records: Optional[int] = None) -> DataProfile:
     """Reads every record (or the first `max_records`) of the shards matching `file_pattern`.
 
+    The record format (basic_tf or img2dataset) is told from the first shard's first record.
     Raises FileNotFoundError (no shard), ValueError (a truncated shard) or schema.SchemaError (a
-    record off the schema), each naming the shard and record.
+    record off the schema), each naming the shard and record; img2dataset records without
+    image or caption (failed downloads) and images whose header Pillow cannot read are counted
+    in `unreadable` instead.
     """
     shards = schema.list_shards(file_pattern)
+    record_format = img2dataset.detect_record_format(shards[0])
+    unreadable = 0
+
+    def read(shard):
+        nonlocal unreadable
+        if record_format == "basic_tf":
+            yield from validate.read_records(shard)
+            return
+        for record in img2dataset.read_records(shard):
+            if isinstance(record, schema.SkippedSource):
+                unreadable += record.count
+            else:
+                yield record
+
     heights, widths, captions = [], [], []
     modes, formats = collections.Counter(), collections.Counter()
     class_names: Dict[int, str] = {}
@@ -108,11 +131,15 @@ def profile_shards(file_pattern: Union[str, Sequence[str]],
     for shard in shards:
         if max_records is not None and records >= max_records:
             break
-        for record in validate.read_records(shard):
+        for record in read(shard):
             if max_records is not None and records >= max_records:
                 break
+            try:
+                height, width, mode = _header(record.image)
+            except Exception:  # Pillow raises many types on a corrupt or cut image
+                unreadable += 1  # the pipeline skips it as bad_image
+                continue
             records += 1
-            height, width, mode = _header(record.image)
             heights.append(height)
             widths.append(width)
             modes[mode] += 1
@@ -129,4 +156,5 @@ def profile_shards(file_pattern: Union[str, Sequence[str]],
     if not records:
         raise ValueError(f"{file_pattern}: the shards hold no record")
     return DataProfile(file_pattern, shards, records, heights, widths, dict(modes),
-                       dict(formats), class_names, labelled, captions, dict(class_captions))
+                       dict(formats), class_names, labelled, captions, dict(class_captions),
+                       record_format, unreadable)

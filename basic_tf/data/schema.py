@@ -2,15 +2,18 @@
 
 Each record is a serialized `tf.train.Example` with these features:
 
-  image/encoded  bytes, 1 value    the encoded image file, JPEG or PNG (never raw pixels), so
-                                    training can fuse decode and random crop for JPEG.
-  image/format   bytes, 1 value    b"jpeg" or b"png" (what `image/encoded` holds).
+  image/encoded  bytes, 1 value    the encoded image file, JPEG, PNG or WebP (never raw pixels),
+                                    so training can fuse decode and random crop for JPEG.
+  image/format   bytes, 1 value    b"jpeg", b"png" or b"webp" (what `image/encoded` holds).
   caption        bytes, 1+ values  UTF-8 captions of this image; training picks one at random,
                                     evaluation takes the first.
   label          int64, 0/1 value  class index, absent (read as -1) for pure image-text data.
   label/name     bytes, 0/1 value  class name, absent (read as b"") with no label.
   id             bytes, 1 value    stable example id (e.g. source path or "<dataset>/<split>/<n>"),
                                     so a record can be traced back to its source.
+  metadata       bytes, 0/1 value  the source's JSON metadata of the pair (a webdataset member
+                                    `<key>.json`: url, width, ...) as written; never parsed by
+                                    the pipeline, kept so a record can be traced and filtered.
 
 Grayscale sources (Fashion-MNIST) are stored as 3-channel images at write time, so every record
 decodes to [H, W, 3] uint8. Each shard `<name>.tfrecord` has a sidecar `<name>.tfrecord.stats.json`
@@ -28,8 +31,9 @@ CAPTION_KEY = "caption"
 LABEL_KEY = "label"
 LABEL_NAME_KEY = "label/name"
 ID_KEY = "id"
+METADATA_KEY = "metadata"
 
-IMAGE_FORMATS = ("jpeg", "png")
+IMAGE_FORMATS = ("jpeg", "png", "webp")
 NO_LABEL = -1
 STATS_SUFFIX = ".stats.json"
 
@@ -56,6 +60,7 @@ class Record:
     example_id: str
     label: Optional[int] = None
     label_name: Optional[str] = None
+    metadata: Optional[str] = None
 
     @property
     def image_format(self) -> str:
@@ -65,17 +70,22 @@ class Record:
 @dataclasses.dataclass
 class SkippedSource:
     """What a source yields instead of a Record it cannot read (e.g. a missing image file): the
-    writer counts it and logs `where` (file and row) and `reason`."""
+    writer counts it (`count` source records, by `cause`) and logs `where` (file and row, or
+    tar and member) and `reason`."""
     where: str
     reason: str
+    cause: str = "unreadable"
+    count: int = 1
 
 
 def sniff_image_format(data: bytes) -> Optional[str]:
-    """'jpeg' or 'png' from the file's magic bytes, None for anything else."""
+    """'jpeg', 'png' or 'webp' from the file's magic bytes, None for anything else."""
     if data[:3] == b"\xff\xd8\xff":
         return "jpeg"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
     return None
 
 
@@ -83,8 +93,8 @@ def encode_record(record: Record, where: str = "record") -> bytes:
     """Record -> serialized tf.train.Example. `where` names the source in errors."""
     fmt = sniff_image_format(record.image)
     if fmt is None:
-        raise SchemaError(f"{where}: image bytes are neither JPEG nor PNG (first bytes "
-                          f"{record.image[:8]!r}); re-encode the image as JPEG or PNG")
+        raise SchemaError(f"{where}: image bytes are not JPEG, PNG or WebP (first bytes "
+                          f"{record.image[:8]!r}); re-encode the image as JPEG, PNG or WebP")
     captions = [c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in record.captions]
     if not captions:
         raise SchemaError(f"{where}: field {CAPTION_KEY!r} is empty; every record needs >= 1 "
@@ -104,6 +114,8 @@ def encode_record(record: Record, where: str = "record") -> bytes:
         feature[LABEL_KEY] = tf.train.Feature(int64_list=tf.train.Int64List(value=[record.label]))
         if record.label_name:
             feature[LABEL_NAME_KEY] = _bytes([record.label_name.encode("utf-8")])
+    if record.metadata:
+        feature[METADATA_KEY] = _bytes([record.metadata.encode("utf-8")])
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString()
 
@@ -153,8 +165,10 @@ def decode_record(serialized: bytes, shard: str = "?", index: int = -1) -> Recor
         label = int(values[0])
         name = only_bytes(LABEL_NAME_KEY, required=False)
         label_name = name.decode("utf-8", "replace") if name is not None else None
+    metadata = only_bytes(METADATA_KEY, required=False)
     return Record(image=image, captions=captions, example_id=example_id, label=label,
-                  label_name=label_name)
+                  label_name=label_name,
+                  metadata=metadata.decode("utf-8", "replace") if metadata is not None else None)
 
 
 def parse_example(serialized: tf.Tensor) -> dict:

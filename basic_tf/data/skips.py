@@ -2,7 +2,7 @@
 
 Causes (`SKIP_CAUSES`, the order of every per-cause vector):
   parse_error    the record is not a tf.train.Example of the schema
-  bad_image      the image does not decode (or is neither JPEG nor PNG)
+  bad_image      the image does not decode (or is not JPEG, PNG or WebP)
   empty_caption  every caption is blank
   too_large      the image has more pixels than input_limits.max_image_pixels (from its header)
   truncated      the record was lost with the tail of a truncated shard (stats sidecar count)

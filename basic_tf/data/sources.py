@@ -238,7 +238,8 @@ def from_tfds(name: str, split: str = "train", data_dir: Optional[str] = None,
 
 
 def encode_image(image: np.ndarray, image_format: str = "png", jpeg_quality: int = 95) -> bytes:
-    """uint8 [H, W], [H, W, 1] or [H, W, 3] -> PNG/JPEG bytes of a 3-channel RGB image."""
+    """uint8 [H, W], [H, W, 1] or [H, W, 3] -> PNG/JPEG/WebP bytes of a 3-channel RGB image
+    (WebP: lossy at `jpeg_quality`)."""
     from PIL import Image
 
     if image_format not in schema.IMAGE_FORMATS:
@@ -251,6 +252,8 @@ def encode_image(image: np.ndarray, image_format: str = "png", jpeg_quality: int
     buf = io.BytesIO()
     if image_format == "png":
         Image.fromarray(image, "RGB").save(buf, format="PNG")
+    elif image_format == "webp":
+        Image.fromarray(image, "RGB").save(buf, format="WEBP", quality=jpeg_quality)
     else:
         Image.fromarray(image, "RGB").save(buf, format="JPEG", quality=jpeg_quality)
     return buf.getvalue()
@@ -278,7 +281,7 @@ def _image_or_skip(path: str, where: str, strict: bool):
 
 
 def _read_image(path: str, where: str) -> bytes:
-    """File bytes; formats other than JPEG/PNG are re-encoded as PNG."""
+    """File bytes; formats other than JPEG/PNG/WebP are re-encoded as PNG."""
     try:
         with open(path, "rb") as f:
             data = f.read()

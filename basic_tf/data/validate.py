@@ -16,7 +16,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from basic_tf.data import limits, schema, writer
+from basic_tf.data import augment, limits, schema, writer
 
 
 @dataclasses.dataclass
@@ -76,7 +76,7 @@ def read_records(path: str) -> List[schema.Record]:
 def image_decodes(image: bytes) -> bool:
     """True if TensorFlow decodes the bytes to an [H, W, 3] image with H, W > 0."""
     try:
-        shape = tf.shape(tf.io.decode_image(image, channels=3, expand_animations=False))
+        shape = tf.shape(augment.decode_rgb(tf.constant(image)))
         return bool(shape[0] > 0 and shape[1] > 0)
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError):
         return False

@@ -50,6 +50,7 @@ class WriteSummary:
     too_large_images: int = 0
     unreadable_sources: int = 0
     cut_captions: int = 0
+    skipped_sources: dict = dataclasses.field(default_factory=dict)  # cause -> source records
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -128,7 +129,10 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
             if progress:
                 progress.update()
             if isinstance(record, schema.SkippedSource):
-                summary.unreadable_sources += 1
+                if record.cause == "unreadable":
+                    summary.unreadable_sources += record.count
+                summary.skipped_sources[record.cause] = (
+                    summary.skipped_sources.get(record.cause, 0) + record.count)
                 logging.warning("skipped %s: %s", record.where, record.reason)
                 continue
             record = _clean(record, summary, seen, dedupe_records, check_images, bounds)

@@ -5,7 +5,7 @@ would be right, before any expensive work, and must leave the server able to ans
 request. So every check is a `tf.debugging.Assert` (InvalidArgument), and the work that follows
 runs under `tf.control_dependencies` on it. Sizes are bounded (`ServingLimits`) so that one
 request cannot take the server's memory: counts, bytes per string, and pixels per image, the
-last read from the JPEG/PNG header before anything is decoded.
+last read from the JPEG/PNG/WebP header before anything is decoded.
 """
 import dataclasses
 import re
@@ -14,7 +14,8 @@ import gin
 import tensorflow as tf
 
 from basic_tf.data.augment import decode_and_center_crop
-from basic_tf.data.limits import JPEG_MAGIC, PNG_HEADER, image_height_width
+from basic_tf.data.limits import JPEG_MAGIC, PNG_HEADER, WEBP_HEADER_BYTES, image_height_width
+from basic_tf.data.limits import is_webp as is_webp_file
 from basic_tf.zeroshot.prompts import PLACEHOLDER   # '{c}': where the class name goes
 
 
@@ -111,7 +112,8 @@ def check_strings(values: tf.Tensor, where: str, name: str, max_count: int, max_
 
 
 def check_images(images: tf.Tensor, where: str, limits: ServingLimits) -> list:
-    """Checks tf.string [N] encoded images: count, bytes, JPEG/PNG. Returns the assert ops."""
+    """Checks tf.string [N] encoded images: count, bytes, JPEG/PNG/WebP. Returns the assert
+    ops."""
     count_check = check_count(images, where, "images", limits.max_batch_size)
     with tf.control_dependencies([count_check]):   # the messages below index a non-empty list
         length = tf.strings.length(images)
@@ -119,17 +121,19 @@ def check_images(images: tf.Tensor, where: str, limits: ServingLimits) -> list:
         is_jpeg = tf.strings.substr(images, 0, len(JPEG_MAGIC)) == JPEG_MAGIC
         # A PNG starts with its signature and the 13-byte IHDR chunk (33 bytes with its CRC).
         is_png = (tf.strings.substr(images, 0, len(PNG_HEADER)) == PNG_HEADER) & (length >= 33)
+        is_webp = is_webp_file(images) & (length >= WEBP_HEADER_BYTES)
         return [count_check,
                 _assert_none(too_big, f"{where}: images[{{}}] is {{}} bytes; at most "
                              f"{limits.max_image_bytes} allowed",
                              tf.gather(length, _first_index(too_big))),
-                _assert_none(~(is_jpeg | is_png), f"{where}: images[{{}}] is not a JPEG or PNG "
-                             "file (send the encoded file bytes, base64-encoded in REST JSON)")]
+                _assert_none(~(is_jpeg | is_png | is_webp), f"{where}: images[{{}}] is not a "
+                             "JPEG or PNG file, nor a WebP (send the encoded file bytes, "
+                             "base64-encoded in REST JSON)")]
 
 
 def decode_images(images: tf.Tensor, where: str, limits: ServingLimits, image_size: int,
                   crop_fraction: float, antialias: bool) -> tf.Tensor:
-    """tf.string [N] JPEG/PNG bytes -> float32 [N, image_size, image_size, 3] in [0, 1].
+    """tf.string [N] JPEG/PNG/WebP bytes -> float32 [N, image_size, image_size, 3] in [0, 1].
 
     Checks first (`check_images`, then each image's pixel count from its header), then the
     evaluation view of the data pipeline (`decode_and_center_crop`: central square, resize).

@@ -1,7 +1,7 @@
 """The four serving signatures (TF Serving Predict API), all taking raw strings.
 
   classify (also serving_default)
-      images      tf.string [N]   encoded JPEG/PNG files
+      images      tf.string [N]   encoded JPEG/PNG/WebP files
    -> classes     tf.string [N, k] top-k class names, best first
       scores      float32   [N, k] their probabilities (softmax over all C baked classes)
       class_ids   int32     [N, k] their indices into the baked class names

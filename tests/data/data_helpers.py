@@ -93,3 +93,19 @@ def write_shard(path, rows, sidecar=True):
         with open(path + schema.STATS_SUFFIX, "w") as f:
             json.dump({"num_records": len(rows)}, f)
     return path
+
+
+def webp_bytes(array: np.ndarray, lossless: bool = True, quality: int = 90) -> bytes:
+    """WebP of a uint8 [H, W] (grayscale), [H, W, 3] or [H, W, 4] (alpha) array."""
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="WEBP", lossless=lossless, quality=quality)
+    return buf.getvalue()
+
+
+def webp_claiming(height: int, width: int) -> bytes:
+    """A 30-byte extended (VP8X) WebP header claiming a height x width canvas, no image data."""
+    import struct
+
+    chunk = b"VP8X" + struct.pack("<I", 10) + b"\x10\x00\x00\x00" + (width - 1).to_bytes(
+        3, "little") + (height - 1).to_bytes(3, "little")
+    return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk

@@ -67,7 +67,7 @@ def test_schema_errors_name_shard_record_and_field():
     with pytest.raises(schema.SchemaError, match=r"record 2: field 'image/encoded' does not "
                                                  "start like a png"):
         schema.decode_record(ex.SerializeToString(), "s", 2)
-    with pytest.raises(schema.SchemaError, match="neither JPEG nor PNG"):
+    with pytest.raises(schema.SchemaError, match="not JPEG, PNG or WebP"):
         schema.encode_record(schema.Record(b"GIF89a...", ["x"], "id"), where="row 4")
     with pytest.raises(schema.SchemaError, match="row 4: field 'caption' is empty"):
         schema.encode_record(schema.Record(rec.image, [], "id"), where="row 4")
