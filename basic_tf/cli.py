@@ -70,6 +70,12 @@ def run(main: Callable) -> None:
         raise
 
 
+def error_text(error: BaseException) -> str:
+    """The message of an error for a person, without the line gin appends to errors raised inside
+    a configurable ("In call to configurable 'write_tfrecords' (<function ...>)")."""
+    return str(error).split("\n  In call to configurable")[0]
+
+
 def define_gin_flags(default_files: Sequence[str] = (),
                      example: str = "'train.train_steps = 1000'", flag_values=FLAGS) -> None:
     """--gin_file (repeatable; `default_files` when none is given) and --gin_bindings."""

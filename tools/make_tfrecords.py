@@ -193,8 +193,8 @@ def main(argv):
                                              "numpy", "fashion_mnist"),
                                          total=total, bounds=bounds)
     except (ValueError, OSError) as e:  # a source row (named in the message) or the disk
-        message = str(e).split("\n  In call to configurable")[0]  # gin's addition
-        print(f"{message}\nnothing written to {FLAGS.output_prefix}-*", file=sys.stderr)
+        print(f"{cli.error_text(e)}\nnothing written to {FLAGS.output_prefix}-*",
+              file=sys.stderr)
         return 1
     print(f"wrote {summary.written} records in {len(summary.shards)} shards "
           f"({FLAGS.output_prefix}-*); skipped: {summary.duplicate_records} duplicate, "

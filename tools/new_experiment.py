@@ -82,7 +82,7 @@ def main(argv):
     except (ValueError, FileNotFoundError) as e:   # bad data or flag: the message names it
         if FLAGS.verbosity >= 1:                    # --verbosity=1: the full traceback
             raise
-        print(f"basic-new-experiment: {e}", file=sys.stderr)
+        print(f"basic-new-experiment: {cli.error_text(e)}", file=sys.stderr)
         return 2
     print(f"wrote {path}: image {exp.image_size}x{exp.image_size}, {exp.seq_len} tokens, "
           f"'{exp.model_size}' model, batch {exp.global_batch} in {exp.num_micro_batches} "

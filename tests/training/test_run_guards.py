@@ -25,7 +25,8 @@ def _fake_checkpoint(model_dir, step, host_part):
     with host_part the input position a mesh run writes beside it in model_dir/host/."""
     os.makedirs(model_dir, exist_ok=True)
     with open(os.path.join(model_dir, "checkpoint"), "w") as f:
-        f.write(f'model_checkpoint_path: "ckpt-{step}"\nall_model_checkpoint_paths: "ckpt-{step}"\n')
+        f.write(f'model_checkpoint_path: "ckpt-{step}"\n'
+                f'all_model_checkpoint_paths: "ckpt-{step}"\n')
     for suffix in (".index", ".data-00000-of-00001"):
         open(os.path.join(model_dir, f"ckpt-{step}{suffix}"), "wb").close()
     if host_part:
