@@ -159,3 +159,30 @@ def sigmoid_sum(x: tf.Tensor, y: tf.Tensor, scale: tf.Tensor, bias: tf.Tensor, c
         return value, grad
 
     return total(x, y, scale, bias)
+
+
+def in_batch_hits(x: tf.Tensor, y: tf.Tensor, chunk: int) -> tuple:
+    """losses.in_batch_accuracy's counts over column blocks of C: (rows i whose pair y_i has
+    x_i's largest similarity, columns j whose pair x_j has y_j's largest), float32 scalars;
+    x, y: [n, D] pairs, C divides n. O(n C) memory, not the [n, n] similarities.
+
+    A pair's similarity and the maxima it is compared with come from the same block matmul (a
+    column's maximum is complete within its block), so ties count as in the unchunked metric.
+    """
+    blocks = _column_blocks(y, chunk)
+    rows = tf.range(tf.shape(x)[0])
+
+    def body(j, row_max, paired, column_hits):
+        sims = tf.matmul(x, blocks[j], transpose_b=True)  # [n, C]
+        mine = tf.equal(rows[:, tf.newaxis], j * chunk + tf.range(chunk)[tf.newaxis, :])
+        on_pairs = tf.where(mine, sims, tf.zeros_like(sims))
+        column_paired = tf.reduce_sum(on_pairs, axis=0)  # [C]: x_j . y_j of this block's j
+        column_hits += tf.reduce_sum(tf.cast(column_paired >= tf.reduce_max(sims, axis=0),
+                                             tf.float32))
+        return (j + 1, tf.maximum(row_max, tf.reduce_max(sims, axis=1)),
+                paired + tf.reduce_sum(on_pairs, axis=1), column_hits)
+
+    n = tf.shape(x)[0]
+    row_max, paired, column_hits = _for_blocks(
+        tf.shape(blocks)[0], body, (tf.fill([n], -float("inf")), tf.zeros([n]), tf.zeros([])))
+    return tf.reduce_sum(tf.cast(paired >= row_max, tf.float32)), column_hits

@@ -14,6 +14,7 @@ exchanges whole per-rank blocks, ClipLoss builds the full logits), so it has no 
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +32,9 @@ IMPLS = [("ours chunked", "ours", "softmax", CHUNK), ("ours unchunked", "ours", 
          ("ours chunked", "ours", "sigmoid", CHUNK), ("ours unchunked", "ours", "sigmoid", 0),
          ("open_clip SigLipLoss", "open_clip", "sigmoid", 0)]
 SCALE, BIAS = 10.0, -10.0
+# What a child's stderr says when its framework's allocator refuses a tensor (the process exits
+# with an error, below the RSS limit: the unchunked sigmoid's [65536, 65536] gradient at 18 GiB).
+OOM_MARKERS = ("OOM when allocating tensor", "DefaultCPUAllocator: can't allocate memory")
 
 
 def _embeddings(n: int, seed: int):
@@ -127,7 +131,8 @@ def run_limited(python: str, cfg: dict, env: dict, limit_bytes: float,
                 timeout: float = 1800) -> dict:
     """`python -m benchmarks.loss_memory --child cfg`, killed when its RSS passes limit_bytes
     (polled every 20 ms; an allocation touches its pages as it is written, so the RSS climbs
-    through the limit) -> its JSON, or cfg with "oom" (and the RSS seen) when killed."""
+    through the limit) -> its JSON, or cfg with "oom" (and the RSS seen) when killed or when
+    its allocator refused a tensor (then "refused": the error line, one of OOM_MARKERS)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     proc = subprocess.Popen([python, "-m", "benchmarks.loss_memory", "--child", json.dumps(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=repo,
@@ -149,6 +154,11 @@ def run_limited(python: str, cfg: dict, env: dict, limit_bytes: float,
         return dict(cfg, crashed=signal.Signals(-proc.returncode).name,
                     rss_at_kill_mb=round(highest / 2 ** 20),
                     seconds_to_kill=round(time.time() - start, 1), stderr_tail=stderr[-300:])
+    refused = next((l.strip() for l in stderr.splitlines() if any(m in l for m in OOM_MARKERS)),
+                   None)
+    if proc.returncode != 0 and refused:
+        return dict(cfg, oom=True, refused=refused[:160], rss_at_kill_mb=round(highest / 2 ** 20),
+                    seconds_to_kill=round(time.time() - start, 1))
     lines = [l for l in stdout.splitlines() if l.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"loss_memory child {cfg} failed ({proc.returncode}):\n"
@@ -170,6 +180,8 @@ def run(sizes=None) -> dict:
             rows.append(run_limited(python, cfg, env, limit))
             r = rows[-1]
             print(f"  N={n} {kind} {name}: " + (
+                f"out of memory (refused at {r['rss_at_kill_mb']} MB: {r['refused']})"
+                if r.get("refused") else
                 f"out of memory (killed at {r['rss_at_kill_mb']} MB)" if r.get("oom") else
                 f"crashed ({r['crashed']} at {r['rss_at_kill_mb']} MB)" if r.get("crashed") else
                 f"+{r['peak_increase_mb']} MB, {r['step_s']} s, loss {r['loss']:.6f}"),
@@ -196,6 +208,9 @@ def _completed(r: dict) -> bool:
 
 
 def _cell(r: dict) -> list:
+    if r.get("refused"):
+        return [f"out of memory (allocation refused at {r['rss_at_kill_mb']:,} MB: "
+                f"{_refused_tensor(r['refused'])})", "-", "-", "-"]
     if r.get("oom"):
         return [f"out of memory (> {r['rss_at_kill_mb']:,} MB)", "-", "-", "-"]
     if r.get("crashed"):
@@ -205,6 +220,13 @@ def _cell(r: dict) -> list:
     above = r["peak_increase_mb"]
     return [f"{above:,.0f}", f"{r['step_s']}", f"{r['loss']:.6f}",
             r.get("time_vs_unchunked", "")]
+
+
+def _refused_tensor(line: str) -> str:
+    """TensorFlow's 'OOM when allocating tensor with shape[65536,65536] and type float ...' ->
+    'shape[65536,65536] float'; another framework's line as it is."""
+    found = re.search(r"shape\[[0-9,]*\] and type \w+", line)
+    return found.group(0).replace(" and type", "") if found else line
 
 
 def table(payload: dict) -> str:

@@ -139,3 +139,16 @@ def test_compiles_with_xla_and_matches(batch, kind):
 def test_bad_chunk_is_a_named_error(batch, chunk, message):
     with pytest.raises(ValueError, match=message):
         losses.contrastive_loss(*batch, SCALE, chunk=chunk)
+
+
+@pytest.mark.parametrize("chunk", [1, 8, N])
+def test_in_batch_accuracy_in_blocks_equals_the_whole_matrix(batch, chunk):
+    """Half the pairs matched, the rest random, and an exact tie (a repeated text): the same
+    fractions as the [N, N] similarities give."""
+    img, txt = batch
+    txt = txt.copy()
+    txt[:N // 2] = img[:N // 2]
+    txt[N - 1] = txt[N - 2]
+    want = [a.numpy() for a in losses.in_batch_accuracy(img, txt)]
+    got = [a.numpy() for a in losses.in_batch_accuracy(img, txt, chunk=chunk)]
+    assert got == want and all(0.5 <= w < 1 for w in want), (got, want)

@@ -12,6 +12,7 @@ builds the encoders, the loss and the variable groups the accumulation takes, Li
 (`dual_encoder_hooks`, the one place that knows about locking).
 """
 import collections
+import math
 from typing import Dict
 
 import tensorflow as tf
@@ -74,6 +75,7 @@ class ContrastiveTask:
                  local_loss: bool = False, loss_chunk: int = 0, lock_image_tower: bool = False):
         self.model = model
         self.num_micro_batches = num_micro_batches
+        self.loss_chunk = loss_chunk
         self.lock_image_tower = lock_image_tower
         self.hooks = dual_encoder_hooks(model, loss_kind=loss_kind, local_loss=local_loss,
                                         loss_chunk=loss_chunk, lock_image_tower=lock_image_tower)
@@ -117,9 +119,12 @@ class ContrastiveTask:
 
     def replica_step(self, batch: Dict[str, tf.Tensor], seed: tf.Tensor):
         """batch images float32 [n, H, W, 3], token_ids int32 [n, L] -> (loss share, grads,
-        in-batch accuracies of this replica's n pairs)."""
+        in-batch accuracies of this replica's n pairs; with loss_chunk in column blocks too, of
+        gcd(loss_chunk, n) columns, so no [n, n] matrix is built)."""
         step = self.gradients(batch["images"], batch["token_ids"], seed)
-        i2t, t2i = losses.in_batch_accuracy(step.image_emb, step.text_emb)
+        n = step.image_emb.shape[0]
+        chunk = math.gcd(self.loss_chunk, n) if self.loss_chunk and n else self.loss_chunk
+        i2t, t2i = losses.in_batch_accuracy(step.image_emb, step.text_emb, chunk=chunk)
         return step.loss, step.grads, {"image_to_text_accuracy": i2t,
                                        "text_to_image_accuracy": t2i}
 

@@ -144,6 +144,34 @@ def test_loss_memory_table_shows_out_of_memory_points_and_the_chunked_time_ratio
     assert "20 GiB RSS limit" in lines[0]
 
 
+def test_loss_memory_child_whose_allocator_refuses_a_tensor_is_an_out_of_memory_point(tmp_path):
+    """TensorFlow can refuse the unchunked gradient's [N, N] tensor below the RSS limit and exit
+    with an error (the sigmoid at 65,536): that point is out of memory, not the end of the run."""
+    from benchmarks import loss_memory
+    fake_python = tmp_path / "python"
+    fake_python.write_text(
+        "#!/bin/sh\necho 'tensorflow.python.framework.errors_impl.ResourceExhaustedError: "
+        "Graph execution error:' >&2\necho 'OOM when allocating tensor with "
+        "shape[65536,65536] and type float on /job:localhost by allocator mklcpu' >&2\nexit 1\n")
+    fake_python.chmod(0o755)
+    cfg = dict(name="ours unchunked", impl="ours", kind="sigmoid", chunk=0, n=65536)
+    row = loss_memory.run_limited(str(fake_python), cfg, {}, 2 ** 30)
+    assert row["oom"] and row["refused"].startswith("OOM when allocating tensor"), row
+    payload = {"d": 512, "limit_gib": 20.0, "env": {}, "load_average_start": [1.0] * 3,
+               "load_average_end": [1.0] * 3, "rows": [row]}
+    assert ("| 65536 | sigmoid | ours unchunked | 256 | out of memory (allocation refused at 0 "
+            "MB: shape[65536,65536] float) | - | - | - |") in loss_memory.table(payload)
+
+
+def test_loss_memory_child_failing_otherwise_stops_the_run(tmp_path):
+    from benchmarks import loss_memory
+    fake_python = tmp_path / "python"
+    fake_python.write_text("#!/bin/sh\necho 'ImportError: no module named torch' >&2\nexit 1\n")
+    fake_python.chmod(0o755)
+    with pytest.raises(RuntimeError, match="no module named torch"):
+        loss_memory.run_limited(str(fake_python), dict(n=4096), {}, 2 ** 30)
+
+
 def test_committed_loss_memory_figures_meet_the_issue_targets():
     """benchmarks/results/loss_memory.json (if committed): ours chunked completes at 65,536
     within 2 GiB above the embeddings; the unchunked losses there are recorded as out of

@@ -62,6 +62,27 @@ def test_chunked_step_compiles_with_xla_and_matches():
     _assert_matches(model, loss.numpy(), [_dense(g) for g in grads], ref_loss, ref_grads)
 
 
+def test_step_with_loss_chunk_computes_the_in_batch_accuracy_in_blocks(monkeypatch):
+    """The training step's logged accuracies built the [n, n] similarities and identity even
+    with loss_chunk (32 GiB at 65,536 pairs: the first 65,536 run was killed at 24 GB before
+    its first step); with loss_chunk they go in blocks too and equal the unchunked step's."""
+    from basic_tf import losses
+    from basic_tf.training.contrastive import ContrastiveTask
+    original, chunks = losses.in_batch_accuracy, []
+    monkeypatch.setattr(losses, "in_batch_accuracy", lambda i, t, chunk=0: (
+        chunks.append(chunk), original(i, t, chunk=chunk))[1])
+    model = _model("softmax")
+    images, tokens = _batch(model)
+    batch = {"images": tf.constant(images), "token_ids": tf.constant(tokens)}
+    metrics = {}
+    for chunk in (CHUNK, 0):
+        task = ContrastiveTask(model, num_micro_batches=4, loss_chunk=chunk)
+        metrics[chunk] = {k: v.numpy() for k, v in
+                          tf.function(lambda: task.replica_step(batch, SEED))()[2].items()}
+    assert chunks == [CHUNK, 0]
+    assert metrics[CHUNK] == metrics[0]
+
+
 @pytest.mark.slow
 def test_training_with_loss_chunk_logs_the_unchunked_losses(tiny_data, tmp_path):
     """train() end to end (the 65,536 run's code path at batch 64, 4 micro-batches, blocks of
