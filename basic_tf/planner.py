@@ -355,11 +355,33 @@ def _remat_string(remat_every: int) -> str:
     return {0: "none", 1: "every_block"}.get(remat_every, f"every_k:{remat_every}")
 
 
+def step_seconds(plan: Plan, peak_flops_per_device: float, mfu: float) -> float:
+    """A step's time if every device runs the executed FLOPs (recomputation included) at `mfu`
+    of its peak FLOP/s: hardware_flops / (devices x peak x mfu). An estimate, not a measurement:
+    the MFU is the caller's assumption (input, collectives and the loss's serial part included)."""
+    if peak_flops_per_device <= 0 or not 0 < mfu <= 1:
+        raise ValueError(f"need peak FLOP/s > 0 and 0 < mfu <= 1, got peak "
+                         f"{peak_flops_per_device:g} and mfu {mfu:g}")
+    devices = plan.data_replicas * plan.model_shards
+    return plan.hardware_flops / (devices * peak_flops_per_device * mfu)
+
+
+def format_step_estimate(plan: Plan, peak_tflops: float, mfu: float) -> str:
+    """One line: the step_seconds estimate and the pairs/s it implies, with its assumptions."""
+    seconds = step_seconds(plan, peak_tflops * 1e12, mfu)
+    return (f"step estimate: {seconds:,.2f} s ({plan.global_batch / seconds:,.0f} pairs/s) at an "
+            f"assumed {mfu:.0%} of {peak_tflops:g} TFLOP/s per device "
+            f"(executed FLOPs / (devices x peak x MFU))")
+
+
 def report(model_config, train, global_batch: int, data_replicas: int = 1,
-           model_shards: int = 1, device_memory_gb: float = 16.0, **plan_kwargs) -> str:
+           model_shards: int = 1, device_memory_gb: float = 16.0, peak_tflops: float = 0.0,
+           assumed_mfu: float = 0.4, **plan_kwargs) -> str:
     """The plan of an experiment as configured (its models: basic_tf.models.ModelConfigs; its
     step: the TrainConfig's num_micro_batches, remat and loss_chunk), then the recommended
-    setting for the same number of devices and device memory (what tools/plan.py prints)."""
+    setting for the same number of devices and device memory (what tools/plan.py prints).
+    With peak_tflops (a device's peak FLOP/s, in 1e12), each plan also gets a step-time
+    estimate at assumed_mfu (format_step_estimate)."""
     micro, remat_every, loss_chunk = (train.num_micro_batches, train.remat_every,
                                      train.loss_chunk)
     current = plan_step(model_config, global_batch, data_replicas=data_replicas,
@@ -369,8 +391,12 @@ def report(model_config, train, global_batch: int, data_replicas: int = 1,
     fits = "fits" if current.peak_bytes <= memory else "does NOT fit"
     best, reason = recommend(model_config, global_batch, data_replicas * model_shards, memory,
                              **plan_kwargs)
+    def estimate(plan):
+        return f"\n{format_step_estimate(plan, peak_tflops, assumed_mfu)}" if peak_tflops else ""
+
     return (f"== as configured ({fits} in {device_memory_gb:g} GiB per device)\n"
-            f"{format_plan(current)}\n\n== recommended\n{format_plan(best, reason)}\n"
+            f"{format_plan(current)}{estimate(current)}\n\n== recommended\n"
+            f"{format_plan(best, reason)}{estimate(best)}\n"
             f"gin: train.num_micro_batches = {best.num_micro_batches}; "
             f"train.loss_chunk = {best.loss_chunk}; "
             f"train.remat = "

@@ -2,6 +2,8 @@
 (basic_tf.models.param_count) against the built model and BASIC-L's ~3B, memory arithmetic,
 and the recommendation. Arithmetic only (the measured memory check is
 benchmarks/planner_memory.py)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -205,3 +207,33 @@ def test_step_setting_resolves_macros():
             from_gin.train_config()
     finally:
         gin.clear_config()
+
+
+def test_step_estimate_is_executed_flops_over_devices_peak_and_mfu():
+    """--peak_tflops adds a step-time line: executed FLOPs / (devices x peak x MFU); a peak or
+    MFU out of range is refused naming both values."""
+    config.parse(["models/tiny"], [])
+    plan = planner.plan_step(from_gin.model_configs(), 256, data_replicas=4)
+    seconds = planner.step_seconds(plan, 100e12, 0.5)
+    assert seconds == pytest.approx(plan.hardware_flops / (4 * 100e12 * 0.5))
+    text = planner.report(from_gin.model_configs(), from_gin.train_config(), 256, 4, 1,
+                          peak_tflops=100, assumed_mfu=0.5)
+    assert text.count("step estimate: ") == 2 and "assumed 50% of 100 TFLOP/s" in text, text
+    assert "step estimate" not in planner.report(from_gin.model_configs(),
+                                                 from_gin.train_config(), 256, 4, 1)
+    for peak, mfu in ((0.0, 0.4), (100e12, 0.0), (100e12, 1.5)):
+        with pytest.raises(ValueError, match=re.escape(f"peak {peak:g} and mfu {mfu:g}")):
+            planner.step_seconds(plan, peak, mfu)
+
+
+def test_plan_tool_refuses_an_mfu_out_of_range_naming_the_flag():
+    import os
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(repo, "tools", "plan.py"),
+                           "--peak_tflops=275", "--assumed_mfu=1.5"], capture_output=True,
+                          text=True, timeout=120, cwd=repo, env={**os.environ, "PYTHONPATH": repo})
+    assert proc.returncode != 0
+    assert "--assumed_mfu=1.5 in (0, 1]" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
