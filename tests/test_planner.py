@@ -237,3 +237,26 @@ def test_plan_tool_refuses_an_mfu_out_of_range_naming_the_flag():
     assert proc.returncode != 0
     assert "--assumed_mfu=1.5 in (0, 1]" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+# README "Cloud TPU": slice -> (TF devices, GiB per device, peak bfloat16 TFLOP/s per device).
+README_SLICES = {"v4-8 (1 host)": (4, 32, 275), "v5e-8 (1 host)": (8, 16, 197),
+                 "v4-32 (4 hosts)": (16, 32, 275)}
+
+
+def test_readme_cloud_tpu_table_is_the_planners():
+    """Each row of the README's basic_s table is what recommend() and step_seconds() give."""
+    import os
+    readme = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "README.md")
+    with open(readme, encoding="utf-8") as f:
+        rows = {line.split("|")[1].strip(): line for line in f if line.startswith("| v")}
+    config.parse(["basic_s"], [])
+    for name, (devices, gib, peak) in README_SLICES.items():
+        best, reason = planner.recommend(from_gin.model_configs(), 65536, devices, gib * 2 ** 30,
+                                         optimizer="adafactor_momentum", activation_bytes=2)
+        row = rows[name]
+        assert reason.split("fits ")[1].split(" (")[0] in row, (reason, row)
+        assert f"{best.num_micro_batches} micro-batches of {best.micro_batch}" in row, row
+        assert (f"blocks of {best.loss_chunk}" if best.loss_chunk else "whole logits") in row
+        assert f"| {planner.step_seconds(best, peak * 1e12, 0.4):.1f} s |" in row, row
