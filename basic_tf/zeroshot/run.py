@@ -129,12 +129,10 @@ def retrieval_task(file_pattern: Union[str, Sequence[str]], tokenizer, data: Dat
     """Captioned TFRecords, every image with up to `max_captions` captions, seen through `data`
     (build_dataset: inputs.retrieval_dataset or a configured twin)."""
     def dataset_fn(ctx=None):
-        return build_dataset(tokenizer, file_pattern=file_pattern,
-                                        image_size=data.image_size,
-                                        global_batch_size=global_batch_size,
-                                        max_captions=max_captions,
-                                        crop_fraction=data.eval_crop_fraction,
-                                        antialias=data.antialias, input_context=ctx)
+        return build_dataset(tokenizer, file_pattern=file_pattern, image_size=data.image_size,
+                             global_batch_size=global_batch_size, max_captions=max_captions,
+                             crop_fraction=data.eval_crop_fraction, antialias=data.antialias,
+                             input_context=ctx)
     return RetrievalTask(name, dataset_fn)
 
 
