@@ -18,15 +18,10 @@ CONFIGURABLE_MODULES = (
     "basic_tf.parallel.dtensor",
     "basic_tf.parallel.threads",
     "basic_tf.from_gin",
+    "basic_tf.from_gin_data",
     "basic_tf.training.schedules",
     "basic_tf.training.optimizers",
     "basic_tf.training.mesh_placement",
-    "basic_tf.zeroshot",
-    "basic_tf.zeroshot.run",
-    "basic_tf.data.sources",
-    "basic_tf.data.writer",
-    "basic_tf.data.pipeline",
-    "basic_tf.export",
     "basic_tf.planner",
 )
 

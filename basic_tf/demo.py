@@ -70,7 +70,8 @@ def write_split(images, labels, class_names: Sequence[str], output_prefix: str,
                 image_format: str) -> List[str]:
     """Writes one split as captioned shards (each record: every training template filled with
     its class name); reuses shards a previous run completed with the same record count."""
-    from basic_tf.data import sources, writer
+    from basic_tf import from_gin_data
+    from basic_tf.data import sources
 
     summary_path = output_prefix + ".summary.json"
     if os.path.isfile(summary_path):
@@ -83,11 +84,12 @@ def write_split(images, labels, class_names: Sequence[str], output_prefix: str,
     for stale in glob.glob(output_prefix + "-*"):   # shards and sidecars of an unfinished run
         os.remove(stale)
     name = os.path.basename(output_prefix)
-    records = sources.from_arrays(images, labels, class_names, name=f"fashion_mnist/{name}",
-                                  image_format=image_format)
+    records = sources.from_arrays(images, labels, class_names,
+                                  templates=from_gin_data.caption_templates(),
+                                  name=f"fashion_mnist/{name}", image_format=image_format)
     # Arrays were just encoded here, so Pillow's re-decode check is not needed.
-    summary = writer.write_tfrecords(records, output_prefix, check_images=False,
-                                     total=len(images))
+    summary = from_gin_data.write_tfrecords(records, output_prefix, check_images=False,
+                                            total=len(images))
     if summary.written != len(images):
         raise RuntimeError(f"{output_prefix}: wrote {summary.written} of {len(images)} records "
                            f"(summary {summary.to_json()}); the demo needs every image")
@@ -98,6 +100,7 @@ def write_split(images, labels, class_names: Sequence[str], output_prefix: str,
 def train_tokenizer(class_names: Sequence[str], model_prefix: str, vocab_size: int) -> str:
     """The SentencePiece model of the training captions (the templates x class names); reused
     when DIR already has one."""
+    from basic_tf import from_gin_data
     from basic_tf.data import sources, tokenizer
 
     path = model_prefix + ".model"
@@ -105,7 +108,7 @@ def train_tokenizer(class_names: Sequence[str], model_prefix: str, vocab_size: i
         _say(f"  reusing {path}")
         return path
     captions = [c for name in class_names
-                for c in sources.class_captions(name, sources.caption_templates())]
+                for c in sources.class_captions(name, from_gin_data.caption_templates())]
     # Repeats give SentencePiece enough sentences to estimate piece frequencies.
     path = tokenizer.train_sentencepiece(captions * 20, model_prefix, vocab_size)
     _say(f"  {path}: {tokenizer.Tokenizer(path, 2).vocab_size} pieces from "
@@ -148,7 +151,7 @@ def run_demo(out_dir: str,
     data_dir = os.path.join(out_dir, "data")
     os.makedirs(data_dir, exist_ok=True)
 
-    from basic_tf.data import sources
+    from basic_tf import from_gin_data
     from basic_tf.zeroshot import prompts
 
     names = prompts.load_class_names(class_names)
@@ -198,7 +201,7 @@ def run_demo(out_dir: str,
         "zero_shot_json": os.path.join(out_dir, "zero_shot.json"),
         "train": training,
         "train_images": num_train_images,
-        "train_templates": list(sources.caption_templates()),
+        "train_templates": list(from_gin_data.caption_templates()),
         "eval_templates": templates,
         "class_names": names,
         "load_average": {"start": load_avg_start, "end": os.getloadavg()},
@@ -263,27 +266,24 @@ def _reuse_or_run(done_path: str, key: dict, fn, still_there=None):
 
 def _zero_shot(model, tokenizer, shards, spm_path, class_names, templates, batch_size,
                out_path) -> dict:
-    from basic_tf.zeroshot import run
-
-    from basic_tf.data import data_config
+    from basic_tf import from_gin_data
     from basic_tf.zeroshot import prompts
 
-    data = data_config.from_gin(tokenizer_path=spm_path).check_model(model.image_size,
-                                                                     model.max_text_len)
-    task = run.tfrecord_task(list(shards), prompts.load_class_names(class_names),
-                             prompts.load_templates(templates), data, batch_size,
-                             name="fashion_mnist_test")
-    result = run.run_and_report(model, tokenizer, [task], out_path=out_path)[task.name]
+    data = from_gin_data.data_config(tokenizer_path=spm_path).check_model(model.image_size,
+                                                                        model.max_text_len)
+    task = from_gin_data.tfrecord_task(list(shards), prompts.load_class_names(class_names),
+                                       prompts.load_templates(templates), data, batch_size,
+                                       name="fashion_mnist_test")
+    result = from_gin_data.run_and_report(model, tokenizer, [task], out_path=out_path)[task.name]
     keep = ("count", "top1", "top5", "class_count", "confusion")
     per_class = [None if a != a else a for a in result["per_class_accuracy"]]  # NaN: no example
     return dict({k: result[k] for k in keep}, per_class_accuracy=per_class)
 
 
 def _export(model, tokenizer, export_root, class_names, templates, model_name) -> str:
-    from basic_tf.data import data_config
-    from basic_tf.export import export_for_serving
+    from basic_tf.from_gin_data import data_config, export_for_serving
 
-    data = data_config.from_gin()
+    data = data_config()
     return export_for_serving(model, tokenizer, export_root, class_names, templates,
                               model_name=model_name, crop_fraction=data.eval_crop_fraction,
                               antialias=data.antialias)

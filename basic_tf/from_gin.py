@@ -20,7 +20,8 @@ basic_tf.training.loop.train.
 gin config's DualEncoder, tokenizer and data view, with a checkpoint's weights.
 
 Each gin name is the dataclass with the bindings applied (explicit arguments win); the
-dataclass itself never reads gin.
+dataclass itself never reads gin. The data, zero-shot and export rooms' names (make_dataset.*,
+input_limits.*, serving_limits.*, ...) are registered in basic_tf/from_gin_data.py.
 """
 import contextlib
 import dataclasses
@@ -93,7 +94,7 @@ def train(model_dir: str, strategy=None, *, dataset_fn: Optional[Callable] = Non
     make_dataset.tokenizer_path, recorded in model_dir. Returns loop.train's record."""
     from basic_tf import config as gin_config
     from basic_tf.data import tokenizer_record
-    from basic_tf.data.pipeline import make_dataset
+    from basic_tf.from_gin_data import make_dataset
     from basic_tf.training import loop
     from basic_tf.training.placement import Placement
 
@@ -125,7 +126,7 @@ def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: O
     """The parsed gin config's DualEncoder with `checkpoint`'s weights (None: as initialised),
     seen as training saw it -> (model, tokenizer, data, restored path or None).
 
-    data: the gin file's make_dataset view (basic_tf.data.data_config: image size, seq_len,
+    data: the gin file's make_dataset view (from_gin_data.data_config: image size, seq_len,
     tokenizer, evaluation crop), `tokenizer_path` / `seq_len` overriding it (explicit flags);
     checked against the model, and the tokenizer's pieces against the text tower's vocabulary.
     The model is built in `strategy`'s scope when one is given. `source`: the flag or setting
@@ -134,11 +135,12 @@ def load_trained_model(checkpoint: Optional[str], source: str, tokenizer_path: O
     for the checkpoint in training (data/tokenizer_record.py: TokenizerMismatch naming both)
     unless allow_other_tokenizer.
     """
-    from basic_tf.data import data_config, tokenizer_record
+    from basic_tf.data import tokenizer_record
     from basic_tf.data.tokenizer import Tokenizer
+    from basic_tf.from_gin_data import data_config
     from basic_tf.training.checkpoints import UNVERIFIED_DIR, restore_model
 
-    data = data_config.from_gin(tokenizer_path=tokenizer_path, seq_len=seq_len)
+    data = data_config(tokenizer_path=tokenizer_path, seq_len=seq_len)
     tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         model = dual_encoder()

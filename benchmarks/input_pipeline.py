@@ -31,7 +31,7 @@ def measure(cfg: dict) -> dict:
     work = tempfile.mkdtemp(prefix="bench_pipeline_", dir=cfg["tmp"])
     try:
         config.parse(cfg["gin"], cfg["bindings"])
-        from basic_tf import from_gin
+        from basic_tf import from_gin, from_gin_data
         model = from_gin.dual_encoder()  # for the config's image size and sequence length only
         image_size, seq_len = model.image_size, model.max_text_len
         del model
@@ -39,6 +39,7 @@ def measure(cfg: dict) -> dict:
                                                  SOURCE_SIZE, num_shards=4, vocab_size=100)
         pipe = throughput.measure_throughput(
             num_batches=cfg["pipeline_batches"], warmup_batches=3,
+            make_dataset=from_gin_data.make_dataset,
             global_batch_size=cfg["pipeline_batch"],
             image_size=image_size, seq_len=seq_len, shuffle_buffer=EXAMPLES,
             log_skipped=False, **data)

@@ -6,9 +6,9 @@ that is no verified state of its run, under <model_dir>/unverified/ or past the 
 its index lists, is refused unless --allow_unverified). Images
 and texts are seen exactly as training sees them: image size, token length, tokenizer, evaluation
 crop and antialiasing are the gin file's make_dataset bindings, macros resolved
-(basic_tf/data/data_config.py); --tokenizer / --seq_len override them explicitly. Class names
-and templates are shipped set names (basic_tf/zeroshot/data: imagenet1k, cifar10, cifar100, mnist,
-fashion_mnist, ...) or .txt/.json files; TFDS sets have defaults. Nothing is downloaded: TFDS
+(basic_tf/from_gin_data.py data_config); --tokenizer / --seq_len override them explicitly. Class
+names and templates are shipped set names (basic_tf/zeroshot/data: imagenet1k, cifar10, cifar100,
+mnist, fashion_mnist, ...) or .txt/.json files; TFDS sets have defaults. Nothing is downloaded: TFDS
 data must already be prepared in --tfds_data_dir (the error says how).
 
 --tfrecords: the class names must be in the records' label order (records store each label's
@@ -72,8 +72,9 @@ def main(argv):
     if FLAGS.tfrecords and not (FLAGS.class_names and FLAGS.templates):
         raise app.UsageError("--tfrecords needs --class_names and --templates")
     checkpoint, source = cli.checkpoint_from_flags("model_dir")
+    from basic_tf import from_gin_data   # the zero-shot tasks and run_and_report, configured
     from basic_tf.from_gin import load_trained_model
-    from basic_tf.zeroshot import labels, prompts, report, run
+    from basic_tf.zeroshot import labels, prompts, report
 
     if FLAGS.predictions:
         report.check_predictions_path(FLAGS.predictions)
@@ -83,25 +84,25 @@ def main(argv):
                                                           FLAGS.seq_len, strategy,
                                                           FLAGS.allow_unverified,
                                                           FLAGS.allow_other_tokenizer)
-    tasks = [run.tfds_task(name, data, FLAGS.tfds_data_dir, FLAGS.split, FLAGS.batch_size,
-                           FLAGS.class_names, FLAGS.templates)
+    tasks = [from_gin_data.tfds_task(name, data, FLAGS.tfds_data_dir, FLAGS.split,
+                                     FLAGS.batch_size, FLAGS.class_names, FLAGS.templates)
              for name in FLAGS.tfds_name]
     if FLAGS.tfrecords:
         class_names = prompts.load_class_names(FLAGS.class_names)
         label_map = labels.label_map_for(class_names, FLAGS.tfrecords, FLAGS.labels_by_name)
-        tasks.append(run.tfrecord_task(FLAGS.tfrecords, class_names,
-                                       prompts.load_templates(FLAGS.templates), data,
-                                       FLAGS.batch_size, label_map=label_map,
-                                       with_ids=bool(FLAGS.predictions)))
+        tasks.append(from_gin_data.tfrecord_task(FLAGS.tfrecords, class_names,
+                                                 prompts.load_templates(FLAGS.templates), data,
+                                                 FLAGS.batch_size, label_map=label_map,
+                                                 with_ids=bool(FLAGS.predictions)))
     if FLAGS.retrieval_tfrecords:
-        tasks.append(run.retrieval_task(FLAGS.retrieval_tfrecords, tokenizer, data,
-                                        FLAGS.batch_size, FLAGS.max_captions))
-    run.run_and_report(model, tokenizer, tasks, strategy, FLAGS.out,
-                       metadata={"checkpoint": restored or "untrained", "gin_files": FLAGS.gin_file,
-                                 "gin_bindings": FLAGS.gin_bindings, "strategy": FLAGS.strategy,
-                                 "replicas": strategy.num_replicas_in_sync,
-                                 "data_config": data.as_dict()},
-                       max_steps=FLAGS.max_steps, predictions_path=FLAGS.predictions)
+        tasks.append(from_gin_data.retrieval_task(FLAGS.retrieval_tfrecords, tokenizer, data,
+                                                  FLAGS.batch_size, FLAGS.max_captions))
+    from_gin_data.run_and_report(
+        model, tokenizer, tasks, strategy, FLAGS.out,
+        metadata={"checkpoint": restored or "untrained", "gin_files": FLAGS.gin_file,
+                  "gin_bindings": FLAGS.gin_bindings, "strategy": FLAGS.strategy,
+                  "replicas": strategy.num_replicas_in_sync, "data_config": data.as_dict()},
+        max_steps=FLAGS.max_steps, predictions_path=FLAGS.predictions)
 
 
 if __name__ == "__main__":

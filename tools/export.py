@@ -5,7 +5,7 @@ that is no verified state of its run, under <model_dir>/unverified/ or past the 
 its index lists, is refused unless --allow_unverified). Images
 and texts are seen exactly as training and tools/evaluate.py see them: image size, token length,
 tokenizer, evaluation crop and antialiasing are the gin file's make_dataset bindings, macros
-resolved (basic_tf/data/data_config.py); --tokenizer / --seq_len override them explicitly.
+resolved (basic_tf/from_gin_data.py data_config); --tokenizer / --seq_len override them explicitly.
 Class names and templates are shipped set names (basic_tf/zeroshot/data) or .txt/.json files.
 
 When the gin file names labelled records (make_dataset.eval_file_pattern, else file_pattern), the
@@ -47,8 +47,8 @@ def main(argv):
         raise app.UsageError(f"give --{', --'.join(missing)}")
     checkpoint, source = cli.checkpoint_from_flags()
     from basic_tf import config
-    from basic_tf.export import export_for_serving
     from basic_tf.from_gin import load_trained_model
+    from basic_tf.from_gin_data import export_for_serving
     from basic_tf.zeroshot import labels, prompts
 
     cli.parse_gin_flags()

@@ -1,5 +1,7 @@
 """basic_tf.data: image-text TFRecords in, batches out. Knows nothing of models or training.
 
+Nothing here reads gin: every setting is an argument (basic_tf/from_gin_data.py binds them).
+
   schema        the one TFRecord example format (image bytes, captions, label, id)
   sources       records from CSV/JSONL, class folders, NumPy arrays, local TFDS sets
   img2dataset   img2dataset's TFRecords read as they are (make_dataset.record_format)
@@ -7,11 +9,11 @@
   writer        size-bounded shards with caption/record de-duplication and stats sidecars
   validate      read shards back; report corrupt, empty and truncated records
   tokenizer     SentencePiece training and the in-graph Tokenizer (pad 0, EOS last)
-  data_config   the one data config (image size, seq_len, tokenizer, eval crop) read from gin
+  data_config   the one data config (image size, seq_len, tokenizer, eval crop)
   templates     the '{c}' class placeholder of caption and prompt templates
   augment       fused JPEG decode-and-crop, centre crop, flip
-  limits        input_limits (gin): pixels per image (read from the header), bytes per caption
-  pipeline      make_dataset (gin): sharding, shuffle, decode, skip-and-count, batch, tokenize
+  limits        input_limits: pixels per image (read from the header), bytes per caption
+  pipeline      make_dataset: sharding, shuffle, decode, skip-and-count, batch, tokenize
   skips         skipped records by cause, SkippedRecordsCounter, the stops for inputs that
                 yield nothing (or too little)
   distributed   CheckpointableDistributedIterator: per-replica batches with a saveable position

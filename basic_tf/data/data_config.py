@@ -1,4 +1,4 @@
-"""The one data config: how images and texts are turned into model inputs, read from gin.
+"""The one data config: how images and texts are turned into model inputs.
 
 Training (`make_dataset`), evaluation (`basic_tf.zeroshot`, tools/evaluate.py) and export
 (`basic_tf.export`, tools/export.py) all see images and texts the same way:
@@ -11,18 +11,14 @@ Training (`make_dataset`), evaluation (`basic_tf.zeroshot`, tools/evaluate.py) a
   eval_crop_fraction  float  centre square side / shorter image side  eval_crop_fraction
   antialias           bool   antialiased resize                       antialias
 
-`from_gin()` reads each value exactly as gin hands it to `make_dataset` in training: the bound
-value with macros resolved (`make_dataset.seq_len = %SEQ_LEN`), else `make_dataset`'s own
-default. Tools may override a value with an explicit flag; nothing is guessed from elsewhere.
-`check_model` then refuses a config the model cannot take, naming the binding to change.
+The top builds it (basic_tf/from_gin_data.py `data_config()`) from each value exactly as gin
+hands it to `make_dataset` in training: the bound value with macros resolved
+(`make_dataset.seq_len = %SEQ_LEN`), else `make_dataset`'s own default. Tools may override a
+value with an explicit flag; nothing is guessed from elsewhere. `check_values` refuses values
+out of range and `check_model` a config the model cannot take, naming the binding to change.
 """
 import dataclasses
-import inspect
 from typing import Optional
-
-import gin
-
-from basic_tf import config
 
 CHANNELS = 3  # every record decodes to [H, W, 3] uint8 (grayscale is stored as RGB)
 FIELDS = ("image_size", "seq_len", "tokenizer_path", "eval_crop_fraction", "antialias")
@@ -72,33 +68,13 @@ class DataConfig:
                 f"{max_text_len} in the gin file (training reads the same binding)")
         return self
 
-
-def from_gin(**overrides) -> DataConfig:
-    """The data config of the parsed gin files; `overrides` (field=value, None = not given) are
-    explicit flags and win. Raises ValueError naming a field whose value is out of range."""
-    from basic_tf.data.pipeline import make_dataset  # the values' consumer and their defaults
-
-    unknown = sorted(set(overrides) - set(FIELDS))
-    if unknown:
-        raise TypeError(f"data_config.from_gin: unknown fields {unknown}; fields are {FIELDS}")
-    parameters = inspect.signature(make_dataset).parameters
-    values, sources = {}, []
-    for field in FIELDS:
-        if overrides.get(field) is not None:
-            values[field], where = overrides[field], "flag"
-        else:
-            default = parameters[field].default
-            default = None if default is gin.REQUIRED else default
-            missing = object()
-            value = config.bound_value(f"make_dataset.{field}", missing)
-            values[field], where = ((default, "make_dataset default") if value is missing
-                                    else (value, "gin"))
-        sources.append((field, where))
-    data = DataConfig(**values, sources=tuple(sources))
-    if not isinstance(data.image_size, int) or data.image_size < 1:
-        raise ValueError(f"{data.describe('image_size')} must be a positive integer")
-    if not isinstance(data.seq_len, int) or data.seq_len < 2:
-        raise ValueError(f"{data.describe('seq_len')} must be an integer >= 2 (a piece and EOS)")
-    if not 0.0 < float(data.eval_crop_fraction) <= 1.0:
-        raise ValueError(f"{data.describe('eval_crop_fraction')} must be in (0, 1]")
-    return data
+    def check_values(self) -> "DataConfig":
+        """Raises ValueError naming a field whose value is out of range; -> self."""
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"{self.describe('image_size')} must be a positive integer")
+        if not isinstance(self.seq_len, int) or self.seq_len < 2:
+            raise ValueError(f"{self.describe('seq_len')} must be an integer >= 2 (a piece and "
+                             "EOS)")
+        if not 0.0 < float(self.eval_crop_fraction) <= 1.0:
+            raise ValueError(f"{self.describe('eval_crop_fraction')} must be in (0, 1]")
+        return self

@@ -3,9 +3,9 @@
 One caption of 1 MiB costs ~40 s of SentencePiece each time it comes round, and a 17 KB PNG can
 claim a 12000x12000 canvas (0.4 GB decoded), so the writer (tools/make_tfrecords.py), the
 training and evaluation pipelines and `--validate` all bound both, with the same numbers
-(`input_limits`, gin). Serving bounds its requests the same way (basic_tf.export.inputs):
-pixels are read from the JPEG SOF, PNG IHDR or WebP (VP8 / VP8L / VP8X chunk) header before
-anything is decoded.
+(`input_limits`; gin binds it as `input_limits.*` at the top, basic_tf/from_gin_data.py).
+Serving bounds its requests the same way (basic_tf.export.inputs): pixels are read from the
+JPEG SOF, PNG IHDR or WebP (VP8 / VP8L / VP8X chunk) header before anything is decoded.
 
   captions longer than max_caption_bytes are cut (at a UTF-8 character boundary) and counted:
     the tokenizer keeps only seq_len tokens anyway, so the cut loses nothing a model sees;
@@ -15,7 +15,6 @@ import dataclasses
 import struct
 from typing import Optional, Tuple
 
-import gin
 import tensorflow as tf
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -35,7 +34,6 @@ class InputLimits:
     max_caption_bytes: int
 
 
-@gin.configurable
 def input_limits(max_image_pixels: int = 16_000_000,
                  max_caption_bytes: int = 1024) -> InputLimits:
     """The bounds on one record used when writing, reading and validating shards.

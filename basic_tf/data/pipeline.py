@@ -42,7 +42,6 @@ Evaluation (training=False): centre crop, first caption, no shuffle, one pass; t
 import functools
 from typing import Optional, Sequence, Union
 
-import gin
 import tensorflow as tf
 from absl import logging
 
@@ -206,16 +205,15 @@ def _check_files(pattern, files: Sequence[str], record_format: str = "basic_tf")
     return expected, per_pass
 
 
-@gin.configurable(denylist=["input_context", "training"])
 def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
                  training: bool = True,
-                 file_pattern: Union[str, Sequence[str]] = gin.REQUIRED,
+                 file_pattern: Union[str, Sequence[str]],
                  eval_file_pattern: Union[str, Sequence[str], None] = None,
-                 global_batch_size: int = gin.REQUIRED,
+                 global_batch_size: int,
                  eval_global_batch_size: Optional[int] = None,
                  image_size: int = 224,
                  seq_len: int = 64,
-                 tokenizer_path: str = gin.REQUIRED,
+                 tokenizer_path: str,
                  shuffle_buffer: int = 10_000,
                  seed: int = 0,
                  cycle_length: int = 8,
@@ -227,8 +225,12 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
                  string_features: bool = True,
                  log_skipped: bool = True,
                  max_skipped_fraction: Optional[float] = 0.5,
-                 record_format: str = "basic_tf") -> tf.data.Dataset:
+                 record_format: str = "basic_tf",
+                 limits: Optional[limits_lib.InputLimits] = None) -> tf.data.Dataset:
     """Builds the (per-replica-batched) dataset for training or evaluation; see module doc.
+
+    Every setting is an argument; gin binds them as `make_dataset.<argument>` at the top
+    (basic_tf/from_gin_data.py, whose `make_dataset` also passes the `input_limits.*` bounds).
 
     Args:
       input_context: from strategy.distribute_datasets_from_function; None = one pipeline,
@@ -248,7 +250,8 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
       log_skipped: log each skipped record's error (from tf.data, at warning level).
       max_skipped_fraction: stop (skips.account) once more than this fraction of the records
         read by this pipeline were skipped (checked from min(1000, records per pass) records
-        on); None: no bound. Image pixels and caption bytes are bounded by `input_limits`.
+        on); None: no bound.
+      limits: the bounds on image pixels and caption bytes (default: `input_limits()`'s).
       record_format: 'basic_tf' (basic_tf.data.schema) or 'img2dataset' (its TFRecords as
         they are: image under jpg/jpeg/png/webp, caption `txt`, id `key`, no label;
         basic_tf.data.img2dataset). Skips, bounds, sharding and resume work alike.
@@ -275,7 +278,7 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
         replicas_per_pipeline = max(
             input_context.num_replicas_in_sync // input_context.num_input_pipelines, 1)
     expected, per_pass = _check_files(pattern, files, record_format)
-    limits = limits_lib.input_limits()
+    limits = limits or limits_lib.input_limits()
     tokenizer = Tokenizer(tokenizer_path, seq_len)
 
     ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(expected, tf.int64)))

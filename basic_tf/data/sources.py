@@ -12,7 +12,6 @@ import json
 import os
 from typing import Iterator, Optional, Sequence
 
-import gin
 import numpy as np
 
 from basic_tf.data import schema
@@ -37,9 +36,9 @@ DEFAULT_CAPTION_TEMPLATES = (
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 
 
-@gin.configurable
 def caption_templates(templates: Sequence[str] = DEFAULT_CAPTION_TEMPLATES) -> tuple:
-    """The training caption templates (gin: `caption_templates.templates = [...]`), checked;
+    """The training caption templates, checked (gin binds `caption_templates.templates = [...]`
+    at the top, basic_tf/from_gin_data.py, whose callers pass the result as `templates`);
     '{c}' = class name ('{}' is read as '{c}' with a warning: basic_tf.data.templates)."""
     templates = tuple(templates)
     if not templates:
@@ -50,7 +49,7 @@ def caption_templates(templates: Sequence[str] = DEFAULT_CAPTION_TEMPLATES) -> t
 
 
 def _templates(templates: Optional[Sequence[str]]) -> tuple:
-    """Explicit templates, else the gin-bound `caption_templates()` (default: the built-in 10)."""
+    """Explicit templates (checked), else the built-in 10."""
     return caption_templates() if templates is None else caption_templates(templates)
 
 

@@ -85,7 +85,7 @@ def image_decodes(image: bytes) -> bool:
 def validate_shards(paths: Sequence[str], decode_images: bool = True,
                     bounds: Optional[limits.InputLimits] = None) -> Report:
     """Reads every record of `paths`; returns a Report listing each problem (see module doc).
-    `bounds` defaults to `limits.input_limits()` (gin)."""
+    `bounds` defaults to `limits.input_limits()`'s defaults."""
     report = Report()
     bounds = bounds or limits.input_limits()
     for path in paths:

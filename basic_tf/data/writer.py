@@ -28,7 +28,6 @@ import sys
 import time
 from typing import Iterable, List, Optional
 
-import gin
 import tensorflow as tf
 from absl import logging
 
@@ -99,7 +98,6 @@ def normalize_caption(caption: str) -> str:
     return " ".join(caption.lower().split())
 
 
-@gin.configurable(denylist=["records", "output_prefix", "total"])
 def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
                     max_shard_bytes: int = 256 << 20, dedupe_records: bool = True,
                     check_images: bool = True, total: Optional[int] = None,
@@ -112,7 +110,7 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
     `<output_prefix>.summary.json`. When records carry label names, `<output_prefix>
     .class_names.json` lists them in label order (a JSON list: give it as --class_names to
     tools/evaluate.py and tools/export.py). `total` (if known) sizes the progress bar. `bounds`
-    defaults to `limits.input_limits()` (gin). `records` may hold `schema.SkippedSource`s.
+    defaults to `limits.input_limits()`'s defaults. `records` may hold `schema.SkippedSource`s.
     """
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes={max_shard_bytes} must be > 0")

@@ -7,7 +7,7 @@ Keras 3 layers loads in TF2 Python but not in the TF1/C++ session loader TF Serv
 builds have them) and Python loaders need `import tensorflow_text`.
 
 The version directory holds, besides saved_model.pb and variables/, in assets/:
-  operative_config.gin   the gin bindings the model was built with
+  operative_config.gin   the gin bindings the model was built with (when given: tools/export.py)
   tokenizer.model        the SentencePiece model proto used in the graph
   class_names.json       the baked class names (JSON list, label order)
   templates.json         the baked prompt templates (JSON list)
@@ -18,16 +18,14 @@ import dataclasses
 import json
 import os
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 import basic_tf
-from basic_tf import config as basic_config
 from basic_tf.export import layout
 from basic_tf.data import tokenizer_record
 from basic_tf.data.templates import normalize_template
@@ -46,15 +44,12 @@ def _check_list(values: Sequence[str], field: str) -> list:
     return values
 
 
-@gin.configurable(denylist=["model", "tokenizer", "export_dir", "class_names", "templates",
-                            "version", "gin_config", "crop_fraction", "antialias",
-                            "allow_nameless_classes"])
 def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[str],
                        templates: Sequence[str], model_name: str = "basic",
                        version: Optional[int] = None, top_k: int = 5,
                        limits: Optional[ServingLimits] = None, crop_fraction: float = 1.0,
                        antialias: bool = False, prompt_batch_size: int = 256,
-                       gin_config: Optional[str] = None,
+                       gin_config: Union[str, Callable[[], str], None] = None,
                        base_path_prefix: Optional[str] = None,
                        allow_nameless_classes: bool = False) -> str:
     """Writes <export_dir>/<model_name>/<version>/ (SavedModel) and <export_dir>/models.config.
@@ -70,12 +65,14 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
       model_name: the <name> of /v1/models/<name>:predict.
       version: integer >= 1; None: one more than the highest existing version.
       top_k: classes `classify` returns per image.
-      limits: request bounds (default: gin `serving_limits()`).
+      limits: request bounds (default: `serving_limits()`'s defaults; the top passes the
+        `serving_limits.*` bindings, basic_tf/from_gin_data.py).
       crop_fraction, antialias: the evaluation image view (`decode_and_center_crop`): pass the
         data config's (basic_tf.data.data_config: make_dataset.eval_crop_fraction /
-        antialias), so serving sees images as evaluation does; not gin-bindable here.
+        antialias), so serving sees images as evaluation does; not gin-bindable.
       prompt_batch_size: prompts per text-encoder call inside classify_with_labels.
-      gin_config: text stored as assets/operative_config.gin (default: gin's operative config).
+      gin_config: text stored as assets/operative_config.gin, or a function giving it, called
+        when the assets are written (the top passes gin's operative config); None: no such file.
       base_path_prefix: where the server sees export_dir, for models.config (e.g. "/models").
       allow_nameless_classes: export even when a class lost its name in every prompt (cut at
         the tokenizer's seq_len: its column would not depend on the name); refused by default.
@@ -142,8 +139,9 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
         archive.write_out(staging, verbose=False)
         assets = os.path.join(staging, "assets")
         os.makedirs(assets, exist_ok=True)
-        _write(os.path.join(assets, "operative_config.gin"),
-               basic_config.operative_config_str() if gin_config is None else gin_config)
+        if gin_config is not None:
+            _write(os.path.join(assets, "operative_config.gin"),
+                   gin_config() if callable(gin_config) else gin_config)
         _write(os.path.join(assets, "tokenizer.model"), tokenizer.model_proto)
         _write(os.path.join(assets, "class_names.json"), json.dumps(class_names, indent=1))
         _write(os.path.join(assets, "templates.json"), json.dumps(templates, indent=1))

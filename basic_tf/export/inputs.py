@@ -10,7 +10,6 @@ last read from the JPEG/PNG/WebP header before anything is decoded.
 import dataclasses
 import re
 
-import gin
 import tensorflow as tf
 
 from basic_tf.data.augment import decode_and_center_crop
@@ -31,7 +30,6 @@ class ServingLimits:
     max_prompts: int
 
 
-@gin.configurable
 def serving_limits(max_batch_size: int = 64, max_image_bytes: int = 8 << 20,
                    max_image_pixels: int = 16_000_000, max_text_bytes: int = 1024,
                    max_classes: int = 1000, max_templates: int = 100,

@@ -7,7 +7,6 @@ L2-normalised, averaged over templates and normalised again. The result is a [D,
 import time
 from typing import Callable, Sequence
 
-import gin
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -24,7 +23,6 @@ def ensemble_prompt_embeddings(per_prompt: tf.Tensor) -> tf.Tensor:
     return l2_normalize(tf.reduce_mean(l2_normalize(per_prompt), axis=1))
 
 
-@gin.configurable(denylist=["encode_text_fn", "tokenizer", "class_names", "templates"])
 def build_zero_shot_classifier(encode_text_fn: Callable[[tf.Tensor], tf.Tensor],
                                tokenizer: Callable[[tf.Tensor], tf.Tensor],
                                class_names: Sequence[str],

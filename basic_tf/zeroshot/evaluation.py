@@ -11,7 +11,6 @@ replicas with SUM and accumulated on the host in int64, so every example counts 
 import time
 from typing import Callable, Dict, Optional
 
-import gin
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -56,8 +55,6 @@ def distribute(dataset, strategy: tf.distribute.Strategy):
     return dataset
 
 
-@gin.configurable(denylist=["encode_image_fn", "classifier", "dataset", "strategy", "class_names",
-                            "predictions", "logit_scale"])
 def evaluate_classification(encode_image_fn: Callable[[tf.Tensor], tf.Tensor],
                             classifier: np.ndarray,
                             dataset,

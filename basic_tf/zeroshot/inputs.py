@@ -13,7 +13,6 @@ import dataclasses
 import os
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-import gin
 import tensorflow as tf
 
 from basic_tf.data import augment, limits, schema
@@ -78,8 +77,7 @@ def tfds_builder(name: str, data_dir: Optional[str] = None):
     return builder
 
 
-@gin.configurable(denylist=["input_context"])
-def tfds_classification_dataset(name: str = gin.REQUIRED,
+def tfds_classification_dataset(name: str,
                                 split: Optional[str] = None,
                                 data_dir: Optional[str] = None,
                                 image_size: int = 224,
@@ -149,22 +147,22 @@ def _label_remap(class_names: Optional[str], num_labels: int) -> Optional[tf.Ten
     return tf.constant(table, tf.int32)
 
 
-@gin.configurable(denylist=["tokenizer", "input_context"])
 def retrieval_dataset(tokenizer: Callable[[tf.Tensor], tf.Tensor],
-                      file_pattern: Sequence[str] = gin.REQUIRED,
+                      file_pattern: Sequence[str],
                       image_size: int = 224,
                       global_batch_size: int = 64,
                       max_captions: int = 5,
                       crop_fraction: float = 1.0,
                       antialias: bool = False,
-                      input_context: Optional[tf.distribute.InputContext] = None
-                      ) -> tf.data.Dataset:
+                      input_context: Optional[tf.distribute.InputContext] = None,
+                      bounds: Optional[limits.InputLimits] = None) -> tf.data.Dataset:
     """Captioned TFRecords (basic_tf.data.schema) as retrieval batches with ALL captions.
 
     Each image keeps its first `max_captions` non-empty captions (COCO has 5, Flickr30k 5).
     Records whose image does not decode, or has more pixels than input_limits.max_image_pixels
     (read from its header), are skipped and counted, like the data pipeline does; captions are
-    cut to input_limits.max_caption_bytes before tokenisation.
+    cut to input_limits.max_caption_bytes before tokenisation (`bounds`; default:
+    `limits.input_limits()`'s).
     Returns batches {"images" float32 [b,H,W,3], "token_ids" int32 [b,K,L],
     "caption_mask" float32 [b,K], "caption_hash" int64 [b,K] (fingerprint of the lower-cased,
     whitespace-folded text: retrieval's ground truth is caption identity), "mask" float32 [b],
@@ -174,7 +172,7 @@ def retrieval_dataset(tokenizer: Callable[[tf.Tensor], tf.Tensor],
         raise ValueError(f"retrieval_dataset.max_captions={max_captions} must be >= 1")
     files = shard_for_pipeline(schema.list_shards(file_pattern), input_context)
     per_replica, replicas = _per_replica(global_batch_size, input_context)
-    bounds = limits.input_limits()
+    bounds = bounds or limits.input_limits()
 
     def real(record):
         ex = schema.parse_example(record)

@@ -23,7 +23,6 @@ in the positive's favour.
 import time
 from typing import Callable, Dict, Optional, Sequence
 
-import gin
 import numpy as np
 import tensorflow as tf
 from absl import logging
@@ -148,7 +147,6 @@ def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.n
     }
 
 
-@gin.configurable(denylist=["encode_image_fn", "encode_text_fn", "dataset", "strategy"])
 def evaluate_retrieval(encode_image_fn, encode_text_fn, dataset,
                        strategy: Optional[tf.distribute.Strategy] = None,
                        ks: Sequence[int] = (1, 5, 10),

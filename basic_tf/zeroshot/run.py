@@ -4,6 +4,11 @@ trainer's periodic zero-shot hook call.
 A task names a dataset function `dataset_fn(input_context) -> tf.data.Dataset` (used with
 `strategy.distribute_datasets_from_function`, so every strategy works) and, for classification,
 the class names and templates its classifier is built from.
+
+Nothing here reads gin: the top (basic_tf/from_gin_data.py) passes the dataset builders and the
+`Evaluators` with the gin bindings applied (make_dataset.*, tfds_classification_dataset.*,
+retrieval_dataset.*, build_zero_shot_classifier.*, evaluate_classification.*,
+evaluate_retrieval.*, run_and_report.*).
 """
 import dataclasses
 import functools
@@ -11,7 +16,6 @@ import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
-import gin
 import tensorflow as tf
 from absl import logging
 
@@ -44,13 +48,24 @@ class RetrievalTask:
 Task = Union[ClassificationTask, RetrievalTask]
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluators:
+    """What evaluate_tasks calls: the classifier builder, classification and retrieval
+    evaluation (defaults: the plain functions; the top passes them configured)."""
+    build_classifier: Callable = build_zero_shot_classifier
+    classify: Callable = evaluate_classification
+    retrieve: Callable = evaluate_retrieval
+
+
 def tfds_task(name: str, data: DataConfig, data_dir: Optional[str] = None,
               split: Optional[str] = None, global_batch_size: int = 256,
-              class_names: Optional[str] = None, templates: Optional[str] = None
+              class_names: Optional[str] = None, templates: Optional[str] = None,
+              build_dataset: Callable = inputs.tfds_classification_dataset
               ) -> ClassificationTask:
     """A TFDS classification set seen through `data` (image size, crop, antialias); class
     names/templates default to its preset (inputs.TFDS_PRESETS). Checks now (not at the first
-    batch) that the data is prepared locally."""
+    batch) that the data is prepared locally. build_dataset: inputs.tfds_classification_dataset
+    or a configured twin."""
     preset = inputs.TFDS_PRESETS.get(name)
     class_names = class_names or (preset.class_names if preset else None)
     templates = templates or (preset.templates if preset else None)
@@ -60,7 +75,7 @@ def tfds_task(name: str, data: DataConfig, data_dir: Optional[str] = None,
     inputs.tfds_builder(name, data_dir)
 
     def dataset_fn(ctx=None):
-        return inputs.tfds_classification_dataset(
+        return build_dataset(
             name, split=split, data_dir=data_dir, image_size=data.image_size,
             global_batch_size=global_batch_size, class_names=class_names,
             crop_fraction=data.eval_crop_fraction, antialias=data.antialias, input_context=ctx)
@@ -73,7 +88,8 @@ def tfds_task(name: str, data: DataConfig, data_dir: Optional[str] = None,
 def tfrecord_task(file_pattern: Union[str, Sequence[str]], class_names: Sequence[str],
                   templates: Sequence[str], data: DataConfig, global_batch_size: int = 256,
                   name: str = "tfrecords", label_map: Optional[Sequence[int]] = None,
-                  with_ids: bool = False) -> ClassificationTask:
+                  with_ids: bool = False, make_dataset: Optional[Callable] = None
+                  ) -> ClassificationTask:
     """Labelled TFRecords (basic_tf.data.schema) read by the data pipeline in evaluation mode,
     with exactly the training config's view (`data`).
 
@@ -82,14 +98,17 @@ def tfrecord_task(file_pattern: Union[str, Sequence[str]], class_names: Sequence
       None = record label i is column i (checked by labels.check_class_names).
     with_ids: batches carry "example_id" (tf.string; not through a TPU infeed), for per-image
       predictions.
+    make_dataset: basic_tf.data.pipeline.make_dataset (the default) or a configured twin.
     """
     from basic_tf.data import pipeline
+
+    make_dataset = make_dataset or pipeline.make_dataset
 
     table = None if label_map is None else tf.constant(list(label_map), tf.int32)
 
     def dataset_fn(ctx=None):
         # Explicit arguments override any make_dataset bindings of a training gin file.
-        ds = pipeline.make_dataset(
+        ds = make_dataset(
             ctx, training=False, file_pattern=file_pattern, eval_file_pattern=file_pattern,
             global_batch_size=global_batch_size, eval_global_batch_size=global_batch_size,
             image_size=data.image_size, seq_len=data.seq_len,
@@ -105,22 +124,24 @@ def tfrecord_task(file_pattern: Union[str, Sequence[str]], class_names: Sequence
 
 def retrieval_task(file_pattern: Union[str, Sequence[str]], tokenizer, data: DataConfig,
                    global_batch_size: int = 64, max_captions: int = 5,
-                   name: str = "retrieval") -> RetrievalTask:
-    """Captioned TFRecords, every image with up to `max_captions` captions, seen through `data`."""
+                   name: str = "retrieval",
+                   build_dataset: Callable = inputs.retrieval_dataset) -> RetrievalTask:
+    """Captioned TFRecords, every image with up to `max_captions` captions, seen through `data`
+    (build_dataset: inputs.retrieval_dataset or a configured twin)."""
     def dataset_fn(ctx=None):
-        return inputs.retrieval_dataset(tokenizer, file_pattern=file_pattern,
-                                        image_size=data.image_size,
-                                        global_batch_size=global_batch_size,
-                                        max_captions=max_captions,
-                                        crop_fraction=data.eval_crop_fraction,
-                                        antialias=data.antialias, input_context=ctx)
+        return build_dataset(tokenizer, file_pattern=file_pattern, image_size=data.image_size,
+                             global_batch_size=global_batch_size, max_captions=max_captions,
+                             crop_fraction=data.eval_crop_fraction, antialias=data.antialias,
+                             input_context=ctx)
     return RetrievalTask(name, dataset_fn)
 
 
 def evaluate_tasks(model, tokenizer, tasks: Sequence[Task],
                    strategy: Optional[tf.distribute.Strategy] = None,
-                   max_steps: Optional[int] = None, predictions: bool = False) -> Dict[str, Dict]:
-    """Runs every task on `model` (encode_image / encode_text contract of basic_tf.models).
+                   max_steps: Optional[int] = None, predictions: bool = False,
+                   evaluators: Evaluators = Evaluators()) -> Dict[str, Dict]:
+    """Runs every task on `model` (encode_image / encode_text contract of basic_tf.models)
+    with `evaluators`' functions.
 
     Classifiers are built once per (class names, templates). Returns {task name: result};
     with `predictions`, classification results hold per-example top-k classes and softmax
@@ -139,17 +160,17 @@ def evaluate_tasks(model, tokenizer, tasks: Sequence[Task],
                 for line in prompt_checks.describe(check):
                     logging.warning("%s prompts: %s", task.name, line)
             if key not in classifiers:
-                classifiers[key] = build_zero_shot_classifier(
+                classifiers[key] = evaluators.build_classifier(
                     model.encode_text, tokenizer, task.class_names, task.templates)
-            results[task.name] = evaluate_classification(
+            results[task.name] = evaluators.classify(
                 model.encode_image, classifiers[key], dist, strategy,
                 class_names=task.class_names, max_steps=max_steps, predictions=predictions,
                 logit_scale=float(getattr(model, "logit_scale", 1.0)))
             if check is not None:
                 results[task.name]["prompt_check"] = check
         else:
-            results[task.name] = evaluate_retrieval(model.encode_image, model.encode_text, dist,
-                                                    strategy, max_steps=max_steps)
+            results[task.name] = evaluators.retrieve(model.encode_image, model.encode_text,
+                                                     dist, strategy, max_steps=max_steps)
     return results
 
 
@@ -170,10 +191,12 @@ def scalar_summary(results: Dict[str, Dict]) -> Dict[str, float]:
 
 def periodic_eval_fn(tokenizer, tasks: Sequence[Task],
                      strategy: Optional[tf.distribute.Strategy] = None,
-                     max_steps: Optional[int] = None) -> Callable[[object], Dict[str, float]]:
+                     max_steps: Optional[int] = None, evaluators: Evaluators = Evaluators()
+                     ) -> Callable[[object], Dict[str, float]]:
     """`eval_fn(model) -> {scalar name: value}` for the trainer's periodic evaluation hook."""
     def eval_fn(model):
-        return scalar_summary(evaluate_tasks(model, tokenizer, tasks, strategy, max_steps))
+        return scalar_summary(evaluate_tasks(model, tokenizer, tasks, strategy, max_steps,
+                                             evaluators=evaluators))
     return eval_fn
 
 
@@ -182,12 +205,11 @@ def _file_safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
 
 
-@gin.configurable(denylist=["model", "tokenizer", "tasks", "strategy", "out_path", "metadata",
-                            "predictions_path"])
 def run_and_report(model, tokenizer, tasks: Sequence[Task], strategy=None,
                    out_path: Optional[str] = None, metadata: Optional[Dict] = None,
                    confusion_max_classes: int = 100, max_steps: Optional[int] = None,
-                   predictions_path: Optional[str] = None) -> Dict:
+                   predictions_path: Optional[str] = None,
+                   evaluators: Evaluators = Evaluators()) -> Dict:
     """evaluate_tasks, then print the table and write `out_path` (JSON), `<out>.txt` (table) and
     `<out>.<task>.confusion.png` for tasks with <= confusion_max_classes classes;
     `predictions_path` (.csv / .jsonl): every classified image's top-k classes and scores."""
@@ -195,7 +217,7 @@ def run_and_report(model, tokenizer, tasks: Sequence[Task], strategy=None,
     if predictions_path:
         report.check_predictions_path(predictions_path)
     results = evaluate_tasks(model, tokenizer, tasks, strategy, max_steps,
-                             predictions=bool(predictions_path))
+                             predictions=bool(predictions_path), evaluators=evaluators)
     predictions = {name: r.pop("predictions") for name, r in results.items()
                    if "predictions" in r}
     table = report.format_table(results)

@@ -8,12 +8,11 @@ import subprocess
 import sys
 import time
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from basic_tf.data import pipeline, schema, skips
+from basic_tf.data import limits, pipeline, schema, skips
 from data_helpers import (jpeg_bytes, make_records, png_claiming, random_image, write_bad_shard,
                           write_shard)
 
@@ -172,17 +171,14 @@ def test_oversized_images_are_skipped_before_decoding_in_training_and_evaluation
     rows = make_records(4, fmt="png")  # 20x24 = 480 pixels each
     rows[1] = schema.Record(png_claiming(12000, 12000), ["a huge canvas"], "bad/huge")
     path = write_shard(str(tmp_path / "huge.tfrecord"), rows)
-    with gin.unlock_config():
-        gin.bind_parameter("input_limits.max_image_pixels", 500)
-    try:
-        evaluation = list(build(path, sp_model, training=False, max_skipped_fraction=None))
-        training = list(build(path, sp_model, training=True, global_batch_size=3,
-                              max_skipped_fraction=None).take(3))
-        gin.bind_parameter("input_limits.max_image_pixels", 400)  # now every image is too large
-        with pytest.raises(tf.errors.InvalidArgumentError, match="0 usable"):
-            list(build(path, sp_model, training=False, max_skipped_fraction=None))
-    finally:
-        gin.clear_config()
+    bound = limits.input_limits(max_image_pixels=500)
+    evaluation = list(build(path, sp_model, training=False, max_skipped_fraction=None,
+                            limits=bound))
+    training = list(build(path, sp_model, training=True, global_batch_size=3,
+                          max_skipped_fraction=None, limits=bound).take(3))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="0 usable"):  # every image too large
+        list(build(path, sp_model, training=False, max_skipped_fraction=None,
+                   limits=limits.input_limits(max_image_pixels=400)))
     too_large = skips.SKIP_CAUSES.index("too_large")
     for batches in (evaluation, training):
         counts = np.concatenate([b["skipped_by_cause"] for b in batches]).sum(axis=0)

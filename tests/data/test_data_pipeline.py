@@ -132,7 +132,10 @@ def test_corrupt_record_in_the_middle_is_skipped_and_counted(tmp_path, sp_model)
 
 
 def test_everything_comes_from_gin(shards_120, sp_model):
+    """The top's make_dataset (basic_tf/from_gin_data.py) takes every argument from the bindings."""
     import gin
+
+    from basic_tf import from_gin_data
 
     pattern, _ = shards_120
     gin.parse_config([
@@ -145,8 +148,8 @@ def test_everything_comes_from_gin(shards_120, sp_model):
         "make_dataset.string_features = False",
     ])
     try:
-        train = pipeline.make_dataset(training=True).element_spec
-        evaluation = pipeline.make_dataset(training=False).element_spec
+        train = from_gin_data.make_dataset(training=True).element_spec
+        evaluation = from_gin_data.make_dataset(training=False).element_spec
     finally:
         gin.clear_config()
     assert train["images"].shape == (12, 8, 8, 3) and train["token_ids"].shape == (12, 5)

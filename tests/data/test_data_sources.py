@@ -176,13 +176,22 @@ def test_templates_are_checked():
         sources.caption_templates(["a {c}", "a photo"])
 
 
-def test_gin_binds_the_default_templates():
+def test_gin_binds_the_templates_at_the_top():
+    """caption_templates.templates is read by the top (basic_tf/from_gin_data.py), whose result
+    the sources take as `templates`; unbound, they get the built-in 10."""
     import gin
+
+    from basic_tf import from_gin_data
 
     with gin.unlock_config():
         gin.bind_parameter("caption_templates.templates", ["{} (gin)"])
     try:
-        rec = next(sources.from_arrays(np.zeros([1, 4, 4], np.uint8), [0], ["cat"]))
-        assert rec.captions == ["cat (gin)"]
+        templates = from_gin_data.caption_templates()
     finally:
         gin.clear_config()
+    assert templates == ("{c} (gin)",)
+    rec = next(sources.from_arrays(np.zeros([1, 4, 4], np.uint8), [0], ["cat"],
+                                   templates=templates))
+    assert rec.captions == ["cat (gin)"]
+    rec = next(sources.from_arrays(np.zeros([1, 4, 4], np.uint8), [0], ["cat"]))
+    assert rec.captions == [t.replace("{c}", "cat") for t in sources.DEFAULT_CAPTION_TEMPLATES]

@@ -7,11 +7,9 @@ import inspect
 import os
 import re
 
-import gin
 import pytest
 
-from basic_tf import config, from_gin
-from basic_tf.data import data_config
+from basic_tf import config, from_gin, from_gin_data
 from basic_tf.data.pipeline import make_dataset
 from basic_tf.training.train_config import TrainConfig
 
@@ -24,7 +22,7 @@ BOUND_BY_COMMAND = {"demo": ["make_dataset.file_pattern = 'DIR/data/train-*.tfre
                              "make_dataset.tokenizer_path = 'DIR/data/spm.model'"]}
 # Sections of every experiment, in big_vision's order (after the command at the top).
 LAYOUT = ["Data", "Preprocessing", "Model", "Init", "Step", "Optimizer", "Schedule", "Evaluations"]
-# The configurables whose REQUIRED arguments a training run must find bound.
+# The configurables whose required arguments (no default) a training run must find bound.
 RUN_CALLS = {"make_dataset": make_dataset}
 
 
@@ -64,7 +62,8 @@ def test_experiment_states_its_command_and_binds_everything(name):
     value = lambda key, default=None: config.bound_value(key, default)  # noqa: E731
     unbound = [f"{fn_name}.{p.name}" for fn_name, fn in RUN_CALLS.items()
                for p in inspect.signature(fn).parameters.values()
-               if p.default is gin.REQUIRED and value(f"{fn_name}.{p.name}", KeyError) is KeyError]
+               if p.default is p.empty and p.kind is p.KEYWORD_ONLY
+               and value(f"{fn_name}.{p.name}", KeyError) is KeyError]
     unbound += [f"train.{name}" for name in TrainConfig.REQUIRED
                 if value(f"train.{name}", KeyError) is KeyError]
     assert not unbound, f"{name}.gin leaves required {unbound} unbound"
@@ -78,7 +77,7 @@ def test_experiment_states_its_command_and_binds_everything(name):
     from_gin.make_optimizer()  # the optimizer and its schedule build from the bindings alone
     train = from_gin.train_config()  # every train.* setting checked (TrainConfig)
     model = from_gin.model_configs()
-    data_config.from_gin().check_model(model.dual.image_size, model.text.max_len)
+    from_gin_data.data_config().check_model(model.dual.image_size, model.text.max_len)
     if not stage_b:
         assert value("image_classifier_config.num_classes", 0) >= 2
     else:

@@ -62,7 +62,7 @@ _REFERENCE = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(4)])
     from basic_tf import config, from_gin
-    from basic_tf.data.pipeline import make_dataset
+    from basic_tf.from_gin_data import make_dataset
     from basic_tf.parallel.strategy import make_strategy, parse_strategy_flag
 
     model_dir, binds = sys.argv[1], json.loads(sys.argv[2])

@@ -132,7 +132,7 @@ def test_stage_a_then_locked_stage_b_keeps_image_tower(tiny_data, tmp_path):
     model = from_gin.dual_encoder()
     tf.train.Checkpoint(model=model).restore(os.path.join(b_dir, "ckpt-4")).expect_partial()
     from basic_tf import losses
-    from basic_tf.data.pipeline import make_dataset
+    from basic_tf.from_gin_data import make_dataset
     batch_losses = [
         float(losses.contrastive_loss(model.encode_image(b["images"]),
                                       model.encode_text(b["token_ids"]), model.logit_scale))
