@@ -14,6 +14,7 @@
   pipeline      make_dataset (gin): sharding, shuffle, decode, skip-and-count, batch, tokenize
   skips         skipped records by cause, SkippedRecordsCounter, the stops for inputs that
                 yield nothing (or too little)
-  distributed   CheckpointableDistributedIterator: per-replica batches with a saveable position
+  distributed   CheckpointableDistributedIterator: per-replica batches from one or several
+                pipelines (a TPU slice: one per host), with a saveable position
   throughput    examples/s of the pipeline for a config (benchmarks)
 """
