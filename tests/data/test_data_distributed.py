@@ -128,15 +128,18 @@ def test_make_dataset_shards_per_host_disjoint_and_complete(num_pipelines, shard
             ids += batch["example_id"].numpy()[mask].tolist()
         shares.append(set(ids))
         assert len(ids) == len(shares[-1]) == len(records) // num_pipelines
+    # H shares of 120/H distinct ids whose union is all 120: disjoint and together complete
     assert set().union(*shares) == {r.example_id.encode() for r in records}
 
-    if num_pipelines != 2:  # the order itself is tested above; this costs a second each
-        return
-    # training: each replica's batch comes from its host's share
+
+def test_make_dataset_replicas_train_on_their_hosts_files(shards_120, sp_model):
+    """2 hosts: replicas 0-3 read part0 and part2 (host 0's files), replicas 4-7 part1, part3."""
+    pattern, records = shards_120  # part<k> holds records 30k .. 30k+29
+    host_ids = [{r.example_id.encode() for i, r in enumerate(records) if i // 30 % 2 == h}
+                for h in range(2)]
     strategy = mirrored_strategy(REPLICAS)
     it = distributed.CheckpointableDistributedIterator(
         strategy, lambda ctx: _make_dataset(ctx, pattern, sp_model, training=True),
-        input_contexts=contexts(num_pipelines))
-    k = REPLICAS // num_pipelines
+        input_contexts=contexts(2))
     for r, ids in enumerate(strategy.experimental_local_results(next(it)["example_id"])):
-        assert set(ids.numpy().tolist()) <= shares[r // k], f"replica {r}"
+        assert set(ids.numpy().tolist()) <= host_ids[r // 4], f"replica {r}"
