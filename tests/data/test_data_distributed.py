@@ -96,11 +96,22 @@ def test_restore_after_k_steps_continues_the_uninterrupted_stream(num_pipelines,
     expected = [replica_values(next(it), strategy) for _ in range(5)]
     keys = {name.split("/")[1] for name, _ in tf.train.list_variables(path)
             if name.startswith("data/")}
-    assert keys == {"iterator"} | {f"iterator_{h}" for h in range(1, num_pipelines)}
+    assert keys == ({"iterator", "num_input_pipelines"}
+                    | {f"iterator_{h}" for h in range(1, num_pipelines)})
 
     fresh, _, manager = make()
     manager.restore_from(path)
     assert [replica_values(next(fresh), strategy) for _ in range(5)] == expected
+
+
+def test_a_checkpoint_of_another_number_of_pipelines_is_refused(tmp_path):
+    strategy = mirrored_strategy(REPLICAS)
+    four, two = (distributed.CheckpointableDistributedIterator(
+        strategy, range_dataset_fn(shuffled=True), input_contexts=contexts(h)) for h in (4, 2))
+    path = tf.train.Checkpoint(data=four).write(str(tmp_path / "four"))
+    with pytest.raises(ValueError, match="input position is of 4 input pipelines .hosts., this "
+                                         "run has 2: resume on a slice of 4 hosts"):
+        tf.train.Checkpoint(data=two).read(path)
 
 
 @pytest.mark.parametrize("ctxs, message", [
