@@ -16,6 +16,7 @@ Nothing here reads gin: every setting is an argument (basic_tf/from_gin_data.py 
   pipeline      make_dataset: sharding, shuffle, decode, skip-and-count, batch, tokenize
   skips         skipped records by cause, SkippedRecordsCounter, the stops for inputs that
                 yield nothing (or too little)
-  distributed   CheckpointableDistributedIterator: per-replica batches with a saveable position
+  distributed   CheckpointableDistributedIterator: per-replica batches from one or several
+                pipelines (a TPU slice: one per host), with a saveable position
   throughput    examples/s of the pipeline for a config (benchmarks)
 """
