@@ -63,6 +63,7 @@ def initial_weights():
     return from_gin.dual_encoder().get_weights()
 
 
+@pytest.mark.slow  # ~35 s each: a step traced twice, one compiled with XLA
 @pytest.mark.parametrize("kind", ["adamw", "adafactorw"])
 def test_compiled_step_trains_as_the_plain_step(initial_weights, kind):
     plain = _train(kind, False, initial_weights)
