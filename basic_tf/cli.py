@@ -105,8 +105,10 @@ def define_strategy_flags(flag_values=FLAGS) -> None:
     flags.DEFINE_string("strategy", "default", "default | one_device | mirrored[:N] | "
                         "multi_worker_mirrored | tpu (basic_tf/parallel/strategy.py).",
                         flag_values=flag_values)
-    flags.DEFINE_string("tpu", None, "TPU name or address for --strategy=tpu ('' or local on a "
-                        "TPU VM).", flag_values=flag_values)
+    flags.DEFINE_string("tpu", None, "TPU name or grpc:// address for --strategy=tpu (unset, '' "
+                        "or local: this TPU VM's chips); an unreachable TPU fails in seconds "
+                        "naming what to check (basic_tf/parallel/tpu.py).",
+                        flag_values=flag_values)
 
 
 def strategy_from_flags(flag_values=FLAGS):

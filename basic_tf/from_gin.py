@@ -14,7 +14,8 @@ experiment files bind, and builds them from the parsed bindings:
 
 `train(model_dir, strategy)` is tools/train.py's run: the TrainConfig, its Placement (the
 strategy, or train.mesh's DTensor mesh), the models and make_dataset's pipelines, handed to
-basic_tf.training.loop.train.
+basic_tf.training.loop.train; `dry_run(strategy)` (--dry_run) builds the same and runs one
+compiled step (basic_tf.training.dry_run), writing nothing.
 
 `load_trained_model` is the tools' loader (tools/evaluate.py, tools/export.py, the demo): the
 gin config's DualEncoder, tokenizer and data view, with a checkpoint's weights.
@@ -96,12 +97,9 @@ def train(model_dir: str, strategy=None, *, dataset_fn: Optional[Callable] = Non
     from basic_tf.data import tokenizer_record
     from basic_tf.from_gin_data import make_dataset
     from basic_tf.training import loop
-    from basic_tf.training.placement import Placement
 
     config = train_config(**overrides)
-    placement = Placement(strategy, config.mesh, optimizer_fn=make_optimizer,
-                          mesh_fn=make_training_mesh,
-                          layout_rules=layout_rules() if config.mesh else None)
+    placement = _placement(config, strategy)
     tokenizer_path = gin_config.bound_value("make_dataset.tokenizer_path", None)
     return loop.train(
         model_dir, config, placement, models=model_configs(),
@@ -111,6 +109,28 @@ def train(model_dir: str, strategy=None, *, dataset_fn: Optional[Callable] = Non
         config_text=ConfigText(gin.config_str(), gin.operative_config_str),
         tokenizer=(tokenizer_record.fingerprint_of_file(tokenizer_path)
                    if tokenizer_path and _exists(tokenizer_path) else None))
+
+
+def _placement(config: TrainConfig, strategy):
+    """The run's Placement: `strategy`, or train.mesh's DTensor mesh."""
+    from basic_tf.training.placement import Placement
+    return Placement(strategy, config.mesh, optimizer_fn=make_optimizer,
+                     mesh_fn=make_training_mesh,
+                     layout_rules=layout_rules() if config.mesh else None)
+
+
+def dry_run(strategy=None, **overrides) -> dict:
+    """basic_tf.training.dry_run.dry_run of the parsed gin config (tools/train.py --dry_run):
+    train_config(**overrides) placed as train() places it, make_dataset's training pipeline;
+    one XLA-compiled step, the planner's memory against the device's, nothing written."""
+    from basic_tf import config as gin_config
+    from basic_tf.data.pipeline import make_dataset
+    from basic_tf.training import dry_run as dry_run_lib
+    config = train_config(**overrides)
+    return dry_run_lib.dry_run(
+        config, _placement(config, strategy), models=model_configs(),
+        dataset_fn=functools.partial(make_dataset, training=True),
+        optimizer_kind=gin_config.bound_value("make_optimizer.kind", "adafactorw"))
 
 
 def _exists(path: str) -> bool:

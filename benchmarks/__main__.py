@@ -25,6 +25,7 @@ FIGURES = [
     "update_check",
     "xla_cpu_ops",
     "loss_memory",
+    "xla_step",
 ]
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"

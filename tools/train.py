@@ -21,6 +21,11 @@ evaluation, stage (a), LiT, mixed precision, the skipped-step guard and exact re
 position is saved in model_dir/host/) work as without it. With the default --strategy only. Its
 checkpoints load into an unsharded model (tools/export.py --checkpoint=<model_dir>).
 
+--dry_run (before paying for a slice): builds the model, the input and the optimizer, compiles the
+step with XLA (one replica, or a TPU), runs one step and prints the planner's per-device memory
+against the device's (basic_tf/training/dry_run.py); writes nothing into model_dir. An
+unreachable --strategy=tpu fails within seconds naming what to check (basic_tf/parallel/tpu.py).
+
 Stage (a) then (b), LiT: `train.stage='pretrain'` and `image_classifier_config.num_classes=N` into
 model_dir A; then `train.init_image_tower_from='A'` (and `train.lock_image_tower=True`) into B.
 A checkpoint that is no verified state of run A (under A/unverified/, or past the newest one A's
@@ -66,6 +71,9 @@ flags.DEFINE_integer("virtual_cpu_devices", None, "Split the host CPU into N log
 flags.DEFINE_integer("worker_start_timeout", 600, "--strategy=multi_worker_mirrored: seconds "
                      "for every worker of TF_CONFIG to start and answer; then this worker is "
                      "ended (exit 137) naming those that do not (0: wait forever).")
+flags.DEFINE_bool("dry_run", False, "Build model, input and optimizer, compile the step with "
+                  "XLA, run one step, print the planner's per-device memory against the "
+                  "device's; then exit, writing nothing (no checkpoint).")
 flags.mark_flag_as_required("model_dir")
 
 
@@ -102,6 +110,9 @@ def main(argv):
         overrides = {"mesh": FLAGS.mesh} if FLAGS.mesh else {}
         if FLAGS.allow_unverified:
             overrides["allow_unverified"] = True
+        if FLAGS.dry_run:
+            print(from_gin.dry_run(strategy, **overrides)["report"], flush=True)
+            return
         result = from_gin.train(FLAGS.model_dir, strategy, **overrides)
     except NonFiniteLossError as e:
         logging.error("%s", e)

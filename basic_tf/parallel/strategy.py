@@ -62,7 +62,9 @@ def make_strategy(name: str = "default",
     Args:
       name: one of STRATEGIES. "default" is TF's no-op strategy (one device, replica context
         everywhere); "one_device" pins to `devices[0]` (default: the first GPU, else CPU).
-      tpu: TPU name or grpc address for "tpu" ('' or 'local' for a TPU VM).
+      tpu: TPU name or grpc address for "tpu" (None, '' or 'local' for a TPU VM's own chips);
+        a TPU that cannot be reached fails within seconds (parallel/tpu.py:
+        TPUConnectionError, a ValueError naming the flag).
       devices: device names for "mirrored"/"one_device" (default: all local GPUs, else CPUs).
     """
     if name not in STRATEGIES:
@@ -70,11 +72,8 @@ def make_strategy(name: str = "default",
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
-            tpu="" if tpu in (None, "local") else tpu)
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
+        from basic_tf.parallel.tpu import connect_tpu
+        return tf.distribute.TPUStrategy(connect_tpu(tpu))
     if name == "multi_worker_mirrored":
         return MultiWorkerMirroredStrategy()
     if devices is None:

@@ -124,7 +124,8 @@ def _train(model_dir: str, config: TrainConfig, placement: Placement, models: Mo
                       loss_spike_factor=config.loss_spike_factor,
                       loss_spike_window=config.loss_spike_window, seed=config.seed,
                       skipped_records=skipped_records,
-                      use_tf_while_loop=config.use_tf_while_loop)
+                      use_tf_while_loop=config.use_tf_while_loop,
+                      jit_compile=config.jit_compile)
     evaluator = None
     if config.eval_interval is not None:
         evaluator = ContrastiveEvaluator(placement, task.model, task.loss_fn,

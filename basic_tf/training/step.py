@@ -13,8 +13,14 @@
 
 TrainStep runs it on one global batch under the run's Placement (a strategy's replicas or a
 DTensor mesh); the Trainer (trainer.py) wraps it in orbit's loops and sums its results.
+
+The batch a step takes holds numeric tensors of static shape only (what XLA and a TPU accept):
+the pipeline's example ids (tf.string) and skip counters are read on the host by the Trainer
+(`split_host_fields`), never inside `strategy.run`; `check_step_batch` refuses anything else by
+field name when the step is traced. With `jit_compile` the whole step above is one XLA
+computation (train.jit_compile: the CPU proxy of a TPU's compilation).
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import tensorflow as tf
 
@@ -69,8 +75,9 @@ class TrainState(tf.Module):
         self.verified_step.assign(tf.where(result.loss_finite, self.step, self.verified_step))
         slot = tf.cast(self.applied_steps % window, tf.int32)
         # Scalar selections only: DTensor (TF 2.20) segfaults on a tf.where whose scalar
-        # condition selects between vectors.
-        value = tf.where(result.applied, result.loss, self.recent_losses[slot])
+        # condition selects between vectors. tf.gather, not recent_losses[slot]: XLA takes no
+        # strided slice at a computed index.
+        value = tf.where(result.applied, result.loss, tf.gather(self.recent_losses, slot))
         self.recent_losses.assign(
             tf.tensor_scatter_nd_update(self.recent_losses, [[slot]], [value]))
         self.applied_steps.assign_add(tf.cast(result.applied, tf.int64))
@@ -83,6 +90,35 @@ class TrainState(tf.Module):
         self.nonfinite_steps.assign_add(1 - tf.cast(applied, tf.int64))
         self.step.assign_add(1)
         return run
+
+
+# Fields of a training batch (data.pipeline) the host reads and the replica step never does: the
+# example ids (tf.string: XLA and a TPU take no strings) and the pipeline's skip counters (summed
+# over replicas into data.skips.SkippedRecordsCounter).
+HOST_FIELDS = ("example_id", "skipped", "skipped_by_cause", "captions_cut")
+
+
+def split_host_fields(batch: dict) -> Tuple[dict, dict]:
+    """batch -> (the fields the step takes, the HOST_FIELDS it has)."""
+    return ({k: v for k, v in batch.items() if k not in HOST_FIELDS},
+            {k: v for k, v in batch.items() if k in HOST_FIELDS})
+
+
+def check_step_batch(batch: dict, first_replica) -> None:
+    """ValueError naming the field when a batch for the replica step holds a non-numeric tensor
+    or one of dynamic shape (XLA and TPU infeed take neither). first_replica: a per-replica
+    value -> its first replica's tensor (Placement.first_replica). Runs at trace time."""
+    for key, value in batch.items():
+        t = first_replica(value)
+        dtype = tf.as_dtype(t.dtype)
+        if not (dtype.is_floating or dtype.is_integer or dtype.is_bool):
+            raise ValueError(f"training batch field {key!r} is {dtype.name}: the replica step "
+                             "takes numeric tensors only (XLA, TPU); read it on the host "
+                             "(training.step.HOST_FIELDS) or leave it out of the dataset")
+        if not t.shape.is_fully_defined():
+            raise ValueError(f"training batch field {key!r} has the dynamic shape {t.shape}: "
+                             "the replica step takes static shapes only (XLA, TPU); batch the "
+                             "training dataset with drop_remainder=True")
 
 
 def step_seed(base_seed: int, step: tf.Tensor) -> tf.Tensor:
@@ -98,17 +134,38 @@ class TrainStep:
     every replica), the task's metrics averaged over replicas, and the int64 run of consecutive
     skipped steps after this one. Call it inside a tf.function (the Trainer's loop).
 
-    clip_norm, loss_spike_factor, loss_spike_window, seed: TrainConfig's fields.
+    clip_norm, loss_spike_factor, loss_spike_window, seed, jit_compile: TrainConfig's fields.
+    jit_compile compiles the whole step (the replica step, the counters) as one XLA function;
+    under TPUStrategy strategy.run compiles the replica step with XLA anyway, and the counters
+    run beside it. Several replicas of another strategy: refused (ValueError naming the field).
     """
 
     def __init__(self, placement, task, optimizer, state: TrainState, *,
                  clip_norm: Optional[float], loss_spike_factor: Optional[float],
-                 loss_spike_window: int, seed: int):
+                 loss_spike_window: int, seed: int, jit_compile: bool = False):
         self.placement, self.task, self.optimizer, self.state = placement, task, optimizer, state
         self.clip_norm, self.seed = clip_norm, seed
         self.loss_spike_factor, self.loss_spike_window = loss_spike_factor, loss_spike_window
+        self._compiled = None
+        tpu = isinstance(placement.strategy, tf.distribute.TPUStrategy)
+        if jit_compile and not tpu:
+            if placement.mesh is not None or placement.num_replicas > 1:
+                raise ValueError(
+                    f"train.jit_compile=True compiles a step of one replica (default or "
+                    f"OneDevice strategy) or runs on --strategy=tpu; this run has "
+                    f"{placement.num_replicas} replicas of "
+                    f"{type(placement.strategy).__name__}"
+                    f"{' on a DTensor mesh' if placement.mesh is not None else ''}: drop one")
+            self._compiled = tf.function(self._step, jit_compile=True, autograph=False)
+        # Under XLA one concatenated finite check of the update (update.all_finite) compiles
+        # faster and XLA fuses it without a copy; elsewhere one check per variable (no copy).
+        self._flat_check = self._compiled is not None or tpu
 
     def __call__(self, batch):
+        check_step_batch(batch, self.placement.first_replica)
+        return (self._compiled or self._step)(batch)
+
+    def _step(self, batch):
         seed = step_seed(self.seed, self.state.step)
         max_loss = self.state.loss_ceiling(self.loss_spike_factor, self.loss_spike_window)
         result, metrics = self.placement.strategy.run(self._replica_step,
@@ -126,7 +183,7 @@ class TrainStep:
         saved = [tf.identity(v) for v in state_variables]
         loss_share, grads, metrics = self.task.replica_step(batch, seed)
         result = apply_update(self.optimizer, self.task.trainable_variables, loss_share, grads,
-                              self.clip_norm, max_loss)
+                              self.clip_norm, max_loss, flat_check=self._flat_check)
         for v, old in zip(state_variables, saved):
             # The condition broadcast explicitly: DTensor (TF 2.20) segfaults compiling a
             # tf.where whose scalar condition selects between tensors.

@@ -69,6 +69,11 @@ class TrainConfig:
     eval_interval: steps between evaluations (stage (b)); None: no evaluation.
     eval_steps: validation batches per evaluation (-1: the whole evaluation set).
     use_tf_while_loop: orbit runs each loop as one tf.while_loop (TPU); False for debugging.
+    jit_compile: compile each training step whole (accumulation, clipping, the skipped-step
+      guard and roll-back, the optimizer update, counters) with XLA, as a TPU does: on CPU the
+      proxy that finds what XLA rejects before a slice is paid for (step.TrainStep). One
+      replica per process (default or OneDevice strategy) or TPUStrategy (whose replica step
+      XLA compiles anyway); refused on a mesh and by Placement for several replicas.
     mesh: 'batch:B,model:M': train on a DTensor mesh of exactly all local devices, weights
       sharded by basic_tf.parallel.dtensor.layout_rules (placement.py; with the default
       strategy). None: the tf.distribute strategy.
@@ -96,6 +101,7 @@ class TrainConfig:
     eval_interval: Optional[int] = None
     eval_steps: int = -1
     use_tf_while_loop: bool = True
+    jit_compile: bool = False
     mesh: Optional[str] = None
 
     # Fields a training run cannot do without (loop.train; tests/training/
@@ -126,7 +132,8 @@ class TrainConfig:
                              f"[1, {MAX_LOSS_WINDOW}]")
         if self.loss_kind not in LOSS_KINDS:
             raise ValueError(f"train.loss_kind={self.loss_kind!r} is not one of {LOSS_KINDS}")
-        for name in ("local_loss", "lock_image_tower", "use_tf_while_loop", "allow_unverified"):
+        for name in ("local_loss", "lock_image_tower", "use_tf_while_loop", "allow_unverified",
+                     "jit_compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"train.{name}={getattr(self, name)!r} must be True or False")
         if self.mixed_precision not in POLICIES:
@@ -138,6 +145,9 @@ class TrainConfig:
             object.__setattr__(self, "mesh", None)  # '' (an empty --mesh): the strategy
         else:
             parse_mesh_flag(self.mesh)  # its ValueError names the value
+            if self.jit_compile:
+                raise ValueError(f"train.jit_compile=True with train.mesh={self.mesh!r}: a "
+                                 "DTensor mesh step is not compiled with XLA here; drop one")
             if self.local_loss:
                 raise ValueError(f"train.local_loss=True does nothing with train.mesh="
                                  f"{self.mesh!r}: on a mesh the step runs in one replica context "

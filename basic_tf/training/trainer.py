@@ -44,7 +44,7 @@ import orbit
 import tensorflow as tf
 
 from basic_tf.parallel.dtensor import to_numpy
-from basic_tf.training.step import TrainState, TrainStep
+from basic_tf.training.step import TrainState, TrainStep, split_host_fields
 
 
 class NonFiniteLossError(RuntimeError):
@@ -89,20 +89,22 @@ class Trainer(orbit.StandardTrainer):
       skipped_records: data.pipeline.SkippedRecordsCounter, or None.
       use_tf_while_loop: run steps_per_loop steps in one tf.while_loop (TPU-friendly; where
         the placement can compile a loop over its iterator).
+      jit_compile: compile each step whole with XLA (step.TrainStep).
     """
 
     def __init__(self, placement, task, optimizer, iterator, state: TrainState, *,
                  global_batch_size: int, clip_norm: Optional[float] = 1.0,
                  max_consecutive_nonfinite: int = 5, loss_spike_factor: Optional[float] = None,
                  loss_spike_window: int = 100, seed: int = 0, skipped_records=None,
-                 use_tf_while_loop: bool = True):
+                 use_tf_while_loop: bool = True, jit_compile: bool = False):
         self._use_while_loop = use_tf_while_loop and placement.compiles_loops
         super().__init__(iterator, orbit.StandardTrainerOptions(
             use_tf_function=True, use_tf_while_loop=self._use_while_loop))
         self.placement, self.task, self.optimizer, self.state = placement, task, optimizer, state
         self.step = TrainStep(placement, task, optimizer, state, clip_norm=clip_norm,
                               loss_spike_factor=loss_spike_factor,
-                              loss_spike_window=loss_spike_window, seed=seed)
+                              loss_spike_window=loss_spike_window, seed=seed,
+                              jit_compile=jit_compile)
         self.global_batch_size = global_batch_size
         self.max_consecutive_nonfinite = max_consecutive_nonfinite
         self.skipped_records = skipped_records
@@ -157,7 +159,9 @@ class Trainer(orbit.StandardTrainer):
 
     @tf.autograph.experimental.do_not_convert
     def train_step_on_batch(self, batch):
-        """One step on the global batch (step.TrainStep), then the loop's sums."""
+        """One step on the global batch's numeric fields (step.TrainStep), then the loop's sums;
+        the host fields (example ids, skip counters) are read here, outside strategy.run."""
+        batch, host = split_host_fields(batch)
         result, metrics, run = self.step(batch)
         applied = result.applied
         finite_sum = lambda name, value: self._sums[name].assign_add(
@@ -167,8 +171,8 @@ class Trainer(orbit.StandardTrainer):
         for name, value in metrics.items():
             finite_sum(name, value)
         self._sums["applied_steps"].assign_add(tf.cast(applied, tf.float64))
-        if self.skipped_records is not None and "skipped" in batch:
-            self.skipped_records.update(batch, self.placement.strategy)
+        if self.skipped_records is not None and "skipped" in host:
+            self.skipped_records.update(host, self.placement.strategy)
         self._worst_run.assign(tf.maximum(self._worst_run, run))
 
     def train_loop_end(self):

@@ -177,3 +177,16 @@ def test_loss_above_the_ceiling_is_not_applied():
         sgd, grad_value=1.0, max_loss=tf.constant(2.0), loss_value=1.0)
     assert applied and iterations == 1
     np.testing.assert_allclose(w, np.full(4, 0.9), rtol=1e-6)
+
+
+@pytest.mark.parametrize("flat", [False, True])
+def test_all_finite_finds_one_bad_element_in_any_dtype(flat):
+    from basic_tf.training.update import all_finite
+    good = [tf.ones([3, 2]), tf.zeros([4], tf.bfloat16), tf.ones([])]
+    assert bool(all_finite(good, flat))
+    for i, bad in enumerate([np.inf, np.nan]):
+        tensors = list(good)
+        spoilt = np.zeros([4], np.float32)
+        spoilt[i] = bad
+        tensors[1] = tf.constant(spoilt, tf.bfloat16)
+        assert not bool(all_finite(tensors, flat))
