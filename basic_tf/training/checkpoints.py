@@ -42,9 +42,7 @@ and refuses a partial, mismatched or diverged one
 (basic_tf/from_gin.py's `load_trained_model` builds the gin config's DualEncoder with its input
 view and tokenizer around it).
 """
-import glob
 import os
-import shutil
 import time
 from typing import Callable, Optional
 
@@ -323,9 +321,13 @@ def make_checkpoint_manager(model_dir: str, state, checkpoint_interval: int,
 
 def _remove_temporaries(model_dir: str) -> list:
     """Deletes the temporary shard folders (ckpt-N_temp/) an interrupted save leaves behind."""
-    stale = [p for p in glob.glob(os.path.join(model_dir, "*_temp")) if os.path.isdir(p)]
+    stale = [p for p in tf.io.gfile.glob(os.path.join(model_dir, "*_temp"))
+             if tf.io.gfile.isdir(p)]
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
+        try:
+            tf.io.gfile.rmtree(path)
+        except tf.errors.OpError:   # gone already (another worker), or not ours to remove
+            pass
     return stale
 
 
