@@ -3,7 +3,8 @@
 TF Serving watches each model's base path (<export_dir>/<model_name>) and serves the highest
 integer-named sub-directory; names that are not integers are ignored. So a version is first
 written under a hidden temporary name and renamed into place only when complete: a server
-polling the base path never loads a half-written version.
+polling the base path never loads a half-written version (on a local disk: a bucket has no
+atomic folder rename, see `_move_folder`).
 """
 import contextlib
 import os
@@ -103,10 +104,26 @@ def staged_dir(final: str) -> Iterator[str]:
     tf.io.gfile.mkdir(staging)
     try:
         yield staging
-        tf.io.gfile.rename(staging, final)  # on gs:// a copy per file: not atomic there
+        _move_folder(staging, final)
     except BaseException:
         _remove_tree(staging)
         raise
+
+
+def _move_folder(source: str, target: str) -> None:
+    """Renames folder `source` to `target`: at once on a local disk; file by file on a URL
+    filesystem (gs:// has no folder to rename, TF copies each object; ram:// would rename only
+    the folder's own entry), saved_model.pb last, so a version there is not complete at once."""
+    if "://" not in target:
+        tf.io.gfile.rename(source, target)
+        return
+    files = [os.path.join(folder, name) for folder, _, names in tf.io.gfile.walk(source)
+             for name in names]
+    for path in sorted(files, key=lambda p: os.path.basename(p) == "saved_model.pb"):
+        destination = target + path[len(source):]
+        tf.io.gfile.makedirs(os.path.dirname(destination))
+        tf.io.gfile.rename(path, destination)
+    _remove_tree(source)
 
 
 def _remove_tree(path: str) -> None:
