@@ -17,7 +17,6 @@ the data knobs (images, templates, vocabulary) only with a fresh DIR.
   basic-demo --out demo_out
   basic-demo --out /tmp/d --gin_bindings='TRAIN_STEPS = 100'
 """
-import glob
 import json
 import logging
 import os
@@ -70,19 +69,21 @@ def write_split(images, labels, class_names: Sequence[str], output_prefix: str,
                 image_format: str) -> List[str]:
     """Writes one split as captioned shards (each record: every training template filled with
     its class name); reuses shards a previous run completed with the same record count."""
+    import tensorflow as tf
+
     from basic_tf import from_gin_data
     from basic_tf.data import sources
+    from basic_tf.files import remove_matching
 
     summary_path = output_prefix + ".summary.json"
-    if os.path.isfile(summary_path):
-        with open(summary_path, encoding="utf-8") as f:
+    if tf.io.gfile.exists(summary_path):
+        with tf.io.gfile.GFile(summary_path, "r") as f:
             done = json.load(f)
-        if done.get("written") == len(images) and all(map(os.path.isfile, done["shards"])):
+        if done.get("written") == len(images) and all(map(tf.io.gfile.exists, done["shards"])):
             _say(f"  reusing {len(done['shards'])} shard(s) of {len(images)} records "
                  f"({output_prefix}-*)")
             return done["shards"]
-    for stale in glob.glob(output_prefix + "-*"):   # shards and sidecars of an unfinished run
-        os.remove(stale)
+    remove_matching(output_prefix + "-*")   # shards and sidecars of an unfinished run
     name = os.path.basename(output_prefix)
     records = sources.from_arrays(images, labels, class_names,
                                   templates=from_gin_data.caption_templates(),
@@ -100,11 +101,13 @@ def write_split(images, labels, class_names: Sequence[str], output_prefix: str,
 def train_tokenizer(class_names: Sequence[str], model_prefix: str, vocab_size: int) -> str:
     """The SentencePiece model of the training captions (the templates x class names); reused
     when DIR already has one."""
+    import tensorflow as tf
+
     from basic_tf import from_gin_data
     from basic_tf.data import sources, tokenizer
 
     path = model_prefix + ".model"
-    if os.path.isfile(path):
+    if tf.io.gfile.exists(path):
         _say(f"  reusing {path}")
         return path
     captions = [c for name in class_names
@@ -148,10 +151,13 @@ def run_demo(out_dir: str,
     started_at = started_at or time.time()
     load_avg_start = os.getloadavg()
     phases = _Phases()
+    import tensorflow as tf
+
     data_dir = os.path.join(out_dir, "data")
-    os.makedirs(data_dir, exist_ok=True)
+    tf.io.gfile.makedirs(data_dir)
 
     from basic_tf import from_gin_data
+    from basic_tf.files import write_atomically
     from basic_tf.zeroshot import prompts
 
     names = prompts.load_class_names(class_names)
@@ -185,7 +191,7 @@ def run_demo(out_dir: str,
         "export", "SavedModel for TF Serving", _reuse_or_run,
         os.path.join(out_dir, "export.done.json"), dict(key, model_name=model_name),
         lambda: _export(*trained.get(), export_root, names, templates, model_name),
-        still_there=os.path.isdir)
+        still_there=tf.io.gfile.isdir)
 
     report = {
         "zero_shot_top1": result["top1"],
@@ -206,9 +212,7 @@ def run_demo(out_dir: str,
         "class_names": names,
         "load_average": {"start": load_avg_start, "end": os.getloadavg()},
     }
-    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=1)
-        f.write("\n")
+    write_atomically(os.path.join(out_dir, "report.json"), json.dumps(report, indent=1) + "\n")
     print(format_report(report, os.path.join(out_dir, "report.json")), flush=True)
     return report
 
@@ -252,15 +256,18 @@ class _Trained:
 def _reuse_or_run(done_path: str, key: dict, fn, still_there=None):
     """fn()'s result, or the one saved in done_path by a run with the same key (and, with
     still_there, whose result passes that check)."""
-    if os.path.isfile(done_path):
-        with open(done_path, encoding="utf-8") as f:
+    import tensorflow as tf
+
+    from basic_tf.files import write_atomically
+
+    if tf.io.gfile.exists(done_path):
+        with tf.io.gfile.GFile(done_path, "r") as f:
             done = json.load(f)
         if done["key"] == key and (still_there is None or still_there(done["result"])):
             _say(f"  reusing the result of a previous run with checkpoint {key['checkpoint']}")
             return done["result"]
     result = fn()
-    with open(done_path, "w", encoding="utf-8") as f:
-        json.dump({"key": key, "result": result}, f, indent=1)
+    write_atomically(done_path, json.dumps({"key": key, "result": result}, indent=1))
     return result
 
 

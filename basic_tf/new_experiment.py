@@ -17,14 +17,16 @@ does.
 import collections
 import dataclasses
 import datetime
-import glob
 import math
 import os
 import shlex
 import statistics
 from typing import Dict, List, Optional, Sequence
 
+import tensorflow as tf
+
 from basic_tf.data import profile as data_profile
+from basic_tf.files import absolute, remove_matching, write_atomically
 
 GIN_NAME, CLASS_NAMES_NAME, TEMPLATES_NAME, TOKENIZER_PREFIX = (
     "experiment.gin", "class_names.txt", "templates.txt", "spm")
@@ -87,7 +89,7 @@ def is_source(path: str) -> bool:
     """True for what basic-make-tfrecords reads (a .csv/.jsonl table, a class-folder root or
     webdataset tars: 'shards/*.tar', 'shards/{00000..00099}.tar'), False for a glob of shards
     (basic_tf's or img2dataset's TFRecords, read as they are)."""
-    return (os.path.isdir(path) or os.path.splitext(path)[1].lower() in TABLE_EXTENSIONS
+    return (tf.io.gfile.isdir(path) or os.path.splitext(path)[1].lower() in TABLE_EXTENSIONS
             or is_tar_pattern(path))
 
 
@@ -105,26 +107,24 @@ def shards_from_source(source: str, output_prefix: str, label_column: Optional[s
     an earlier run with this prefix are replaced."""
     from basic_tf.data import sources, webdataset, writer
 
-    if is_tar_pattern(source) and not os.path.isdir(source):
+    if is_tar_pattern(source) and not tf.io.gfile.isdir(source):
         tars = webdataset.list_tars(source, flag)  # a missing tar: named before anything goes
-        for stale in glob.glob(output_prefix + "-*"):
-            os.remove(stale)
+        remove_matching(output_prefix + "-*")
         total = webdataset.convert_tars(tars, output_prefix)
         if not total.get("written"):
             raise ValueError(f"{flag}={source!r}: no record written ({total})")
         log(f"wrote {total['written']} records of {source} in {len(total['shards'])} "
             f"shard(s) ({output_prefix}-*); skipped samples: {total['skipped_sources']}")
         return output_prefix + "-*.tfrecord"
-    if os.path.isdir(source):
+    if tf.io.gfile.isdir(source):
         records = sources.from_folder(source)
     else:
         class_names = None
         if class_names_file:
-            with open(class_names_file, encoding="utf-8") as f:
-                class_names = [line.strip() for line in f if line.strip()]
+            with tf.io.gfile.GFile(class_names_file, "r") as f:
+                class_names = [line.strip() for line in f.read().splitlines() if line.strip()]
         records = sources.from_table(source, label_column=label_column, class_names=class_names)
-    for stale in glob.glob(output_prefix + "-*"):
-        os.remove(stale)
+    remove_matching(output_prefix + "-*")
     summary = writer.write_tfrecords(records, output_prefix)
     if not summary.written:
         raise ValueError(f"{source}: no record written ({summary.to_json()})")
@@ -155,14 +155,20 @@ def token_lengths(tokenizer_path: str, texts: Sequence[str]) -> List[int]:
     """Pieces per text plus EOS (what `seq_len` must hold for the text not to be cut)."""
     import sentencepiece
 
-    processor = sentencepiece.SentencePieceProcessor(model_file=tokenizer_path)
+    processor = sentencepiece.SentencePieceProcessor(model_proto=_read_bytes(tokenizer_path))
     return [len(ids) + 1 for ids in processor.encode(list(texts))]
 
 
 def vocabulary_size(tokenizer_path: str) -> int:
     import sentencepiece
 
-    return sentencepiece.SentencePieceProcessor(model_file=tokenizer_path).get_piece_size()
+    return sentencepiece.SentencePieceProcessor(
+        model_proto=_read_bytes(tokenizer_path)).get_piece_size()
+
+
+def _read_bytes(path: str) -> bytes:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
 
 
 def _round_up(x: int, multiple: int) -> int:
@@ -294,7 +300,7 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
     from basic_tf.data import class_names as data_class_names
     from basic_tf.data import tokenizer as spm_tokenizer
 
-    out_dir = os.path.abspath(out_dir)
+    out_dir = absolute(out_dir)
     log(f"reading {train_pattern}")
     train = data_profile.profile_shards(train_pattern)
     log("  " + train.describe().replace("\n", "\n  "))
@@ -306,8 +312,7 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
             from basic_tf.data import img2dataset
 
             prefix = os.path.join(out_dir, "data", "eval")
-            for stale in glob.glob(prefix + "-*"):
-                os.remove(stale)
+            remove_matching(prefix + "-*")
             summary = img2dataset.to_shards(eval_pattern, prefix)
             log(f"wrote {summary.written} records of {eval_pattern} in {len(summary.shards)} "
                 f"shard(s) ({prefix}-*); skipped: {summary.skipped_sources}")
@@ -330,7 +335,7 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
     prompts = [t.replace("{c}", name) for name in class_names for t in templates]
 
     if tokenizer:
-        tokenizer_path, origin = os.path.abspath(tokenizer), "given with --tokenizer"
+        tokenizer_path, origin = absolute(tokenizer), "given with --tokenizer"
     else:
         # Repeats give SentencePiece enough sentences on a small set (as basic-demo does).
         repeat = max(1, 2000 // max(len(train.captions), 1))
@@ -372,8 +377,8 @@ def choose(train_pattern: str, eval_pattern: Optional[str], out_dir: str, *,
                       if templates != list(FALLBACK_TEMPLATES) else
                       "generic: the training captions do not contain their class names"),
     }
-    exp = Experiment(os.path.abspath(train_pattern),
-                     os.path.abspath(eval_pattern) if eval_pattern else None, out_dir,
+    exp = Experiment(absolute(train_pattern),
+                     absolute(eval_pattern) if eval_pattern else None, out_dir,
                      tokenizer_path, pieces, class_names, templates, size, seq_len, model_size,
                      batch, best.num_micro_batches, bool(best.remat_every), steps, per_loop,
                      interval, notes, best.loss_chunk, train.record_format)
@@ -466,18 +471,16 @@ def write(exp: Experiment, train, evaluation, model_dir: Optional[str] = None,
     gin file parses; returns its path."""
     from basic_tf import config
 
-    model_dir = os.path.abspath(model_dir or os.path.join(exp.out_dir, "model"))
-    export_dir = os.path.abspath(export_dir or os.path.join(exp.out_dir, "serving"))
-    os.makedirs(exp.out_dir, exist_ok=True)
+    model_dir = absolute(model_dir or os.path.join(exp.out_dir, "model"))
+    export_dir = absolute(export_dir or os.path.join(exp.out_dir, "serving"))
+    tf.io.gfile.makedirs(exp.out_dir)
     if exp.class_names:
         _write_lines(exp.class_names_path, exp.class_names)
         _write_lines(exp.templates_path, exp.templates)
-    with open(exp.gin_path, "w", encoding="utf-8") as f:
-        f.write(render_gin(exp, train, evaluation, model_dir, export_dir))
+    write_atomically(exp.gin_path, render_gin(exp, train, evaluation, model_dir, export_dir))
     config.parse([exp.gin_path])    # every name and value must parse: fail here, not in training
     return exp.gin_path
 
 
 def _write_lines(path: str, lines: Sequence[str]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("".join(line + "\n" for line in lines))
+    write_atomically(path, "".join(line + "\n" for line in lines))

@@ -95,8 +95,10 @@ def _records_and_total():
     templates = tuple(FLAGS.template) if FLAGS.template else None  # None: built-in set
     class_names = None
     if FLAGS.class_names_file:
-        with open(FLAGS.class_names_file, encoding="utf-8") as f:
-            class_names = [line.strip() for line in f if line.strip()]
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(FLAGS.class_names_file, "r") as f:
+            class_names = [line.strip() for line in f.read().splitlines() if line.strip()]
     src = FLAGS.source
     if src in ("table", "folder", "numpy") and not FLAGS.input:
         raise app.UsageError(f"--source={src} needs --input")
@@ -108,9 +110,13 @@ def _records_and_total():
     if src == "folder":
         return sources.from_folder(FLAGS.input, templates, strict=FLAGS.strict), None
     if src == "numpy":
-        import numpy as np
+        import io
 
-        arrays = np.load(FLAGS.input, allow_pickle=False)
+        import numpy as np
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(FLAGS.input, "rb") as f:
+            arrays = np.load(io.BytesIO(f.read()), allow_pickle=False)
         if "images" not in arrays:
             raise app.UsageError(f"{FLAGS.input}: no 'images' array; it has {list(arrays)}")
         names = class_names or (list(arrays["class_names"]) if "class_names" in arrays else None)

@@ -63,6 +63,7 @@ def main(argv):
     import os
 
     from basic_tf import new_experiment
+    from basic_tf.files import absolute
 
     data = {"train": FLAGS.train, "eval": FLAGS.eval}
     try:
@@ -76,8 +77,8 @@ def main(argv):
             vocab_size=FLAGS.vocab_size, epochs=FLAGS.epochs, train_steps=FLAGS.train_steps,
             image_size=FLAGS.image_size, max_batch=FLAGS.max_batch,
             device_memory_gb=FLAGS.device_memory_gb)
-        model_dir = os.path.abspath(FLAGS.model_dir or os.path.join(exp.out_dir, "model"))
-        export_dir = os.path.abspath(FLAGS.export_dir or os.path.join(exp.out_dir, "serving"))
+        model_dir = absolute(FLAGS.model_dir or os.path.join(exp.out_dir, "model"))
+        export_dir = absolute(FLAGS.export_dir or os.path.join(exp.out_dir, "serving"))
         path = new_experiment.write(exp, train, evaluation, model_dir, export_dir)
     except (ValueError, FileNotFoundError) as e:   # bad data or flag: the message names it
         if FLAGS.verbosity >= 1:                    # --verbosity=1: the full traceback

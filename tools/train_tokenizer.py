@@ -38,7 +38,9 @@ def _captions():
                 for caption in example.features.feature[schema.CAPTION_KEY].bytes_list.value:
                     yield caption.decode("utf-8", "replace")
     if FLAGS.captions_file:
-        with open(FLAGS.captions_file, encoding="utf-8") as f:
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(FLAGS.captions_file, "r") as f:
             for line in f:
                 yield line.rstrip("\n")
 

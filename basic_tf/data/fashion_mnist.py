@@ -21,7 +21,9 @@ _SIZES = {"train": 60000, "test": 10000}
 
 def available(data_dir: str = DEFAULT_DIR) -> bool:
     """True when the IDX files of both splits are present."""
-    return all(os.path.isfile(os.path.join(data_dir, f"{p}-{k}-idx{n}-ubyte.gz"))
+    import tensorflow as tf   # at use: importing this module stays light (basic-demo's start)
+
+    return all(tf.io.gfile.exists(os.path.join(data_dir, f"{p}-{k}-idx{n}-ubyte.gz"))
                for p in _FILES.values() for k, n in (("images", 3), ("labels", 1)))
 
 
@@ -47,8 +49,10 @@ def load(split: str = "train", data_dir: str = DEFAULT_DIR) -> Tuple[np.ndarray,
 
 def _read_idx(path: str, magic: int) -> np.ndarray:
     """Reads an IDX file: big-endian magic, one int32 per dimension, then uint8 data."""
-    with gzip.open(path, "rb") as f:
-        data = f.read()
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = gzip.decompress(f.read())
     found = int.from_bytes(data[:4], "big")
     if found != magic:
         raise ValueError(f"{path}: IDX magic {found}, expected {magic}; the file is corrupt")

@@ -13,11 +13,11 @@ held-out grids from the test images only. Each grid's example id lists its sourc
 bottom right), its label is the content id (1000*c0 + 100*c1 + 10*c2 + c3 with the cells'
 classes), and its captions are every phrasing of `PHRASINGS` filled with the four class names.
 """
-import glob
 import io
 from typing import Dict, Iterator, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from basic_tf.data import fashion_mnist, schema, sources, validate, writer
 
@@ -111,7 +111,7 @@ def read_grids(output_prefix: str) -> Dict[str, np.ndarray]:
     from PIL import Image
 
     images, captions, content, srcs = [], [], [], []
-    for path in sorted(glob.glob(output_prefix + "-*.tfrecord")):
+    for path in sorted(tf.io.gfile.glob(output_prefix + "-*.tfrecord")):
         for record in validate.read_records(path):
             images.append(np.asarray(Image.open(io.BytesIO(record.image)))[..., 0])
             captions.append(record.captions)

@@ -13,9 +13,11 @@ import os
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from basic_tf.data import schema
 from basic_tf.data import templates as placeholder
+from basic_tf.files import absolute, is_absolute, is_inside, normalized
 
 # Training caption templates ("{c}" = class name, as in prompt templates: data/templates.py).
 # Zero-shot evaluation uses its own, different prompt set (basic_tf/zeroshot), so that zero-shot
@@ -83,7 +85,7 @@ def from_table(path: str, image_column: str = "image", caption_column: str = "ca
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".csv", ".jsonl", ".json"):
         raise ValueError(f"{path}: table must be .csv or .jsonl (got {ext!r})")
-    root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
+    root = image_root if image_root is not None else os.path.dirname(absolute(path))
     caption_columns = [c.strip() for c in caption_column.split(",") if c.strip()]
     for row_number, row in _table_rows(path, ext):
         where = f"{path} row {row_number}"
@@ -95,7 +97,7 @@ def from_table(path: str, image_column: str = "image", caption_column: str = "ca
             value = row[col]
             captions.extend(value if isinstance(value, list) else [value])
         image_path = str(row[image_column])
-        full_path = image_path if os.path.isabs(image_path) else os.path.join(root, image_path)
+        full_path = image_path if is_absolute(image_path) else os.path.join(root, image_path)
         if not allow_outside_paths:
             _check_inside(full_path, root, f"{where}: column {image_column!r} {image_path!r}",
                           "the table's folder" if image_root is None else "image_root")
@@ -134,12 +136,15 @@ def from_folder(root: str, templates: Optional[Sequence[str]] = None,
     file becomes a `schema.SkippedSource` (with `strict`: FileNotFoundError).
     """
     templates = _templates(templates)
-    classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+    if not tf.io.gfile.isdir(root):
+        raise FileNotFoundError(f"{root}: no such folder; expected {root}/<class name>/<images>")
+    classes = sorted(d.rstrip("/") for d in tf.io.gfile.listdir(root)
+                     if tf.io.gfile.isdir(os.path.join(root, d)))
     if not classes:
         raise ValueError(f"{root}: no class sub-folders; expected {root}/<class name>/<images>")
     for label, folder in enumerate(classes):
         name = folder.replace("_", " ")
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, folder)):
+        for dirpath, dirnames, filenames in tf.io.gfile.walk(os.path.join(root, folder)):
             dirnames.sort()
             for filename in sorted(filenames):
                 if os.path.splitext(filename)[1].lower() not in IMAGE_EXTENSIONS:
@@ -151,7 +156,7 @@ def from_folder(root: str, templates: Optional[Sequence[str]] = None,
                     continue
                 yield schema.Record(image=image,
                                     captions=class_captions(name, templates),
-                                    example_id=os.path.relpath(path, root), label=label,
+                                    example_id=path[len(root.rstrip("/")) + 1:], label=label,
                                     label_name=name)
 
 
@@ -261,9 +266,8 @@ def encode_image(image: np.ndarray, image_format: str = "png", jpeg_quality: int
 def _check_inside(path: str, folder: str, where: str, what: str) -> None:
     """ValueError naming `where` when `path` (normalised as written) is not inside `folder`
     (`what` it is, for the message)."""
-    folder = os.path.normpath(os.path.abspath(folder))
-    if os.path.commonpath([os.path.normpath(os.path.abspath(path)), folder]) != folder:
-        raise ValueError(f"{where} is outside {what} {folder}: tables may only name "
+    if not is_inside(path, folder):
+        raise ValueError(f"{where} is outside {what} {normalized(folder)}: tables may only name "
                          "images inside it (pass --allow_outside_paths if you trust this "
                          "table, or --image_root to set the folder)")
 
@@ -282,10 +286,11 @@ def _image_or_skip(path: str, where: str, strict: bool):
 def _read_image(path: str, where: str) -> bytes:
     """File bytes; formats other than JPEG/PNG/WebP are re-encoded as PNG."""
     try:
-        with open(path, "rb") as f:
+        with tf.io.gfile.GFile(path, "rb") as f:
             data = f.read()
-    except OSError as e:
-        raise FileNotFoundError(f"{where}: cannot read image {path!r} ({e.strerror})") from None
+    except tf.errors.OpError as e:   # "<path>; No such file or directory"
+        cause = e.message.rsplit("; ", 1)[-1]
+        raise FileNotFoundError(f"{where}: cannot read image {path!r} ({cause})") from None
     if schema.sniff_image_format(data) is not None:
         return data
     from PIL import Image, UnidentifiedImageError
@@ -310,7 +315,9 @@ def _check_encodable(text: str, where: str) -> None:
 def _decoded_lines(path: str):
     """(1-based line number, text line with its line end) of a UTF-8 file; a line that is not
     UTF-8 raises ValueError naming the file and line (not a byte offset of a read buffer)."""
-    with open(path, "rb") as f:
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+        raise FileNotFoundError(f"{path}: no such table file")
+    with tf.io.gfile.GFile(path, "rb") as f:
         for i, raw in enumerate(f, start=1):
             try:
                 yield i, raw.decode("utf-8-sig" if i == 1 else "utf-8")

@@ -10,6 +10,7 @@ SavedModel; loading that SavedModel needs `import tensorflow_text`).
 """
 import hashlib
 import os
+import tempfile
 from typing import Iterable, Optional, Union
 
 import sentencepiece as spm
@@ -17,6 +18,8 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 from tensorflow.python.trackable import resource
 from tensorflow_text.python.ops.sentencepiece_tokenizer import gen_sentencepiece_tokenizer
+
+from basic_tf.files import absolute
 
 PAD_ID, UNK_ID, EOS_ID = 0, 1, 2
 
@@ -37,14 +40,17 @@ def train_sentencepiece(captions: Iterable[str], model_prefix: str, vocab_size: 
     lines = [c for c in lines if c]
     if not lines:
         raise ValueError("train_sentencepiece: no non-empty caption to train on")
-    os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines), model_prefix=model_prefix, vocab_size=vocab_size,
-        model_type=model_type, character_coverage=character_coverage,
-        hard_vocab_limit=hard_vocab_limit, input_sentence_size=max_sentences,
-        shuffle_input_sentence=True, seed_sentencepiece_size=seed_sentencepiece_size,
-        pad_id=PAD_ID, unk_id=UNK_ID, eos_id=EOS_ID, bos_id=-1,
-        minloglevel=2)
+    with tempfile.TemporaryDirectory() as local:  # SentencePiece writes local files only
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_prefix=os.path.join(local, "spm"),
+            vocab_size=vocab_size, model_type=model_type,
+            character_coverage=character_coverage, hard_vocab_limit=hard_vocab_limit,
+            input_sentence_size=max_sentences, shuffle_input_sentence=True,
+            seed_sentencepiece_size=seed_sentencepiece_size,
+            pad_id=PAD_ID, unk_id=UNK_ID, eos_id=EOS_ID, bos_id=-1, minloglevel=2)
+        tf.io.gfile.makedirs(os.path.dirname(absolute(model_prefix)))
+        for ext in (".vocab", ".model"):   # the .model last: its presence means both are whole
+            tf.io.gfile.copy(os.path.join(local, "spm" + ext), model_prefix + ext, overwrite=True)
     return model_prefix + ".model"
 
 

@@ -32,6 +32,7 @@ import tensorflow as tf
 from absl import logging
 
 from basic_tf.data import class_names, limits, schema
+from basic_tf.files import absolute, write_atomically
 
 CLASS_NAMES_SUFFIX = ".class_names.json"  # <output_prefix>.class_names.json: names by label
 
@@ -115,8 +116,7 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
     if max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes={max_shard_bytes} must be > 0")
     bounds = bounds or limits.input_limits()
-    out_dir = os.path.dirname(os.path.abspath(output_prefix))
-    os.makedirs(out_dir, exist_ok=True)
+    tf.io.gfile.makedirs(os.path.dirname(absolute(output_prefix)))
     summary = WriteSummary(shards=[])
     seen = set()
     label_names = {}
@@ -147,12 +147,11 @@ def write_tfrecords(records: Iterable[schema.Record], output_prefix: str,
     except BaseException:  # also KeyboardInterrupt: never leave a .tmp shard behind
         shards.remove_tmp()
         raise
-    with open(output_prefix + ".summary.json", "w", encoding="utf-8") as f:
-        json.dump(summary.to_json(), f, indent=1)
+    write_atomically(output_prefix + ".summary.json", json.dumps(summary.to_json(), indent=1))
     if label_names:  # index = label; a label no record had is ""
         names = [label_names.get(i, "") for i in range(max(label_names) + 1)]
-        with open(output_prefix + CLASS_NAMES_SUFFIX, "w", encoding="utf-8") as f:
-            json.dump(names, f, indent=1, ensure_ascii=False)
+        write_atomically(output_prefix + CLASS_NAMES_SUFFIX,
+                         json.dumps(names, indent=1, ensure_ascii=False))
     if not summary.written:
         logging.warning("write_tfrecords(%s): no record written (summary: %s)", output_prefix,
                         summary.to_json())
@@ -200,17 +199,17 @@ class _Shards:
         n, finals = len(self.tmp_paths), []
         for i, (tmp, st) in enumerate(zip(self.tmp_paths, self.stats)):
             final = f"{self.prefix}-{i:05d}-of-{n:05d}.tfrecord"
-            os.replace(tmp, final)
-            with open(final + schema.STATS_SUFFIX, "w", encoding="utf-8") as f:
-                json.dump(st.to_json(os.path.basename(final)), f, indent=1)
+            tf.io.gfile.rename(tmp, final, overwrite=True)
+            write_atomically(final + schema.STATS_SUFFIX,
+                             json.dumps(st.to_json(os.path.basename(final)), indent=1))
             finals.append(final)
         return finals
 
     def remove_tmp(self) -> None:
         self._close()
         for path in self.tmp_paths:
-            if os.path.exists(path):
-                os.remove(path)
+            if tf.io.gfile.exists(path):
+                tf.io.gfile.remove(path)
 
     def _close(self) -> None:
         if self._writer is not None:

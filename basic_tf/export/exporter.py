@@ -138,7 +138,7 @@ def export_for_serving(model, tokenizer, export_dir: str, class_names: Sequence[
     with layout.staged_dir(final) as staging:
         archive.write_out(staging, verbose=False)
         assets = os.path.join(staging, "assets")
-        os.makedirs(assets, exist_ok=True)
+        tf.io.gfile.makedirs(assets)
         if gin_config is not None:
             _write(os.path.join(assets, "operative_config.gin"),
                    gin_config() if callable(gin_config) else gin_config)
@@ -168,6 +168,5 @@ def _probe_classify(classify, image_size: int) -> None:
 
 
 def _write(path: str, content) -> None:
-    mode = "wb" if isinstance(content, bytes) else "w"
-    with open(path, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
-        f.write(content)
+    with tf.io.gfile.GFile(path, "wb") as f:   # a str as UTF-8
+        f.write(content.encode("utf-8") if isinstance(content, str) else content)

@@ -11,7 +11,9 @@ another host cannot be checked from here, so it is refused with the file to remo
 
 Taking the lock: the holder record is written to a unique sibling and renamed onto the lock
 without overwriting, then read back: of two runs that raced to the rename, only the one whose
-record is in the file goes on.
+record is in the file goes on. On a bucket (gs://) the same code runs, but a rename there is a
+copy then a delete and "without overwriting" is checked before it, not atomically: two runs
+started at nearly the same moment (within one copy) can both go on; a later one is refused.
 """
 import datetime
 import json
@@ -73,7 +75,9 @@ class ModelDirLock:
     def _try_take(self) -> bool:
         """Writes our record onto the lock unless one is there; True when the file then holds
         our record."""
-        tmp = f"{self.path}.{self.holder['token']}.tmp"
+        # Not "<lock>.<token>.tmp": ram:// (the tests' bucket) counts a path as existing when
+        # another one starts with it.
+        tmp = os.path.join(os.path.dirname(self.path), f".{self.holder['token']}.lock.tmp")
         with tf.io.gfile.GFile(tmp, "w") as f:
             f.write(json.dumps(self.holder, indent=1) + "\n")
         try:

@@ -14,6 +14,8 @@ import json
 import os
 from typing import Dict, List, Optional, Sequence
 
+import tensorflow as tf
+
 from basic_tf.data import class_names
 from basic_tf.data import templates as placeholder
 
@@ -46,18 +48,19 @@ def _is_path(name: str) -> bool:
 
 def _read_list_file(path: str, what: str) -> List[str]:
     """A user file of strings: .txt one per line (blank lines skipped) or .json list."""
-    if not os.path.isfile(path):
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
         raise FileNotFoundError(f"{what} file {path!r} does not exist")
+    with tf.io.gfile.GFile(path, "r") as f:
+        text = f.read()
     if path.endswith(".json"):
-        items = _load_json(os.path.abspath(path))
+        items = json.loads(text)
         if isinstance(items, dict):
             items = items.get("names", items.get("templates"))
         if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
             raise ValueError(f"{what} file {path!r} must hold a JSON list of strings (or an object "
                              "with a 'names'/'templates' list)")
         return list(items)
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def load_class_names(name: str) -> List[str]:

@@ -12,7 +12,6 @@ evaluate_retrieval.*, run_and_report.*).
 """
 import dataclasses
 import functools
-import os
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -20,7 +19,7 @@ import tensorflow as tf
 from absl import logging
 
 from basic_tf.data.data_config import DataConfig
-from basic_tf.files import write_atomically
+from basic_tf.files import absolute, write_atomically
 from basic_tf.zeroshot import inputs, prompt_checks, prompts, report
 from basic_tf.zeroshot.classifier import build_zero_shot_classifier
 from basic_tf.zeroshot.evaluation import evaluate_classification
@@ -230,7 +229,7 @@ def run_and_report(model, tokenizer, tasks: Sequence[Task], strategy=None,
         pngs = {name: f"{stem}.{_file_safe(name)}.confusion.png" for name, r in results.items()
                 if r.get("confusion") is not None and r["num_classes"] <= confusion_max_classes}
         for name, png in pngs.items():
-            results[name]["confusion_png"] = png if "://" in png else os.path.abspath(png)
+            results[name]["confusion_png"] = absolute(png)
         meta = dict(metadata or {}, seconds=time.time() - start)
         writes.append((out_path, functools.partial(report.write_json, results, out_path, meta,
                                                    what="--out")))
