@@ -25,7 +25,6 @@ from typing import Dict, List, Optional, Sequence
 
 import gin
 
-from basic_tf import config
 from basic_tf.data import fashion_mnist
 
 PHASES = ("load", "tfrecords", "tokenizer", "train", "zero_shot", "export")

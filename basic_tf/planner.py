@@ -22,8 +22,6 @@ plus one more forward of every block under remat and one more of everything with
 accumulation (M > 1: an embedding pass without tape, then a taped pass per micro-batch).
 """
 import dataclasses
-import math
-from typing import Optional
 
 
 MB = 2 ** 20

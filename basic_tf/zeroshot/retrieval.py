@@ -114,7 +114,6 @@ def recall_at_k(image_emb: np.ndarray, text_emb: np.ndarray, text_to_image: np.n
     _, first, groups = np.unique(np.asarray(caption_groups), return_index=True,
                                  return_inverse=True)
     groups = groups.reshape(-1)
-    num_groups = first.size
     image_emb = tf.constant(image_emb, tf.float32)
     text_emb = tf.gather(tf.constant(text_emb, tf.float32), first)  # one row per distinct text
     # The distinct (text, image) pairs: which images each caption text belongs to.

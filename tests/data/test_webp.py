@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from basic_tf.data import augment, limits, pipeline, schema, skips, writer
 from basic_tf.export import inputs as serving_inputs
-from data_helpers import decode, make_records, random_image, webp_bytes, webp_claiming, \
+from data_helpers import decode, random_image, webp_bytes, webp_claiming, \
     write_shard
 
 CASES = {  # name -> (array, lossless)

@@ -7,7 +7,6 @@ CASES says how to make and call it. Sizes are tiny; every argument is away from 
 """
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from basic_tf import config, from_gin
 from basic_tf.models import (CoAtNet, CoAtNetConfig, DualEncoder, DualEncoderConfig,
