@@ -64,26 +64,15 @@ def _check_contexts(contexts: Sequence[tf.distribute.InputContext],
     return per_pipeline
 
 
-class _PipelineCount(tf.Module):
-    """Saves how many input pipelines a process of several ran (key data/num_input_pipelines),
-    and refuses a checkpoint of another number when restored: each pipeline's position belongs
-    to its share of the shards (pipeline.shard_for_pipeline), which changes with the number."""
-
-    def __init__(self, count: int):
-        super().__init__(name="num_input_pipelines")
-        self.count = count
-
-    def _serialize_to_tensors(self):
-        return {"count": tf.constant(self.count, tf.int64)}
-
-    def _restore_from_tensors(self, restored_tensors):
-        saved = int(restored_tensors["count"])
-        if saved != self.count:
-            raise ValueError(
-                f"the checkpoint's input position is of {saved} input pipelines (hosts), this "
-                f"run has {self.count}: resume on a slice of {saved} hosts, or use a new "
-                "--model_dir")
-        return tf.no_op()
+def saved_pipelines(checkpoint_keys, key: str = "data") -> int:
+    """How many input pipelines' positions a checkpoint holds under `key` (0: none): its
+    `key/iterator`, `key/iterator_1`, ... entries (`checkpoint_keys`: the reader's variable
+    names). A position belongs to its pipeline's share of the shards
+    (pipeline.shard_for_pipeline), which changes with the number of pipelines, so a resume
+    compares this with its own number (training/checkpoints.py check_resumable)."""
+    children = {name.split("/")[1] for name in checkpoint_keys if name.startswith(key + "/")}
+    return sum(1 for child in children if child == _iterator_name(0)
+               or (child.startswith("iterator_") and child[len("iterator_"):].isdigit()))
 
 
 class CheckpointableDistributedIterator(tf.Module):
@@ -101,8 +90,9 @@ class CheckpointableDistributedIterator(tf.Module):
     `next(it)` (eager or inside tf.function) returns a dict of PerReplica values, as
     `iter(strategy.distribute_datasets_from_function(dataset_fn))` would. Track it in the
     training checkpoint: `tf.train.Checkpoint(..., data=it)` saves every pipeline's position
-    (keys data/iterator, data/iterator_1, ..., and data/num_input_pipelines when several);
-    resume with the same strategy and contexts.
+    (keys data/iterator, data/iterator_1, ...); resume with the same strategy and contexts
+    (a checkpoint of another number of pipelines is refused before it is restored:
+    saved_pipelines).
     """
 
     def __init__(self, strategy: tf.distribute.Strategy,
@@ -128,8 +118,11 @@ class CheckpointableDistributedIterator(tf.Module):
         self._names = tuple(_iterator_name(k) for k in range(len(iterators)))
         for name, iterator in zip(self._names, iterators):
             setattr(self, name, iterator)
-        if len(iterators) > 1:  # (one pipeline: the key layout of older checkpoints)
-            self.num_input_pipelines = _PipelineCount(contexts[0].num_input_pipelines)
+
+    @property
+    def num_pipelines(self) -> int:
+        """The input pipelines this process runs (hosts of a TPU slice; else 1)."""
+        return len(self._names)
 
     @property
     def iterators(self) -> list:

@@ -51,6 +51,7 @@ import tensorflow as tf
 from absl import logging
 from google.protobuf import text_format
 
+from basic_tf.data import distributed
 from basic_tf.training.trainer import NonFiniteLossError
 
 UNVERIFIED_DIR = "unverified"
@@ -338,10 +339,17 @@ def clean_stale_temporaries(model_dir: str) -> None:
 
 
 def check_resumable(reader, path: str, global_batch_size: int,
-                    changed_settings: str = "") -> None:
+                    changed_settings: str = "", input_pipelines: int = 1) -> None:
     """Refuses (ValueError naming the setting) a checkpoint (`reader`: its
-    `reader`) trained with another global batch size, before anything is
-    restored or traced."""
+    `reader`) trained with another global batch size, or whose input position is of another
+    number of input pipelines (hosts of a TPU slice) than this run's `input_pipelines`, before
+    anything is restored or traced."""
+    saved = distributed.saved_pipelines(reader.get_variable_to_shape_map())
+    if saved and saved != input_pipelines:
+        raise ResumeRefused(
+            f"checkpoint {path}'s input position is of {saved} input pipelines (hosts), this run "
+            f"has {input_pipelines}: resume on a slice of {saved} hosts, or use a new "
+            "--model_dir" + changed_settings)
     key = "state/global_batch_size/.ATTRIBUTES/VARIABLE_VALUE"
     if reader.has_tensor(key):
         before = int(reader.get_tensor(key))
@@ -354,7 +362,7 @@ def check_resumable(reader, path: str, global_batch_size: int,
 
 
 def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
-                   changed_settings: str = "") -> Optional[str]:
+                   changed_settings: str = "", input_pipelines: int = 1) -> Optional[str]:
     """Restores the newest readable checkpoint of the manager's directory (None if there is
     none). An unreadable one (truncated, corrupt) is reported by file and the previous one is
     used. A checkpoint of another config (missing objects, other shapes, other batch size) is an
@@ -363,7 +371,7 @@ def restore_latest(manager: TrainingCheckpointManager, global_batch_size: int,
     for i, path in enumerate(candidates):
         try:
             check_resumable(reader(path), path, global_batch_size,
-                            changed_settings)
+                            changed_settings, input_pipelines)
             manager.restore_from(path)
         except ResumeRefused:
             raise

@@ -116,7 +116,8 @@ def _train(model_dir: str, config: TrainConfig, placement: Placement, models: Mo
     manager = placement.checkpoint_manager(
         model_dir, state, config.checkpoint_interval, config.max_checkpoints, model=task.model,
         optimizer=optimizer, data=iterator, skipped_records=skipped_records)
-    _resume(manager, state, global_batch_size, changes, model_dir, role.is_chief)
+    _resume(manager, state, global_batch_size, changes, model_dir, role.is_chief,
+            iterator.num_pipelines)
 
     trainer = Trainer(placement, task, optimizer, iterator, state,
                       global_batch_size=global_batch_size, clip_norm=config.clip_norm,
@@ -174,11 +175,12 @@ def _build_task(config: TrainConfig, models: ModelConfigs, model_dir: str):
 
 
 def _resume(manager, state: TrainState, global_batch_size: int, changes, model_dir: str,
-            is_chief: bool) -> None:
+            is_chief: bool, input_pipelines: int) -> None:
     """Restores model_dir's newest readable checkpoint, if any (checkpoints.restore_latest
-    refuses another batch size or model shape), and logs the settings that changed."""
+    refuses another batch size, number of input pipelines or model shape), and logs the
+    settings that changed."""
     restored = checkpoints.restore_latest(manager, global_batch_size,
-                                          settings_diff.describe(changes))
+                                          settings_diff.describe(changes), input_pipelines)
     state.global_batch_size.assign(global_batch_size)
     if restored:
         logging.info("resuming from %s at step %d", restored, int(state.step.numpy()))

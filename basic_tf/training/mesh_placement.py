@@ -64,6 +64,7 @@ class MeshBatches(tf.Module):
     """Global batches of `dataset` (a host tf.data pipeline), each array split on its first
     dimension over the mesh's "batch" axis. Iterated eagerly (one batch per compiled step);
     track it in the checkpoint (key "data") to resume the input exactly."""
+    num_pipelines = 1   # one host pipeline (data/iterator), as CheckpointableDistributedIterator's
 
     def __init__(self, mesh: dtensor.Mesh, dataset: tf.data.Dataset):
         super().__init__(name="mesh_input")

@@ -96,22 +96,32 @@ def test_restore_after_k_steps_continues_the_uninterrupted_stream(num_pipelines,
     expected = [replica_values(next(it), strategy) for _ in range(5)]
     keys = {name.split("/")[1] for name, _ in tf.train.list_variables(path)
             if name.startswith("data/")}
-    assert keys == ({"iterator", "num_input_pipelines"}
-                    | {f"iterator_{h}" for h in range(1, num_pipelines)})
+    assert keys == {"iterator"} | {f"iterator_{h}" for h in range(1, num_pipelines)}
+    assert distributed.saved_pipelines(name for name, _ in tf.train.list_variables(path)) \
+        == num_pipelines
 
     fresh, _, manager = make()
     manager.restore_from(path)
     assert [replica_values(next(fresh), strategy) for _ in range(5)] == expected
 
 
-def test_a_checkpoint_of_another_number_of_pipelines_is_refused(tmp_path):
+@pytest.mark.parametrize("saved, run", [(4, 2), (4, 1), (1, 4), (2, 4)])
+def test_a_checkpoint_of_another_number_of_pipelines_is_refused_before_restoring(saved, run,
+                                                                                 tmp_path):
+    """A pipeline's position belongs to its share of the shards: resuming it on a slice of
+    another number of hosts is refused by the resume's first check, naming both numbers (before:
+    4 -> 1 restored host 0's position silently and dropped the others); the same number passes."""
+    from basic_tf.training import checkpoints
     strategy = mirrored_strategy(REPLICAS)
-    four, two = (distributed.CheckpointableDistributedIterator(
-        strategy, range_dataset_fn(shuffled=True), input_contexts=contexts(h)) for h in (4, 2))
-    path = tf.train.Checkpoint(data=four).write(str(tmp_path / "four"))
-    with pytest.raises(ValueError, match="input position is of 4 input pipelines .hosts., this "
-                                         "run has 2: resume on a slice of 4 hosts"):
-        tf.train.Checkpoint(data=two).read(path)
+    written = distributed.CheckpointableDistributedIterator(
+        strategy, range_dataset_fn(shuffled=True), input_contexts=contexts(saved))
+    path = tf.train.Checkpoint(data=written).write(str(tmp_path / f"of{saved}"))
+    reader = checkpoints.reader(path)
+    checkpoints.check_resumable(reader, path, 0, input_pipelines=saved)
+    with pytest.raises(checkpoints.ResumeRefused,
+                       match=f"input position is of {saved} input pipelines .hosts., this run "
+                             f"has {run}: resume on a slice of {saved} hosts"):
+        checkpoints.check_resumable(reader, path, 0, input_pipelines=run)
 
 
 @pytest.mark.parametrize("ctxs, message", [
