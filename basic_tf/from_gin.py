@@ -124,7 +124,7 @@ def dry_run(strategy=None, **overrides) -> dict:
     train_config(**overrides) placed as train() places it, make_dataset's training pipeline;
     one XLA-compiled step, the planner's memory against the device's, nothing written."""
     from basic_tf import config as gin_config
-    from basic_tf.data.pipeline import make_dataset
+    from basic_tf.from_gin_data import make_dataset
     from basic_tf.training import dry_run as dry_run_lib
     config = train_config(**overrides)
     return dry_run_lib.dry_run(
