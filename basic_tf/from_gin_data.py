@@ -6,8 +6,7 @@ under the names experiment files and --gin_bindings use, and hands the configure
 (basic_tf/from_gin.py does the same for models and training):
 
   gin name                       library function                        configured here as
-  make_dataset.*                 data.pipeline.make_dataset              make_dataset (+ data,
-                                                                           limits)
+  make_dataset.*                 data.pipeline.make_dataset              make_dataset (+ data *)
   input_limits.*                 data.limits.input_limits                input_limits
   caption_templates.*            data.sources.caption_templates          caption_templates
   write_tfrecords.*              data.writer.write_tfrecords             write_tfrecords (+ bounds)
@@ -20,12 +19,15 @@ under the names experiment files and --gin_bindings use, and hands the configure
   serving_limits.*               export.inputs.serving_limits            serving_limits
   export_for_serving.*           export.exporter.export_for_serving      (+ limits, gin record)
 
-The library's make_dataset takes its image and text view as one argument, `data` (a
+* The library's make_dataset takes its image and text view as one argument, `data` (a
 basic_tf.data.data_config.DataConfig); gin keeps one flat name per value: `make_dataset` here has
 the library's parameters with `data` replaced by DataConfig's fields (make_dataset.image_size,
-.seq_len, .tokenizer_path, .eval_crop_fraction, .antialias; defaults from DataConfig). That
-signature is generated from the two, so gin refuses a binding neither has, naming it.
-`data_config()` is the same view as make_dataset's bindings give it, for evaluation and export.
+.seq_len, .tokenizer_path, .eval_crop_fraction, .antialias; DataConfig's defaults), builds
+`data` from them and passes input_limits() as `limits`. Its signature is generated from the two
+(`_make_dataset_signature`), so gin refuses a binding neither has, naming it.
+`make_dataset_for(ctx, data, ...)` is the same with the library's signature, for a caller that
+holds a DataConfig. `data_config()` is the view that make_dataset's bindings give, for
+evaluation and export.
 
 `tfds_task`, `tfrecord_task`, `retrieval_task` are basic_tf.zeroshot.run's with the configured
 dataset builders. Each other configured function takes the same arguments as the library's;
