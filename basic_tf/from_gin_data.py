@@ -6,7 +6,7 @@ under the names experiment files and --gin_bindings use, and hands the configure
 (basic_tf/from_gin.py does the same for models and training):
 
   gin name                       library function                        configured here as
-  make_dataset.*                 data.pipeline.make_dataset              make_dataset (+ limits)
+  make_dataset.*                 data.pipeline.make_dataset              make_dataset (+ data *)
   input_limits.*                 data.limits.input_limits                input_limits
   caption_templates.*            data.sources.caption_templates          caption_templates
   write_tfrecords.*              data.writer.write_tfrecords             write_tfrecords (+ bounds)
@@ -19,11 +19,21 @@ under the names experiment files and --gin_bindings use, and hands the configure
   serving_limits.*               export.inputs.serving_limits            serving_limits
   export_for_serving.*           export.exporter.export_for_serving      (+ limits, gin record)
 
-`data_config()` is the data view (basic_tf.data.data_config) that make_dataset's bindings give;
+* The library's make_dataset takes its image and text view as one argument, `data` (a
+basic_tf.data.data_config.DataConfig); gin keeps one flat name per value: `make_dataset` here has
+the library's parameters with `data` replaced by DataConfig's fields (make_dataset.image_size,
+.seq_len, .tokenizer_path, .eval_crop_fraction, .antialias; DataConfig's defaults), builds
+`data` from them and passes input_limits() as `limits`. Its signature is generated from the two
+(`_make_dataset_signature`), so gin refuses a binding neither has, naming it.
+`make_dataset_for(ctx, data, ...)` is the same with the library's signature, for a caller that
+holds a DataConfig. `data_config()` is the view that make_dataset's bindings give, for
+evaluation and export.
+
 `tfds_task`, `tfrecord_task`, `retrieval_task` are basic_tf.zeroshot.run's with the configured
-dataset builders. Each configured function takes the same arguments as the library's; explicit
-arguments win over bindings.
+dataset builders. Each other configured function takes the same arguments as the library's;
+explicit arguments win over bindings.
 """
+import dataclasses
 import functools
 import inspect
 
@@ -37,22 +47,58 @@ from basic_tf.zeroshot import classifier, evaluation, inputs, retrieval, run
 # ---- data
 input_limits = gin.external_configurable(limits.input_limits, "input_limits")
 caption_templates = gin.external_configurable(sources.caption_templates, "caption_templates")
-_make_dataset = gin.external_configurable(pipeline.make_dataset, "make_dataset",
-                                          denylist=["input_context", "training", "limits"])
 _write_tfrecords = gin.external_configurable(writer.write_tfrecords, "write_tfrecords",
                                              denylist=["records", "output_prefix", "total"])
-# make_dataset's arguments without a default: gin names them when they are neither bound nor
-# given ("Required bindings for `make_dataset` not provided in config: [...]").
-_MAKE_DATASET_REQUIRED = tuple(
-    name for name, p in inspect.signature(pipeline.make_dataset).parameters.items()
-    if p.kind is p.KEYWORD_ONLY and p.default is p.empty)
 
 
-def make_dataset(input_context=None, **kwargs):
-    """pipeline.make_dataset with the make_dataset.* bindings and input_limits() as `limits`."""
-    required = {name: gin.REQUIRED for name in _MAKE_DATASET_REQUIRED if name not in kwargs}
-    kwargs.setdefault("limits", input_limits())
-    return _make_dataset(input_context, **required, **kwargs)
+def _make_dataset_signature() -> inspect.Signature:
+    """pipeline.make_dataset's signature with `data` replaced by DataConfig's fields
+    (keyword-only, DataConfig's defaults). A keyword-only parameter without a default becomes
+    gin.REQUIRED, so gin names each one left unbound ("Required bindings for `make_dataset` not
+    provided in config: [...]")."""
+    library = inspect.signature(pipeline.make_dataset)
+    types = {f.name: f.type for f in dataclasses.fields(data_config_lib.DataConfig)}
+    parameters = [p.replace(default=gin.REQUIRED)
+                  if p.kind is p.KEYWORD_ONLY and p.default is p.empty else p
+                  for p in library.parameters.values() if p.name != "data"]
+    parameters += [inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=types[name],
+        default=gin.REQUIRED if default is dataclasses.MISSING else default)
+        for name, default in data_config_lib.field_defaults().items()]
+    return library.replace(parameters=parameters)
+
+
+_MAKE_DATASET_SIGNATURE = _make_dataset_signature()
+
+
+def _make_dataset(*args, **kwargs):
+    """pipeline.make_dataset with the make_dataset.* bindings: DataConfig's fields (image_size,
+    seq_len, tokenizer_path, eval_crop_fraction, antialias) build `data` (checked by the
+    pipeline), the rest pass as they are, input_limits() is `limits` unless given. Signature:
+    pipeline.make_dataset's without `data`, plus those fields (_make_dataset_signature)."""
+    arguments = _MAKE_DATASET_SIGNATURE.bind(*args, **kwargs)
+    defaulted = [name for name in data_config_lib.FIELDS if name not in arguments.arguments]
+    arguments.apply_defaults()
+    values = dict(arguments.arguments)
+    data = data_config_lib.DataConfig(
+        **{name: values.pop(name) for name in data_config_lib.FIELDS},
+        sources=tuple((name, "make_dataset default") for name in defaulted))
+    if values["limits"] is None:
+        values["limits"] = input_limits()
+    return pipeline.make_dataset(values.pop("input_context"), data, **values)
+
+
+_make_dataset.__signature__ = _MAKE_DATASET_SIGNATURE  # what gin checks bindings against
+make_dataset = gin.external_configurable(_make_dataset, "make_dataset",
+                                         denylist=["input_context", "training", "limits"])
+
+
+def make_dataset_for(input_context, data: data_config_lib.DataConfig, **kwargs):
+    """make_dataset (configured) with pipeline.make_dataset's signature: `data`'s fields are
+    explicit arguments and win over the make_dataset.* bindings, as the other kwargs do. For
+    callers that hold a DataConfig (zeroshot.run.tfrecord_task, the input benchmark)."""
+    return make_dataset(input_context, **{name: getattr(data, name)
+                                          for name in data_config_lib.FIELDS}, **kwargs)
 
 
 def write_tfrecords(records, output_prefix, **kwargs):
@@ -67,22 +113,22 @@ def data_config(**overrides) -> data_config_lib.DataConfig:
     """The data config of the parsed gin files: each field's make_dataset.<field> binding
     (macros resolved, as gin injects it), else make_dataset's default; `overrides`
     (field=value, None = not given) are explicit flags and win. Raises ValueError naming a
-    field whose value is out of range."""
+    field whose value is out of range. Defaults: DataConfig's (data_config.field_defaults)."""
     fields = data_config_lib.FIELDS
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
         raise TypeError(f"data_config: unknown fields {unknown}; fields are {fields}")
-    parameters = inspect.signature(pipeline.make_dataset).parameters
+    defaults = data_config_lib.field_defaults()
     values, where = {}, []
     missing = object()
     for field in fields:
         if overrides.get(field) is not None:
             values[field], source = overrides[field], "flag"
         else:
-            default = parameters[field].default
+            default = defaults[field]
             value = config.bound_value(f"make_dataset.{field}", missing)
             values[field], source = (
-                (None if default is inspect.Parameter.empty else default,
+                (None if default is dataclasses.MISSING else default,
                  "make_dataset default") if value is missing else (value, "gin"))
         where.append((field, source))
     return data_config_lib.DataConfig(**values, sources=tuple(where)).check_values()
@@ -120,7 +166,7 @@ run_and_report = functools.partial(gin.external_configurable(
               "predictions_path", "evaluators"]), evaluators=EVALUATORS)
 periodic_eval_fn = functools.partial(run.periodic_eval_fn, evaluators=EVALUATORS)
 tfds_task = functools.partial(run.tfds_task, build_dataset=tfds_classification_dataset)
-tfrecord_task = functools.partial(run.tfrecord_task, make_dataset=make_dataset)
+tfrecord_task = functools.partial(run.tfrecord_task, make_dataset=make_dataset_for)
 retrieval_task = functools.partial(run.retrieval_task, build_dataset=retrieval_dataset)
 
 # ---- export

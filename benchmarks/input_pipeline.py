@@ -35,14 +35,15 @@ def measure(cfg: dict) -> dict:
         model = from_gin.dual_encoder()  # for the config's image size and sequence length only
         image_size, seq_len = model.image_size, model.max_text_len
         del model
-        data = throughput.write_synthetic_shards(os.path.join(work, "shard"), EXAMPLES,
-                                                 SOURCE_SIZE, num_shards=4, vocab_size=100)
+        shards = throughput.write_synthetic_shards(os.path.join(work, "shard"), EXAMPLES,
+                                                   SOURCE_SIZE, num_shards=4, vocab_size=100)
+        data = from_gin_data.data_config(image_size=image_size, seq_len=seq_len,
+                                         tokenizer_path=shards["tokenizer_path"])
         pipe = throughput.measure_throughput(
-            num_batches=cfg["pipeline_batches"], warmup_batches=3,
-            make_dataset=from_gin_data.make_dataset,
-            global_batch_size=cfg["pipeline_batch"],
-            image_size=image_size, seq_len=seq_len, shuffle_buffer=EXAMPLES,
-            log_skipped=False, **data)
+            data, num_batches=cfg["pipeline_batches"], warmup_batches=3,
+            make_dataset=from_gin_data.make_dataset_for,
+            file_pattern=shards["file_pattern"], global_batch_size=cfg["pipeline_batch"],
+            shuffle_buffer=EXAMPLES, log_skipped=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     model, images, tokens = steps.build(cfg["gin"], cfg["bindings"], cfg["step_batch"])

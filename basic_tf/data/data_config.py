@@ -1,21 +1,24 @@
 """The one data config: how images and texts are turned into model inputs.
 
-Training (`make_dataset`), evaluation (`basic_tf.zeroshot`, tools/evaluate.py) and export
-(`basic_tf.export`, tools/export.py) all see images and texts the same way:
+Training (`basic_tf.data.pipeline.make_dataset(input_context, data, ...)`), evaluation
+(`basic_tf.zeroshot`, tools/evaluate.py) and export (`basic_tf.export`, tools/export.py) all
+take it as an argument and so see images and texts the same way:
 
-  field               type   meaning                                  gin binding (make_dataset.)
-  image_size          int    side of the square image the model sees  image_size
-  channels            int    always 3: records decode to RGB (schema) -
-  seq_len             int    token ids per text, EOS included         seq_len
-  tokenizer_path      str    SentencePiece .model                     tokenizer_path
-  eval_crop_fraction  float  centre square side / shorter image side  eval_crop_fraction
-  antialias           bool   antialiased resize                       antialias
+  field (make_dataset.)  type   default   meaning
+  image_size             int    224       side of the square image the model sees
+  channels               int    3         records decode to RGB (schema); no binding
+  seq_len                int    64        token ids per text, EOS included
+  tokenizer_path         str    required  SentencePiece .model
+  eval_crop_fraction     float  1.0       centre square side / shorter image side
+  antialias              bool   False     antialiased resize
 
-The top builds it (basic_tf/from_gin_data.py `data_config()`) from each value exactly as gin
-hands it to `make_dataset` in training: the bound value with macros resolved
-(`make_dataset.seq_len = %SEQ_LEN`), else `make_dataset`'s own default. Tools may override a
-value with an explicit flag; nothing is guessed from elsewhere. `check_values` refuses values
-out of range and `check_model` a config the model cannot take, naming the binding to change.
+The defaults are DataConfig's own (`field_defaults()`, the one table). The top
+(basic_tf/from_gin_data.py) generates gin's `make_dataset.<field>` names and defaults from it,
+and builds the config (`data_config()`) from each value exactly as gin hands it to training's
+make_dataset: the bound value with macros resolved (`make_dataset.seq_len = %SEQ_LEN`),
+else the default here. Tools may override a value with an explicit flag; nothing is guessed
+from elsewhere. `check_values` refuses values out of range and `check_model` a config the model
+cannot take, naming the binding to change.
 """
 import dataclasses
 from typing import Optional
@@ -24,12 +27,12 @@ CHANNELS = 3  # every record decodes to [H, W, 3] uint8 (grayscale is stored as 
 FIELDS = ("image_size", "seq_len", "tokenizer_path", "eval_crop_fraction", "antialias")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class DataConfig:
     """See the module docstring. `sources` says where each value came from (for errors)."""
-    image_size: int
-    seq_len: int
-    tokenizer_path: Optional[str]
+    image_size: int = 224
+    seq_len: int = 64
+    tokenizer_path: Optional[str]  # required (None only in a view that names no tokenizer)
     eval_crop_fraction: float = 1.0
     antialias: bool = False
     channels: int = CHANNELS
@@ -78,3 +81,10 @@ class DataConfig:
         if not 0.0 < float(self.eval_crop_fraction) <= 1.0:
             raise ValueError(f"{self.describe('eval_crop_fraction')} must be in (0, 1]")
         return self
+
+
+def field_defaults() -> dict:
+    """{field: default, or dataclasses.MISSING for a required one} for FIELDS, in that order:
+    the one table of make_dataset's data defaults."""
+    fields = {f.name: f for f in dataclasses.fields(DataConfig)}
+    return {name: fields[name].default for name in FIELDS}

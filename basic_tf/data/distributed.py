@@ -82,7 +82,7 @@ class CheckpointableDistributedIterator(tf.Module):
     Args:
       strategy: any tf.distribute.Strategy.
       dataset_fn: InputContext -> per-replica-batched tf.data.Dataset (e.g.
-        `lambda ctx: basic_tf.data.pipeline.make_dataset(ctx, training=True)`).
+        `lambda ctx: basic_tf.data.pipeline.make_dataset(ctx, data, training=True, ...)`).
       input_contexts: the InputContexts of this process's pipelines; default: the ones
         `strategy.distribute_datasets_from_function` gives (one per host on a TPU slice). Tests
         give H by hand to run H pipelines over MirroredStrategy on CPU.

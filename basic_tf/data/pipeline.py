@@ -36,6 +36,9 @@ Each batch (b = per-replica batch size):
   captions_cut int32 [b], 1 where the example's caption was cut to max_caption_bytes
   example_id tf.string [b] (left out with string_features=False, e.g. for TPU infeed)
 
+The image and text view (image size, seq_len, tokenizer, eval crop, antialias) is one argument,
+`data` (basic_tf.data.data_config.DataConfig), the same object evaluation and export take.
+
 Evaluation (training=False): centre crop, first caption, no shuffle, one pass; the tail is padded
 (mask 0) up to a whole step of all replicas this pipeline feeds, so every replica gets a batch.
 """
@@ -47,6 +50,7 @@ from absl import logging
 
 from basic_tf.data import augment, img2dataset, schema, skips, writer
 from basic_tf.data import limits as limits_lib
+from basic_tf.data.data_config import DataConfig
 from basic_tf.data.skips import SkippedRecordsCounter  # noqa: F401 (its home was here)
 from basic_tf.data.tokenizer import Tokenizer
 
@@ -205,23 +209,18 @@ def _check_files(pattern, files: Sequence[str], record_format: str = "basic_tf")
     return expected, per_pass
 
 
-def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
+def make_dataset(input_context: Optional[tf.distribute.InputContext], data: DataConfig, *,
                  training: bool = True,
                  file_pattern: Union[str, Sequence[str]],
                  eval_file_pattern: Union[str, Sequence[str], None] = None,
                  global_batch_size: int,
                  eval_global_batch_size: Optional[int] = None,
-                 image_size: int = 224,
-                 seq_len: int = 64,
-                 tokenizer_path: str,
                  shuffle_buffer: int = 10_000,
                  seed: int = 0,
                  cycle_length: int = 8,
                  area_range: Sequence[float] = (0.5, 1.0),
                  aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
                  random_flip: bool = True,
-                 eval_crop_fraction: float = 1.0,
-                 antialias: bool = False,
                  string_features: bool = True,
                  log_skipped: bool = True,
                  max_skipped_fraction: Optional[float] = 0.5,
@@ -229,23 +228,23 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
                  limits: Optional[limits_lib.InputLimits] = None) -> tf.data.Dataset:
     """Builds the (per-replica-batched) dataset for training or evaluation; see module doc.
 
-    Every setting is an argument; gin binds them as `make_dataset.<argument>` at the top
-    (basic_tf/from_gin_data.py, whose `make_dataset` also passes the `input_limits.*` bounds).
+    Every setting is an argument; gin binds them as `make_dataset.<argument>` at the top, and
+    data's fields as `make_dataset.image_size` etc. (basic_tf/from_gin_data.py, whose
+    `make_dataset` builds `data` and passes the `input_limits.*` bounds).
 
     Args:
       input_context: from strategy.distribute_datasets_from_function; None = one pipeline,
         batch = global batch.
+      data: image size, seq_len and tokenizer path (token ids [b, seq_len]), evaluation's
+        centre crop fraction, antialiased resize; checked here (`check_values`).
       training: random crops/captions, shuffled, repeated forever, drop_remainder; else one
         padded pass with centre crops and first captions.
       file_pattern / eval_file_pattern: shard glob(s) for training / evaluation
         (evaluation defaults to file_pattern).
       global_batch_size / eval_global_batch_size: summed over all replicas.
-      seq_len, tokenizer_path: token ids length and SentencePiece model (tokenizer.py).
       shuffle_buffer, seed: record shuffle buffer and the seed of every random choice.
       cycle_length: shards read concurrently.
       area_range, aspect_ratio_range, random_flip: training crop and flip.
-      eval_crop_fraction: centre square side as a fraction of the shorter image side.
-      antialias: antialiased resize (better for large downscales, slower).
       string_features: include example_id (tf.string; TPU infeed cannot carry strings).
       log_skipped: log each skipped record's error (from tf.data, at warning level).
       max_skipped_fraction: stop (skips.account) once more than this fraction of the records
@@ -256,6 +255,7 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
         they are: image under jpg/jpeg/png/webp, caption `txt`, id `key`, no label;
         basic_tf.data.img2dataset). Skips, bounds, sharding and resume work alike.
     """
+    data.check_values()
     img2dataset.check_record_format(record_format)
     pattern = file_pattern if (training or eval_file_pattern is None) else eval_file_pattern
     if max_skipped_fraction is not None and not 0.0 <= max_skipped_fraction <= 1.0:
@@ -279,7 +279,7 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
             input_context.num_replicas_in_sync // input_context.num_input_pipelines, 1)
     expected, per_pass = _check_files(pattern, files, record_format)
     limits = limits or limits_lib.input_limits()
-    tokenizer = Tokenizer(tokenizer_path, seq_len)
+    tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
 
     ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(expected, tf.int64)))
     if training:
@@ -298,9 +298,9 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext] = None, *,
     ds = ds.ignore_errors(log_warning=log_skipped)
     ds = ds.scan(tf.constant(0, tf.int64), _count_parse_drops)
     decode = functools.partial(
-        _decode, training=training, seed=seed, image_size=image_size, area_range=area_range,
-        aspect_ratio_range=aspect_ratio_range, random_flip=random_flip,
-        eval_crop_fraction=eval_crop_fraction, antialias=antialias, limits=limits)
+        _decode, training=training, seed=seed, image_size=data.image_size,
+        area_range=area_range, aspect_ratio_range=aspect_ratio_range, random_flip=random_flip,
+        eval_crop_fraction=data.eval_crop_fraction, antialias=data.antialias, limits=limits)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=log_skipped)
     # A record can stay in the shuffle buffer for a while: "a whole pass with no usable

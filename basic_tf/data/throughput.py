@@ -9,6 +9,7 @@ from typing import Optional
 import numpy as np
 
 from basic_tf.data import pipeline, schema, sources, tokenizer, writer
+from basic_tf.data.data_config import DataConfig
 
 
 def write_synthetic_shards(output_prefix: str, num_examples: int = 512, image_size: int = 256,
@@ -16,7 +17,8 @@ def write_synthetic_shards(output_prefix: str, num_examples: int = 512, image_si
                            seed: int = 0) -> dict:
     """Smooth random JPEGs (image_size^2) with 2 captions each, plus a tokenizer trained on them.
 
-    Returns {"file_pattern": ..., "tokenizer_path": ...} for make_dataset.
+    Returns {"file_pattern": ..., "tokenizer_path": ...}: make_dataset's file_pattern and
+    DataConfig's tokenizer_path.
     """
     rng = np.random.default_rng(seed)
     words = ["red", "small", "dog", "car", "tree", "blue", "house", "on", "a", "the", "near",
@@ -44,17 +46,18 @@ def write_synthetic_shards(output_prefix: str, num_examples: int = 512, image_si
     return {"file_pattern": output_prefix + "*.tfrecord", "tokenizer_path": sp}
 
 
-def measure_throughput(num_batches: int = 50, warmup_batches: int = 5, training: bool = True,
-                       input_context=None, make_dataset=None, **make_dataset_kwargs) -> dict:
-    """Iterates `make_dataset` (default: basic_tf.data.pipeline's; the benchmark passes
-    basic_tf.from_gin_data's, which adds the config's bindings) with these kwargs and times it
-    on this host.
+def measure_throughput(data: DataConfig, num_batches: int = 50, warmup_batches: int = 5,
+                       training: bool = True, input_context=None, make_dataset=None,
+                       **make_dataset_kwargs) -> dict:
+    """Iterates `make_dataset(input_context, data, **make_dataset_kwargs)` (default:
+    basic_tf.data.pipeline's; the benchmark passes basic_tf.from_gin_data.make_dataset_for,
+    which adds the config's other bindings) and times it on this host.
 
     Returns examples_per_sec, batches_per_sec, batch_size, seconds (after warm-up), and
     skipped (records the pipeline skipped while measured).
     """
     make_dataset = make_dataset or pipeline.make_dataset
-    ds = make_dataset(input_context, training=training, **make_dataset_kwargs)
+    ds = make_dataset(input_context, data, training=training, **make_dataset_kwargs)
     it = iter(ds)
     batch_size: Optional[int] = None
     for _ in range(warmup_batches):

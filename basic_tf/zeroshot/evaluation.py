@@ -4,7 +4,7 @@ The core does not care where batches come from. A batch is a dict with
   "images": float32 [b, H, W, 3] in [0, 1],
   "labels": int32 [b], column index into the classifier,
   "mask":   float32 [b], 1 for real rows, 0 for the padding rows of a last partial batch,
-as made by `basic_tf.data.pipeline.make_dataset(training=False)` or `zeroshot.inputs`.
+as made by `basic_tf.data.pipeline.make_dataset(ctx, data, training=False)` or `zeroshot.inputs`.
 Each replica counts its own rows (padding rows never count); per-step counts are reduced across
 replicas with SUM and accumulated on the host in int64, so every example counts exactly once.
 """

@@ -2,7 +2,7 @@
 all-captions retrieval batches from captioned TFRecords.
 
 Labelled TFRecords for classification come from `basic_tf.data.pipeline.make_dataset(
-training=False)`. Both builders here use the same evaluation view as that pipeline
+ctx, data, training=False)`. Both builders here use the same evaluation view as that pipeline
 (`basic_tf.data.augment.decode_and_center_crop` on the encoded image bytes) and emit the batch
 layout of `zeroshot.evaluation` / `zeroshot.retrieval`: static shapes, the last partial batch
 padded with mask-0 rows, and under a strategy the batch count rounded up to whole steps so every

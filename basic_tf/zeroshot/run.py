@@ -97,7 +97,8 @@ def tfrecord_task(file_pattern: Union[str, Sequence[str]], class_names: Sequence
       None = record label i is column i (checked by labels.check_class_names).
     with_ids: batches carry "example_id" (tf.string; not through a TPU infeed), for per-image
       predictions.
-    make_dataset: basic_tf.data.pipeline.make_dataset (the default) or a configured twin.
+    make_dataset: basic_tf.data.pipeline.make_dataset (the default) or a configured twin with
+      its signature (basic_tf/from_gin_data.py make_dataset_for).
     """
     from basic_tf.data import pipeline
 
@@ -108,11 +109,9 @@ def tfrecord_task(file_pattern: Union[str, Sequence[str]], class_names: Sequence
     def dataset_fn(ctx=None):
         # Explicit arguments override any make_dataset bindings of a training gin file.
         ds = make_dataset(
-            ctx, training=False, file_pattern=file_pattern, eval_file_pattern=file_pattern,
-            global_batch_size=global_batch_size, eval_global_batch_size=global_batch_size,
-            image_size=data.image_size, seq_len=data.seq_len,
-            tokenizer_path=data.require_tokenizer(), eval_crop_fraction=data.eval_crop_fraction,
-            antialias=data.antialias, string_features=with_ids)
+            ctx, data, training=False, file_pattern=file_pattern,
+            eval_file_pattern=file_pattern, global_batch_size=global_batch_size,
+            eval_global_batch_size=global_batch_size, string_features=with_ids)
         if table is None:
             return ds
         return ds.map(lambda b: dict(b, labels=tf.where(

@@ -1,8 +1,9 @@
 """Restores a pipeline iterator from a checkpoint in a fresh process and saves its next batches.
 
 Run by test_data_pipeline_resume.py: python3 resume_worker.py <config.json>... Each config has
-"kwargs" (make_dataset arguments), "checkpoint", "out" (.npz), "steps", and "mirrored" (use
-CheckpointableDistributedIterator over that many virtual CPUs, else a plain iterator).
+"data" (DataConfig fields), "kwargs" (the other make_dataset arguments), "checkpoint", "out"
+(.npz), "steps", and "mirrored" (use CheckpointableDistributedIterator over that many virtual
+CPUs, else a plain iterator).
 """
 import json
 import os
@@ -24,18 +25,20 @@ def flatten(batch, strategy=None):
     return out
 
 
-def make_iterator(kwargs, mirrored):
+def make_iterator(fields, kwargs, mirrored):
     from basic_tf.data import distributed, pipeline
+    from basic_tf.data.data_config import DataConfig
 
+    data = DataConfig(**fields)
     if not mirrored:
-        return iter(pipeline.make_dataset(None, training=True, **kwargs)), None
+        return iter(pipeline.make_dataset(None, data, training=True, **kwargs)), None
     strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(mirrored)])
     return distributed.CheckpointableDistributedIterator(
-        strategy, lambda ctx: pipeline.make_dataset(ctx, training=True, **kwargs)), strategy
+        strategy, lambda ctx: pipeline.make_dataset(ctx, data, training=True, **kwargs)), strategy
 
 
 def restore_and_continue(config):
-    it, strategy = make_iterator(config["kwargs"], config["mirrored"])
+    it, strategy = make_iterator(config["data"], config["kwargs"], config["mirrored"])
     tf.train.Checkpoint(data=it).read(config["checkpoint"]).assert_consumed()
     batches = [flatten(next(it), strategy) for _ in range(config["steps"])]
     np.savez(config["out"], **{f"{i}/{k}": v for i, b in enumerate(batches)

@@ -10,6 +10,7 @@ import tensorflow as tf
 from tensorflow.python.distribute import input_lib, input_util  # TF's multi-host input path
 
 from basic_tf.data import distributed, pipeline
+from basic_tf.data.data_config import DataConfig
 from basic_tf.training import step, workers
 from strategies import mirrored_strategy
 
@@ -139,8 +140,9 @@ def test_contexts_that_do_not_fit_the_strategy_are_refused(ctxs, message):
 
 def _make_dataset(ctx, pattern, sp_model, training):
     return pipeline.make_dataset(
-        ctx, training=training, file_pattern=pattern, global_batch_size=16, image_size=16,
-        seq_len=8, tokenizer_path=sp_model, shuffle_buffer=8, cycle_length=1, log_skipped=False)
+        ctx, DataConfig(image_size=16, seq_len=8, tokenizer_path=sp_model), training=training,
+        file_pattern=pattern, global_batch_size=16, shuffle_buffer=8, cycle_length=1,
+        log_skipped=False)
 
 
 @pytest.mark.parametrize("num_pipelines", [2, 4])

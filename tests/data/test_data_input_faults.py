@@ -13,18 +13,19 @@ import pytest
 import tensorflow as tf
 
 from basic_tf.data import limits, pipeline, schema, skips
+from basic_tf.data.data_config import DataConfig
 from data_helpers import (jpeg_bytes, make_records, png_claiming, random_image, write_bad_shard,
                           write_shard)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-SMALL = dict(global_batch_size=2, image_size=16, seq_len=8, shuffle_buffer=4, cycle_length=2,
-             log_skipped=False)
+SMALL = dict(global_batch_size=2, shuffle_buffer=4, cycle_length=2, log_skipped=False)
+DATA = dict(image_size=16, seq_len=8)  # with tokenizer_path: the DataConfig fields
 
 
 def first_batches_in_subprocess(configs):
-    """first_batch_worker.py's output line per make_dataset kwargs in `configs` (one process);
-    a hang fails the test at 150 s."""
+    """first_batch_worker.py's output line per make_dataset kwargs in `configs` (one process;
+    "data": the DataConfig fields); a hang fails the test at 150 s."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, HERE]))
     try:
         out = subprocess.run([sys.executable, os.path.join(HERE, "first_batch_worker.py"),
@@ -43,9 +44,8 @@ def corrupt_jpeg(seed=99):
 
 
 def build(pattern, sp_model, training, **kwargs):
-    return pipeline.make_dataset(None, training=training,
-                                 **dict(SMALL, file_pattern=pattern, tokenizer_path=sp_model,
-                                        **kwargs))
+    return pipeline.make_dataset(None, DataConfig(**DATA, tokenizer_path=sp_model),
+                                 training=training, **dict(SMALL, file_pattern=pattern, **kwargs))
 
 
 def test_zero_byte_shards_fail_up_front_naming_the_pattern(tmp_path, sp_model):
@@ -76,7 +76,7 @@ def all_bad_runs(tmp_path_factory, sp_model):
                                    max_skipped_fraction=None),
                "unparsable": dict(file_pattern=str(d / "junk-*.tfrecord"))}
     lines = first_batches_in_subprocess(
-        [dict(c, tokenizer_path=sp_model) for c in configs.values()])
+        [dict(c, data=dict(DATA, tokenizer_path=sp_model)) for c in configs.values()])
     return {name: (c["file_pattern"], line) for (name, c), line in zip(configs.items(), lines)}
 
 

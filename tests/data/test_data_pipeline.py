@@ -4,14 +4,16 @@ import pytest
 import tensorflow as tf
 
 from basic_tf.data import augment, pipeline, tokenizer, writer
+from basic_tf.data.data_config import DataConfig
 from data_helpers import decode, jpeg_bytes, make_records, png_bytes, random_image
 
 
 def build(pattern, sp_model, training=True, context=None, **kwargs):
-    args = dict(file_pattern=pattern, global_batch_size=8, image_size=16, seq_len=10,
-                tokenizer_path=sp_model, shuffle_buffer=32, cycle_length=2, log_skipped=False)
+    data = DataConfig(image_size=16, seq_len=10, tokenizer_path=sp_model)
+    args = dict(file_pattern=pattern, global_batch_size=8, shuffle_buffer=32, cycle_length=2,
+                log_skipped=False)
     args.update(kwargs)
-    return pipeline.make_dataset(context, training=training, **args)
+    return pipeline.make_dataset(context, data, training=training, **args)
 
 
 def test_training_batches_follow_the_contract(shards_120, sp_model):
@@ -148,8 +150,8 @@ def test_everything_comes_from_gin(shards_120, sp_model):
         "make_dataset.string_features = False",
     ])
     try:
-        train = from_gin_data.make_dataset(training=True).element_spec
-        evaluation = from_gin_data.make_dataset(training=False).element_spec
+        train = from_gin_data.make_dataset(None, training=True).element_spec
+        evaluation = from_gin_data.make_dataset(None, training=False).element_spec
     finally:
         gin.clear_config()
     assert train["images"].shape == (12, 8, 8, 3) and train["token_ids"].shape == (12, 5)

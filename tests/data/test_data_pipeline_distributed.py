@@ -3,6 +3,7 @@ import numpy as np
 import tensorflow as tf
 
 from basic_tf.data import distributed, pipeline
+from basic_tf.data.data_config import DataConfig
 from data_helpers import write_bad_shard
 from strategies import mirrored_strategy
 
@@ -10,9 +11,9 @@ from strategies import mirrored_strategy
 def distributed_dataset(strategy, pattern, sp_model, training, global_batch_size=8, **kwargs):
     def dataset_fn(ctx):
         return pipeline.make_dataset(
-            ctx, training=training, file_pattern=pattern, global_batch_size=global_batch_size,
-            image_size=16, seq_len=8, tokenizer_path=sp_model, shuffle_buffer=16,
-            cycle_length=2, log_skipped=False, **kwargs)
+            ctx, DataConfig(image_size=16, seq_len=8, tokenizer_path=sp_model),
+            training=training, file_pattern=pattern, global_batch_size=global_batch_size,
+            shuffle_buffer=16, cycle_length=2, log_skipped=False, **kwargs)
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
@@ -55,8 +56,8 @@ def test_checkpointable_iterator_gives_replicas_what_tf_distribute_gives(shards_
     reference = iter(distributed_dataset(strategy, pattern, sp_model, training=True))
     ours = distributed.CheckpointableDistributedIterator(
         strategy, lambda ctx: pipeline.make_dataset(
-            ctx, training=True, file_pattern=pattern, global_batch_size=8, image_size=16,
-            seq_len=8, tokenizer_path=sp_model, shuffle_buffer=16, cycle_length=2,
+            ctx, DataConfig(image_size=16, seq_len=8, tokenizer_path=sp_model), training=True,
+            file_pattern=pattern, global_batch_size=8, shuffle_buffer=16, cycle_length=2,
             log_skipped=False))
     assert ours.element_spec["images"].shape == (2, 16, 16, 3)
 

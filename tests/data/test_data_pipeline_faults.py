@@ -3,14 +3,16 @@ import numpy as np
 import tensorflow as tf
 
 from basic_tf.data import pipeline
+from basic_tf.data.data_config import DataConfig
 from data_helpers import write_bad_shard
 
 
 def build(pattern, sp_model, training, **kwargs):
-    args = dict(file_pattern=pattern, global_batch_size=7, image_size=16, seq_len=8,
-                tokenizer_path=sp_model, shuffle_buffer=1, cycle_length=1, log_skipped=False)
+    data = DataConfig(image_size=16, seq_len=8, tokenizer_path=sp_model)
+    args = dict(file_pattern=pattern, global_batch_size=7, shuffle_buffer=1, cycle_length=1,
+                log_skipped=False)
     args.update(kwargs)
-    return pipeline.make_dataset(None, training=training, **args)
+    return pipeline.make_dataset(None, data, training=training, **args)
 
 
 def test_training_runs_through_bad_records_and_counts_them(tmp_path, sp_model):

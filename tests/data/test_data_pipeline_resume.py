@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from basic_tf.data import distributed, pipeline
+from basic_tf.data.data_config import DataConfig
 from data_helpers import write_bad_shard
 from resume_worker import flatten
 from strategies import mirrored_strategy
@@ -26,10 +27,9 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 STEPS = 3
 
 
-def _kwargs(pattern, bad, sp_model):
-    return dict(file_pattern=[pattern, bad], global_batch_size=8, image_size=16, seq_len=8,
-                tokenizer_path=sp_model, shuffle_buffer=16, cycle_length=2, seed=11,
-                log_skipped=False)
+def _kwargs(pattern, bad):
+    return dict(file_pattern=[pattern, bad], global_batch_size=8, shuffle_buffer=16,
+                cycle_length=2, seed=11, log_skipped=False)
 
 
 def _save_then_continue(it, strategy, path):
@@ -42,23 +42,25 @@ def test_restore_in_a_new_process_gives_the_same_next_batches(shards_120, sp_mod
     pattern, _ = shards_120
     bad = str(tmp_path / "bad.tfrecord")
     write_bad_shard(bad)
-    kwargs = _kwargs(pattern, bad, sp_model)
+    kwargs = _kwargs(pattern, bad)
+    fields = dict(image_size=16, seq_len=8, tokenizer_path=sp_model)  # DataConfig's
+    data = DataConfig(**fields)
     expected, configs = {}, []
 
-    it = iter(pipeline.make_dataset(None, training=True, **kwargs))
+    it = iter(pipeline.make_dataset(None, data, training=True, **kwargs))
     consumed = [next(it) for _ in range(11)]  # mid-epoch: 88 of 127 good records
     assert sum(int(b["skipped"].numpy().sum()) for b in consumed) <= 3
     expected["plain"] = _save_then_continue(it, None, str(tmp_path / "plain_ckpt"))
 
     strategy = mirrored_strategy(4)
     dit = distributed.CheckpointableDistributedIterator(
-        strategy, lambda ctx: pipeline.make_dataset(ctx, training=True, **kwargs))
+        strategy, lambda ctx: pipeline.make_dataset(ctx, data, training=True, **kwargs))
     for _ in range(5):
         next(dit)
     expected["mirrored"] = _save_then_continue(dit, strategy, str(tmp_path / "mirrored_ckpt"))
 
     for name, mirrored in (("plain", 0), ("mirrored", 4)):
-        config = {"kwargs": kwargs, "checkpoint": str(tmp_path / f"{name}_ckpt"),
+        config = {"data": fields, "kwargs": kwargs, "checkpoint": str(tmp_path / f"{name}_ckpt"),
                   "out": str(tmp_path / f"{name}.npz"), "steps": STEPS, "mirrored": mirrored}
         configs.append((name, config))
     paths = []

@@ -5,16 +5,17 @@ import pytest
 import tensorflow as tf
 
 from basic_tf.data import img2dataset, pipeline, skips, tokenizer
+from basic_tf.data.data_config import DataConfig
 from data_helpers import webp_claiming
 from web_helpers import FORMATS, caption, img2dataset_example, write_img2dataset_shard
 
 
 def build(pattern, sp_model, training=True, context=None, **kwargs):
-    args = dict(file_pattern=pattern, global_batch_size=4, image_size=16, seq_len=10,
-                tokenizer_path=sp_model, shuffle_buffer=16, cycle_length=2, log_skipped=False,
-                record_format="img2dataset", seed=5)
+    data = DataConfig(image_size=16, seq_len=10, tokenizer_path=sp_model)
+    args = dict(file_pattern=pattern, global_batch_size=4, shuffle_buffer=16, cycle_length=2,
+                log_skipped=False, record_format="img2dataset", seed=5)
     args.update(kwargs)
-    return pipeline.make_dataset(context, training=training, **args)
+    return pipeline.make_dataset(context, data, training=training, **args)
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from basic_tf.data import pipeline, schema, validate, webdataset, writer
+from basic_tf.data.data_config import DataConfig
 from data_helpers import webp_claiming
 from web_helpers import caption, image_bytes, pair_members, write_tar, write_tars
 
@@ -94,9 +95,10 @@ def test_converted_tars_train(tmp_path, sp_model):
                                     str(tmp_path / "out/train"))
     assert total["written"] == 10 and len(total["shards"]) == 2
     assert json.load(open(tmp_path / "out/train.summary.json"))["written"] == 10
-    ds = pipeline.make_dataset(None, training=False, file_pattern=str(
-        tmp_path / "out/train-*.tfrecord"), global_batch_size=4, image_size=16, seq_len=10,
-        tokenizer_path=sp_model, log_skipped=False)
+    ds = pipeline.make_dataset(
+        None, DataConfig(image_size=16, seq_len=10, tokenizer_path=sp_model), training=False,
+        file_pattern=str(tmp_path / "out/train-*.tfrecord"), global_batch_size=4,
+        log_skipped=False)
     ids = sorted(i.decode() for b in ds for i, m in zip(b["example_id"].numpy(),
                                                         b["mask"].numpy()) if m)
     assert ids == [f"{i:09d}" for i in range(10)]

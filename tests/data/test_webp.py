@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from basic_tf.data import augment, limits, pipeline, schema, skips, writer
+from basic_tf.data.data_config import DataConfig
 from basic_tf.export import inputs as serving_inputs
 from data_helpers import decode, random_image, webp_bytes, webp_claiming, \
     write_shard
@@ -62,9 +63,9 @@ def test_pipeline_trains_on_webp_and_counts_bad_webp(tmp_path, sp_model):
            _webp_record(11, truncated[:len(truncated) // 2]),
            _webp_record(12, truncated[:40] + b"\x00" * 200)]
     path = write_shard(str(tmp_path / "webp.tfrecord"), good + bad)
-    ds = pipeline.make_dataset(None, training=False, file_pattern=path, global_batch_size=3,
-                               image_size=16, seq_len=10, tokenizer_path=sp_model,
-                               log_skipped=False)
+    ds = pipeline.make_dataset(
+        None, DataConfig(image_size=16, seq_len=10, tokenizer_path=sp_model), training=False,
+        file_pattern=path, global_batch_size=3, log_skipped=False)
     ids, by_cause = [], np.zeros(skips.NUM_CAUSES, int)
     for batch in ds:
         ids += [i.decode() for i, m in zip(batch["example_id"].numpy(), batch["mask"].numpy())

@@ -7,10 +7,10 @@ import inspect
 import os
 import re
 
+import gin
 import pytest
 
 from basic_tf import config, from_gin, from_gin_data
-from basic_tf.data.pipeline import make_dataset
 from basic_tf.training.train_config import TrainConfig
 
 EXPERIMENTS = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(config.GIN_DIR,
@@ -22,8 +22,8 @@ BOUND_BY_COMMAND = {"demo": ["make_dataset.file_pattern = 'DIR/data/train-*.tfre
                              "make_dataset.tokenizer_path = 'DIR/data/spm.model'"]}
 # Sections of every experiment, in big_vision's order (after the command at the top).
 LAYOUT = ["Data", "Preprocessing", "Model", "Init", "Step", "Optimizer", "Schedule", "Evaluations"]
-# The configurables whose required arguments (no default) a training run must find bound.
-RUN_CALLS = {"make_dataset": make_dataset}
+# The configurables whose required arguments (gin.REQUIRED) a training run must find bound.
+RUN_CALLS = {"make_dataset": from_gin_data.make_dataset}
 
 
 def test_the_layout():
@@ -62,7 +62,7 @@ def test_experiment_states_its_command_and_binds_everything(name):
     value = lambda key, default=None: config.bound_value(key, default)  # noqa: E731
     unbound = [f"{fn_name}.{p.name}" for fn_name, fn in RUN_CALLS.items()
                for p in inspect.signature(fn).parameters.values()
-               if p.default is p.empty and p.kind is p.KEYWORD_ONLY
+               if p.default is gin.REQUIRED and p.kind is p.KEYWORD_ONLY
                and value(f"{fn_name}.{p.name}", KeyError) is KeyError]
     unbound += [f"train.{name}" for name in TrainConfig.REQUIRED
                 if value(f"train.{name}", KeyError) is KeyError]

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 from basic_tf.data import augment, schema
+from basic_tf.data.data_config import DataConfig
 from basic_tf.data.pipeline import make_dataset
 from basic_tf.data.tokenizer import Tokenizer, train_sentencepiece
 from basic_tf.zeroshot import evaluate_classification, prompts
@@ -69,9 +70,10 @@ def test_pipeline_under_4_replicas_exact_counts(data, mirrored4):
     """11 records at per-replica batch 1 on 4 replicas (3 steps, 1 padding row), plus a corrupt
     record: 11 counted, top-1 8, top-2 9 (row 8: predicted 3, ties -> [3, 0] holds label 0)."""
     def dataset_fn(ctx):
-        return make_dataset(ctx, training=False, file_pattern=data["pattern"],
-                            global_batch_size=4, image_size=6, seq_len=8,
-                            tokenizer_path=data["tokenizer"], log_skipped=False)
+        return make_dataset(ctx, DataConfig(image_size=6, seq_len=8,
+                                            tokenizer_path=data["tokenizer"]),
+                            training=False, file_pattern=data["pattern"], global_batch_size=4,
+                            log_skipped=False)
 
     dist = mirrored4.distribute_datasets_from_function(dataset_fn)
     result = evaluate_classification(bucket_encoder(4), np.eye(4, dtype=np.float32), dist,
