@@ -86,7 +86,7 @@ def measure_step_memory(cfg: dict) -> dict:
     common.MEMORY_ENV.
     """
     import tensorflow as tf
-    from basic_tf import planner
+    from basic_tf import from_gin, planner
     from benchmarks import common
 
     model, images, tokens = build(cfg["gin"], cfg["bindings"], cfg["batch"], remat=cfg["remat"])
