@@ -3,7 +3,7 @@
 Keys of the checkpoint (other tools read them): model (the keras.Model: DualEncoder or stage (a)
 ImageClassifier), optimizer (`optimizer_state`: update count and slots, not the learning rate,
 which comes from the config), state (step.TrainState: global step, skipped-step counters,
-verified step, global batch size, recent losses), data (the input iterator's position, shuffle
+verified step, global batch size, recent losses; TrainState.checkpointed), data (the input iterator's position, shuffle
 buffers included), skipped_records (data pipeline counters).
 
 Host parts: an input position that cannot be in the checkpoint is written beside it, first, as
@@ -130,7 +130,7 @@ class TrainingCheckpointManager:
     Args:
       checkpoint: the tf.train.Checkpoint of everything trained.
       model_dir: the run's directory: ckpt-<step> and the `checkpoint` index.
-      state: step.TrainState (step, consecutive_nonfinite, verified_step).
+      state: step.TrainState (step, consecutive_skipped, verified_step).
       checkpoint_interval: save at exact multiples of this many steps.
       max_to_keep: checkpoints kept (at least 2, so the newest verified one is always there).
       host_checkpoint: a tf.train.Checkpoint of host-side objects (an input iterator) written
@@ -191,7 +191,7 @@ class TrainingCheckpointManager:
         step = int(self.state.step.numpy())
         if (check_interval and step % self.checkpoint_interval) or step == self._written_step:
             return None
-        pending = int(self.state.consecutive_nonfinite.numpy())
+        pending = int(self.state.consecutive_skipped.numpy())
         if pending:
             logging.warning("no checkpoint at step %d: its last %d step(s) were skipped; the "
                             "newest checkpoint stays %s", step, pending, self.latest_checkpoint)
@@ -307,13 +307,19 @@ def stop_error(error: Exception, manager: TrainingCheckpointManager) -> NonFinit
         "same command to resume from it.")
 
 
+def training_checkpoint(state, **objects) -> tf.train.Checkpoint:
+    """The tf.train.Checkpoint of a run: `objects` (keyword = key) and step.TrainState `state`
+    under "state" with the keys of checkpoints already written (TrainState.checkpointed)."""
+    return tf.train.Checkpoint(state=state.checkpointed, **objects)
+
+
 def make_checkpoint_manager(model_dir: str, state, checkpoint_interval: int,
                             max_to_keep: int = 3, host_objects: Optional[dict] = None,
                             **objects) -> TrainingCheckpointManager:
     """A manager saving `objects` (keyword = checkpoint key) and `state` (key "state") to
     model_dir as ckpt-<step>, and `host_objects` beside them (model_dir/host/ckpt-<step>; on a
     DTensor mesh: the input iterator); see TrainingCheckpointManager."""
-    checkpoint = tf.train.Checkpoint(state=state, **objects)
+    checkpoint = training_checkpoint(state, **objects)
     host = tf.train.Checkpoint(**host_objects) if host_objects else None
     return TrainingCheckpointManager(checkpoint, model_dir, state, checkpoint_interval,
                                      max_to_keep, host)

@@ -151,7 +151,7 @@ def _train(model_dir: str, config: TrainConfig, placement: Placement, models: Mo
     logging.info("training %s at step %d/%d after %s; %d step(s) skipped in all; latest "
                  "checkpoint %s", f"stopped by {stopped_by}" if stopped_by else "finished", step,
                  config.train_steps, datetime.timedelta(seconds=round(time.time() - start)),
-                 int(state.nonfinite_steps.numpy()), manager.latest_checkpoint)
+                 int(state.skipped_steps.numpy()), manager.latest_checkpoint)
     return {"step": step, "progress": logger.lines, "eval": output,
             "preempted": stopped_by is not None, "stop_signal": stopped_by,
             "checkpoint": manager.latest_checkpoint, "global_batch_size": global_batch_size,

@@ -191,7 +191,7 @@ class Trainer(orbit.StandardTrainer):
         out.update({
             "learning_rate": float(to_numpy(self.optimizer.learning_rate)),
             "examples_per_second": self.global_batch_size * steps / elapsed,
-            "nonfinite_steps": int(self.state.nonfinite_steps.numpy()),
+            "skipped_steps": int(self.state.skipped_steps.numpy()),
             "rejected_steps": int(self.state.rejected_steps.numpy()),
         })
         if self.skipped_records is not None:  # skipped_records, skipped_records/<cause>, ...

@@ -33,7 +33,7 @@ def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
     tags = all_tags(os.path.join(model_dir, "train"))
     for tag in ("loss", "temperature", "learning_rate", "grad_norm", "image_to_text_accuracy",
                 "text_to_image_accuracy", "examples_per_second", "skipped_records",
-                "skipped_records/bad_image", "captions_cut", "nonfinite_steps",
+                "skipped_records/bad_image", "captions_cut", "skipped_steps",
                 "gin/operative_config"):
         assert tag in tags, (tag, tags)
     assert len(result["progress"]) == 3 and "ETA" in result["progress"][-1]
@@ -85,6 +85,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monk
     def counters(path):
         values = read(path, "")
         get = lambda part: int(next(v for k, v in values.items() if part in k))
+        # the checkpoint key of state.skipped_steps (step.CHECKPOINT_KEYS)
         return get("state/nonfinite_steps"), get("optimizer/iterations")
 
     unverified = os.path.join(model_dir, "unverified", "ckpt-8")
