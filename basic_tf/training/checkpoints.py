@@ -51,7 +51,7 @@ import tensorflow as tf
 from absl import logging
 from google.protobuf import text_format
 
-from basic_tf.training.trainer import NonFiniteLossError
+from basic_tf.training.trainer import SkippedStepsError
 
 UNVERIFIED_DIR = "unverified"
 HOST_DIR = "host"  # host-side objects saved beside a DTensor checkpoint (the input position)
@@ -294,14 +294,14 @@ class TrainingCheckpointManager:
         self._prune_host()
 
 
-def stop_error(error: Exception, manager: TrainingCheckpointManager) -> NonFiniteLossError:
-    """The NonFiniteLossError a run stops with: `error`'s text, then the newest good checkpoint
+def stop_error(error: Exception, manager: TrainingCheckpointManager) -> SkippedStepsError:
+    """The SkippedStepsError a run stops with: `error`'s text, then the newest good checkpoint
     (after `manager.settle()` made it the latest) and how to go on from it."""
     good = manager.settle()
     where = (f" (newer, unverified ones were moved to "
              f"{os.path.join(manager.model_dir, UNVERIFIED_DIR)})" if good else
              " (none: no checkpoint had been verified; a rerun starts afresh)")
-    return NonFiniteLossError(
+    return SkippedStepsError(
         f"{error} The newest good checkpoint is {good}{where}. Lower "
         "make_optimizer.learning_rate or train.clip_norm, or check the data, then rerun the "
         "same command to resume from it.")

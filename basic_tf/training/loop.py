@@ -53,7 +53,7 @@ from basic_tf.training.evaluator import ContrastiveEvaluator
 from basic_tf.training.placement import Placement
 from basic_tf.training.train_config import TrainConfig
 from basic_tf.training.step import TrainState
-from basic_tf.training.trainer import NonFiniteLossError, PreemptedError, Trainer
+from basic_tf.training.trainer import SkippedStepsError, PreemptedError, Trainer
 
 
 def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: ModelConfigs,
@@ -191,7 +191,7 @@ def _resume(manager, state: TrainState, global_batch_size: int, changes, model_d
 
 def _run(controller, trainer: Trainer, manager, config: TrainConfig, num_workers: int) -> tuple:
     """Runs the controller to config.train_steps -> (evaluation output, the stop signal's name
-    or None, start time). Too many skipped steps raise NonFiniteLossError naming the newest good
+    or None, start time). Too many skipped steps raise SkippedStepsError naming the newest good
     checkpoint; SIGTERM or SIGINT saves a checkpoint at the step it arrived."""
     output, stopped_by, start = None, None, time.time()
     # Several workers: SIGTERM ends the process, as SIGKILL does (one worker stopping early
@@ -207,7 +207,7 @@ def _run(controller, trainer: Trainer, manager, config: TrainConfig, num_workers
             else:
                 controller.train(steps=config.train_steps)
             manager.save(check_interval=False)  # the end (a saved step is not written again)
-    except NonFiniteLossError as e:
+    except SkippedStepsError as e:
         raise checkpoints.stop_error(e, manager) from None
     except PreemptedError as e:
         path = manager.save(check_interval=False) or manager.latest_checkpoint

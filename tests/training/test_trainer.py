@@ -10,7 +10,7 @@ from basic_tf import config, from_gin
 from basic_tf.models import DualEncoder
 from basic_tf.training import loop
 from basic_tf.training.step import step_seed
-from basic_tf.training.trainer import NonFiniteLossError
+from basic_tf.training.trainer import SkippedStepsError
 from float32_bounds import TINY_LOSS_REDUCTIONS, reduction_rtol
 from strategies import mirrored_strategy
 from training_helpers import all_tags, bindings, checkpoint_values, scalar_events
@@ -72,7 +72,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monk
     good = os.path.join(model_dir, "ckpt-6")
     stop = (r"4 consecutive .*\(train.max_consecutive_nonfinite=3\).* The newest good "
             rf"checkpoint is {good} ")
-    with pytest.raises(NonFiniteLossError, match=stop):
+    with pytest.raises(SkippedStepsError, match=stop):
         from_gin.train(model_dir)
     assert tf.train.latest_checkpoint(model_dir) == good
     assert sorted(os.listdir(os.path.join(model_dir, "unverified"))) == [
