@@ -94,7 +94,7 @@ def main(argv):
     from basic_tf.training.checkpoints import CheckpointWriteError
     from basic_tf.training.placement import mesh_with_strategy_error
     from basic_tf.training import worker_start
-    from basic_tf.training.trainer import NonFiniteLossError
+    from basic_tf.training.trainer import SkippedStepsError
 
     if FLAGS.mesh and FLAGS.strategy != "default":  # before building the strategy it names
         raise app.UsageError(str(mesh_with_strategy_error(FLAGS.mesh,
@@ -114,7 +114,7 @@ def main(argv):
             print(from_gin.dry_run(strategy, **overrides)["report"], flush=True)
             return
         result = from_gin.train(FLAGS.model_dir, strategy, **overrides)
-    except NonFiniteLossError as e:
+    except SkippedStepsError as e:
         logging.error("%s", e)
         raise SystemExit(1) from None
     except (ValueError, FileNotFoundError, CheckpointWriteError) as e:

@@ -3,7 +3,7 @@
 Keys of the checkpoint (other tools read them): model (the keras.Model: DualEncoder or stage (a)
 ImageClassifier), optimizer (`optimizer_state`: update count and slots, not the learning rate,
 which comes from the config), state (step.TrainState: global step, skipped-step counters,
-verified step, global batch size, recent losses), data (the input iterator's position, shuffle
+verified step, global batch size, recent losses; TrainState.checkpointed), data (the input iterator's position, shuffle
 buffers included), skipped_records (data pipeline counters).
 
 Host parts: an input position that cannot be in the checkpoint is written beside it, first, as
@@ -52,7 +52,7 @@ from absl import logging
 from google.protobuf import text_format
 
 from basic_tf.data import distributed
-from basic_tf.training.trainer import NonFiniteLossError
+from basic_tf.training.trainer import SkippedStepsError
 
 UNVERIFIED_DIR = "unverified"
 HOST_DIR = "host"  # host-side objects saved beside a DTensor checkpoint (the input position)
@@ -131,7 +131,7 @@ class TrainingCheckpointManager:
     Args:
       checkpoint: the tf.train.Checkpoint of everything trained.
       model_dir: the run's directory: ckpt-<step> and the `checkpoint` index.
-      state: step.TrainState (step, consecutive_nonfinite, verified_step).
+      state: step.TrainState (step, consecutive_skipped, verified_step).
       checkpoint_interval: save at exact multiples of this many steps.
       max_to_keep: checkpoints kept (at least 2, so the newest verified one is always there).
       host_checkpoint: a tf.train.Checkpoint of host-side objects (an input iterator) written
@@ -192,7 +192,7 @@ class TrainingCheckpointManager:
         step = int(self.state.step.numpy())
         if (check_interval and step % self.checkpoint_interval) or step == self._written_step:
             return None
-        pending = int(self.state.consecutive_nonfinite.numpy())
+        pending = int(self.state.consecutive_skipped.numpy())
         if pending:
             logging.warning("no checkpoint at step %d: its last %d step(s) were skipped; the "
                             "newest checkpoint stays %s", step, pending, self.latest_checkpoint)
@@ -295,17 +295,23 @@ class TrainingCheckpointManager:
         self._prune_host()
 
 
-def stop_error(error: Exception, manager: TrainingCheckpointManager) -> NonFiniteLossError:
-    """The NonFiniteLossError a run stops with: `error`'s text, then the newest good checkpoint
+def stop_error(error: Exception, manager: TrainingCheckpointManager) -> SkippedStepsError:
+    """The SkippedStepsError a run stops with: `error`'s text, then the newest good checkpoint
     (after `manager.settle()` made it the latest) and how to go on from it."""
     good = manager.settle()
     where = (f" (newer, unverified ones were moved to "
              f"{os.path.join(manager.model_dir, UNVERIFIED_DIR)})" if good else
              " (none: no checkpoint had been verified; a rerun starts afresh)")
-    return NonFiniteLossError(
+    return SkippedStepsError(
         f"{error} The newest good checkpoint is {good}{where}. Lower "
         "make_optimizer.learning_rate or train.clip_norm, or check the data, then rerun the "
         "same command to resume from it.")
+
+
+def training_checkpoint(state, **objects) -> tf.train.Checkpoint:
+    """The tf.train.Checkpoint of a run: `objects` (keyword = key) and step.TrainState `state`
+    under "state" with the keys of checkpoints already written (TrainState.checkpointed)."""
+    return tf.train.Checkpoint(state=state.checkpointed, **objects)
 
 
 def make_checkpoint_manager(model_dir: str, state, checkpoint_interval: int,
@@ -314,7 +320,7 @@ def make_checkpoint_manager(model_dir: str, state, checkpoint_interval: int,
     """A manager saving `objects` (keyword = checkpoint key) and `state` (key "state") to
     model_dir as ckpt-<step>, and `host_objects` beside them (model_dir/host/ckpt-<step>; on a
     DTensor mesh: the input iterator); see TrainingCheckpointManager."""
-    checkpoint = tf.train.Checkpoint(state=state, **objects)
+    checkpoint = training_checkpoint(state, **objects)
     host = tf.train.Checkpoint(**host_objects) if host_objects else None
     return TrainingCheckpointManager(checkpoint, model_dir, state, checkpoint_interval,
                                      max_to_keep, host)

@@ -53,7 +53,7 @@ from basic_tf.training.evaluator import ContrastiveEvaluator
 from basic_tf.training.placement import Placement
 from basic_tf.training.train_config import TrainConfig
 from basic_tf.training.step import TrainState
-from basic_tf.training.trainer import NonFiniteLossError, PreemptedError, Trainer
+from basic_tf.training.trainer import SkippedStepsError, PreemptedError, Trainer
 
 
 def train(model_dir: str, config: TrainConfig, placement: Placement, *, models: ModelConfigs,
@@ -152,7 +152,7 @@ def _train(model_dir: str, config: TrainConfig, placement: Placement, models: Mo
     logging.info("training %s at step %d/%d after %s; %d step(s) skipped in all; latest "
                  "checkpoint %s", f"stopped by {stopped_by}" if stopped_by else "finished", step,
                  config.train_steps, datetime.timedelta(seconds=round(time.time() - start)),
-                 int(state.nonfinite_steps.numpy()), manager.latest_checkpoint)
+                 int(state.skipped_steps.numpy()), manager.latest_checkpoint)
     return {"step": step, "progress": logger.lines, "eval": output,
             "preempted": stopped_by is not None, "stop_signal": stopped_by,
             "checkpoint": manager.latest_checkpoint, "global_batch_size": global_batch_size,
@@ -193,7 +193,7 @@ def _resume(manager, state: TrainState, global_batch_size: int, changes, model_d
 
 def _run(controller, trainer: Trainer, manager, config: TrainConfig, num_workers: int) -> tuple:
     """Runs the controller to config.train_steps -> (evaluation output, the stop signal's name
-    or None, start time). Too many skipped steps raise NonFiniteLossError naming the newest good
+    or None, start time). Too many skipped steps raise SkippedStepsError naming the newest good
     checkpoint; SIGTERM or SIGINT saves a checkpoint at the step it arrived."""
     output, stopped_by, start = None, None, time.time()
     # Several workers: SIGTERM ends the process, as SIGKILL does (one worker stopping early
@@ -209,7 +209,7 @@ def _run(controller, trainer: Trainer, manager, config: TrainConfig, num_workers
             else:
                 controller.train(steps=config.train_steps)
             manager.save(check_interval=False)  # the end (a saved step is not written again)
-    except NonFiniteLossError as e:
+    except SkippedStepsError as e:
         raise checkpoints.stop_error(e, manager) from None
     except PreemptedError as e:
         path = manager.save(check_interval=False) or manager.latest_checkpoint

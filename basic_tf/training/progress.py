@@ -55,7 +55,7 @@ class ProgressLogger:
                            if k.startswith("skipped_records/") and v)
         parts.append(f"skipped {int(output.get('skipped_records', 0))} rec"
                      + (f" ({causes})" if causes else "")
-                     + f", {int(output.get('nonfinite_steps', 0))} steps")
+                     + f", {int(output.get('skipped_steps', 0))} steps")
         eta = (self.total_steps - step) / rate if rate > 0 else 0.0
         parts.append(f"ETA {datetime.timedelta(seconds=round(eta))}")
         line = " | ".join(parts)

@@ -28,26 +28,34 @@ from basic_tf.training.train_config import MAX_LOSS_WINDOW
 from basic_tf.training.update import UpdateResult, apply_update
 
 
-class TrainState(tf.Module):
+# TrainState attribute -> its key under "state" in the training checkpoint, where the two differ.
+# These counters were first named nonfinite_steps / consecutive_nonfinite, though they count loss
+# spikes (finite) too; model_dirs written then hold them under those keys, and
+# assert_existing_objects_matched refuses a checkpoint missing a key, so the keys stay.
+CHECKPOINT_KEYS = {"skipped_steps": "nonfinite_steps",
+                   "consecutive_skipped": "consecutive_nonfinite"}
+
+
+class TrainState:
     """Checkpointed counters: global step (steps run, applied or not), skipped steps, the newest
     verified step, the global batch size and the loss-spike guard's recent losses.
 
-    `nonfinite_steps` / `consecutive_nonfinite` count every skipped step, a finite loss spike
-    too (their names are the checkpoint's keys, kept so that existing model_dirs resume);
-    `rejected_steps` counts the skipped steps whose loss was finite.
+    A step is skipped for a non-finite loss, gradient or update, or a finite loss spike:
+    `skipped_steps` / `consecutive_skipped` count all of them, `rejected_steps` those whose loss
+    was finite. `checkpointed` is the tf.Module a training checkpoint holds under "state": these
+    variables under their checkpoint keys (CHECKPOINT_KEYS, else the attribute name).
 
     Create inside strategy.scope(); updated in cross-replica context only.
     """
 
     def __init__(self):
-        super().__init__(name="train_state")
         agg = tf.VariableAggregation.ONLY_FIRST_REPLICA
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
                                 name="global_step")
-        self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
-                                           name="nonfinite_steps")
-        self.consecutive_nonfinite = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                                 aggregation=agg, name="consecutive_nonfinite")
+        self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
+                                         name="skipped_steps")
+        self.consecutive_skipped = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                               aggregation=agg, name="consecutive_skipped")
         # Finite loss, update refused: a loss spike, or an update that made a weight non-finite.
         self.rejected_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
                                           name="rejected_steps")
@@ -60,6 +68,10 @@ class TrainState(tf.Module):
                                          aggregation=agg, name="recent_losses")
         self.applied_steps = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=agg,
                                          name="applied_steps")
+        self.checkpointed = tf.Module(name="train_state")
+        for name, variable in list(vars(self).items()):
+            if isinstance(variable, tf.Variable):
+                setattr(self.checkpointed, CHECKPOINT_KEYS.get(name, name), variable)
 
     def loss_ceiling(self, factor: Optional[float], window: int) -> tf.Tensor:
         """float32 scalar: factor x median of the last `window` applied losses; +inf without a
@@ -85,9 +97,9 @@ class TrainState(tf.Module):
 
     def advance(self, applied: tf.Tensor) -> tf.Tensor:
         """Counts one step (applied or not); returns the run of consecutive skipped steps."""
-        run = tf.where(applied, tf.constant(0, tf.int64), self.consecutive_nonfinite + 1)
-        self.consecutive_nonfinite.assign(run)
-        self.nonfinite_steps.assign_add(1 - tf.cast(applied, tf.int64))
+        run = tf.where(applied, tf.constant(0, tf.int64), self.consecutive_skipped + 1)
+        self.consecutive_skipped.assign(run)
+        self.skipped_steps.assign_add(1 - tf.cast(applied, tf.int64))
         self.step.assign_add(1)
         return run
 

@@ -51,9 +51,11 @@ class TrainConfig:
       deleted).
     log_every: steps between progress lines (None: steps_per_loop).
     clip_norm: clip the global-batch gradient to this L2 norm (None: no clipping).
-    max_consecutive_nonfinite: skipped steps in a row that stop the run. A step is skipped for
-      a non-finite loss, gradient or update and also for a finite loss spike; the binding keeps
-      the name users know (the counters are `skipped_steps`).
+    max_consecutive_nonfinite: skipped steps in a row that stop the run (TrainState's
+      `consecutive_skipped`). A step is skipped for a non-finite loss, gradient or update and
+      also for a finite loss spike. The name predates the spike guard; it stays because
+      experiment files, --gin_bindings and the operative_config.gin of existing model_dirs
+      (compared on resume: settings_diff) bind it.
     loss_spike_factor: skip a step whose loss exceeds this x the median loss of the last
       loss_spike_window applied steps (None: no loss-spike guard).
     loss_spike_window: applied steps in that median (1..MAX_LOSS_WINDOW).

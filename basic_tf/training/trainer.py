@@ -24,7 +24,7 @@ when the loss exceeds `loss_spike_factor` x the median loss of the last `loss_sp
 steps; the trainer then restores the task's state variables (a NaN batch must not poison
 BatchNorm's moving statistics). It counts skipped steps (total, consecutive, spikes: all
 checkpointed) and, at the end of the loop in which `max_consecutive_nonfinite` in a row happened,
-raises NonFiniteLossError before any checkpoint is written. `state.verified_step` is the newest
+raises SkippedStepsError before any checkpoint is written. `state.verified_step` is the newest
 step count whose weights gave a finite loss and gradient: checkpoints up to it are known good
 (checkpoints.TrainingCheckpointManager keeps the newest of them and names it in the error).
 
@@ -47,8 +47,9 @@ from basic_tf.parallel.dtensor import to_numpy
 from basic_tf.training.step import TrainState, TrainStep, split_host_fields
 
 
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive steps had a non-finite loss, gradient or update (or a loss spike)."""
+class SkippedStepsError(RuntimeError):
+    """Too many consecutive steps were skipped: a non-finite loss, gradient or update, or a loss
+    spike."""
 
 
 class PreemptedError(RuntimeError):
@@ -61,11 +62,11 @@ class PreemptedError(RuntimeError):
 
 
 def _skipped_run_error(run: int, first_step: int, last_step: int,
-                       max_consecutive_nonfinite: int) -> NonFiniteLossError:
+                       max_consecutive_nonfinite: int) -> SkippedStepsError:
     """The error that stops a run after `run` skipped steps in a row (checked at the end of
     the loop of steps first_step..last_step, before its checkpoint). The caller adds which
     checkpoint is the newest good one (checkpoints.TrainingCheckpointManager.settle)."""
-    return NonFiniteLossError(
+    return SkippedStepsError(
         f"{run} consecutive training steps (in the loop of steps {first_step}..{last_step}) were "
         f"skipped: non-finite loss, gradient or updated weights, or a loss spike "
         f"(train.max_consecutive_nonfinite={max_consecutive_nonfinite}); the run stops here.")
@@ -191,7 +192,7 @@ class Trainer(orbit.StandardTrainer):
         out.update({
             "learning_rate": float(to_numpy(self.optimizer.learning_rate)),
             "examples_per_second": self.global_batch_size * steps / elapsed,
-            "nonfinite_steps": int(self.state.nonfinite_steps.numpy()),
+            "skipped_steps": int(self.state.skipped_steps.numpy()),
             "rejected_steps": int(self.state.rejected_steps.numpy()),
         })
         if self.skipped_records is not None:  # skipped_records, skipped_records/<cause>, ...

@@ -88,11 +88,11 @@ def worker_checkpoint_manager(strategy, role: WorkerRole, model_dir: str, state,
     meet = functools.partial(barrier, strategy)  # every position of the step is written
     if role.is_chief:
         return checkpoints.TrainingCheckpointManager(
-            tf.train.Checkpoint(state=state, data=data, **objects), model_dir, state,
+            checkpoints.training_checkpoint(state, data=data, **objects), model_dir, state,
             checkpoint_interval, max_to_keep, before_write=meet)
     # Its own input position is the checkpoint's host part; its copy of the checkpoint, scratch.
     return checkpoints.TrainingCheckpointManager(
-        tf.train.Checkpoint(state=state, **objects), model_dir, state, checkpoint_interval,
+        checkpoints.training_checkpoint(state, **objects), model_dir, state, checkpoint_interval,
         max_to_keep, host_checkpoint=tf.train.Checkpoint(data=data),
         host_dir=os.path.join(model_dir, POSITION_DIR, role.task),
         write_dir=os.path.join(write_dir(model_dir, role), "checkpoint"), worker=role.task,

@@ -13,7 +13,7 @@ import tensorflow as tf
 from basic_tf import config, from_gin
 from basic_tf.training import checkpoints
 from basic_tf.training.contrastive import ContrastiveTask
-from basic_tf.training.trainer import NonFiniteLossError
+from basic_tf.training.trainer import SkippedStepsError
 from training_helpers import bindings, checkpoint_values, scalar_events
 
 FAST = ["train.steps_per_loop = 2", "train.checkpoint_interval = 2", "train.log_every = 2"]
@@ -46,7 +46,7 @@ def test_divergence_keeps_the_last_good_state_then_resumes(tiny_data, run_of_6_s
     # An absurd learning rate: the first update is applied (its loss was finite) and blows the
     # weights up; every later step is non-finite. Before the fix the learning rate came back
     # from the checkpoint (no divergence at all), and with it rotation deleted the good states.
-    with pytest.raises(NonFiniteLossError, match=f"newest good checkpoint is {good} "):
+    with pytest.raises(SkippedStepsError, match=f"newest good checkpoint is {good} "):
         _train(model_dir, tiny_data, "train.train_steps = 40", "make_optimizer.learning_rate = 1e30",
                "train.max_consecutive_nonfinite = 3", "train.max_checkpoints = 1")
     assert tf.train.latest_checkpoint(model_dir) == good
@@ -224,6 +224,6 @@ def test_old_binding_names_fail_at_parse_time_naming_their_new_place(tmp_path):
 def test_absurd_learning_rate_from_the_start_ends_in_the_guard(tiny_data, tmp_path):
     # Before: ZeroDivisionError in the summaries once the temperature's scale reached 0.
     model_dir = str(tmp_path / "run")
-    with pytest.raises(NonFiniteLossError, match="newest good checkpoint is "):
+    with pytest.raises(SkippedStepsError, match="newest good checkpoint is "):
         _train(model_dir, tiny_data, "train.train_steps = 30", "make_optimizer.learning_rate = 1e5",
                "train.max_consecutive_nonfinite = 2")

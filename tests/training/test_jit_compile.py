@@ -50,7 +50,7 @@ def _train(kind: str, jit_compile: bool, initial) -> dict:
     run = tf.function(step, autograph=False)  # as the Trainer's loop calls it
     losses = [float(run(batch)[0].loss) for batch in _batches()]
     return {"losses": losses, "weights": [w.copy() for w in model.get_weights()],
-            "skipped": int(state.nonfinite_steps.numpy()),
+            "skipped": int(state.skipped_steps.numpy()),
             "updates": int(optimizer.iterations.numpy())}
 
 

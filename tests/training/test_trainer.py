@@ -10,7 +10,7 @@ from basic_tf import config, from_gin
 from basic_tf.models import DualEncoder
 from basic_tf.training import loop
 from basic_tf.training.step import step_seed
-from basic_tf.training.trainer import NonFiniteLossError
+from basic_tf.training.trainer import SkippedStepsError
 from float32_bounds import TINY_LOSS_REDUCTIONS, reduction_rtol
 from strategies import mirrored_strategy
 from training_helpers import all_tags, bindings, checkpoint_values, scalar_events
@@ -33,7 +33,7 @@ def test_mirrored_accumulated_training_loss_falls(tiny_data, tmp_path):
     tags = all_tags(os.path.join(model_dir, "train"))
     for tag in ("loss", "temperature", "learning_rate", "grad_norm", "image_to_text_accuracy",
                 "text_to_image_accuracy", "examples_per_second", "skipped_records",
-                "skipped_records/bad_image", "captions_cut", "nonfinite_steps",
+                "skipped_records/bad_image", "captions_cut", "skipped_steps",
                 "gin/operative_config"):
         assert tag in tags, (tag, tags)
     assert len(result["progress"]) == 3 and "ETA" in result["progress"][-1]
@@ -72,7 +72,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monk
     good = os.path.join(model_dir, "ckpt-6")
     stop = (r"4 consecutive .*\(train.max_consecutive_nonfinite=3\).* The newest good "
             rf"checkpoint is {good} ")
-    with pytest.raises(NonFiniteLossError, match=stop):
+    with pytest.raises(SkippedStepsError, match=stop):
         from_gin.train(model_dir)
     assert tf.train.latest_checkpoint(model_dir) == good
     assert sorted(os.listdir(os.path.join(model_dir, "unverified"))) == [
@@ -85,6 +85,7 @@ def test_nonfinite_steps_are_skipped_counted_then_stop(tiny_data, tmp_path, monk
     def counters(path):
         values = read(path, "")
         get = lambda part: int(next(v for k, v in values.items() if part in k))
+        # the checkpoint key of state.skipped_steps (step.CHECKPOINT_KEYS)
         return get("state/nonfinite_steps"), get("optimizer/iterations")
 
     unverified = os.path.join(model_dir, "unverified", "ckpt-8")
