@@ -77,12 +77,12 @@ def _make_dataset(*args, **kwargs):
     pipeline), the rest pass as they are, input_limits() is `limits` unless given. Signature:
     pipeline.make_dataset's without `data`, plus those fields (_make_dataset_signature)."""
     arguments = _MAKE_DATASET_SIGNATURE.bind(*args, **kwargs)
-    defaulted = [name for name in data_config_lib.FIELDS if name not in arguments.arguments]
+    given = {name: arguments.arguments.pop(name) for name in data_config_lib.FIELDS
+             if name in arguments.arguments}
     arguments.apply_defaults()
-    values = dict(arguments.arguments)
-    data = data_config_lib.DataConfig(
-        **{name: values.pop(name) for name in data_config_lib.FIELDS},
-        sources=tuple((name, "make_dataset default") for name in defaulted))
+    values = {name: value for name, value in arguments.arguments.items()
+              if name not in data_config_lib.FIELDS}
+    data = data_config(given_as="given", **given)
     if values["limits"] is None:
         values["limits"] = input_limits()
     return pipeline.make_dataset(values.pop("input_context"), data, **values)
@@ -109,11 +109,13 @@ def write_tfrecords(records, output_prefix, **kwargs):
     return _write_tfrecords(records, output_prefix, **kwargs)
 
 
-def data_config(**overrides) -> data_config_lib.DataConfig:
+def data_config(*, given_as: str = "flag", **overrides) -> data_config_lib.DataConfig:
     """The data config of the parsed gin files: each field's make_dataset.<field> binding
     (macros resolved, as gin injects it), else make_dataset's default; `overrides`
-    (field=value, None = not given) are explicit flags and win. Raises ValueError naming a
-    field whose value is out of range. Defaults: DataConfig's (data_config.field_defaults)."""
+    (field=value, None = not given) are explicit values and win, their source labelled
+    `given_as` ('flag' for a tool's flags; make_dataset passes what gin or its caller gave).
+    Raises ValueError naming a field whose value is out of range. Defaults: DataConfig's
+    (data_config.field_defaults). The one builder of a DataConfig from bindings."""
     fields = data_config_lib.FIELDS
     unknown = sorted(set(overrides) - set(fields))
     if unknown:
@@ -123,7 +125,7 @@ def data_config(**overrides) -> data_config_lib.DataConfig:
     missing = object()
     for field in fields:
         if overrides.get(field) is not None:
-            values[field], source = overrides[field], "flag"
+            values[field], source = overrides[field], given_as
         else:
             default = defaults[field]
             value = config.bound_value(f"make_dataset.{field}", missing)
