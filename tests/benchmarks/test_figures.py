@@ -193,3 +193,15 @@ def test_committed_loss_memory_figures_meet_the_issue_targets():
     for kind in ("softmax", "sigmoid"):
         big = rows[(65536, kind, "ours chunked")]
         assert not big.get("oom") and big["peak_increase_mb"] <= 2048, big
+
+
+@pytest.mark.slow
+def test_step_memory_child_runs_on_tiny_and_reports_the_planners_prediction():
+    """The child of planner_memory / memory_accumulation, run in-process at batch 4 (once it
+    read from_gin without importing it, and every child failed with a NameError)."""
+    from benchmarks import steps
+    row = steps.measure_step_memory(dict(gin=["tiny"], bindings=[], batch=2, micro=1,
+                                         remat="none", steps=0))
+    assert row["micro"] == 1 and row["params"] == row["planner_params"] > 0
+    assert row["predicted_mb"] > 0 and row["step_s"] is None
+    assert all(value >= 0 for value in row["predicted_components_mb"].values())
