@@ -2,15 +2,24 @@
 
 An experiment is one gin file in the repository's `gin/` folder (or any path). Every tunable is a
 gin binding; `operative_config_str()` after training is the run's record.
+
+A gin file, and a file it includes by its full name, may be on any tf.io.gfile filesystem
+(`--gin_file=gs://bucket/exp.gin`, `include 'gs://bucket/base.gin'`): gin reads local files with
+Python's open, and tf.io.gfile reads the rest (`_read_any_filesystem`). A relative include
+resolves as gin resolves it (the shipped gin/ folder, then the working directory), not next to
+the including file.
 """
 import contextlib
 import copy
 import importlib
 import os
+import re
 import tokenize
 from typing import Iterable, Sequence
 
 import gin
+
+from basic_tf import files
 
 # Every module that declares gin configurables. Importing them registers the names.
 CONFIGURABLE_MODULES = (
@@ -50,11 +59,68 @@ def resolve_gin_file(name: str) -> str:
     base = name if name.endswith(".gin") else name + ".gin"
     candidates.append(os.path.join(GIN_DIR, base))
     for path in candidates:
-        if os.path.isfile(path):
+        if _is_gin_file(path):
             return path
     available = sorted(f for f in os.listdir(GIN_DIR) if f.endswith(".gin")) if os.path.isdir(GIN_DIR) else []
     raise FileNotFoundError(
         f"gin file {name!r} not found (looked at {candidates}); available in {GIN_DIR}: {available}")
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# A URL after a gin search prefix: gin joins its prefixes to any path os.path.isabs calls relative,
+# a URL included ("/site/gin/gs://b/x.gin"); a URL is absolute, so the join is the URL.
+_URL_AFTER_PREFIX = re.compile(r"(?:^|/)([A-Za-z][A-Za-z0-9+.-]*://.*)$")
+
+
+def _is_gin_file(path: str) -> bool:
+    """Whether `path` is a file: a local one (os.path.isfile), or a URL (gs://, ram://, ...) that
+    tf.io.gfile finds and is not a folder."""
+    if not _URL.match(path):
+        return os.path.isfile(path)
+    import tensorflow as tf
+    try:
+        return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+    except tf.errors.OpError:   # an unknown scheme, or a bucket we may not list
+        return False
+
+
+def _url_in(path: str):
+    """The URL `path` names, gin's search prefix dropped (see _URL_AFTER_PREFIX); None for a
+    local path."""
+    found = _URL_AFTER_PREFIX.search(path)
+    return found.group(1) if found else None
+
+
+def _is_readable_url(path: str) -> bool:
+    """gin's existence check for `_open_url`: a URL naming a file (local paths stay gin's)."""
+    url = _url_in(path)
+    return url is not None and _is_gin_file(url)
+
+
+def _open_url(path: str):
+    """gin's file reader for URLs: a text-mode tf.io.gfile.GFile (a context manager with
+    readline, as gin's parser takes it)."""
+    import tensorflow as tf
+    return tf.io.gfile.GFile(_url_in(path), "r")
+
+
+def _read_gin_text(path: str) -> str:
+    """The text of the gin file `path`, local or on any tf.io.gfile filesystem."""
+    if _URL.match(path):
+        with _open_url(path) as f:
+            return f.read()
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _read_any_filesystem() -> None:
+    """Lets gin.parse_config_file (and so `include`) read URLs through tf.io.gfile. Our reader
+    goes right after gin's first, Python's open (which keeps local paths), and before gin's
+    package-path reader, which would log an error for each search prefix it does not find a URL
+    under. Idempotent."""
+    readers = gin.config._FILE_READERS
+    if all(reader is not _open_url for reader, _ in readers):
+        readers.insert(1, (_open_url, _is_readable_url))
 
 
 def _search_gin_dir_first() -> None:
@@ -91,8 +157,7 @@ def _outside_imports(text: str, source: str, seen: set):
             path = _included_file(statement.filename)
             if path and path not in seen:
                 seen.add(path)
-                with open(path, encoding="utf-8") as f:
-                    yield from _outside_imports(f.read(), f"gin file {path}", seen)
+                yield from _outside_imports(_read_gin_text(path), f"gin file {path}", seen)
 
 
 def _included_file(name: str):
@@ -100,8 +165,8 @@ def _included_file(name: str):
     will not find it either (gin's parse then names it)."""
     prefixes = [""] if os.path.isabs(name) else gin.config._LOCATION_PREFIXES
     for prefix in prefixes:
-        if os.path.isfile(os.path.join(prefix, name)):
-            return os.path.abspath(os.path.join(prefix, name))
+        if _is_gin_file(os.path.join(prefix, name)):
+            return files.absolute(os.path.join(prefix, name))
     return None
 
 
@@ -111,9 +176,8 @@ def check_imports(paths: Sequence[str], bindings: Sequence[str]) -> None:
     seen = set()
     sources = []
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            sources.append((f.read(), f"gin file {path}"))
-        seen.add(os.path.abspath(path))
+        sources.append((_read_gin_text(path), f"gin file {path}"))
+        seen.add(files.absolute(path))
     sources += [(binding, f"gin binding {binding!r}") for binding in bindings]
     for text, source in sources:
         with _naming(source):   # a syntax error is named as parse() would name it
@@ -138,6 +202,7 @@ def parse(gin_files: Iterable[str] | str, bindings: Sequence[str] = (), finalize
         gin_files = [gin_files]
     gin.clear_config()
     _search_gin_dir_first()
+    _read_any_filesystem()
     paths = [resolve_gin_file(f) for f in gin_files]
     if not allow_imports:
         check_imports(paths, bindings)

@@ -25,13 +25,14 @@ ALLOWED = {
     ("basic_tf/cli.py", "glob.glob"): "/dev/nvidia* probe of this host's GPUs",
     ("basic_tf/cli.py", "os.path.abspath"): "locates the tools/ shipped with the package",
     ("basic_tf/cli.py", "os.path.isfile"): "locates the tools/ shipped with the package",
-    ("basic_tf/config.py", "os.path.abspath"): "gin files: the package's gin/ folder and gin's "
-    "search path (gin reads with Python's open: a gin file is local, not in a bucket)",
+    ("basic_tf/config.py", "os.path.abspath"): "the package's own folder (__file__)",
     ("basic_tf/config.py", "os.path.isdir"): "the package's gin/ folder",
-    ("basic_tf/config.py", "os.path.isfile"): "gin file lookup on gin's local search path",
+    ("basic_tf/config.py", "os.path.isfile"): "`_is_gin_file`: after the URL test (a URL goes "
+    "to tf.io.gfile)",
     ("basic_tf/config.py", "os.listdir"): "lists the package's gin/ folder",
     ("basic_tf/config.py", "os.path.isabs"): "gin file lookup on gin's local search path",
-    ("basic_tf/config.py", "open"): "reads a gin file, local as gin itself reads it",
+    ("basic_tf/config.py", "open"): "`_read_gin_text`: a local gin file, after the URL test "
+    "(a URL is read with tf.io.gfile.GFile)",
     ("basic_tf/zeroshot/prompts.py", "os.path.abspath"): "the package's zeroshot/data folder",
     ("basic_tf/zeroshot/prompts.py", "open"): "JSON shipped in basic_tf/zeroshot/data",
     ("basic_tf/files.py", "os.path.abspath"): "`absolute`/`normalized`: local paths only",

@@ -93,3 +93,33 @@ def test_staging_left_by_a_killed_export_is_cleared_by_the_next(tmp_path):
     with layout.staged_dir(str(base / "6")) as staging:
         assert os.path.basename(staging).startswith(f".tmp-6-{os.getpid()}-")
     assert sorted(os.listdir(base)) == sorted(kept + ["6"])
+
+
+def test_staged_dir_on_a_url_filesystem_moves_file_by_file_saved_model_last(monkeypatch):
+    """A bucket has no atomic folder rename (gs:// copies each object; ram://, the bucket's
+    stand-in here, would rename only the folder's own entry and orphan its files): the version
+    appears file by file, saved_model.pb last, so TF Serving, which loads a version only when its
+    saved_model.pb is there, never loads a part of one."""
+    import uuid
+
+    import tensorflow as tf
+    root = f"ram://export_{uuid.uuid4().hex[:8]}"
+    final = f"{root}/m/1"
+    renamed = []
+    rename = tf.io.gfile.rename
+    monkeypatch.setattr(tf.io.gfile, "rename",
+                        lambda a, b, overwrite=False: (renamed.append(b), rename(a, b, overwrite)))
+    files = {"saved_model.pb": "pb", "variables/variables.index": "i",
+             "variables/variables.data-00000-of-00001": "d", "assets/serving.json": "{}"}
+    with layout.staged_dir(final) as staging:
+        assert staging.startswith(f"{root}/m/.tmp-1-")
+        for name, text in files.items():
+            tf.io.gfile.makedirs(os.path.dirname(f"{staging}/{name}"))
+            with tf.io.gfile.GFile(f"{staging}/{name}", "w") as f:
+                f.write(text)
+    assert renamed[-1] == f"{final}/saved_model.pb" and len(renamed) == len(files)
+    assert tf.io.gfile.listdir(f"{root}/m") == ["1"]                # the staging folder is gone
+    for name, text in files.items():
+        with tf.io.gfile.GFile(f"{final}/{name}") as f:
+            assert f.read() == text
+    assert layout.existing_versions(f"{root}/m") == [1]
