@@ -9,8 +9,9 @@ counters) on random batches of tiny.gin's shapes (no input pipeline). Modes: `pl
 per-variable update, roll-back copies and conditionals of training/update.py: the step before
 the flat update). One child process per mode: `first call s` is tracing + compilation + one
 step; `compile s` is that minus a steady step (what a TPU run waits before its first step, on
-this CPU); `step s` is the median of the timed steps. The issue's target: compile <= 10 s on 2 cores. The 1-minute load average at the
-start and end of each child says how much of the 2 cores other processes took.
+this CPU); `step s` is the median of the timed steps. The issue's target: compile <= 10 s on 2
+cores. The 1-minute load average at the start and end of each child says how much of the 2
+cores other processes took.
 """
 import os
 import time
