@@ -4,11 +4,14 @@ gin/tiny.gin's model, batch and optimizer: 64 pairs in 2 micro-batches, AdamW.
 
 The step is basic_tf/training/step.py's TrainStep as the Trainer calls it (accumulation,
 clipping, the skipped-step guard and roll-back, the optimizer update, BatchNorm restore,
-counters) on random batches of tiny.gin's shapes (no input pipeline). One child process per
-mode: `first call s` is tracing + compilation + one step; `compile s` is that minus a steady
-step (what a TPU run waits before its first step, on this CPU); `step s` is the median of the
-timed steps. The issue's target: compile <= 10 s on 2 cores. The 1-minute load average at the
-start and end of each child says how much of the 2 cores other processes took.
+counters) on random batches of tiny.gin's shapes (no input pipeline). Modes: `plain`, `xla`
+(the flat AdamW update of training/flat_update.py) and `xla_per_variable` (xla with Keras'
+per-variable update, roll-back copies and conditionals of training/update.py: the step before
+the flat update). One child process per mode: `first call s` is tracing + compilation + one
+step; `compile s` is that minus a steady step (what a TPU run waits before its first step, on
+this CPU); `step s` is the median of the timed steps. The issue's target: compile <= 10 s on 2
+cores. The 1-minute load average at the start and end of each child says how much of the 2
+cores other processes took.
 """
 import os
 import time
@@ -17,7 +20,7 @@ from benchmarks import common
 
 GIN, BATCH, STEPS = ["tiny"], 64, 8
 # tiny.gin's data paths are not needed (random batches); its model, M = 2 and AdamW are.
-MODES = ("plain", "xla")
+MODES = ("plain", "xla", "xla_per_variable")
 
 
 def measure(cfg: dict) -> dict:
@@ -31,6 +34,9 @@ def measure(cfg: dict) -> dict:
     from basic_tf.training.step import TrainState, TrainStep
 
     load_start = os.getloadavg()[0]
+    if cfg["mode"] == "xla_per_variable":
+        from basic_tf.training import flat_update
+        flat_update.supports = lambda optimizer, variables: False
     config.parse(GIN, [])
     train = from_gin.train_config()
     model = from_gin.dual_encoder()
@@ -47,7 +53,7 @@ def measure(cfg: dict) -> dict:
     step = TrainStep(placement, task, optimizer, state, clip_norm=train.clip_norm,
                      loss_spike_factor=train.loss_spike_factor,
                      loss_spike_window=train.loss_spike_window, seed=train.seed,
-                     jit_compile=cfg["mode"] == "xla")
+                     jit_compile=cfg["mode"] != "plain")
     fn = tf.function(step, autograph=False)  # as the Trainer's loop calls it
     start = time.perf_counter()
     float(fn(batch)[0].loss)

@@ -169,8 +169,9 @@ class TrainStep:
                     f"{type(placement.strategy).__name__}"
                     f"{' on a DTensor mesh' if placement.mesh is not None else ''}: drop one")
             self._compiled = tf.function(self._step, jit_compile=True, autograph=False)
-        # Under XLA one concatenated finite check of the update (update.all_finite) compiles
-        # faster and XLA fuses it without a copy; elsewhere one check per variable (no copy).
+        # Under XLA few large ops compile faster than per-variable ones: AdamW updated and
+        # checked over all variables concatenated (flat_update.py), other optimizers' updates
+        # checked in one concatenation (update.all_finite). Elsewhere per variable (no copies).
         self._flat_check = self._compiled is not None or tpu
 
     def __call__(self, batch):

@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 import tensorflow as tf
 
+from basic_tf.training import flat_update
+
 UpdateResult = collections.namedtuple("UpdateResult",
                                       ["loss", "grad_norm", "applied", "loss_finite"])
 UpdateResult.__doc__ = """Per replica (identical on every replica): the global-batch loss
@@ -44,10 +46,11 @@ def apply_update(optimizer, variables: Sequence, loss_share: tf.Tensor, grads: S
       grads: this replica's gradient shares, aligned with `variables` (no None).
       clip_norm: clip the global gradient to this L2 norm; None or 0 for no clipping.
       max_loss: float32 scalar; a step whose global loss exceeds it is not applied (None: +inf).
-      flat_check: check the updated weights and slots in one concatenation per dtype instead of
-        one check per variable (all_finite): under XLA a quarter less compile time for tiny.gin
-        (benchmarks/README.md, xla_step); not on a DTensor mesh, where it would gather sharded
-        weights.
+      flat_check: few large ops instead of per-variable ones, for XLA (benchmarks/README.md,
+        xla_step): an optimizer with a flat rule (flat_update.supports: AdamW) is updated and
+        checked over all variables concatenated (flat_update.py); others check the updated
+        weights and slots in one concatenation per dtype (all_finite). Not on a DTensor mesh,
+        where a concatenation would gather sharded weights.
     """
     ctx = tf.distribute.get_replica_context()
     if ctx is None:
@@ -59,6 +62,9 @@ def apply_update(optimizer, variables: Sequence, loss_share: tf.Tensor, grads: S
     grads = [tf.convert_to_tensor(g) for g in grads]
     if ctx.num_replicas_in_sync > 1:
         loss, *grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [loss] + grads)
+    if flat_check and flat_update.supports(optimizer, variables):
+        return UpdateResult(loss, *flat_update.apply_flat_adamw(optimizer, variables, loss, grads,
+                                                                clip_norm, max_loss))
     norm = tf.linalg.global_norm(grads)
     loss_finite = tf.math.is_finite(loss) & tf.math.is_finite(norm)
     wanted = loss_finite

@@ -49,7 +49,7 @@ def _numpy_run(lr, clip, wd, steps, poison_steps=()):
     return w, b, losses
 
 
-def _tf_run(strategy, lr, clip, wd, steps, poison_steps=(), kind="adamw"):
+def _tf_run(strategy, lr, clip, wd, steps, poison_steps=(), kind="adamw", flat=False):
     with strategy.scope():
         w = keras.Variable(W0, name="kernel")
         b = keras.Variable(B0, name="bias")
@@ -69,7 +69,7 @@ def _tf_run(strategy, lr, clip, wd, steps, poison_steps=(), kind="adamw"):
             share = 0.5 * tf.reduce_sum(tf.square(err)) / len(X)  # share of the global mean
         grads = tape.gradient(share, [w, b])
         grads[0] = tf.where(poison, grads[0] * np.nan, grads[0])
-        return apply_update(opt, [w, b], share, grads, clip_norm=clip)
+        return apply_update(opt, [w, b], share, grads, clip_norm=clip, flat_check=flat)
 
     @tf.function
     def step(poison):
@@ -132,7 +132,7 @@ def test_mirrored_adafactorw_matches_keras_own_apply_on_one_device():
     np.testing.assert_allclose(bm, b.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def _one_variable_step(optimizer_fn, grad_value, max_loss=None, loss_value=1.0):
+def _one_variable_step(optimizer_fn, grad_value, max_loss=None, loss_value=1.0, flat=False):
     """One apply_update of a constant gradient on a [4] variable under 4 replicas; -> (result,
     weights after, slots after, update count)."""
     mirrored = mirrored_strategy(4)
@@ -145,7 +145,8 @@ def _one_variable_step(optimizer_fn, grad_value, max_loss=None, loss_value=1.0):
     def step():
         def replica():
             grads = [tf.fill([4], tf.constant(grad_value / 4, tf.float32))]
-            return apply_update(opt, [w], tf.constant(loss_value / 4), grads, None, max_loss)
+            return apply_update(opt, [w], tf.constant(loss_value / 4), grads, None, max_loss,
+                                flat_check=flat)
         out = mirrored.run(replica)
         return [mirrored.experimental_local_results(t)[0] for t in out]
 
@@ -165,6 +166,34 @@ def test_update_that_overflows_the_weights_is_rolled_back():
     for slot in slots:
         np.testing.assert_array_equal(slot, np.zeros_like(slot))
     assert iterations == 0
+
+
+@pytest.mark.parametrize("replicas", [1, 4])
+def test_flat_adamw_update_matches_the_per_variable_one(replicas):
+    """flat_update (XLA's path: one concatenated AdamW update, decay on the kernel only, a
+    select instead of the roll-back) against update.py's per-variable path, skipped steps
+    included."""
+    strategy = mirrored_strategy(4) if replicas > 1 else tf.distribute.get_strategy()
+    args = (0.05, 0.5, 0.1, 5)
+    per_variable = _tf_run(strategy, *args, poison_steps={2})
+    flat = _tf_run(strategy, *args, poison_steps={2}, flat=True)
+    assert flat[3:] == per_variable[3:] == (4, [True, True, False, True, True])
+    # Only the global norm sums in another order: a relative rounding per step, carried by
+    # updates of at most the learning rate (as in test_mirrored_update_matches_numpy...).
+    for a, b in zip(flat[:2], per_variable[:2]):
+        np.testing.assert_allclose(a, b, rtol=0, atol=4 * 0.05 * reduction_rtol(STEP_REDUCTIONS))
+    np.testing.assert_allclose(flat[2], per_variable[2], rtol=1e-6)
+
+
+def test_flat_adamw_update_that_overflows_the_weights_changes_nothing():
+    # An infinite learning rate: the flat update is computed, found non-finite and not written.
+    (applied, loss_finite), w, slots, iterations = _one_variable_step(
+        lambda: keras.optimizers.AdamW(learning_rate=1e39, weight_decay=0.0), grad_value=1.0,
+        flat=True)
+    assert (applied, loss_finite, iterations) == (False, True, 0)
+    np.testing.assert_array_equal(w, np.ones(4))
+    for slot in slots:
+        np.testing.assert_array_equal(slot, np.zeros_like(slot))
 
 
 def test_loss_above_the_ceiling_is_not_applied():
