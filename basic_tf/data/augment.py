@@ -84,8 +84,12 @@ def flip_decision(flip_seed: tf.Tensor) -> tf.Tensor:
 
 
 def flip_batch(images: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
-    """float32 [b, H, W, C], bool [b] -> the images with rows flips[i] mirrored left-right."""
-    return tf.where(flips[:, None, None, None], tf.reverse(images, [2]), images)
+    """[b, H, W, C] (any dtype), bool [b] -> the images with rows flips[i] mirrored left-right.
+
+    Row gathers, not a broadcast tf.where (whose broadcasting select is slow on big batches)."""
+    b = tf.shape(images)[0]
+    both = tf.concat([images, tf.reverse(images, [2])], 0)
+    return tf.gather(both, tf.range(b) + b * tf.cast(flips, tf.int32))
 
 
 def random_crop_window(image_bytes: tf.Tensor, crop_seed: tf.Tensor, image_size: int,

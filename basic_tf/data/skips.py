@@ -131,8 +131,11 @@ def account(*, where: str, num_files: int, max_skipped_fraction: Optional[float]
         keep = (emitted_kind == record_kind) | (tf.reduce_sum(by_cause, 1) > 0)
         rows = tf.boolean_mask(tf.where(emit)[:, 0], keep)
         with tf.control_dependencies(checks):
-            out = {k: tf.gather(v, rows) for k, v in e.items()
+            out = {k: v for k, v in e.items()
                    if k not in ("index", "parse_index", "kind", "missing", "cause")}
+            # most batches keep every row: no copy of their images then
+            out = tf.cond(tf.size(rows) == tf.size(index), lambda: out,
+                          lambda: {k: tf.gather(v, rows) for k, v in out.items()})
             out["skipped_by_cause"] = tf.cast(tf.boolean_mask(by_cause, keep), tf.int32)
             out["skipped"] = tf.reduce_sum(out["skipped_by_cause"], 1)
         new = {"last": index[-1], "last_parse": parse_dropped[-1],
