@@ -6,6 +6,11 @@ image). Other formats (PNG, WebP) are decoded whole (`decode_rgb`: grayscale and
 to 3 channels) and then cropped. Randomness is stateless, keyed by
 a per-example seed [2], so the same example position gives the same crop after a resume.
 Undecodable bytes raise an op error: the pipeline skips and counts such records.
+
+The pipeline decodes, crops and resizes each example (`random_crop_window`,
+`center_crop_window`: pixels still in [0, 255]) and flips and scales whole batches
+(`flip_batch`, `normalize`): the same numbers as `decode_and_random_crop` /
+`decode_and_center_crop`, with less work per example.
 """
 from typing import Sequence
 
@@ -35,41 +40,65 @@ def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
 def _decode_crop(image_bytes: tf.Tensor, box_fn) -> tf.Tensor:
     """Decodes the window box_fn(int32 [3] image shape) -> (offset_hw [2], size_hw [2]).
 
-    JPEG: header-only shape, then fused decode of the window. Others: full decode, then slice.
-    Returns uint8 [h, w, 3].
+    JPEG: header-only shape, then fused decode of the window. Others: full decode (as
+    `decode_rgb`), then slice. One switch on the format (each branch of a tf.cond costs a
+    function call per example in a tf.data map). Returns uint8 [h, w, 3].
     """
     def jpeg():
         offset, size = box_fn(tf.image.extract_jpeg_shape(image_bytes))
         return tf.image.decode_and_crop_jpeg(image_bytes, tf.concat([offset, size], 0),
                                              channels=3)
 
-    def other():
-        image = decode_rgb(image_bytes)
+    def crop(image):
+        image = tf.ensure_shape(image, [None, None, 3])
         offset, size = box_fn(tf.shape(image))
         return tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [3]], 0))
 
-    return tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+    def webp():
+        return crop(tf.io.decode_webp(image_bytes, channels=0)[0, :, :, :3])
+
+    def other():
+        return crop(tf.io.decode_image(image_bytes, channels=3, expand_animations=False))
+
+    branch = tf.where(tf.io.is_jpeg(image_bytes), 0, tf.where(limits.is_webp(image_bytes), 1, 2))
+    return tf.ensure_shape(tf.switch_case(branch, [jpeg, webp, other]), [None, None, 3])
 
 
-def _finish(crop: tf.Tensor, image_size: int, antialias: bool) -> tf.Tensor:
-    """uint8 [h, w, 3] -> float32 [image_size, image_size, 3] in [0, 1]."""
+def _resize(crop: tf.Tensor, image_size: int, antialias: bool) -> tf.Tensor:
+    """uint8 [h, w, 3] -> float32 [image_size, image_size, 3], still in [0, 255] (`normalize`
+    finishes it, per batch in the pipeline)."""
     image = tf.image.resize(crop, [image_size, image_size], method="bilinear",
                             antialias=antialias)
-    image = tf.clip_by_value(image / 255.0, 0.0, 1.0)
     return tf.ensure_shape(image, [image_size, image_size, 3])
 
 
-def decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int,
-                           area_range: Sequence[float] = (0.5, 1.0),
-                           aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
-                           random_flip: bool = True, antialias: bool = False) -> tf.Tensor:
-    """Training view: a random crop covering `area_range` of the image with an aspect ratio in
-    `aspect_ratio_range`, resized to a square, maybe flipped. seed: int [2].
+def normalize(images: tf.Tensor) -> tf.Tensor:
+    """float32 pixels in [0, 255] (any shape) -> [0, 1] (clipped: antialiased resizes overshoot)."""
+    return tf.clip_by_value(images / 255.0, 0.0, 1.0)
 
-    Returns float32 [image_size, image_size, 3] in [0, 1].
-    """
-    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
 
+def flip_decision(flip_seed: tf.Tensor) -> tf.Tensor:
+    """bool []: whether `tf.image.stateless_random_flip_left_right(image, flip_seed)` flips
+    (its own test: a uniform draw below 0.5)."""
+    return tf.random.stateless_uniform([], flip_seed, 0, 1.0) < 0.5
+
+
+def flip_batch(images: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
+    """[b, H, W, C] (any dtype), bool [b] -> the images with rows flips[i] mirrored left-right.
+
+    Row gathers, not a broadcast tf.where (whose broadcasting select is slow on big batches)."""
+    b = tf.shape(images)[0]
+    both = tf.concat([images, tf.reverse(images, [2])], 0)
+    return tf.gather(both, tf.range(b) + b * tf.cast(flips, tf.int32))
+
+
+def random_crop_window(image_bytes: tf.Tensor, crop_seed: tf.Tensor, image_size: int,
+                       area_range: Sequence[float] = (0.5, 1.0),
+                       aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
+                       antialias: bool = False) -> tf.Tensor:
+    """The per-example part of the training view: decode a random crop covering `area_range`
+    of the image with an aspect ratio in `aspect_ratio_range` and resize it to a square.
+    crop_seed: int [2]. Returns float32 [image_size, image_size, 3] in [0, 255]."""
     def random_box(shape):
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
             shape, bounding_boxes=tf.constant(_WHOLE_IMAGE), seed=crop_seed, min_object_covered=0.0,
@@ -77,18 +106,31 @@ def decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: 
             max_attempts=10, use_image_if_no_bounding_boxes=True)
         return begin[:2], size[:2]
 
-    image = _finish(_decode_crop(image_bytes, random_box), image_size, antialias)
-    if random_flip:
-        image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return image
+    return _resize(_decode_crop(image_bytes, random_box), image_size, antialias)
 
 
-def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 1.0,
-                           antialias: bool = False) -> tf.Tensor:
-    """Evaluation view: the central square of side crop_fraction * min(height, width), resized.
+def decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int,
+                           area_range: Sequence[float] = (0.5, 1.0),
+                           aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
+                           random_flip: bool = True, antialias: bool = False) -> tf.Tensor:
+    """Training view: a random crop covering `area_range` of the image with an aspect ratio in
+    `aspect_ratio_range`, resized to a square, maybe flipped. seed: int [2] (split into the crop
+    and the flip seed; the pipeline does the same steps, the flip and scaling per batch).
 
     Returns float32 [image_size, image_size, 3] in [0, 1].
     """
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    image = normalize(random_crop_window(image_bytes, crop_seed, image_size, area_range,
+                                         aspect_ratio_range, antialias))
+    if random_flip:
+        image = flip_batch(image[None], flip_decision(flip_seed)[None])[0]
+    return image
+
+
+def center_crop_window(image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 1.0,
+                       antialias: bool = False) -> tf.Tensor:
+    """`decode_and_center_crop` before `normalize`: float32 [image_size, image_size, 3] in
+    [0, 255]."""
     if not 0.0 < crop_fraction <= 1.0:
         raise ValueError(f"crop_fraction={crop_fraction} must be in (0, 1]")
 
@@ -98,4 +140,13 @@ def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int, crop_fractio
         side = tf.maximum(side, 1)
         return (hw - side) // 2, tf.stack([side, side])
 
-    return _finish(_decode_crop(image_bytes, center_box), image_size, antialias)
+    return _resize(_decode_crop(image_bytes, center_box), image_size, antialias)
+
+
+def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 1.0,
+                           antialias: bool = False) -> tf.Tensor:
+    """Evaluation view: the central square of side crop_fraction * min(height, width), resized.
+
+    Returns float32 [image_size, image_size, 3] in [0, 1].
+    """
+    return normalize(center_crop_window(image_bytes, image_size, crop_fraction, antialias))

@@ -12,6 +12,7 @@ JPEG SOF, PNG IHDR or WebP (VP8 / VP8L / VP8X chunk) header before anything is d
   images with more than max_image_pixels pixels are skipped and counted ("too_large").
 """
 import dataclasses
+import functools
 import struct
 from typing import Optional, Tuple
 
@@ -63,27 +64,34 @@ def is_webp(image: tf.Tensor) -> tf.Tensor:
 def image_height_width(image: tf.Tensor) -> tf.Tensor:
     """int64 [2] (height, width) from the JPEG SOF, PNG IHDR or WebP header of one tf.string []
     encoded image, without decoding it; [-1, -1] for bytes that are none of these with a whole
-    header. A JPEG whose header is corrupt raises InvalidArgument."""
-    def jpeg():
-        return tf.cast(tf.image.extract_jpeg_shape(image)[:2], tf.int64)
+    header. A JPEG whose header is corrupt raises InvalidArgument.
 
-    def png():   # IHDR: width then height, big-endian uint32 at byte 16.
-        width_height = tf.io.decode_raw(tf.strings.substr(image, 16, 8), tf.int32,
-                                        little_endian=False)
-        return tf.reshape(tf.cast(tf.reverse(width_height, [0]), tf.int64) & 0xFFFFFFFF, [2])
-
-    def webp():
-        return _webp_height_width(image)
-
-    def unknown():
-        return tf.constant([-1, -1], tf.int64)
-
+    No tf.cond / tf.case (in a tf.data map each branch is a function call, which cost as much
+    as decoding a small PNG): every format's size is read from the first bytes padded with
+    zeros, and the JPEG reader gets a 1x1 JPEG in place of bytes that are not a JPEG.
+    """
     length = tf.strings.length(image)
-    is_jpeg = tf.strings.substr(image, 0, len(JPEG_MAGIC)) == JPEG_MAGIC
+    head = tf.strings.join([tf.strings.substr(image, 0, WEBP_HEADER_BYTES), "\0" * 32])
+    is_jpeg = tf.strings.substr(head, 0, len(JPEG_MAGIC)) == JPEG_MAGIC
     is_png = (length >= len(PNG_HEADER) + 8) & (
-        tf.strings.substr(image, 0, len(PNG_HEADER)) == PNG_HEADER)
-    webp_header = (length >= WEBP_HEADER_BYTES) & is_webp(image)
-    return tf.case([(is_jpeg, jpeg), (is_png, png), (webp_header, webp)], default=unknown)
+        tf.strings.substr(head, 0, len(PNG_HEADER)) == PNG_HEADER)
+    webp_header = (length >= WEBP_HEADER_BYTES) & is_webp(head)
+    jpeg = tf.cast(tf.image.extract_jpeg_shape(tf.where(is_jpeg, image, _one_pixel_jpeg()))[:2],
+                   tf.int64)
+    # IHDR: width then height, big-endian uint32 at byte 16.
+    width_height = tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.int32,
+                                    little_endian=False)
+    png = tf.reshape(tf.cast(tf.reverse(width_height, [0]), tf.int64) & 0xFFFFFFFF, [2])
+    unknown = tf.constant([-1, -1], tf.int64)
+    return tf.where(is_jpeg, jpeg, tf.where(is_png, png, tf.where(
+        webp_header, _webp_height_width(head), unknown)))
+
+
+@functools.lru_cache(maxsize=None)
+def _one_pixel_jpeg() -> bytes:
+    """A valid 1x1 JPEG file (made once, eagerly, also when first asked for inside a graph)."""
+    with tf.init_scope():
+        return tf.io.encode_jpeg(tf.zeros([1, 1, 3], tf.uint8)).numpy()
 
 
 def _webp_height_width(image: tf.Tensor) -> tf.Tensor:
@@ -101,9 +109,8 @@ def _webp_height_width(image: tf.Tensor) -> tf.Tensor:
     lossy = tf.stack([tf.bitwise.bitwise_and(le(8, 2), 0x3FFF),
                       tf.bitwise.bitwise_and(le(6, 2), 0x3FFF)])
     extended = tf.stack([le(7, 3) + 1, le(4, 3) + 1])
-    return tf.case([(chunk == b"VP8 ", lambda: lossy), (chunk == b"VP8L", lambda: lossless),
-                    (chunk == b"VP8X", lambda: extended)],
-                   default=lambda: tf.constant([-1, -1], tf.int64))
+    return tf.where(chunk == b"VP8 ", lossy, tf.where(chunk == b"VP8L", lossless, tf.where(
+        chunk == b"VP8X", extended, tf.constant([-1, -1], tf.int64))))
 
 
 def _webp_header_height_width(data: bytes) -> Optional[Tuple[int, int]]:

@@ -4,8 +4,16 @@ Shards are basic_tf's own (basic_tf.data.schema) or img2dataset's TFRecords as t
 (`record_format='img2dataset'`, basic_tf.data.img2dataset).
 
     files (this host's share) -> [train: shuffle files, repeat] -> interleave shard readers
-    -> [train: shuffle records] -> number each element -> parse -> bound + decode/crop/flip
-    (parallel) -> count skipped records by cause -> batch -> tokenize captions -> prefetch
+    -> [train: shuffle records] -> number each element -> parse -> number again -> bound +
+    decode/crop/resize (parallel) -> batch -> count skipped records by cause (per batch) ->
+    [train: rebatch | evaluation: pad] -> flip, scale, cut and tokenize captions (per batch)
+    -> prefetch
+
+Per-element work is kept to what cannot be done per batch: parsing and decoding (either can
+fail, and a failing element must be dropped alone), the caption choice and the crop window; the
+shard readers' and the accounting's bookkeeping, the flip, the scaling to [0, 1], the caption
+cut and tokenization run on whole blocks or batches (issue 22: the per-element stages cost ~9x
+the decode).
 
 Graph-only (no py_function), static shapes, deterministic: the random crop, flip and caption
 choice are stateless, keyed by (seed, record number), so a restored iterator
@@ -71,28 +79,33 @@ def shard_for_pipeline(files: Sequence[str], input_context) -> list:
     return list(files[i::n])
 
 
+_BLOCK = 32  # records a shard reader hands on at once (its bookkeeping is per block)
+
+
 def _read_shard(path: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
     """One shard's records as elements, then one SHARD_END element carrying how many records
     were lost to a truncated tail ("missing").
 
     expected: int64 record count from the stats sidecar, -1 if unknown (then a truncated tail
     cannot be counted). SHARD_END elements are never dropped, so something reaches the
-    accounting scan on every pass even when every record is bad (skips.account).
+    accounting scan on every pass even when every record is bad (skips.account). The count
+    runs over blocks of records (no per-record function), which are then unbatched.
     """
-    records = tf.data.TFRecordDataset(path).ignore_errors()  # stops at a bad frame
-    records = records.map(
-        lambda r: {"record": r, "kind": _RECORD, "missing": tf.constant(0, tf.int64)})
-    end = tf.data.Dataset.from_tensors({"record": tf.constant(""), "kind": _SHARD_END,
-                                        "missing": tf.constant(0, tf.int64)})
+    blocks = tf.data.TFRecordDataset(path).ignore_errors().batch(_BLOCK)  # stops at a bad frame
+    blocks = blocks.map(lambda r: (r, False)).concatenate(
+        tf.data.Dataset.from_tensors((tf.constant([""]), True)))
 
-    def count(n, element):
-        is_record = element["kind"] == _RECORD
-        missing = tf.where(is_record | (expected < 0), tf.constant(0, tf.int64),
-                           tf.maximum(expected - n, 0))
-        out = dict(element, missing=missing, source=path, offset=n)
-        return n + tf.cast(is_record, tf.int64), out
+    def count(n, block):
+        records, is_end = block
+        m = tf.shape(records, out_type=tf.int64)[0]
+        missing = tf.where(is_end & (expected >= 0), tf.maximum(expected - n, 0),
+                           tf.constant(0, tf.int64))
+        out = {"record": records,
+               "kind": tf.fill([m], tf.where(is_end, _SHARD_END, _RECORD)),
+               "missing": tf.fill([m], missing)}
+        return n + tf.where(is_end, tf.constant(0, tf.int64), m), out
 
-    return records.concatenate(end).scan(tf.constant(0, tf.int64), count)
+    return blocks.scan(tf.constant(0, tf.int64), count).unbatch()
 
 
 def _parse_basic_tf(serialized):
@@ -103,75 +116,90 @@ def _parse_basic_tf(serialized):
 
 
 _PARSERS = {"basic_tf": _parse_basic_tf, "img2dataset": img2dataset.parse_example}
+# What a non-record element (shard end, pass end) is parsed as: an Example with empty required
+# fields and no caption (no tf.cond per element).
+_PLACEHOLDER = {
+    "basic_tf": tf.train.Example(features=tf.train.Features(feature={
+        k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b""]))
+        for k in (schema.IMAGE_KEY, schema.FORMAT_KEY, schema.ID_KEY)})).SerializeToString(),
+    "img2dataset": b""}
 
 
 def _parse(index, element, record_format="basic_tf"):
     """(element number, element) -> parsed fields; raises (-> dropped, counted as parse_error)
     for a record that is not an Example of the record format."""
-    def real():
-        return _PARSERS[record_format](element["record"])
-
-    def placeholder():
-        return (tf.constant(""), tf.zeros([0], tf.string), tf.constant(schema.NO_LABEL),
-                tf.constant(""))
-
-    image, captions, label, example_id = tf.cond(element["kind"] == _RECORD, real, placeholder)
+    is_record = element["kind"] == _RECORD
+    record = tf.where(is_record, element["record"], _PLACEHOLDER[record_format])
+    image, captions, label, example_id = _PARSERS[record_format](record)
     return {"index": index, "kind": element["kind"], "missing": element["missing"],
-            "source": element["source"], "offset": element["offset"], "image": image,
-            "captions": captions, "labels": label, "example_id": example_id}
+            "image": image, "captions": captions, "labels": label, "example_id": example_id}
 
 
-def _count_parse_drops(survivors, element):
-    """Scan after the parse step: parse_dropped = records it dropped before this element."""
-    return survivors + 1, dict(element, parse_dropped=element["index"] - survivors)
-
-
-def _decode(element, *, training, seed, image_size, area_range, aspect_ratio_range,
-            random_flip, eval_crop_fraction, antialias, limits):
-    """Parsed element -> example dict. A record with no non-empty caption or too many pixels
-    becomes kind BAD with its cause (nothing decoded); an image that does not decode raises
-    (-> dropped, counted as bad_image)."""
-    index = element["index"]
+def _decode(parse_index, element, *, training, seed, image_size, area_range,
+            aspect_ratio_range, random_flip, eval_crop_fraction, antialias, limits):
+    """(number after parsing, parsed element) -> example dict, the only per-example work: the
+    caption choice, the image header check, decode + crop + resize. A record with no non-empty
+    caption or too many pixels becomes kind BAD with its cause (nothing decoded); an image that
+    does not decode raises (-> dropped, counted as bad_image). The image is uint8 and unflipped
+    ("flip" says whether to flip it); `_finish_batch` does the rest per batch."""
+    index, kind = element["index"], element["kind"]
     captions = tf.strings.strip(element["captions"])
-    captions = tf.boolean_mask(captions, tf.strings.length(captions) > 0)
-    captions, was_cut = limits_lib.cut_captions(captions, limits.max_caption_bytes)
-    n = tf.size(captions)
-    height_width = tf.cond(element["kind"] == _RECORD,
-                           lambda: limits_lib.image_height_width(element["image"]),
-                           lambda: tf.constant([0, 0], tf.int64))
-    cause = tf.case([(n == 0, lambda: tf.constant(skips.EMPTY_CAPTION)),
-                     (height_width[0] < 0, lambda: tf.constant(skips.BAD_IMAGE)),
-                     (height_width[0] * height_width[1] > limits.max_image_pixels,
-                      lambda: tf.constant(skips.TOO_LARGE))],
-                    default=lambda: tf.constant(skips.OK))
-    usable = (element["kind"] == _RECORD) & (cause == skips.OK)
+    nonempty = tf.strings.length(captions) > 0
+    n = tf.reduce_sum(tf.cast(nonempty, tf.int32))
+    height_width = limits_lib.image_height_width(element["image"])  # [-1, -1] for "" (no record)
+    cause = tf.where(n == 0, skips.EMPTY_CAPTION, tf.where(
+        height_width[0] < 0, skips.BAD_IMAGE, tf.where(
+            height_width[0] * height_width[1] > limits.max_image_pixels, skips.TOO_LARGE,
+            skips.OK)))
+    usable = (kind == _RECORD) & (cause == skips.OK)
 
     def real():
         image_bytes = element["image"]
+        flip = tf.constant(False)
         if training:
             key = tf.stack([tf.cast(seed, tf.int64), index])
             caption_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(key, 2))
             pick = tf.random.stateless_uniform([], caption_seed, 0, n, dtype=tf.int32)
-            image = augment.decode_and_random_crop(image_bytes, image_seed, image_size,
-                                                   area_range, aspect_ratio_range, random_flip,
-                                                   antialias)
+            crop_seed, flip_seed = tf.unstack(
+                tf.random.experimental.stateless_split(image_seed, 2))
+            image = augment.random_crop_window(image_bytes, crop_seed, image_size, area_range,
+                                               aspect_ratio_range, antialias)
+            if random_flip:
+                flip = augment.flip_decision(flip_seed)
         else:
             pick = 0
-            image = augment.decode_and_center_crop(image_bytes, image_size, eval_crop_fraction,
-                                                   antialias)
-        return image, captions[pick], tf.cast(was_cut[pick], tf.int32), tf.constant(1.0)
+            image = augment.center_crop_window(image_bytes, image_size, eval_crop_fraction,
+                                               antialias)
+        caption = tf.gather(captions, tf.where(nonempty)[pick, 0])
+        return image, caption, flip
 
     def placeholder():
-        return (tf.zeros([image_size, image_size, 3]), tf.constant(""), tf.constant(0),
-                tf.constant(0.0))
+        return tf.zeros([image_size, image_size, 3]), tf.constant(""), tf.constant(False)
 
-    image, caption, cut, mask = tf.cond(usable, real, placeholder)
-    kind = tf.where((element["kind"] == _RECORD) & ~usable, _BAD, element["kind"])
-    return {"index": index, "parse_dropped": element["parse_dropped"], "kind": kind,
+    image, caption, flip = tf.cond(usable, real, placeholder)
+    # uint8 from here to the batch's finish: 4x less to batch, filter and rebatch. Exact when
+    # the window is not resized (the demo); else the resize's output rounded (<= 0.5 / 255).
+    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+    return {"index": index, "parse_index": parse_index,
+            "kind": tf.where((kind == _RECORD) & ~usable, _BAD, kind),
             "missing": element["missing"], "cause": tf.cast(cause, tf.int32),
-            "images": tf.ensure_shape(image, [image_size, image_size, 3]), "caption": caption,
-            "captions_cut": cut, "labels": element["labels"],
-            "example_id": element["example_id"], "mask": mask}
+            "images": tf.ensure_shape(image, [image_size, image_size, 3]), "flip": flip,
+            "caption": caption, "labels": element["labels"], "example_id": element["example_id"],
+            "mask": tf.cast(usable, tf.float32)}
+
+
+def _finish_batch(batch, tokenizer, max_caption_bytes, string_features):
+    """A batch of decoded examples -> the pipeline's batch: images flipped and scaled to [0, 1],
+    captions cut to max_caption_bytes and tokenized (vector ops over the batch)."""
+    batch = dict(batch)
+    images = augment.flip_batch(batch["images"], batch.pop("flip"))  # uint8
+    batch["images"] = tf.cast(images, tf.float32) / 255.0
+    captions, was_cut = limits_lib.cut_captions(batch.pop("caption"), max_caption_bytes)
+    batch["captions_cut"] = tf.cast(was_cut, tf.int32)
+    batch["token_ids"] = tokenizer(captions)
+    if not string_features:
+        batch.pop("example_id")
+    return batch
 
 
 def _check_files(pattern, files: Sequence[str], record_format: str = "basic_tf") -> tuple:
@@ -290,13 +318,12 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext], data: Data
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     else:  # an END element carries the count of records skipped at the very end
         ds = ds.concatenate(tf.data.Dataset.from_tensors(
-            {"record": tf.constant(""), "kind": _END, "missing": tf.constant(0, tf.int64),
-             "source": tf.constant(""), "offset": tf.constant(-1, tf.int64)}))
+            {"record": tf.constant(""), "kind": _END, "missing": tf.constant(0, tf.int64)}))
     ds = ds.enumerate()
     ds = ds.map(functools.partial(_parse, record_format=record_format),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=log_skipped)
-    ds = ds.scan(tf.constant(0, tf.int64), _count_parse_drops)
+    ds = ds.enumerate()  # numbers after parsing: the gaps before them are parse errors
     decode = functools.partial(
         _decode, training=training, seed=seed, image_size=data.image_size,
         area_range=area_range, aspect_ratio_range=aspect_ratio_range, random_flip=random_flip,
@@ -311,22 +338,18 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext], data: Data
         min_records_for_fraction=max(min(1000, per_pass), 1),
         stall_elements=2 * (per_pass + len(files)) + 8 * shuffle_buffer if training else None,
         end_kind=_END, record_kind=_RECORD, bad_kind=_BAD)
+    # Accounting per batch of elements (records, BAD records, shard ends); its output keeps
+    # only the examples (and pass ends carrying skips), so its batches vary in size.
+    ds = ds.batch(per_replica, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.scan(state, account)
-    ds = ds.filter(lambda e: (e["kind"] == _RECORD) | ((e["kind"] == _END) & (e["skipped"] > 0)))
-    ds = ds.map(lambda e: {k: v for k, v in e.items() if k != "kind"})
+    finish = functools.partial(_finish_batch, tokenizer=tokenizer,
+                               max_caption_bytes=limits.max_caption_bytes,
+                               string_features=string_features)
     if training:
-        ds = ds.batch(per_replica, drop_remainder=True)
+        ds = ds.rebatch(per_replica, drop_remainder=True)
     else:
-        ds = pad_to_batches(ds, per_replica, replicas_per_pipeline)
-
-    def tokenize(batch):
-        batch = dict(batch)
-        batch["token_ids"] = tokenizer(batch.pop("caption"))
-        if not string_features:
-            batch.pop("example_id")
-        return batch
-
-    ds = ds.map(tokenize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = pad_to_batches(ds.unbatch(), per_replica, replicas_per_pipeline)
+    ds = ds.map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
@@ -350,7 +373,8 @@ def pad_to_batches(ds: tf.data.Dataset, batch_size: int, replicas: int = 1) -> t
         out = {}
         for key, value in elements.items():
             rest = value.shape[1:].as_list()
-            fill = "" if value.dtype == tf.string else (schema.NO_LABEL if key == "labels" else 0)
+            fill = "" if value.dtype == tf.string else (
+                schema.NO_LABEL if key == "labels" else value.dtype == tf.bool and False)
             filler = tf.fill([group - tf.shape(value)[0]] + rest, tf.constant(fill, value.dtype))
             value = tf.concat([value, filler], axis=0)
             out[key] = tf.reshape(value, [replicas, batch_size] + rest)

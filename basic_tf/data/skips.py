@@ -7,9 +7,10 @@ Causes (`SKIP_CAUSES`, the order of every per-cause vector):
   too_large      the image has more pixels than input_limits.max_image_pixels (from its header)
   truncated      the record was lost with the tail of a truncated shard (stats sidecar count)
 
-The pipeline (basic_tf.data.pipeline) numbers each element before decoding; a record dropped by
-`ignore_errors` leaves a gap in those numbers. `account` is the scan after the last drop: it
-splits the gaps by cause, attaches them to the next example ("skipped" int32 and
+The pipeline (basic_tf.data.pipeline) numbers each element before parsing and again after it; a
+record dropped by `ignore_errors` leaves a gap in those numbers. `account` is the scan, over
+batches of elements, after the last drop: it splits the gaps by cause, attaches them to the next
+example ("skipped" int32 and
 "skipped_by_cause" int32 [C] per example, so sums over consumed batches are exact), and fails
 the pipeline with a message naming the file pattern and the counts by cause when
   * more than max_skipped_fraction of the records read were skipped, or
@@ -54,69 +55,92 @@ def _format_counts(counts: tf.Tensor) -> tf.Tensor:
 def account(*, where: str, num_files: int, max_skipped_fraction: Optional[float],
             min_records_for_fraction: int, stall_elements: Optional[int], end_kind: int,
             record_kind: int, bad_kind: int):
-    """(initial state, scan function) for tf.data.Dataset.scan over decoded elements.
+    """(initial state, scan function) for tf.data.Dataset.scan over *batches* of decoded
+    elements (any batch size >= 1, in element order; vector ops, no per-element step).
 
-    Each element has: index int64 (its number before decoding), parse_dropped int64 (records
-    dropped by the parse step before it), kind, missing int64 (records lost from a truncated
-    shard's tail), cause int32 (a SKIP_CAUSES index for kind == bad_kind). Out: the element
-    without those, plus skipped int32 and skipped_by_cause int32 [C] (non-zero only on emitted
-    elements: kind == record_kind, or end_kind which carries the skips after the last record).
+    Each element has: index int64 (its number before parsing), parse_index int64 (its number
+    among the elements the parse step kept), kind, missing int64 (records lost from a truncated
+    shard's tail), cause int32 (a SKIP_CAUSES index for kind == bad_kind). Out: the batch's
+    emitted elements only (kind == record_kind, and end_kind rows that carry skips), without
+    those fields and kind, plus skipped int32 [m] and skipped_by_cause int32 [m, C]: the records dropped
+    since the previous emitted element (an end_kind row carries the skips after the last
+    record). The element count of the output varies; rebatch it.
 
     where: the file pattern for messages. stall_elements: fail when this many elements pass
     with no usable record (None: never; evaluation fails instead at end_kind if nothing was
-    usable). min_records_for_fraction: records to read before the fraction bound applies.
+    usable). min_records_for_fraction: records to read before the fraction bound applies. The
+    checks are those of each element in turn; the first element that fails them stops the
+    pipeline with its counts.
     """
     zeros = tf.zeros([NUM_CAUSES], tf.int64)
     state = {"last": tf.constant(-1, tf.int64), "last_parse": tf.constant(0, tf.int64),
              "pending": zeros, "totals": zeros, "good": tf.constant(0, tf.int64),
              "last_good": tf.constant(-1, tf.int64)}
     bound = -1.0 if max_skipped_fraction is None else float(max_skipped_fraction)
+    unit = tf.eye(NUM_CAUSES, dtype=tf.int64)
 
     def step(s, e):
-        gap = e["index"] - s["last"] - 1          # dropped by parse or decode since the last
-        parse = e["parse_dropped"] - s["last_parse"]
-        bad = tf.one_hot(tf.maximum(e["cause"], 0), NUM_CAUSES, dtype=tf.int64) * tf.cast(
-            e["kind"] == bad_kind, tf.int64)
-        add = (tf.one_hot(PARSE_ERROR, NUM_CAUSES, dtype=tf.int64) * parse
-               + tf.one_hot(BAD_IMAGE, NUM_CAUSES, dtype=tf.int64) * (gap - parse)
-               + tf.one_hot(TRUNCATED, NUM_CAUSES, dtype=tf.int64) * e["missing"] + bad)
-        pending, totals = s["pending"] + add, s["totals"] + add
-        is_record = e["kind"] == record_kind
-        emit = is_record | (e["kind"] == end_kind)
-        good = s["good"] + tf.cast(is_record, tf.int64)
-        last_good = tf.where(is_record, e["index"], s["last_good"])
-        skipped, read = tf.reduce_sum(totals), good + tf.reduce_sum(totals)
+        index, kind = e["index"], e["kind"]
+        parse_dropped = index - e["parse_index"]            # [m], cumulative
+        gap = index - tf.concat([[s["last"]], index[:-1]], 0) - 1  # dropped by parse or decode
+        parse = parse_dropped - tf.concat([[s["last_parse"]], parse_dropped[:-1]], 0)
+        bad = tf.gather(unit, tf.maximum(e["cause"], 0)) * tf.cast(
+            kind == bad_kind, tf.int64)[:, None]
+        add = (parse[:, None] * unit[PARSE_ERROR] + (gap - parse)[:, None] * unit[BAD_IMAGE]
+               + e["missing"][:, None] * unit[TRUNCATED] + bad)          # [m, C]
+        running = tf.cumsum(add, axis=0)
+        totals = s["totals"] + running                                   # after each element
+        pending = s["pending"] + running
+        is_record = kind == record_kind
+        is_end = kind == end_kind
+        emit = is_record | is_end
+        records_so_far = tf.cumsum(tf.cast(is_record, tf.int64))
+        good = s["good"] + records_so_far
+        record_index = tf.concat([[s["last_good"]], tf.boolean_mask(index, is_record)], 0)
+        last_good = tf.gather(record_index, records_so_far)
+        skipped, read = tf.reduce_sum(totals, 1), good + tf.reduce_sum(totals, 1)
 
-        stalled = (e["kind"] == end_kind) & (good == 0)
+        stalled = is_end & (good == 0)
         if stall_elements is not None:
-            stalled |= e["index"] - last_good > stall_elements
-        over = tf.constant(False)
+            stalled |= index - last_good > stall_elements
+        over = tf.zeros_like(stalled)
         if bound >= 0:
             over = (read >= min_records_for_fraction) & (
                 tf.cast(skipped, tf.float64) > bound * tf.cast(read, tf.float64))
+        failing = over | stalled
 
-        def fail():  # one cond per element: the messages are built only when stopping
+        def fail():  # the messages are built only when stopping
+            k = tf.argmax(tf.cast(failing, tf.int32), output_type=tf.int32)  # the first one
             too_many = lambda: _fail(
                 f"file_pattern '{where}': {{}} of {{}} records read were skipped, more than "
                 f"make_dataset.max_skipped_fraction={bound}; skipped by cause: {{}}. Check the "
                 f"shards with tools/make_tfrecords.py --validate='{where}'",
-                skipped, read, _format_counts(totals))
+                skipped[k], read[k], _format_counts(totals[k]))
             nothing = lambda: _fail(
                 f"file_pattern '{where}': no usable record in a whole pass over its {num_files} "
                 f"file(s): {{}} records read, {{}} usable; skipped by cause: {{}}. Check the "
                 f"shards with tools/make_tfrecords.py --validate='{where}'",
-                read, good, _format_counts(totals))
-            return tf.cond(over, too_many, nothing)
+                read[k], good[k], _format_counts(totals[k]))
+            return tf.cond(over[k], too_many, nothing)
 
-        checks = [tf.cond(over | stalled, fail, lambda: tf.constant(True))]
+        checks = [tf.cond(tf.reduce_any(failing), fail, lambda: tf.constant(True))]
+        # pending skips at each emitted element, minus those at the emitted element before it
+        at_emitted = tf.concat([zeros[None], tf.boolean_mask(pending, emit)], 0)
+        by_cause = at_emitted[1:] - at_emitted[:-1]                      # [e, C]
+        emitted_kind = tf.boolean_mask(kind, emit)
+        keep = (emitted_kind == record_kind) | (tf.reduce_sum(by_cause, 1) > 0)
+        rows = tf.boolean_mask(tf.where(emit)[:, 0], keep)
         with tf.control_dependencies(checks):
             out = {k: v for k, v in e.items()
-                   if k not in ("index", "parse_dropped", "missing", "cause")}
-            out["skipped_by_cause"] = tf.cast(tf.where(emit, pending, zeros), tf.int32)
-            out["skipped"] = tf.reduce_sum(out["skipped_by_cause"])
-        new = {"last": e["index"], "last_parse": e["parse_dropped"],
-               "pending": tf.where(emit, zeros, pending), "totals": totals, "good": good,
-               "last_good": last_good}
+                   if k not in ("index", "parse_index", "kind", "missing", "cause")}
+            # most batches keep every row: no copy of their images then
+            out = tf.cond(tf.size(rows) == tf.size(index), lambda: out,
+                          lambda: {k: tf.gather(v, rows) for k, v in out.items()})
+            out["skipped_by_cause"] = tf.cast(tf.boolean_mask(by_cause, keep), tf.int32)
+            out["skipped"] = tf.reduce_sum(out["skipped_by_cause"], 1)
+        new = {"last": index[-1], "last_parse": parse_dropped[-1],
+               "pending": pending[-1] - at_emitted[-1], "totals": totals[-1],
+               "good": good[-1], "last_good": last_good[-1]}
         return new, out
 
     return state, step
