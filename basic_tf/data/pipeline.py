@@ -140,8 +140,9 @@ def _decode(parse_index, element, *, training, seed, image_size, area_range,
     """(number after parsing, parsed element) -> example dict, the only per-example work: the
     caption choice, the image header check, decode + crop + resize. A record with no non-empty
     caption or too many pixels becomes kind BAD with its cause (nothing decoded); an image that
-    does not decode raises (-> dropped, counted as bad_image). The image is uint8 and unflipped
-    ("flip" says whether to flip it); `_finish_batch` does the rest per batch."""
+    does not decode raises (-> dropped, counted as bad_image). The image is unflipped ("flip"
+    says whether to flip it), uint8 in training, float32 in [0, 255] in evaluation;
+    `_finish_batch` does the rest per batch."""
     index, kind = element["index"], element["kind"]
     captions = tf.strings.strip(element["captions"])
     nonempty = tf.strings.length(captions) > 0
@@ -177,9 +178,12 @@ def _decode(parse_index, element, *, training, seed, image_size, area_range,
         return tf.zeros([image_size, image_size, 3]), tf.constant(""), tf.constant(False)
 
     image, caption, flip = tf.cond(usable, real, placeholder)
-    # uint8 from here to the batch's finish: 4x less to batch, filter and rebatch. Exact when
-    # the window is not resized (the demo); else the resize's output rounded (<= 0.5 / 255).
-    image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
+    if training:
+        # uint8 from here to the batch's finish: 4x less to batch, filter and rebatch. Exact
+        # when the window is not resized (the demo); else the resize's output rounded
+        # (<= 0.5 / 255). Evaluation keeps float32, so it sees exactly what serving's
+        # decode_and_center_crop gives (the export serves evaluate's predictions).
+        image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
     return {"index": index, "parse_index": parse_index,
             "kind": tf.where((kind == _RECORD) & ~usable, _BAD, kind),
             "missing": element["missing"], "cause": tf.cast(cause, tf.int32),
@@ -192,8 +196,8 @@ def _finish_batch(batch, tokenizer, max_caption_bytes, string_features):
     """A batch of decoded examples -> the pipeline's batch: images flipped and scaled to [0, 1],
     captions cut to max_caption_bytes and tokenized (vector ops over the batch)."""
     batch = dict(batch)
-    images = augment.flip_batch(batch["images"], batch.pop("flip"))  # uint8
-    batch["images"] = tf.cast(images, tf.float32) / 255.0
+    images = augment.flip_batch(batch["images"], batch.pop("flip"))  # uint8 or float32
+    batch["images"] = augment.normalize(tf.cast(images, tf.float32))
     captions, was_cut = limits_lib.cut_captions(batch.pop("caption"), max_caption_bytes)
     batch["captions_cut"] = tf.cast(was_cut, tf.int32)
     batch["token_ids"] = tokenizer(captions)
@@ -373,8 +377,12 @@ def pad_to_batches(ds: tf.data.Dataset, batch_size: int, replicas: int = 1) -> t
         out = {}
         for key, value in elements.items():
             rest = value.shape[1:].as_list()
-            fill = "" if value.dtype == tf.string else (
-                schema.NO_LABEL if key == "labels" else value.dtype == tf.bool and False)
+            if value.dtype == tf.string:
+                fill = ""
+            elif value.dtype == tf.bool:  # tf.constant(0, tf.bool) is refused
+                fill = False
+            else:
+                fill = schema.NO_LABEL if key == "labels" else 0
             filler = tf.fill([group - tf.shape(value)[0]] + rest, tf.constant(fill, value.dtype))
             value = tf.concat([value, filler], axis=0)
             out[key] = tf.reshape(value, [replicas, batch_size] + rest)
