@@ -28,13 +28,20 @@ def decode_rgb(image_bytes: tf.Tensor) -> tf.Tensor:
     channels=3 for a WebP with alpha (so does `decode_image`); alpha is dropped, as Pillow's
     convert("RGB") does, and grayscale WebP is already stored as 3 channels.
     """
-    def webp():
-        return tf.io.decode_webp(image_bytes, channels=0)[0, :, :, :3]
+    return tf.ensure_shape(tf.cond(limits.is_webp(image_bytes),
+                                   lambda: _decode_webp(image_bytes),
+                                   lambda: _decode_other(image_bytes)), [None, None, 3])
 
-    def other():
-        return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
-    return tf.ensure_shape(tf.cond(limits.is_webp(image_bytes), webp, other), [None, None, 3])
+def _decode_webp(image_bytes: tf.Tensor) -> tf.Tensor:
+    """WebP -> uint8 [h, w, 3]: all channels decoded (channels=3 is refused with alpha), alpha
+    dropped."""
+    return tf.io.decode_webp(image_bytes, channels=0)[0, :, :, :3]
+
+
+def _decode_other(image_bytes: tf.Tensor) -> tf.Tensor:
+    """JPEG, PNG, GIF, BMP -> uint8 [h, w, 3] (first frame)."""
+    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
 
 def _decode_crop(image_bytes: tf.Tensor, box_fn) -> tf.Tensor:
@@ -55,10 +62,10 @@ def _decode_crop(image_bytes: tf.Tensor, box_fn) -> tf.Tensor:
         return tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [3]], 0))
 
     def webp():
-        return crop(tf.io.decode_webp(image_bytes, channels=0)[0, :, :, :3])
+        return crop(_decode_webp(image_bytes))
 
     def other():
-        return crop(tf.io.decode_image(image_bytes, channels=3, expand_animations=False))
+        return crop(_decode_other(image_bytes))
 
     branch = tf.where(tf.io.is_jpeg(image_bytes), 0, tf.where(limits.is_webp(image_bytes), 1, 2))
     return tf.ensure_shape(tf.switch_case(branch, [jpeg, webp, other]), [None, None, 3])

@@ -62,8 +62,8 @@ def account(*, where: str, num_files: int, max_skipped_fraction: Optional[float]
     among the elements the parse step kept), kind, missing int64 (records lost from a truncated
     shard's tail), cause int32 (a SKIP_CAUSES index for kind == bad_kind). Out: the batch's
     emitted elements only (kind == record_kind, and end_kind rows that carry skips), without
-    those fields and kind, plus skipped int32 [m] and skipped_by_cause int32 [m, C]: the records dropped
-    since the previous emitted element (an end_kind row carries the skips after the last
+    those fields and kind, plus skipped int32 [m] and skipped_by_cause int32 [m, C]: the
+    records dropped since the previous emitted element (an end_kind row carries the skips after the last
     record). The element count of the output varies; rebatch it.
 
     where: the file pattern for messages. stall_elements: fail when this many elements pass
