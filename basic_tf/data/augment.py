@@ -12,7 +12,7 @@ The pipeline decodes, crops and resizes each example (`random_crop_window`,
 (`flip_batch`, `normalize`): the same numbers as `decode_and_random_crop` /
 `decode_and_center_crop`, with less work per example.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 
@@ -44,22 +44,41 @@ def _decode_other(image_bytes: tf.Tensor) -> tf.Tensor:
     return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
 
 
-def _decode_crop(image_bytes: tf.Tensor, box_fn) -> tf.Tensor:
+JPEG, WEBP, OTHER = 0, 1, 2  # the decoders `decode_window` chooses between
+
+
+def decode_branch(image_bytes: tf.Tensor) -> tf.Tensor:
+    """int32, same shape as tf.string image_bytes: JPEG, WEBP or OTHER (vector ops, so the
+    training pipeline finds it for a whole block of records at once)."""
+    return tf.where(limits.is_jpeg(image_bytes), JPEG,
+                    tf.where(limits.is_webp(image_bytes), WEBP, OTHER))
+
+
+def decode_window(image_bytes: tf.Tensor, box_fn, branch=None,
+                  max_jpeg_pixels: Optional[int] = None):
     """Decodes the window box_fn(int32 [3] image shape) -> (offset_hw [2], size_hw [2]).
 
     JPEG: header-only shape, then fused decode of the window. Others: full decode (as
-    `decode_rgb`), then slice. One switch on the format (each branch of a tf.cond costs a
-    function call per example in a tf.data map). Returns uint8 [h, w, 3].
+    `decode_rgb`), then slice. One switch on `branch` (`decode_branch(image_bytes)` unless
+    given). Returns uint8 [h, w, 3]; with max_jpeg_pixels, (that, bool []): a JPEG whose SOF
+    claims more pixels is not decoded (a 1x1 placeholder is) and the flag says so.
     """
+    limit = max_jpeg_pixels or 0
+
     def jpeg():
-        offset, size = box_fn(tf.image.extract_jpeg_shape(image_bytes))
-        return tf.image.decode_and_crop_jpeg(image_bytes, tf.concat([offset, size], 0),
-                                             channels=3)
+        shape = tf.image.extract_jpeg_shape(image_bytes)
+        too_large = tf.logical_and(limit > 0, tf.cast(shape[0], tf.int64) * tf.cast(
+            shape[1], tf.int64) > limit)
+        offset, size = box_fn(shape)
+        window = tf.where(too_large, tf.constant([0, 0, 1, 1]), tf.concat([offset, size], 0))
+        image_or_placeholder = tf.where(too_large, limits.one_pixel_jpeg(), image_bytes)
+        return tf.image.decode_and_crop_jpeg(image_or_placeholder, window, channels=3), too_large
 
     def crop(image):
         image = tf.ensure_shape(image, [None, None, 3])
         offset, size = box_fn(tf.shape(image))
-        return tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [3]], 0))
+        return (tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([size, [3]], 0)),
+                tf.constant(False))
 
     def webp():
         return crop(_decode_webp(image_bytes))
@@ -67,11 +86,13 @@ def _decode_crop(image_bytes: tf.Tensor, box_fn) -> tf.Tensor:
     def other():
         return crop(_decode_other(image_bytes))
 
-    branch = tf.where(tf.io.is_jpeg(image_bytes), 0, tf.where(limits.is_webp(image_bytes), 1, 2))
-    return tf.ensure_shape(tf.switch_case(branch, [jpeg, webp, other]), [None, None, 3])
+    branch = decode_branch(image_bytes) if branch is None else branch
+    image, too_large = tf.switch_case(branch, [jpeg, webp, other])
+    image = tf.ensure_shape(image, [None, None, 3])
+    return image if max_jpeg_pixels is None else (image, too_large)
 
 
-def _resize(crop: tf.Tensor, image_size: int, antialias: bool) -> tf.Tensor:
+def resize(crop: tf.Tensor, image_size: int, antialias: bool) -> tf.Tensor:
     """uint8 [h, w, 3] -> float32 [image_size, image_size, 3], still in [0, 255] (`normalize`
     finishes it, per batch in the pipeline)."""
     image = tf.image.resize(crop, [image_size, image_size], method="bilinear",
@@ -99,21 +120,28 @@ def flip_batch(images: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
     return tf.gather(both, tf.range(b) + b * tf.cast(flips, tf.int32))
 
 
-def random_crop_window(image_bytes: tf.Tensor, crop_seed: tf.Tensor, image_size: int,
-                       area_range: Sequence[float] = (0.5, 1.0),
-                       aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
-                       antialias: bool = False) -> tf.Tensor:
-    """The per-example part of the training view: decode a random crop covering `area_range`
-    of the image with an aspect ratio in `aspect_ratio_range` and resize it to a square.
-    crop_seed: int [2]. Returns float32 [image_size, image_size, 3] in [0, 255]."""
+def random_box_fn(crop_seed: tf.Tensor, area_range: Sequence[float] = (0.5, 1.0),
+                  aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3)):
+    """The training view's window for `decode_window`: a random crop covering `area_range` of
+    the image with an aspect ratio in `aspect_ratio_range` (the whole image when 10 draws
+    miss). crop_seed: int [2]."""
     def random_box(shape):
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
             shape, bounding_boxes=tf.constant(_WHOLE_IMAGE), seed=crop_seed, min_object_covered=0.0,
             aspect_ratio_range=list(aspect_ratio_range), area_range=list(area_range),
             max_attempts=10, use_image_if_no_bounding_boxes=True)
         return begin[:2], size[:2]
+    return random_box
 
-    return _resize(_decode_crop(image_bytes, random_box), image_size, antialias)
+
+def random_crop_window(image_bytes: tf.Tensor, crop_seed: tf.Tensor, image_size: int,
+                       area_range: Sequence[float] = (0.5, 1.0),
+                       aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3),
+                       antialias: bool = False) -> tf.Tensor:
+    """The per-example part of the training view: decode the `random_box_fn` window and resize
+    it to a square. Returns float32 [image_size, image_size, 3] in [0, 255]."""
+    window = decode_window(image_bytes, random_box_fn(crop_seed, area_range, aspect_ratio_range))
+    return resize(window, image_size, antialias)
 
 
 def decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: int,
@@ -134,10 +162,9 @@ def decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: 
     return image
 
 
-def center_crop_window(image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 1.0,
-                       antialias: bool = False) -> tf.Tensor:
-    """`decode_and_center_crop` before `normalize`: float32 [image_size, image_size, 3] in
-    [0, 255]."""
+def center_box_fn(crop_fraction: float = 1.0):
+    """Evaluation's window for `decode_window`: the central square of side crop_fraction *
+    min(height, width)."""
     if not 0.0 < crop_fraction <= 1.0:
         raise ValueError(f"crop_fraction={crop_fraction} must be in (0, 1]")
 
@@ -146,8 +173,15 @@ def center_crop_window(image_bytes: tf.Tensor, image_size: int, crop_fraction: f
         side = tf.cast(tf.cast(tf.reduce_min(hw), tf.float32) * crop_fraction, tf.int32)
         side = tf.maximum(side, 1)
         return (hw - side) // 2, tf.stack([side, side])
+    return center_box
 
-    return _resize(_decode_crop(image_bytes, center_box), image_size, antialias)
+
+def center_crop_window(image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 1.0,
+                       antialias: bool = False) -> tf.Tensor:
+    """`decode_and_center_crop` before `normalize`: float32 [image_size, image_size, 3] in
+    [0, 255]."""
+    return resize(decode_window(image_bytes, center_box_fn(crop_fraction)), image_size,
+                  antialias)
 
 
 def decode_and_center_crop(image_bytes: tf.Tensor, image_size: int, crop_fraction: float = 1.0,

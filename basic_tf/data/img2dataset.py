@@ -12,7 +12,7 @@ number in some records and as empty bytes in others, so declaring its type break
 Shards sit beside `<shard>_stats.json` files (img2dataset's per-shard stats); their "successes"
 count is what the shard should hold, so a truncated shard's lost tail is counted as for our own
 shards' sidecars. The training pipeline (basic_tf.data.pipeline, record_format='img2dataset')
-uses `parse_example`; tools that read records in Python (profile, new_experiment) use
+uses `parse_examples`; tools that read records in Python (profile, new_experiment) use
 `decode_record`.
 """
 import json
@@ -32,26 +32,27 @@ _SPEC[ID_KEY] = tf.io.FixedLenFeature([], tf.string, default_value="")
 _FALLBACK_SPEC = {FALLBACK_TEXT_KEY: tf.io.RaggedFeature(tf.string)}
 
 
-def parse_example(serialized: tf.Tensor) -> tuple:
-    """Graph-side parse of one record: tf.string [] -> (image tf.string [] ("" when no image
-    key holds bytes: skipped as bad_image), captions tf.string [n], label int32 [] (always
-    schema.NO_LABEL), example id tf.string []).
+def parse_examples(serialized: tf.Tensor) -> tuple:
+    """Graph-side parse of a block of records: tf.string [k] -> (images tf.string [k] ("" when
+    no image key holds bytes: skipped as bad_image), captions tf.string ragged [k, None],
+    labels int32 [k] (always schema.NO_LABEL), example ids tf.string [k]).
 
-    `caption` is parsed only when `txt` is missing or blank, so a record whose metadata column
-    `caption` has another type still reads when it has a `txt`. A record whose `txt`, image or
-    `key` has the wrong type raises (-> skipped as parse_error).
+    `caption` is parsed only from records whose `txt` is missing or blank (the others are
+    parsed as an empty Example there), so a record whose metadata column `caption` has another
+    type still reads when it has a `txt`. A record whose `txt`, image or `key` has the wrong
+    type, or a blank `txt` and a `caption` of another type, makes the parse raise (the pipeline
+    then parses the block record by record: basic_tf.data.shard_reader).
     """
-    ex = tf.io.parse_single_example(serialized, _SPEC)
-    image = tf.constant("")
+    ex = tf.io.parse_example(serialized, _SPEC)
+    image = tf.zeros_like(serialized)
     for key in reversed(IMAGE_KEYS):  # the first key holding bytes wins
         image = tf.where(tf.strings.length(ex[key]) > 0, ex[key], image)
     text = ex[TEXT_KEY]
-    blank = tf.reduce_all(tf.strings.length(tf.strings.strip(text)) == 0)
-    captions = tf.cond(blank,
-                       lambda: tf.io.parse_single_example(serialized,
-                                                          _FALLBACK_SPEC)[FALLBACK_TEXT_KEY],
-                       lambda: text)
-    return image, captions, tf.constant(schema.NO_LABEL), ex[ID_KEY]
+    blank = tf.reduce_all(tf.strings.length(tf.strings.strip(text)) == 0, axis=1)
+    fallback = tf.io.parse_example(tf.where(blank, serialized, ""), _FALLBACK_SPEC)
+    captions = tf.concat([text, fallback[FALLBACK_TEXT_KEY]], axis=1)
+    labels = tf.fill(tf.shape(serialized), tf.constant(schema.NO_LABEL, tf.int32))
+    return image, captions, labels, ex[ID_KEY]
 
 
 def expected_records(shard: str) -> int:

@@ -61,54 +61,70 @@ def is_webp(image: tf.Tensor) -> tf.Tensor:
             & (tf.strings.substr(head, 8, 4) == b"WEBP"))
 
 
+def is_jpeg(image: tf.Tensor) -> tf.Tensor:
+    """bool, same shape as tf.string `image`: the bytes start with a JPEG SOI marker."""
+    return tf.strings.substr(image, 0, len(JPEG_MAGIC)) == JPEG_MAGIC
+
+
+def png_webp_height_width(images: tf.Tensor) -> tf.Tensor:
+    """tf.string [k] encoded images -> int64 [k, 2] (height, width) from the PNG IHDR or the
+    WebP header; [-1, -1] for JPEG (its SOF is found by walking its segments:
+    `image_height_width`) and for bytes that are none of these with a whole header.
+
+    Vector ops over the whole block (the training pipeline reads its records' headers a block
+    at a time; per record, a dozen string ops cost more than decoding a small PNG).
+    """
+    length = tf.strings.length(images)
+    head = tf.strings.join([tf.strings.substr(images, 0, WEBP_HEADER_BYTES), "\0" * 32])
+    is_png = (length >= len(PNG_HEADER) + 8) & (
+        tf.strings.substr(head, 0, len(PNG_HEADER)) == PNG_HEADER)
+    webp_header = (length >= WEBP_HEADER_BYTES) & is_webp(head)
+    # IHDR: width then height, big-endian uint32 at byte 16.
+    width_height = tf.reshape(tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.int32,
+                                               little_endian=False), [-1, 2])  # [k, 2] for k = 0
+    png = tf.cast(tf.reverse(width_height, [-1]), tf.int64) & 0xFFFFFFFF
+    unknown = tf.constant([-1, -1], tf.int64)
+    return tf.where(is_png[:, None], png, tf.where(
+        webp_header[:, None], _webp_height_width(head), unknown))
+
+
 def image_height_width(image: tf.Tensor) -> tf.Tensor:
     """int64 [2] (height, width) from the JPEG SOF, PNG IHDR or WebP header of one tf.string []
     encoded image, without decoding it; [-1, -1] for bytes that are none of these with a whole
     header. A JPEG whose header is corrupt raises InvalidArgument.
 
-    No tf.cond / tf.case (in a tf.data map each branch is a function call, which cost as much
-    as decoding a small PNG): every format's size is read from the first bytes padded with
-    zeros, and the JPEG reader gets a 1x1 JPEG in place of bytes that are not a JPEG.
+    No tf.cond: the JPEG reader gets a 1x1 JPEG in place of bytes that are not a JPEG.
     """
-    length = tf.strings.length(image)
-    head = tf.strings.join([tf.strings.substr(image, 0, WEBP_HEADER_BYTES), "\0" * 32])
-    is_jpeg = tf.strings.substr(head, 0, len(JPEG_MAGIC)) == JPEG_MAGIC
-    is_png = (length >= len(PNG_HEADER) + 8) & (
-        tf.strings.substr(head, 0, len(PNG_HEADER)) == PNG_HEADER)
-    webp_header = (length >= WEBP_HEADER_BYTES) & is_webp(head)
-    jpeg = tf.cast(tf.image.extract_jpeg_shape(tf.where(is_jpeg, image, _one_pixel_jpeg()))[:2],
-                   tf.int64)
-    # IHDR: width then height, big-endian uint32 at byte 16.
-    width_height = tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.int32,
-                                    little_endian=False)
-    png = tf.reshape(tf.cast(tf.reverse(width_height, [0]), tf.int64) & 0xFFFFFFFF, [2])
-    unknown = tf.constant([-1, -1], tf.int64)
-    return tf.where(is_jpeg, jpeg, tf.where(is_png, png, tf.where(
-        webp_header, _webp_height_width(head), unknown)))
+    jpeg = is_jpeg(image)
+    jpeg_height_width = tf.cast(
+        tf.image.extract_jpeg_shape(tf.where(jpeg, image, one_pixel_jpeg()))[:2], tf.int64)
+    return tf.where(jpeg, jpeg_height_width, png_webp_height_width(image[None])[0])
 
 
 @functools.lru_cache(maxsize=None)
-def _one_pixel_jpeg() -> bytes:
+def one_pixel_jpeg() -> bytes:
     """A valid 1x1 JPEG file (made once, eagerly, also when first asked for inside a graph)."""
     with tf.init_scope():
         return tf.io.encode_jpeg(tf.zeros([1, 1, 3], tf.uint8)).numpy()
 
 
-def _webp_height_width(image: tf.Tensor) -> tf.Tensor:
-    """int64 [2] from the first chunk of a WebP file of >= WEBP_HEADER_BYTES bytes (see
-    `_webp_header_height_width`, its Python twin, for the layout); [-1, -1] for another chunk."""
-    b = tf.cast(tf.io.decode_raw(tf.strings.substr(image, 20, 10), tf.uint8), tf.int64)
+def _webp_height_width(images: tf.Tensor) -> tf.Tensor:
+    """int64 [k, 2] from the first chunk of tf.string [k] WebP files of >= WEBP_HEADER_BYTES
+    bytes (see `_webp_header_height_width`, its Python twin, for the layout); [-1, -1] for
+    another chunk."""
+    b = tf.reshape(tf.cast(tf.io.decode_raw(tf.strings.substr(images, 20, 10), tf.uint8),
+                           tf.int64), [-1, 10])
 
     def le(start, n):  # little-endian unsigned integer of bytes 20+start .. 20+start+n-1
-        return sum(tf.bitwise.left_shift(b[start + i], 8 * i) for i in range(n))
+        return sum(tf.bitwise.left_shift(b[:, start + i], 8 * i) for i in range(n))
 
-    chunk = tf.strings.substr(image, 12, 4)
+    chunk = tf.strings.substr(images, 12, 4)[:, None]
     bits = le(1, 4)
     lossless = tf.stack([tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 14), 0x3FFF) + 1,
-                         tf.bitwise.bitwise_and(bits, 0x3FFF) + 1])
+                         tf.bitwise.bitwise_and(bits, 0x3FFF) + 1], axis=-1)
     lossy = tf.stack([tf.bitwise.bitwise_and(le(8, 2), 0x3FFF),
-                      tf.bitwise.bitwise_and(le(6, 2), 0x3FFF)])
-    extended = tf.stack([le(7, 3) + 1, le(4, 3) + 1])
+                      tf.bitwise.bitwise_and(le(6, 2), 0x3FFF)], axis=-1)
+    extended = tf.stack([le(7, 3) + 1, le(4, 3) + 1], axis=-1)
     return tf.where(chunk == b"VP8 ", lossy, tf.where(chunk == b"VP8L", lossless, tf.where(
         chunk == b"VP8X", extended, tf.constant([-1, -1], tf.int64))))
 

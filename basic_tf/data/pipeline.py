@@ -4,29 +4,31 @@ Shards are basic_tf's own (basic_tf.data.schema) or img2dataset's TFRecords as t
 (`record_format='img2dataset'`, basic_tf.data.img2dataset).
 
     files (this host's share) -> [train: shuffle files, repeat] -> interleave shard readers
-    -> [train: shuffle records] -> number each element -> parse -> number again -> bound +
-    decode/crop/resize (parallel) -> batch -> count skipped records by cause (per batch) ->
-    [train: rebatch | evaluation: pad] -> flip, scale, cut and tokenize captions (per batch)
-    -> prefetch
+    (basic_tf.data.shard_reader: blocks of 32 records parsed, checked and given their caption,
+    flip and crop seed with vector ops) -> rows -> [train: shuffle] -> number each row ->
+    decode/crop/resize (parallel, per example) -> batch -> count skipped records by cause (per
+    batch) -> [train: rebatch | evaluation: pad] -> flip, scale, cut and tokenize captions
+    (per batch) -> prefetch
 
-Per-element work is kept to what cannot be done per batch: parsing and decoding (either can
-fail, and a failing element must be dropped alone), the caption choice and the crop window; the
-shard readers' and the accounting's bookkeeping, the flip, the scaling to [0, 1], the caption
-cut and tokenization run on whole blocks or batches (issue 22: the per-element stages cost ~9x
-the decode).
+Per-element work is kept to the decode of the crop window and its resize (a decode can fail,
+and a failing element must be dropped alone); parsing, header checks, random draws and caption
+choice run on blocks of records, flip, scaling, caption cut and tokenization on batches (issue
+22: each per-element tf.data stage cost about as much as decoding the demo's 28 px PNG).
 
 Graph-only (no py_function), static shapes, deterministic: the random crop, flip and caption
-choice are stateless, keyed by (seed, record number), so a restored iterator
-(`tf.train.Checkpoint(iterator=...)`) continues with exactly the batches it would have given.
+choice are stateless, keyed by (seed, file, visit of the file, record number), so a restored
+iterator (`tf.train.Checkpoint(iterator=...)`) continues with exactly the batches it would have
+given.
 
-Bad records never stop a run by themselves. A record that fails to parse or whose image does
-not decode raises inside a parallel map; `ignore_errors` drops it, and the gap it leaves in the
-element numbers is counted. A record with no non-empty caption, or an image with more pixels
-than `input_limits.max_image_pixels` (read from its header, before decoding), is skipped without
-decoding. A truncated shard's lost tail is counted from the shard's stats sidecar (written by
-basic_tf.data.writer). Captions longer than `input_limits.max_caption_bytes` are cut before
-tokenisation. Each example carries "skipped" and "skipped_by_cause": records dropped just before
-it, so sums over consumed batches are exact (`SkippedRecordsCounter` keeps them, reduced over
+Bad records never stop a run by themselves. A record that fails to parse becomes a BAD row
+(shard_reader); an image that does not decode raises inside the parallel decode map,
+`ignore_errors` drops it, and the gap it leaves in the element numbers is counted. A record
+with no non-empty caption, or an image with more pixels than `input_limits.max_image_pixels`
+(read from its header, before decoding), is skipped without decoding. A truncated shard's lost
+tail is counted from the shard's stats sidecar (written by basic_tf.data.writer). Captions
+longer than `input_limits.max_caption_bytes` are cut before tokenisation. Each example carries
+"skipped" and "skipped_by_cause": records dropped just before it, so sums over consumed batches
+are exact (`SkippedRecordsCounter` keeps them, reduced over
 replicas; causes in basic_tf.data.skips).
 
 What does stop the pipeline, with a message naming the file pattern and the counts by cause:
@@ -56,15 +58,14 @@ from typing import Optional, Sequence, Union
 import tensorflow as tf
 from absl import logging
 
-from basic_tf.data import augment, img2dataset, schema, skips, writer
+from basic_tf.data import augment, img2dataset, schema, shard_reader, skips, writer
 from basic_tf.data import limits as limits_lib
 from basic_tf.data.data_config import DataConfig
 from basic_tf.data.skips import SkippedRecordsCounter  # noqa: F401 (its home was here)
 from basic_tf.data.tokenizer import Tokenizer
 
-# Kinds of elements between the shard readers and the accounting scan: a record, a shard's end
-# (carries its lost tail), the end of an evaluation pass, a record skipped for a known cause.
-_RECORD, _SHARD_END, _END, _BAD = 0, 1, 2, 3
+_RECORD, _SHARD_END, _END, _BAD = (shard_reader.RECORD, shard_reader.SHARD_END, shard_reader.END,
+                                   shard_reader.BAD)
 
 
 def shard_for_pipeline(files: Sequence[str], input_context) -> list:
@@ -79,117 +80,39 @@ def shard_for_pipeline(files: Sequence[str], input_context) -> list:
     return list(files[i::n])
 
 
-_BLOCK = 32  # records a shard reader hands on at once (its bookkeeping is per block)
-
-
-def _read_shard(path: tf.Tensor, expected: tf.Tensor) -> tf.data.Dataset:
-    """One shard's records as elements, then one SHARD_END element carrying how many records
-    were lost to a truncated tail ("missing").
-
-    expected: int64 record count from the stats sidecar, -1 if unknown (then a truncated tail
-    cannot be counted). SHARD_END elements are never dropped, so something reaches the
-    accounting scan on every pass even when every record is bad (skips.account). The count
-    runs over blocks of records (no per-record function), which are then unbatched.
-    """
-    blocks = tf.data.TFRecordDataset(path).ignore_errors().batch(_BLOCK)  # stops at a bad frame
-    blocks = blocks.map(lambda r: (r, False)).concatenate(
-        tf.data.Dataset.from_tensors((tf.constant([""]), True)))
-
-    def count(n, block):
-        records, is_end = block
-        m = tf.shape(records, out_type=tf.int64)[0]
-        missing = tf.where(is_end & (expected >= 0), tf.maximum(expected - n, 0),
-                           tf.constant(0, tf.int64))
-        out = {"record": records,
-               "kind": tf.fill([m], tf.where(is_end, _SHARD_END, _RECORD)),
-               "missing": tf.fill([m], missing)}
-        return n + tf.where(is_end, tf.constant(0, tf.int64), m), out
-
-    return blocks.scan(tf.constant(0, tf.int64), count).unbatch()
-
-
-def _parse_basic_tf(serialized):
-    """tf.string [] -> (image, captions [n], label int32, id) of a basic_tf schema record."""
-    ex = schema.parse_example(serialized)
-    return (ex[schema.IMAGE_KEY], ex[schema.CAPTION_KEY],
-            tf.cast(ex[schema.LABEL_KEY], tf.int32), ex[schema.ID_KEY])
-
-
-_PARSERS = {"basic_tf": _parse_basic_tf, "img2dataset": img2dataset.parse_example}
-# What a non-record element (shard end, pass end) is parsed as: an Example with empty required
-# fields and no caption (no tf.cond per element).
-_PLACEHOLDER = {
-    "basic_tf": tf.train.Example(features=tf.train.Features(feature={
-        k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[b""]))
-        for k in (schema.IMAGE_KEY, schema.FORMAT_KEY, schema.ID_KEY)})).SerializeToString(),
-    "img2dataset": b""}
-
-
-def _parse(index, element, record_format="basic_tf"):
-    """(element number, element) -> parsed fields; raises (-> dropped, counted as parse_error)
-    for a record that is not an Example of the record format."""
-    is_record = element["kind"] == _RECORD
-    record = tf.where(is_record, element["record"], _PLACEHOLDER[record_format])
-    image, captions, label, example_id = _PARSERS[record_format](record)
-    return {"index": index, "kind": element["kind"], "missing": element["missing"],
-            "image": image, "captions": captions, "labels": label, "example_id": example_id}
-
-
-def _decode(parse_index, element, *, training, seed, image_size, area_range,
-            aspect_ratio_range, random_flip, eval_crop_fraction, antialias, limits):
-    """(number after parsing, parsed element) -> example dict, the only per-example work: the
-    caption choice, the image header check, decode + crop + resize. A record with no non-empty
-    caption or too many pixels becomes kind BAD with its cause (nothing decoded); an image that
-    does not decode raises (-> dropped, counted as bad_image). The image is unflipped ("flip"
-    says whether to flip it), uint8 in training, float32 in [0, 255] in evaluation;
-    `_finish_batch` does the rest per batch."""
-    index, kind = element["index"], element["kind"]
-    captions = tf.strings.strip(element["captions"])
-    nonempty = tf.strings.length(captions) > 0
-    n = tf.reduce_sum(tf.cast(nonempty, tf.int32))
-    height_width = limits_lib.image_height_width(element["image"])  # [-1, -1] for "" (no record)
-    cause = tf.where(n == 0, skips.EMPTY_CAPTION, tf.where(
-        height_width[0] < 0, skips.BAD_IMAGE, tf.where(
-            height_width[0] * height_width[1] > limits.max_image_pixels, skips.TOO_LARGE,
-            skips.OK)))
-    usable = (kind == _RECORD) & (cause == skips.OK)
-
-    def real():
-        image_bytes = element["image"]
-        flip = tf.constant(False)
-        if training:
-            key = tf.stack([tf.cast(seed, tf.int64), index])
-            caption_seed, image_seed = tf.unstack(tf.random.experimental.stateless_split(key, 2))
-            pick = tf.random.stateless_uniform([], caption_seed, 0, n, dtype=tf.int32)
-            crop_seed, flip_seed = tf.unstack(
-                tf.random.experimental.stateless_split(image_seed, 2))
-            image = augment.random_crop_window(image_bytes, crop_seed, image_size, area_range,
-                                               aspect_ratio_range, antialias)
-            if random_flip:
-                flip = augment.flip_decision(flip_seed)
-        else:
-            pick = 0
-            image = augment.center_crop_window(image_bytes, image_size, eval_crop_fraction,
-                                               antialias)
-        caption = tf.gather(captions, tf.where(nonempty)[pick, 0])
-        return image, caption, flip
-
-    def placeholder():
-        return tf.zeros([image_size, image_size, 3]), tf.constant(""), tf.constant(False)
-
-    image, caption, flip = tf.cond(usable, real, placeholder)
+def _decode(index, row, *, training, image_size, area_range, aspect_ratio_range,
+            eval_crop_fraction, antialias, max_image_pixels):
+    """(element number, planned row) -> example dict: the only per-example work, the decode of
+    the crop window and its resize (augment.decode_window). A JPEG whose SOF claims too many
+    pixels becomes kind BAD, cause too_large (nothing decoded); rows that are not usable
+    records decode a 1x1 placeholder; an image that does not decode raises (-> dropped,
+    counted as bad_image). The image is unflipped ("flip" says whether to flip it), uint8 in
+    training (exact when the window is not resized, as in the demo; else the resize rounded,
+    <= 0.5 / 255), float32 in [0, 255] in evaluation (exactly what serving's
+    decode_and_center_crop gives); `_finish_batch` does the rest per batch."""
+    kind = row["kind"]
+    usable = kind == _RECORD
+    image_bytes = tf.where(usable, row["image"], limits_lib.one_pixel_jpeg())
+    branch = tf.where(usable, row["branch"], augment.JPEG)
     if training:
-        # uint8 from here to the batch's finish: 4x less to batch, filter and rebatch. Exact
-        # when the window is not resized (the demo); else the resize's output rounded
-        # (<= 0.5 / 255). Evaluation keeps float32, so it sees exactly what serving's
-        # decode_and_center_crop gives (the export serves evaluate's predictions).
-        image = tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8)
-    return {"index": index, "parse_index": parse_index,
-            "kind": tf.where((kind == _RECORD) & ~usable, _BAD, kind),
-            "missing": element["missing"], "cause": tf.cast(cause, tf.int32),
-            "images": tf.ensure_shape(image, [image_size, image_size, 3]), "flip": flip,
-            "caption": caption, "labels": element["labels"], "example_id": element["example_id"],
-            "mask": tf.cast(usable, tf.float32)}
+        box = augment.random_box_fn(row["crop_seed"], area_range, aspect_ratio_range)
+    else:
+        box = augment.center_box_fn(eval_crop_fraction)
+    window, too_large = augment.decode_window(image_bytes, box, branch, max_image_pixels)
+    usable &= ~too_large
+    if training:
+        resized = lambda: tf.saturate_cast(  # noqa: E731
+            augment.resize(window, image_size, antialias) + 0.5, tf.uint8)
+        image = tf.cond(tf.reduce_all(tf.shape(window)[:2] == image_size), lambda: window,
+                        resized)
+    else:
+        image = augment.resize(window, image_size, antialias)
+    return {"index": index, "kind": tf.where((kind == _RECORD) & ~usable, _BAD, kind),
+            "missing": row["missing"],
+            "cause": tf.where(too_large, skips.TOO_LARGE, row["cause"]),
+            "images": tf.ensure_shape(image, [image_size, image_size, 3]), "flip": row["flip"],
+            "caption": row["caption"], "labels": row["labels"],
+            "example_id": row["example_id"], "mask": tf.cast(usable, tf.float32)}
 
 
 def _finish_batch(batch, tokenizer, max_caption_bytes, string_features):
@@ -197,7 +120,10 @@ def _finish_batch(batch, tokenizer, max_caption_bytes, string_features):
     captions cut to max_caption_bytes and tokenized (vector ops over the batch)."""
     batch = dict(batch)
     images = augment.flip_batch(batch["images"], batch.pop("flip"))  # uint8 or float32
-    batch["images"] = augment.normalize(tf.cast(images, tf.float32))
+    if images.dtype == tf.uint8:  # in [0, 255] already: no clip
+        batch["images"] = tf.cast(images, tf.float32) / 255.0
+    else:
+        batch["images"] = augment.normalize(images)
     captions, was_cut = limits_lib.cut_captions(batch.pop("caption"), max_caption_bytes)
     batch["captions_cut"] = tf.cast(was_cut, tf.int32)
     batch["token_ids"] = tokenizer(captions)
@@ -313,25 +239,29 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext], data: Data
     limits = limits or limits_lib.input_limits()
     tokenizer = Tokenizer(data.require_tokenizer(), data.seq_len)
 
-    ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(expected, tf.int64)))
+    planner = shard_reader.BlockPlanner(
+        record_format=record_format, training=training, seed=seed, random_flip=random_flip,
+        max_image_pixels=limits.max_image_pixels)
+    file_ids = [all_files.index(f) for f in files]
+    ds = tf.data.Dataset.from_tensor_slices(
+        (tf.constant(file_ids, tf.int64), files, tf.constant(expected, tf.int64)))
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.interleave(_read_shard, cycle_length=min(cycle_length, len(files)),
-                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.enumerate()  # file visits: with the file, the key of the visit's random draws
+    ds = ds.interleave(
+        lambda visit, f: shard_reader.read_shard(f[0], visit, f[1], f[2], planner),
+        cycle_length=min(cycle_length, len(files)), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    ds = ds.unbatch()
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    else:  # an END element carries the count of records skipped at the very end
-        ds = ds.concatenate(tf.data.Dataset.from_tensors(
-            {"record": tf.constant(""), "kind": _END, "missing": tf.constant(0, tf.int64)}))
-    ds = ds.enumerate()
-    ds = ds.map(functools.partial(_parse, record_format=record_format),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.ignore_errors(log_warning=log_skipped)
-    ds = ds.enumerate()  # numbers after parsing: the gaps before them are parse errors
+    else:  # an END row carries the count of records skipped at the very end
+        ds = ds.concatenate(tf.data.Dataset.from_tensor_slices(shard_reader.rows(1, _END)))
+    ds = ds.enumerate()  # the gaps after the decode's drops are bad images
     decode = functools.partial(
-        _decode, training=training, seed=seed, image_size=data.image_size,
-        area_range=area_range, aspect_ratio_range=aspect_ratio_range, random_flip=random_flip,
-        eval_crop_fraction=data.eval_crop_fraction, antialias=data.antialias, limits=limits)
+        _decode, training=training, image_size=data.image_size, area_range=area_range,
+        aspect_ratio_range=aspect_ratio_range, eval_crop_fraction=data.eval_crop_fraction,
+        antialias=data.antialias, max_image_pixels=limits.max_image_pixels)
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors(log_warning=log_skipped)
     # A record can stay in the shuffle buffer for a while: "a whole pass with no usable

@@ -7,11 +7,13 @@ Causes (`SKIP_CAUSES`, the order of every per-cause vector):
   too_large      the image has more pixels than input_limits.max_image_pixels (from its header)
   truncated      the record was lost with the tail of a truncated shard (stats sidecar count)
 
-The pipeline (basic_tf.data.pipeline) numbers each element before parsing and again after it; a
-record dropped by `ignore_errors` leaves a gap in those numbers. `account` is the scan, over
-batches of elements, after the last drop: it splits the gaps by cause, attaches them to the next
-example ("skipped" int32 and
-"skipped_by_cause" int32 [C] per example, so sums over consumed batches are exact), and fails
+The pipeline (basic_tf.data.pipeline) numbers each element before decoding; a record whose
+image does not decode is dropped by `ignore_errors` and leaves a gap in those numbers. Records
+skipped for a cause known before (parse_error, empty_caption, too_large, a header that is no
+image) arrive as rows of kind `bad_kind` with their cause. `account` is the scan, over batches
+of elements, after the last drop: it counts both by cause, attaches them to the next example
+("skipped" int32 and "skipped_by_cause" int32 [C] per example, so sums over consumed batches are
+exact), and fails
 the pipeline with a message naming the file pattern and the counts by cause when
   * more than max_skipped_fraction of the records read were skipped, or
   * no usable record came out of a whole pass over the files (without this check, repeating a
@@ -58,13 +60,13 @@ def account(*, where: str, num_files: int, max_skipped_fraction: Optional[float]
     """(initial state, scan function) for tf.data.Dataset.scan over *batches* of decoded
     elements (any batch size >= 1, in element order; vector ops, no per-element step).
 
-    Each element has: index int64 (its number before parsing), parse_index int64 (its number
-    among the elements the parse step kept), kind, missing int64 (records lost from a truncated
-    shard's tail), cause int32 (a SKIP_CAUSES index for kind == bad_kind). Out: the batch's
+    Each element has: index int64 (its number before the decode, whose drops are bad images),
+    kind, missing int64 (records lost from a truncated shard's tail), cause int32 (a
+    SKIP_CAUSES index for kind == bad_kind). Out: the batch's
     emitted elements only (kind == record_kind, and end_kind rows that carry skips), without
     those fields and kind, plus skipped int32 [m] and skipped_by_cause int32 [m, C]: the
-    records dropped since the previous emitted element (an end_kind row carries the skips after the last
-    record). The element count of the output varies; rebatch it.
+    records dropped since the previous emitted element (an end_kind row carries the skips after
+    the last record). The element count of the output varies; rebatch it.
 
     where: the file pattern for messages. stall_elements: fail when this many elements pass
     with no usable record (None: never; evaluation fails instead at end_kind if nothing was
@@ -73,21 +75,18 @@ def account(*, where: str, num_files: int, max_skipped_fraction: Optional[float]
     pipeline with its counts.
     """
     zeros = tf.zeros([NUM_CAUSES], tf.int64)
-    state = {"last": tf.constant(-1, tf.int64), "last_parse": tf.constant(0, tf.int64),
-             "pending": zeros, "totals": zeros, "good": tf.constant(0, tf.int64),
-             "last_good": tf.constant(-1, tf.int64)}
+    state = {"last": tf.constant(-1, tf.int64), "pending": zeros, "totals": zeros,
+             "good": tf.constant(0, tf.int64), "last_good": tf.constant(-1, tf.int64)}
     bound = -1.0 if max_skipped_fraction is None else float(max_skipped_fraction)
     unit = tf.eye(NUM_CAUSES, dtype=tf.int64)
 
     def step(s, e):
         index, kind = e["index"], e["kind"]
-        parse_dropped = index - e["parse_index"]            # [m], cumulative
-        gap = index - tf.concat([[s["last"]], index[:-1]], 0) - 1  # dropped by parse or decode
-        parse = parse_dropped - tf.concat([[s["last_parse"]], parse_dropped[:-1]], 0)
+        gap = index - tf.concat([[s["last"]], index[:-1]], 0) - 1  # dropped by the decode
         bad = tf.gather(unit, tf.maximum(e["cause"], 0)) * tf.cast(
             kind == bad_kind, tf.int64)[:, None]
-        add = (parse[:, None] * unit[PARSE_ERROR] + (gap - parse)[:, None] * unit[BAD_IMAGE]
-               + e["missing"][:, None] * unit[TRUNCATED] + bad)          # [m, C]
+        add = (gap[:, None] * unit[BAD_IMAGE] + e["missing"][:, None] * unit[TRUNCATED]
+               + bad)                                                    # [m, C]
         running = tf.cumsum(add, axis=0)
         totals = s["totals"] + running                                   # after each element
         pending = s["pending"] + running
@@ -132,14 +131,13 @@ def account(*, where: str, num_files: int, max_skipped_fraction: Optional[float]
         rows = tf.boolean_mask(tf.where(emit)[:, 0], keep)
         with tf.control_dependencies(checks):
             out = {k: v for k, v in e.items()
-                   if k not in ("index", "parse_index", "kind", "missing", "cause")}
+                   if k not in ("index", "kind", "missing", "cause")}
             # most batches keep every row: no copy of their images then
             out = tf.cond(tf.size(rows) == tf.size(index), lambda: out,
                           lambda: {k: tf.gather(v, rows) for k, v in out.items()})
             out["skipped_by_cause"] = tf.cast(tf.boolean_mask(by_cause, keep), tf.int32)
             out["skipped"] = tf.reduce_sum(out["skipped_by_cause"], 1)
-        new = {"last": index[-1], "last_parse": parse_dropped[-1],
-               "pending": pending[-1] - at_emitted[-1], "totals": totals[-1],
+        new = {"last": index[-1], "pending": pending[-1] - at_emitted[-1], "totals": totals[-1],
                "good": good[-1], "last_good": last_good[-1]}
         return new, out
 
