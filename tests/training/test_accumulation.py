@@ -145,6 +145,9 @@ def test_batchnorm_moving_statistics_update_once_per_micro_batch():
                                    err_msg=got.path)
 
 
+# Slow: 40-45 s of XLA compilation (remat on); the fast tier compiles the chunked accumulation
+# under XLA (test_accumulation_chunked.py).
+@pytest.mark.slow
 def test_compiles_with_xla_and_matches():
     """jit_compile=True on CPU is the project's proxy for 'runs on TPU'."""
     model = _model("softmax", remat="every_block")

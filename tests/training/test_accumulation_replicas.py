@@ -13,6 +13,10 @@ from strategies import mirrored_strategy
 from test_accumulation import (LOSS_RTOL, _accumulated, _assert_grads_close, _batch, _model,
                                _reference)
 
+# Slow: each case traces the accumulation on 4 replicas (20-50 s); the fast tier keeps the
+# one-device cases (test_accumulation.py).
+pytestmark = pytest.mark.slow
+
 
 # M = 1 (one taped forward, the default) with softmax, M = 2 (the accumulation's loops) with
 # sigmoid and its bias; softmax at M = 2 is the local-loss case below. M = 4 on 4 replicas (a
