@@ -130,7 +130,7 @@ def initial_weights():
 @pytest.fixture(scope="module")
 def plain_run(initial_weights):
     """kind -> the plain float32 run of that optimizer, made once: the reference of both the
-    float32 and the mixed bfloat16 compiled runs of it (a plain run is about a third of a case)."""
+    float32 and the mixed bfloat16 compiled runs of it (a plain run: 10-15 s of a 45-60 s case)."""
     runs = {}
 
     def get(kind):
