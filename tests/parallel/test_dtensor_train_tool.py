@@ -17,9 +17,9 @@ DTensor compilations).
 4. Misuse: a mesh of 6 devices on 4 exits non-zero naming both; --mesh with --strategy is a
    usage error; the mesh run resumed without --mesh says that the mesh is missing.
 
-Every 4- and 8-device mesh shape trains the same step: test_dtensor_coverage.py. Cost: four
-DTensor compilations of a step or an evaluation and four of a save (TF retraces a sharded save
-per call).
+Meshes of 4 and 8 devices (every axis size) train the same step: test_dtensor_coverage.py.
+Cost: four DTensor compilations of a step or an evaluation and four of a save (TF retraces a
+sharded save per call).
 """
 import os
 import shutil

@@ -37,7 +37,9 @@ def test_one_device_chunked_equals_plain_tape(kind, micro):
 
 
 # Each 4-replica case costs about a minute of CPU to trace: M = 1 local softmax and M = 4
-# global sigmoid cover both replica layouts, both micro-batch counts and both losses.
+# global sigmoid cover both replica layouts, both micro-batch counts and both losses. Slow (20-50
+# s each): the fast tier keeps the one-device cases.
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,micro,local_loss", [("softmax", 1, True),
                                                    ("sigmoid", 4, False)])
 def test_four_replicas_chunked_sum_to_plain_tape(kind, micro, local_loss):

@@ -163,16 +163,6 @@ def test_checkpoints_at_exact_multiples_and_the_end(tiny_data, tmp_path):
     assert steps == [4, 8, 11]  # before: 3 (after the first loop), 9, 11
 
 
-def test_loss_spike_guard_skips_and_counts(tiny_data, tmp_path):
-    # A factor below 1 makes every loss above the running median a "spike" once armed.
-    model_dir = str(tmp_path / "run")
-    result = _train(model_dir, tiny_data, "train.train_steps = 8", "train.loss_spike_factor = 0.5",
-                    "train.loss_spike_window = 2", "train.max_consecutive_nonfinite = 100")
-    (_, rejected), = scalar_events(os.path.join(model_dir, "train"), "rejected_steps")
-    assert rejected == {2: 0, 4: 2, 6: 4, 8: 6}  # armed after 2 applied steps
-    assert result["step"] == 8 and tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
-
-
 def test_temperature_summary_survives_a_zero_scale():
     class Model:
         logit_scale = tf.constant(0.0)
@@ -219,11 +209,3 @@ def test_old_binding_names_fail_at_parse_time_naming_their_new_place(tmp_path):
         config.parse([str(old)])
     with pytest.raises(config.ConfigError, match=r"'contrastive_loss'.*train\.loss_kind"):
         config.parse(["models/tiny"], ["contrastive_loss.kind = 'sigmoid'"])
-
-
-def test_absurd_learning_rate_from_the_start_ends_in_the_guard(tiny_data, tmp_path):
-    # Before: ZeroDivisionError in the summaries once the temperature's scale reached 0.
-    model_dir = str(tmp_path / "run")
-    with pytest.raises(SkippedStepsError, match="newest good checkpoint is "):
-        _train(model_dir, tiny_data, "train.train_steps = 30", "make_optimizer.learning_rate = 1e5",
-               "train.max_consecutive_nonfinite = 2")
