@@ -7,10 +7,11 @@ to 3 channels) and then cropped. Randomness is stateless, keyed by
 a per-example seed [2], so the same example position gives the same crop after a resume.
 Undecodable bytes raise an op error: the pipeline skips and counts such records.
 
-The pipeline decodes, crops and resizes each example (`random_crop_window`,
-`center_crop_window`: pixels still in [0, 255]) and flips and scales whole batches
-(`flip_batch`, `normalize`): the same numbers as `decode_and_random_crop` /
-`decode_and_center_crop`, with less work per example.
+The pipeline decodes and crops each example (`decode_window` with `random_box_fn` /
+`center_box_fn`, its crop seed and decoder branch drawn per block of records by
+basic_tf.data.shard_reader), resizes it (`resize`: pixels still in [0, 255]) and flips and
+scales whole batches (`flip_batch`, `normalize`): given the same crop seed and flip, the same
+numbers as `decode_and_random_crop`; evaluation's are those of `decode_and_center_crop`.
 """
 from typing import Optional, Sequence
 
@@ -150,7 +151,7 @@ def decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: 
                            random_flip: bool = True, antialias: bool = False) -> tf.Tensor:
     """Training view: a random crop covering `area_range` of the image with an aspect ratio in
     `aspect_ratio_range`, resized to a square, maybe flipped. seed: int [2] (split into the crop
-    and the flip seed; the pipeline does the same steps, the flip and scaling per batch).
+    and the flip seed; the pipeline draws both per block instead, basic_tf.data.keyed_random).
 
     Returns float32 [image_size, image_size, 3] in [0, 1].
     """
