@@ -64,12 +64,12 @@ def decode_window(image_bytes: tf.Tensor, box_fn, branch=None,
     given). Returns uint8 [h, w, 3]; with max_jpeg_pixels, (that, bool []): a JPEG whose SOF
     claims more pixels is not decoded (a 1x1 placeholder is) and the flag says so.
     """
-    limit = max_jpeg_pixels or 0
-
     def jpeg():
         shape = tf.image.extract_jpeg_shape(image_bytes)
-        too_large = tf.logical_and(limit > 0, tf.cast(shape[0], tf.int64) * tf.cast(
-            shape[1], tf.int64) > limit)
+        too_large = tf.constant(False)
+        if max_jpeg_pixels is not None:
+            pixels = tf.cast(shape[0], tf.int64) * tf.cast(shape[1], tf.int64)
+            too_large = pixels > max_jpeg_pixels
         offset, size = box_fn(shape)
         window = tf.where(too_large, tf.constant([0, 0, 1, 1]), tf.concat([offset, size], 0))
         image_or_placeholder = tf.where(too_large, limits.one_pixel_jpeg(), image_bytes)

@@ -107,7 +107,7 @@ def _decode(index, row, *, training, image_size, area_range, aspect_ratio_range,
                         resized)
     else:
         image = augment.resize(window, image_size, antialias)
-    return {"index": index, "kind": tf.where((kind == _RECORD) & ~usable, _BAD, kind),
+    return {"index": index, "kind": tf.where(too_large, _BAD, kind),  # placeholders never are
             "missing": row["missing"],
             "cause": tf.where(too_large, skips.TOO_LARGE, row["cause"]),
             "images": tf.ensure_shape(image, [image_size, image_size, 3]), "flip": row["flip"],
@@ -242,7 +242,8 @@ def make_dataset(input_context: Optional[tf.distribute.InputContext], data: Data
     planner = shard_reader.BlockPlanner(
         record_format=record_format, training=training, seed=seed, random_flip=random_flip,
         max_image_pixels=limits.max_image_pixels)
-    file_ids = [all_files.index(f) for f in files]
+    place = {f: i for i, f in enumerate(all_files)}  # a file's key in every host's draws
+    file_ids = [place[f] for f in files]
     ds = tf.data.Dataset.from_tensor_slices(
         (tf.constant(file_ids, tf.int64), files, tf.constant(expected, tf.int64)))
     if training:
