@@ -163,6 +163,11 @@ def decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: 
     return image
 
 
+def whole_box(shape):
+    """The window of the whole image, for `decode_window`: (offset 0, size shape[:2])."""
+    return tf.zeros([2], tf.int32), shape[:2]
+
+
 def center_box_fn(crop_fraction: float = 1.0):
     """Evaluation's window for `decode_window`: the central square of side crop_fraction *
     min(height, width)."""

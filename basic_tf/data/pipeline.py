@@ -4,7 +4,7 @@ Shards are basic_tf's own (basic_tf.data.schema) or img2dataset's TFRecords as t
 (`record_format='img2dataset'`, basic_tf.data.img2dataset).
 
     files (this host's share) -> [train: shuffle files, repeat] -> interleave shard readers
-    (basic_tf.data.shard_reader: blocks of 32 records parsed, checked and given their caption,
+    (basic_tf.data.shard_reader: blocks of 256 records parsed, checked and given their caption,
     flip and crop seed with vector ops) -> rows -> [train: shuffle] -> number each row ->
     decode/crop/resize (parallel, per example) -> batch -> count skipped records by cause (per
     batch) -> [train: rebatch | evaluation: pad] -> flip, scale, cut and tokenize captions
@@ -87,24 +87,25 @@ def _decode(index, row, *, training, image_size, area_range, aspect_ratio_range,
     pixels becomes kind BAD, cause too_large (nothing decoded); rows that are not usable
     records decode a 1x1 placeholder; an image that does not decode raises (-> dropped,
     counted as bad_image). The image is unflipped ("flip" says whether to flip it), uint8 in
-    training (exact when the window is not resized, as in the demo; else the resize rounded,
-    <= 0.5 / 255), float32 in [0, 255] in evaluation (exactly what serving's
-    decode_and_center_crop gives); `_finish_batch` does the rest per batch."""
+    training (exact when the window already has the output size, as in the demo: a bilinear
+    resize at scale 1 samples the pixel centres, and no tf.cond per example skips it; else the
+    resize rounded, <= 0.5 / 255), float32 in [0, 255] in evaluation (exactly what serving's
+    decode_and_center_crop gives); `_finish_batch` does the rest per batch. A training
+    area_range starting at 1 can only give the whole image: no window is drawn then."""
     kind = row["kind"]
     usable = kind == _RECORD
     image_bytes = tf.where(usable, row["image"], limits_lib.one_pixel_jpeg())
     branch = tf.where(usable, row["branch"], augment.JPEG)
-    if training:
+    if training and area_range[0] >= 1.0:  # a crop of the whole area is the whole image
+        box = augment.whole_box
+    elif training:
         box = augment.random_box_fn(row["crop_seed"], area_range, aspect_ratio_range)
     else:
         box = augment.center_box_fn(eval_crop_fraction)
     window, too_large = augment.decode_window(image_bytes, box, branch, max_image_pixels)
     usable &= ~too_large
     if training:
-        resized = lambda: tf.saturate_cast(  # noqa: E731
-            augment.resize(window, image_size, antialias) + 0.5, tf.uint8)
-        image = tf.cond(tf.reduce_all(tf.shape(window)[:2] == image_size), lambda: window,
-                        resized)
+        image = tf.saturate_cast(augment.resize(window, image_size, antialias) + 0.5, tf.uint8)
     else:
         image = augment.resize(window, image_size, antialias)
     return {"index": index, "kind": tf.where(too_large, _BAD, kind),  # placeholders never are

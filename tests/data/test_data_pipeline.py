@@ -1,4 +1,6 @@
 """make_dataset: batch contract, evaluation padding, per-host sharding, determinism, augmentation."""
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -117,6 +119,29 @@ def test_random_crop_matches_unfused_reference():
             diff = np.abs(got.numpy() - want.numpy())
             # JPEG: chroma upsampling differs at the window's right edge only: last column
             assert diff[:, :-1].max() <= 1e-6 and diff.max() <= max_edge_diff
+
+
+def test_whole_area_view_at_the_image_size_gives_the_decoded_pixels(tmp_path, sp_model):
+    """area_range (1, 1) (the demo's): no window is drawn, and a square image already at
+    image_size goes through the resize unchanged: the batch holds the PNG's own pixels / 255,
+    mirrored where flipped (both flips seen), and a non-square image the whole image resized."""
+    records = make_records(24, fmt="png", size=(16, 16)) + [
+        dataclasses.replace(r, example_id=f"wide/{i}")
+        for i, r in enumerate(make_records(8, size=(20, 24)))]
+    writer.write_tfrecords(records, str(tmp_path / "part"), show_progress=False)
+    pixels = {r.example_id: decode(r.image) for r in records[:24]}
+    flips = set()
+    for batch in build(str(tmp_path / "part*.tfrecord"), sp_model, area_range=(1.0, 1.0),
+                       aspect_ratio_range=(1.0, 1.0)).take(8).as_numpy_iterator():
+        for example_id, image in zip(batch["example_id"], batch["images"]):
+            if example_id.decode() not in pixels:  # a 20x24 JPEG: whole image, resized
+                assert image.shape == (16, 16, 3) and image.std() > 0.05
+                continue
+            want = pixels[example_id.decode()] / np.float32(255.0)
+            flipped = not np.array_equal(image, want)
+            np.testing.assert_array_equal(image, want[:, ::-1] if flipped else want)
+            flips.add(flipped)
+    assert flips == {True, False}
 
 
 def test_corrupt_record_in_the_middle_is_skipped_and_counted(tmp_path, sp_model):

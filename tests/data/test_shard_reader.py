@@ -16,23 +16,26 @@ def _rows(path, expected=-1, training=False):
 
 
 def test_unparsable_records_inside_blocks_cost_only_themselves(tmp_path):
-    """70 records (three blocks of 32); records 5, 40 and 41 are not Examples: the blocks they
-    sit in are parsed again record by record, every good record arrives once, the three are
-    BAD rows with cause parse_error, and the shard's end row comes once (records read again
-    may come after the blocks read once: order within a shard is not kept then)."""
-    records = make_records(70)
+    """Records in several blocks and windows of blocks; four are not Examples (two in the first
+    block, two side by side in a later one, one in the last window): the blocks they sit in are
+    parsed again record by record, every good record arrives once, the four are BAD rows with
+    cause parse_error, and the shard's end row comes once (records read again may come after
+    the blocks read once: order within a shard is not kept then)."""
+    count = 2 * shard_reader.BLOCK * shard_reader._WINDOW + 70  # the last window is partial
+    broken = (5, shard_reader.BLOCK + 40, shard_reader.BLOCK + 41, count - 3)
+    records = make_records(count)
     path = str(tmp_path / "mixed.tfrecord")
     with tf.io.TFRecordWriter(path) as w:
         for i, r in enumerate(records):
-            w.write(b"\x08\x96\x01 not an Example" if i in (5, 40, 41) else
+            w.write(b"\x08\x96\x01 not an Example" if i in broken else
                     schema.encode_record(r))
-    rows = _rows(path, expected=70)
+    rows = _rows(path, expected=count)
     good = sorted(r["example_id"].decode() for r in rows if r["kind"] == shard_reader.RECORD)
-    assert good == sorted(r.example_id for i, r in enumerate(records) if i not in (5, 40, 41))
+    assert good == sorted(r.example_id for i, r in enumerate(records) if i not in broken)
     bad = [r for r in rows if r["kind"] == shard_reader.BAD]
-    assert [int(r["cause"]) for r in bad] == [skips.PARSE_ERROR] * 3
+    assert [int(r["cause"]) for r in bad] == [skips.PARSE_ERROR] * len(broken)
     ends = [r for r in rows if r["kind"] == shard_reader.SHARD_END]
-    assert len(ends) == 1 and ends[0]["missing"] == 0 and len(rows) == 71
+    assert len(ends) == 1 and ends[0]["missing"] == 0 and len(rows) == count + 1
 
 
 def test_a_shard_of_only_unparsable_records_gives_bad_rows_and_its_end(tmp_path):
