@@ -98,8 +98,10 @@ def _assert_grads_close(got, want, variables):
 
 # Both losses on both paths (M = 1: one taped forward; M = 2: the accumulation's loops); M = 4
 # with softmax (the loops are the same for either loss: sigmoid at M = 4 is the chunked file's
-# 4-replica case).
-@pytest.mark.parametrize("kind,micro", [("softmax", 1), ("softmax", 2), ("softmax", 4),
+# 4-replica case). M = 4 is slow (10 s alone): the fast tier runs the same loops at M = 2, and
+# M = 4 on one device in test_accumulation_chunked.py's one-device cases (chunked loss).
+@pytest.mark.parametrize("kind,micro", [("softmax", 1), ("softmax", 2),
+                                        pytest.param("softmax", 4, marks=pytest.mark.slow),
                                         ("sigmoid", 1), ("sigmoid", 2)])
 def test_one_device_equals_plain_tape(kind, micro):
     model = _model(kind)
@@ -110,16 +112,20 @@ def test_one_device_equals_plain_tape(kind, micro):
     _assert_grads_close(grads, ref_grads, model.trainable_variables)
 
 
-def test_recompute_gives_identical_gradients():
+# One case per path (two models traced each, 14 s alone): M = 2 (the accumulation's loops
+# recomputing each micro-batch's forward, what training with micro-batches runs) stays in the fast
+# tier; M = 1 (one taped forward through the remat blocks) is slow, and the fast tier also
+# checks remat under one tape in tests/models/test_dual_encoder.py::test_remat_gives_same_gradients.
+@pytest.mark.parametrize("micro", [pytest.param(1, marks=pytest.mark.slow), 2])
+def test_recompute_gives_identical_gradients(micro):
     plain = _model("softmax", remat="none")
     images, tokens = _batch(plain)
     remat = _model("softmax", remat="every_block")
     _batch(remat)
     remat.set_weights(plain.get_weights())
-    for micro in (1, 2):
-        _, want = _accumulated(plain, images, tokens, micro)
-        _, got = _accumulated(remat, images, tokens, micro)
-        _assert_grads_close(got, want, plain.trainable_variables)
+    _, want = _accumulated(plain, images, tokens, micro)
+    _, got = _accumulated(remat, images, tokens, micro)
+    _assert_grads_close(got, want, plain.trainable_variables)
 
 
 def test_batchnorm_moving_statistics_update_once_per_micro_batch():

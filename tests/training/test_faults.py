@@ -1,6 +1,7 @@
 """Faults injected into training (README "Reliability"): divergence, resume with changed
-settings, unreadable or half-written checkpoints, a full disk, bad settings. Each test fails on
-the code before the fault was handled (main 8fa76eb)."""
+settings, unreadable or half-written checkpoints, bad settings (a full disk, checkpoint steps and
+the skipped-step guard in runs of their own: test_faults_guard.py). Each test fails on the code
+before the fault was handled (main 8fa76eb)."""
 import glob
 import os
 import re
@@ -11,7 +12,6 @@ import pytest
 import tensorflow as tf
 
 from basic_tf import config, from_gin
-from basic_tf.training import checkpoints
 from basic_tf.training.contrastive import ContrastiveTask
 from basic_tf.training.trainer import SkippedStepsError
 from training_helpers import bindings, checkpoint_values, scalar_events
@@ -110,25 +110,6 @@ def test_unreadable_latest_checkpoint_falls_back_and_stale_temporaries_go(tiny_d
     assert not os.path.exists(stale)
 
 
-def test_full_disk_at_a_save_is_named_and_keeps_the_previous(tiny_data, tmp_path, monkeypatch):
-    model_dir = str(tmp_path / "run")
-    real_write = tf.train.Checkpoint._write
-    calls = []
-
-    def write(self, prefix, options=None):
-        calls.append(prefix)
-        if prefix.endswith("ckpt-4"):
-            raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
-        return real_write(self, prefix, options=options)
-
-    monkeypatch.setattr(tf.train.Checkpoint, "_write", write)
-    with pytest.raises(checkpoints.CheckpointWriteError,
-                       match=r"^model_dir .*: could not write the checkpoint of step 4 .*No "
-                             r"space left on device.*ckpt-2 is intact"):
-        _train(model_dir, tiny_data, "train.train_steps = 6")
-    assert tf.train.latest_checkpoint(model_dir).endswith("ckpt-2")
-
-
 @pytest.mark.parametrize("binding, message", [
     ("train.train_steps = -5", r"^train.train_steps=-5 must be a positive integer"),
     ("train.train_steps = 'ten'", r"^train.train_steps='ten' must be a positive integer"),
@@ -150,17 +131,6 @@ def test_bad_settings_are_named_before_any_work(tiny_data, tmp_path, binding, me
 def test_unwritable_model_dir_is_named(tiny_data):
     with pytest.raises(ValueError, match=r"^--model_dir=/proc/1/run is not writable"):
         _train("/proc/1/run", tiny_data, "train.train_steps = 2")
-
-
-def test_checkpoints_at_exact_multiples_and_the_end(tiny_data, tmp_path):
-    model_dir = str(tmp_path / "run")
-    config.parse(["models/tiny"], bindings(tiny_data, global_batch_size=8) + [
-        "train.train_steps = 11", "train.steps_per_loop = 3", "train.checkpoint_interval = 4",
-        "train.max_checkpoints = 5"])
-    from_gin.train(model_dir)
-    steps = sorted(int(p.rsplit("-", 1)[1].split(".")[0])
-                   for p in glob.glob(os.path.join(model_dir, "ckpt-*.index")))
-    assert steps == [4, 8, 11]  # before: 3 (after the first loop), 9, 11
 
 
 def test_temperature_summary_survives_a_zero_scale():
