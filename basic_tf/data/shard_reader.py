@@ -34,7 +34,7 @@ from basic_tf.data import augment, img2dataset, keyed_random, schema, skips
 from basic_tf.data import limits as limits_lib
 
 RECORD, SHARD_END, END, BAD = 0, 1, 2, 3
-# Records parsed and planned together. A block's plan is ~100 vector ops whose cost is mostly
+# Records parsed and planned together. A block's plan is a fixed set of vector ops, costing mostly
 # per op, not per record: on the demo's records the reader gave 17,700 rows/s with blocks of 32
 # and 38,400 with 256 (2026-12-08, 2 cores).
 BLOCK = 256
