@@ -121,11 +121,20 @@ def flip_batch(images: tf.Tensor, flips: tf.Tensor) -> tf.Tensor:
     return tf.gather(both, tf.range(b) + b * tf.cast(flips, tf.int32))
 
 
+def whole_box(shape):
+    """The window of the whole image, for `decode_window`: (offset 0, size shape[:2])."""
+    return tf.zeros([2], tf.int32), shape[:2]
+
+
 def random_box_fn(crop_seed: tf.Tensor, area_range: Sequence[float] = (0.5, 1.0),
                   aspect_ratio_range: Sequence[float] = (3 / 4, 4 / 3)):
     """The training view's window for `decode_window`: a random crop covering `area_range` of
     the image with an aspect ratio in `aspect_ratio_range` (the whole image when 10 draws
-    miss). crop_seed: int [2]."""
+    miss). crop_seed: int [2]. An area range starting at 1 can only give the whole image (a
+    crop of the whole area): `whole_box`, nothing drawn."""
+    if area_range[0] >= 1.0:
+        return whole_box
+
     def random_box(shape):
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
             shape, bounding_boxes=tf.constant(_WHOLE_IMAGE), seed=crop_seed, min_object_covered=0.0,
@@ -161,11 +170,6 @@ def decode_and_random_crop(image_bytes: tf.Tensor, seed: tf.Tensor, image_size: 
     if random_flip:
         image = flip_batch(image[None], flip_decision(flip_seed)[None])[0]
     return image
-
-
-def whole_box(shape):
-    """The window of the whole image, for `decode_window`: (offset 0, size shape[:2])."""
-    return tf.zeros([2], tf.int32), shape[:2]
 
 
 def center_box_fn(crop_fraction: float = 1.0):

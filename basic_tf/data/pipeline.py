@@ -90,15 +90,12 @@ def _decode(index, row, *, training, image_size, area_range, aspect_ratio_range,
     training (exact when the window already has the output size, as in the demo: a bilinear
     resize at scale 1 samples the pixel centres, and no tf.cond per example skips it; else the
     resize rounded, <= 0.5 / 255), float32 in [0, 255] in evaluation (exactly what serving's
-    decode_and_center_crop gives); `_finish_batch` does the rest per batch. A training
-    area_range starting at 1 can only give the whole image: no window is drawn then."""
+    decode_and_center_crop gives); `_finish_batch` does the rest per batch."""
     kind = row["kind"]
     usable = kind == _RECORD
     image_bytes = tf.where(usable, row["image"], limits_lib.one_pixel_jpeg())
     branch = tf.where(usable, row["branch"], augment.JPEG)
-    if training and area_range[0] >= 1.0:  # a crop of the whole area is the whole image
-        box = augment.whole_box
-    elif training:
+    if training:
         box = augment.random_box_fn(row["crop_seed"], area_range, aspect_ratio_range)
     else:
         box = augment.center_box_fn(eval_crop_fraction)
